@@ -1,0 +1,566 @@
+//! Delivery (SPEC §6–7): runs trigger calls concurrently within an adaptive
+//! limit, retries what may pass, honours Retry-After for the whole execution
+//! environment, keeps FIFO order per message group, and finishes before the
+//! invocation's deadline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::dynamics::DynamicsPort;
+use crate::idempotency::{Claim, Idempotency};
+use crate::mapping::TriggerCall;
+use crate::outcome::{DeliveryError, Outcome};
+
+/// At most this many attempts for 5xx, timeouts and connection errors (SPEC §7).
+pub const MAX_TRANSIENT_ATTEMPTS: u32 = 4;
+/// At most this many attempts of one record answered 429.
+pub const MAX_THROTTLED_ATTEMPTS: u32 = 8;
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(4);
+
+/// When to stop starting calls, and when every record must be done.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub start_cutoff: Instant,
+    pub hard_cutoff: Instant,
+}
+
+impl Budget {
+    /// Leaves a reserve before `deadline` (a tenth of the time left, 200 ms to 1 s)
+    /// for the answer, and as much again in which no new call is started.
+    pub fn until(deadline: Instant) -> Budget {
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let reserve = (left / 10).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        let hard_cutoff = deadline.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
+        let start_cutoff = hard_cutoff.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
+        Budget { start_cutoff, hard_cutoff }
+    }
+}
+
+/// The execution environment's concurrency governor: an AIMD limit (as Vector's
+/// Adaptive Request Concurrency) under `ceiling`, capped further by Dataverse's
+/// `x-ms-dop-hint`, plus a pause shared by every record after a 429.
+pub struct Pacer {
+    ceiling: usize,
+    permits: Arc<Semaphore>,
+    state: Mutex<PaceState>,
+}
+
+struct PaceState {
+    limit: f64,
+    /// Permits in circulation (available + held − owed).
+    granted: usize,
+    /// Permits to take out of circulation as they come back.
+    owed: usize,
+    hint: Option<usize>,
+    pause_until: Option<Instant>,
+    last_decrease: Option<Instant>,
+    best_latency: Option<Duration>,
+}
+
+impl Pacer {
+    pub fn new(initial: usize, ceiling: usize) -> Pacer {
+        let ceiling = ceiling.max(1);
+        let initial = initial.clamp(1, ceiling);
+        Pacer {
+            ceiling,
+            permits: Arc::new(Semaphore::new(initial)),
+            state: Mutex::new(PaceState {
+                limit: initial as f64,
+                granted: initial,
+                owed: 0,
+                hint: None,
+                pause_until: None,
+                last_decrease: None,
+                best_latency: None,
+            }),
+        }
+    }
+
+    /// The current concurrency limit.
+    pub fn limit(&self) -> usize {
+        self.state.lock().unwrap().granted
+    }
+
+    fn pause_until(&self) -> Option<Instant> {
+        let state = self.state.lock().unwrap();
+        state.pause_until.filter(|p| *p > Instant::now())
+    }
+
+    /// Pauses new calls of the whole execution environment (Dataverse's limits are per user).
+    pub fn pause(&self, for_: Duration) {
+        let until = Instant::now() + for_;
+        let mut state = self.state.lock().unwrap();
+        if state.pause_until.is_none_or(|p| p < until) {
+            state.pause_until = Some(until);
+        }
+    }
+
+    /// Waits for the pause and a slot; `None` if neither comes before `until`.
+    pub async fn acquire(self: &Arc<Self>, until: Instant) -> Option<Slot> {
+        loop {
+            if let Some(pause) = self.pause_until() {
+                if pause >= until {
+                    return None;
+                }
+                tokio::time::sleep_until(pause.into()).await;
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            let permit = tokio::time::timeout_at(until.into(), self.permits.clone().acquire_owned()).await.ok()?.ok()?;
+            // A 429 may have paused everything while this record waited for its slot.
+            if self.pause_until().is_some() {
+                drop(Slot { pacer: self.clone(), permit: Some(permit) });
+                continue;
+            }
+            return Some(Slot { pacer: self.clone(), permit: Some(permit) });
+        }
+    }
+
+    fn on_success(&self, latency: Duration, dop_hint: Option<usize>) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(hint) = dop_hint.filter(|h| *h > 0) {
+            state.hint = Some(hint);
+        }
+        let best = *state.best_latency.get_or_insert(latency);
+        state.best_latency = Some(best.min(latency));
+        let cap = self.cap(&state);
+        // Grow (about +1 per round of calls) only while at the limit and latency is not rising.
+        let at_limit = self.permits.available_permits() == 0;
+        if at_limit && latency <= best * 2 + Duration::from_millis(5) && state.limit < cap as f64 {
+            state.limit = (state.limit + 1.0 / state.limit).min(cap as f64);
+        }
+        self.rebalance(&mut state, cap);
+    }
+
+    fn on_backpressure(&self) {
+        let mut state = self.state.lock().unwrap();
+        let now = Instant::now();
+        // One decrease per round trip: a burst of 429s from one round counts once.
+        let window = state.best_latency.unwrap_or(Duration::from_millis(100)).max(Duration::from_millis(50));
+        if state.last_decrease.is_some_and(|t| now.duration_since(t) < window) {
+            return;
+        }
+        state.last_decrease = Some(now);
+        state.limit = (state.limit * 0.9).max(1.0);
+        let cap = self.cap(&state);
+        self.rebalance(&mut state, cap);
+    }
+
+    fn cap(&self, state: &PaceState) -> usize {
+        state.hint.map_or(self.ceiling, |h| h.min(self.ceiling)).max(1)
+    }
+
+    fn rebalance(&self, state: &mut PaceState, cap: usize) {
+        state.limit = state.limit.min(cap as f64);
+        let target = (state.limit.floor() as usize).clamp(1, cap);
+        if target > state.granted {
+            let mut add = target - state.granted;
+            let repaid = add.min(state.owed);
+            state.owed -= repaid;
+            add -= repaid;
+            self.permits.add_permits(add);
+        } else if target < state.granted {
+            let mut remove = state.granted - target;
+            remove -= self.permits.forget_permits(remove);
+            state.owed += remove;
+        }
+        state.granted = target;
+    }
+}
+
+/// One slot of the limit, held for one attempt.
+pub struct Slot {
+    pacer: Arc<Pacer>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.pacer.state.lock().unwrap();
+        if state.owed > 0 {
+            state.owed -= 1;
+            if let Some(permit) = self.permit.take() {
+                permit.forget();
+            }
+        }
+    }
+}
+
+/// One record for delivery: a call to make, or an outcome already decided.
+pub struct Job {
+    pub index: usize,
+    /// FIFO message group.
+    pub group: Option<String>,
+    /// Idempotency key (SPEC §11).
+    pub key: Option<String>,
+    pub work: Work,
+}
+
+pub enum Work {
+    Send(TriggerCall),
+    Done(Outcome),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub attempts: u32,
+}
+
+impl Report {
+    fn done(outcome: Outcome) -> Report {
+        Report { outcome, attempts: 0 }
+    }
+}
+
+/// Delivers every job; the reports come back in job order, one per job.
+pub async fn deliver<P: DynamicsPort>(
+    port: Arc<P>,
+    pacer: Arc<Pacer>,
+    idempotency: Arc<Idempotency>,
+    jobs: Vec<Job>,
+    fifo: bool,
+    budget: Budget,
+) -> Vec<Report> {
+    let count = jobs.len();
+    let slots: Arc<Mutex<Vec<Option<Report>>>> = Arc::new(Mutex::new(vec![None; count]));
+    let positions: HashMap<usize, usize> = jobs.iter().enumerate().map(|(pos, j)| (j.index, pos)).collect();
+
+    // Standard queues: every job on its own. FIFO: one sequence per message group.
+    let mut sequences: BTreeMap<String, Vec<Job>> = BTreeMap::new();
+    let mut singles = Vec::new();
+    for job in jobs {
+        if fifo {
+            sequences.entry(job.group.clone().unwrap_or_default()).or_default().push(job);
+        } else {
+            singles.push(vec![job]);
+        }
+    }
+    let runs: Vec<Vec<Job>> = singles.into_iter().chain(sequences.into_values()).collect();
+
+    let mut tasks = JoinSet::new();
+    let mut task_positions: HashMap<tokio::task::Id, Vec<usize>> = HashMap::new();
+    for run in runs {
+        // Decided jobs outside FIFO need no task.
+        if !fifo && matches!(run[0].work, Work::Done(_)) {
+            let job = run.into_iter().next().expect("one job");
+            let Work::Done(outcome) = job.work else { unreachable!() };
+            slots.lock().unwrap()[positions[&job.index]] = Some(Report::done(outcome));
+            continue;
+        }
+        let run_positions: Vec<usize> = run.iter().map(|j| positions[&j.index]).collect();
+        let (port, pacer, idempotency, slots) = (port.clone(), pacer.clone(), idempotency.clone(), slots.clone());
+        let positions = run_positions.clone();
+        let handle = tasks.spawn(async move {
+            let mut blocked_by: Option<String> = None;
+            for (job, position) in run.into_iter().zip(positions) {
+                let report = match (&blocked_by, job.work) {
+                    (Some(group), _) => Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone() })),
+                    (None, Work::Done(outcome)) => Report::done(outcome),
+                    (None, Work::Send(call)) => deliver_idempotent(&*port, &pacer, &idempotency, job.key.as_deref(), &call, budget).await,
+                };
+                if fifo && !report.outcome.is_success() {
+                    blocked_by = Some(job.group.clone().unwrap_or_default());
+                }
+                slots.lock().unwrap()[position] = Some(report);
+            }
+        });
+        task_positions.insert(handle.id(), run_positions);
+    }
+
+    // Every attempt ends by the hard cut-off; the margin covers scheduling only.
+    let collect = async {
+        while let Some(joined) = tasks.join_next_with_id().await {
+            if let Err(error) = joined {
+                if error.is_panic() {
+                    let mut slots = slots.lock().unwrap();
+                    for &position in task_positions.get(&error.id()).into_iter().flatten() {
+                        if slots[position].is_none() {
+                            tracing::error!(message = "A record's work panicked; it is reported failed.", index = position);
+                            slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::Internal("the record's work panicked".into()))));
+                            // Later records of a FIFO group must not run past it.
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if tokio::time::timeout_at((budget.hard_cutoff + Duration::from_millis(50)).into(), collect).await.is_err() {
+        tasks.abort_all();
+    }
+    let slots = std::mem::take(&mut *slots.lock().unwrap());
+    slots
+        .into_iter()
+        .map(|slot| slot.unwrap_or_else(|| Report::done(Outcome::Failed(DeliveryError::Deadline))))
+        .collect()
+}
+
+async fn deliver_idempotent<P: DynamicsPort>(
+    port: &P,
+    pacer: &Arc<Pacer>,
+    idempotency: &Idempotency,
+    key: Option<&str>,
+    call: &TriggerCall,
+    budget: Budget,
+) -> Report {
+    let Some(key) = key else { return deliver_one(port, pacer, call, budget).await };
+    match idempotency.claim(key, budget.hard_cutoff).await {
+        Claim::Done => return Report::done(Outcome::Duplicate),
+        Claim::InProgress => {
+            return Report::done(Outcome::Failed(DeliveryError::Transient {
+                status: None,
+                code: None,
+                detail: "the same event is being delivered by another invocation".into(),
+            }))
+        }
+        Claim::Unavailable(error) => return Report::done(Outcome::Failed(error)),
+        Claim::Claimed => {}
+    }
+    let report = deliver_one(port, pacer, call, budget).await;
+    if report.outcome == Outcome::Delivered {
+        idempotency.complete(key).await;
+    } else {
+        idempotency.release(key).await;
+    }
+    report
+}
+
+/// One record, with the retries of SPEC §7.
+async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &TriggerCall, budget: Budget) -> Report {
+    let mut attempts = 0;
+    let mut transient = 0;
+    let mut throttled = 0;
+    let mut last: Option<DeliveryError> = None;
+    loop {
+        let Some(slot) = pacer.acquire(budget.start_cutoff).await else {
+            return Report { outcome: Outcome::Failed(last.unwrap_or(DeliveryError::Deadline)), attempts };
+        };
+        attempts += 1;
+        let started = Instant::now();
+        let result = port.send(call, budget.hard_cutoff).await;
+        let error = match result {
+            Ok(sent) => {
+                pacer.on_success(started.elapsed(), sent.dop_hint);
+                return Report { outcome: Outcome::Delivered, attempts };
+            }
+            Err(error) => error,
+        };
+        drop(slot);
+        match &error {
+            DeliveryError::Throttled { retry_after, .. } => {
+                pacer.on_backpressure();
+                let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                pacer.pause(wait);
+                throttled += 1;
+                if throttled >= MAX_THROTTLED_ATTEMPTS || Instant::now() + wait >= budget.start_cutoff {
+                    return Report { outcome: Outcome::Failed(error), attempts };
+                }
+            }
+            DeliveryError::Transient { status, .. } => {
+                if matches!(status, None | Some(503) | Some(408)) {
+                    pacer.on_backpressure();
+                }
+                transient += 1;
+                if transient >= MAX_TRANSIENT_ATTEMPTS {
+                    return Report { outcome: Outcome::Failed(error), attempts };
+                }
+                let wait = backoff(transient);
+                if Instant::now() + wait >= budget.start_cutoff {
+                    return Report { outcome: Outcome::Failed(error), attempts };
+                }
+                tokio::time::sleep(wait).await;
+            }
+            _ => return Report { outcome: Outcome::from_error(error), attempts },
+        }
+        last = Some(error);
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait up to base × 2^(n−1), capped.
+fn backoff(retry: u32) -> Duration {
+    let ceiling = BACKOFF_BASE.saturating_mul(1 << (retry - 1).min(10)).min(BACKOFF_CAP);
+    let low = ceiling / 4;
+    low + Duration::from_millis(fastrand::u64(0..=(ceiling - low).as_millis() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dynamics::Sent;
+    use serde_json::Map;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A Dynamics port answering from a script, tracking concurrency.
+    struct Scripted {
+        answers: Mutex<HashMap<String, Vec<Result<Sent, DeliveryError>>>>,
+        calls: Mutex<Vec<String>>,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+        latency: Duration,
+    }
+
+    impl Scripted {
+        fn new(latency_ms: u64) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                answers: Mutex::new(HashMap::new()),
+                calls: Mutex::new(Vec::new()),
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: AtomicUsize::new(0),
+                latency: Duration::from_millis(latency_ms),
+            })
+        }
+        fn script(&self, trigger: &str, answers: Vec<Result<Sent, DeliveryError>>) {
+            self.answers.lock().unwrap().insert(trigger.into(), answers);
+        }
+    }
+
+    impl DynamicsPort for Scripted {
+        async fn send(&self, call: &TriggerCall, _deadline: Instant) -> Result<Sent, DeliveryError> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            self.calls.lock().unwrap().push(call.trigger.clone());
+            tokio::time::sleep(self.latency).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if call.trigger == "panic" {
+                panic!("boom");
+            }
+            let mut answers = self.answers.lock().unwrap();
+            match answers.get_mut(&call.trigger) {
+                Some(list) if !list.is_empty() => list.remove(0),
+                _ => Ok(Sent::default()),
+            }
+        }
+    }
+
+    fn job(index: usize, trigger: &str, group: Option<&str>) -> Job {
+        Job { index, group: group.map(str::to_string), key: None, work: Work::Send(TriggerCall { trigger: trigger.into(), body: Map::new() }) }
+    }
+
+    fn budget(secs: u64) -> Budget {
+        Budget::until(Instant::now() + Duration::from_secs(secs))
+    }
+
+    async fn run(port: &Arc<Scripted>, pacer: Pacer, jobs: Vec<Job>, fifo: bool, budget: Budget) -> Vec<Report> {
+        deliver(port.clone(), Arc::new(pacer), Arc::new(Idempotency::in_memory()), jobs, fifo, budget).await
+    }
+
+    fn transient() -> DeliveryError {
+        DeliveryError::Transient { status: Some(503), code: None, detail: "503".into() }
+    }
+
+    #[tokio::test]
+    async fn concurrency_never_exceeds_the_ceiling() {
+        let port = Scripted::new(20);
+        let jobs = (0..40).map(|i| job(i, "t", None)).collect();
+        let reports = run(&port, Pacer::new(8, 8), jobs, false, budget(10)).await;
+        assert!(reports.iter().all(|r| r.outcome == Outcome::Delivered));
+        assert_eq!(port.max_in_flight.load(Ordering::SeqCst), 8);
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_at_most_four_times() {
+        let port = Scripted::new(1);
+        port.script("flaky", vec![Err(transient()), Err(transient()), Ok(Sent::default())]);
+        port.script("down", vec![Err(transient()); 10]);
+        let reports = run(&port, Pacer::new(4, 4), vec![job(0, "flaky", None), job(1, "down", None)], false, budget(30)).await;
+        assert_eq!(reports[0], Report { outcome: Outcome::Delivered, attempts: 3 });
+        assert_eq!(reports[1], Report { outcome: Outcome::Failed(transient()), attempts: 4 });
+    }
+
+    #[tokio::test]
+    async fn rejections_are_not_retried() {
+        let port = Scripted::new(1);
+        let rejected = DeliveryError::Rejected { status: 404, code: Some("0x8006088a".into()), message: "nope".into() };
+        port.script("gone", vec![Err(rejected.clone())]);
+        let reports = run(&port, Pacer::new(4, 4), vec![job(0, "gone", None)], false, budget(10)).await;
+        assert_eq!(reports[0], Report { outcome: Outcome::Rejected(rejected), attempts: 1 });
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured_when_it_fits_and_reported_when_not() {
+        let port = Scripted::new(1);
+        let throttled = |s| Err(DeliveryError::Throttled { retry_after: Some(Duration::from_secs(s)), code: None });
+        port.script("short", vec![throttled(1), Ok(Sent::default())]);
+        let started = Instant::now();
+        let reports = run(&port, Pacer::new(4, 4), vec![job(0, "short", None)], false, budget(10)).await;
+        assert_eq!(reports[0].outcome, Outcome::Delivered);
+        assert!(started.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
+
+        port.script("long", vec![throttled(60)]);
+        let started = Instant::now();
+        let reports = run(&port, Pacer::new(4, 4), vec![job(0, "long", None)], false, budget(5)).await;
+        assert!(matches!(reports[0].outcome, Outcome::Failed(DeliveryError::Throttled { .. })));
+        assert!(started.elapsed() < Duration::from_secs(1), "did not wait for a pause past the deadline");
+    }
+
+    #[tokio::test]
+    async fn fifo_stops_a_group_at_its_first_failure_and_other_groups_go_on() {
+        let port = Scripted::new(1);
+        let rejected = DeliveryError::Rejected { status: 400, code: None, message: "bad".into() };
+        port.script("a-bad", vec![Err(rejected.clone())]);
+        let jobs = vec![
+            job(0, "a-ok", Some("a")),
+            job(1, "a-bad", Some("a")),
+            job(2, "a-later", Some("a")),
+            job(3, "b-ok", Some("b")),
+            Job { index: 4, group: Some("b".into()), key: None, work: Work::Done(Outcome::Invalid { reason: "x".into() }) },
+            job(5, "b-later", Some("b")),
+            job(6, "c-ok", Some("c")),
+        ];
+        let reports = run(&port, Pacer::new(4, 4), jobs, true, budget(10)).await;
+        let names: Vec<&str> = reports.iter().map(|r| r.outcome.name()).collect();
+        assert_eq!(names, ["delivered", "rejected", "failed", "delivered", "invalid", "failed", "delivered"]);
+        assert_eq!(reports[2].outcome, Outcome::Failed(DeliveryError::GroupBlocked { group: "a".into() }));
+        let calls = port.calls.lock().unwrap().clone();
+        assert!(!calls.contains(&"a-later".to_string()) && !calls.contains(&"b-later".to_string()));
+    }
+
+    #[tokio::test]
+    async fn records_not_done_by_the_deadline_are_reported_failed() {
+        let port = Scripted::new(400);
+        let jobs = (0..10).map(|i| job(i, "t", None)).collect();
+        let started = Instant::now();
+        let reports = run(&port, Pacer::new(1, 1), jobs, false, Budget::until(Instant::now() + Duration::from_millis(1500))).await;
+        assert!(started.elapsed() < Duration::from_millis(1500), "answered before the deadline");
+        let delivered = reports.iter().filter(|r| r.outcome == Outcome::Delivered).count();
+        assert!((1..10).contains(&delivered), "{delivered}");
+        assert!(reports.iter().filter(|r| r.outcome != Outcome::Delivered).all(|r| r.outcome == Outcome::Failed(DeliveryError::Deadline)));
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_only_its_record() {
+        let port = Scripted::new(1);
+        let reports = run(&port, Pacer::new(4, 4), vec![job(0, "ok", None), job(1, "panic", None), job(2, "ok", None)], false, budget(10)).await;
+        assert_eq!(reports[0].outcome, Outcome::Delivered);
+        assert!(matches!(reports[1].outcome, Outcome::Failed(DeliveryError::Internal(_))));
+        assert_eq!(reports[2].outcome, Outcome::Delivered);
+    }
+
+    #[test]
+    fn the_limit_shrinks_on_backpressure_and_respects_the_hint() {
+        let pacer = Pacer::new(32, 32);
+        pacer.on_backpressure();
+        assert_eq!(pacer.limit(), 28);
+        pacer.on_backpressure();
+        assert_eq!(pacer.limit(), 28, "one decrease per round trip");
+        pacer.on_success(Duration::from_millis(10), Some(4));
+        assert_eq!(pacer.limit(), 4);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for _ in 0..100 {
+            let first = backoff(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(200));
+            assert!(backoff(9) <= BACKOFF_CAP);
+        }
+    }
+}

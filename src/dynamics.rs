@@ -1,0 +1,424 @@
+//! The Dynamics adapter (SPEC §4, §7): Entra client-credentials token cached
+//! across warm invocations, the Dataverse custom-trigger call, and the
+//! classification of every answer into a [`DeliveryError`].
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::config::{ConfigError, Credentials, Settings};
+use crate::mapping::TriggerCall;
+use crate::outcome::DeliveryError;
+use crate::secrets::SecretStore;
+
+/// The longest a single Dataverse or Entra request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tokens are refreshed at least this long before they expire (as MSAL does).
+pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+const TOKEN_FETCH_ATTEMPTS: u32 = 3;
+
+/// The port delivery talks to: one attempt at one trigger call, answered
+/// before `deadline`. A 401 is handled inside (token refreshed, retried once).
+pub trait DynamicsPort: Send + Sync + 'static {
+    fn send(&self, call: &TriggerCall, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send;
+}
+
+/// What a successful call tells about Dataverse's capacity.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sent {
+    /// `x-ms-dop-hint`: the degree of parallelism Dataverse recommends.
+    pub dop_hint: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub token_requests: AtomicU64,
+    pub calls: AtomicU64,
+}
+
+pub struct Dynamics {
+    http: reqwest::Client,
+    secrets: SecretStore,
+    authority: String,
+    base_override: Option<String>,
+    tokens: Mutex<TokenState>,
+    invocation: AtomicU64,
+    pub counters: Counters,
+}
+
+#[derive(Default)]
+struct TokenState {
+    token: Option<Token>,
+    failure: Option<(u64, DeliveryError)>,
+    serial: u64,
+}
+
+#[derive(Clone)]
+struct Token {
+    value: SecretString,
+    refresh_at: Instant,
+    creds: Arc<Credentials>,
+    serial: u64,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default, deserialize_with = "seconds")]
+    expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "seconds")]
+    refresh_in: Option<u64>,
+}
+
+/// Entra sends lifetimes as numbers, older endpoints as strings.
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    })
+}
+
+#[derive(Deserialize, Default)]
+struct EntraError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+    #[serde(default)]
+    error_codes: Vec<u64>,
+}
+
+/// AADSTS codes that mean the configured credentials are wrong.
+const CREDENTIAL_CODES: &[u64] = &[7000215, 7000222, 700016, 90002];
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        // Execution environments freeze between invocations; do not keep sockets the peer has closed.
+        .pool_idle_timeout(Duration::from_secs(50))
+        // A token must never follow a redirect to another host.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("d365-trigger-relay/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client's TLS backend initialises")
+}
+
+impl Dynamics {
+    pub fn new(settings: &Settings, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Self {
+        Dynamics {
+            http,
+            secrets: SecretStore::new(secrets_client, settings.secret_id.clone(), settings.secret_ttl),
+            authority: settings.authority_host.clone(),
+            base_override: settings.dataverse_base_url.clone(),
+            tokens: Mutex::new(TokenState::default()),
+            invocation: AtomicU64::new(0),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Starts a new invocation: failures remembered for the previous one are forgotten.
+    pub fn begin_invocation(&self) -> u64 {
+        self.invocation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn current_invocation(&self) -> u64 {
+        self.invocation.load(Ordering::SeqCst)
+    }
+
+    pub async fn credentials(&self) -> Result<Arc<Credentials>, ConfigError> {
+        self.secrets.get(self.current_invocation()).await
+    }
+
+    pub fn secrets(&self) -> &SecretStore {
+        &self.secrets
+    }
+
+    fn base_url(&self, creds: &Credentials) -> String {
+        match &self.base_override {
+            Some(base) => base.clone(),
+            None => format!("https://{}", creds.org_url_host),
+        }
+    }
+
+    /// A valid token for `creds`; all concurrent callers share one refresh.
+    async fn token(&self, creds: Arc<Credentials>, deadline: Instant) -> Result<Token, DeliveryError> {
+        let invocation = self.current_invocation();
+        let mut state = self.tokens.lock().await;
+        if let Some(token) = &state.token {
+            if token.creds.version == creds.version && Instant::now() < token.refresh_at {
+                return Ok(token.clone());
+            }
+        }
+        if let Some((at, error)) = &state.failure {
+            if *at == invocation {
+                return Err(error.clone());
+            }
+        }
+        let mut creds = creds;
+        let mut rotation_checked = false;
+        loop {
+            match self.fetch_token(&creds, deadline).await {
+                Ok((value, lifetime)) => {
+                    state.serial += 1;
+                    let token = Token { value, refresh_at: lifetime, creds, serial: state.serial };
+                    state.token = Some(token.clone());
+                    state.failure = None;
+                    return Ok(token);
+                }
+                Err(error @ DeliveryError::Credentials { .. }) if !rotation_checked => {
+                    // The secret may have been rotated: fetch it once more before giving up.
+                    rotation_checked = true;
+                    match self.secrets.refresh(invocation, &creds.version).await {
+                        Ok((fresh, true)) => {
+                            tracing::info!(message = "Entra rejected the cached credentials; retrying with the rotated secret.");
+                            creds = fresh;
+                            continue;
+                        }
+                        Ok((_, false)) => {}
+                        Err(refetch) => tracing::warn!(message = "Secret refetch failed.", error = %refetch),
+                    }
+                    return Err(self.remember_token_failure(&mut state, invocation, error));
+                }
+                Err(error) => return Err(self.remember_token_failure(&mut state, invocation, error)),
+            }
+        }
+    }
+
+    fn remember_token_failure(&self, state: &mut TokenState, invocation: u64, error: DeliveryError) -> DeliveryError {
+        match &error {
+            DeliveryError::Credentials { code, detail } => tracing::error!(
+                message = "Entra rejected the client credentials: check client_id, client_secret and tenant_id in the secret.",
+                code = %code,
+                error = %detail
+            ),
+            other => tracing::error!(message = "Could not get an Entra token.", error = %other),
+        }
+        state.failure = Some((invocation, error.clone()));
+        error
+    }
+
+    /// Forgets the token a 401 was answered to (unless it was already replaced).
+    async fn invalidate_token(&self, serial: u64) {
+        let mut state = self.tokens.lock().await;
+        if state.token.as_ref().map(|t| t.serial) == Some(serial) {
+            state.token = None;
+        }
+    }
+
+    /// The client-credentials grant, with a few quick retries for 429/5xx/network.
+    /// Returns the token and when to refresh it.
+    async fn fetch_token(&self, creds: &Credentials, deadline: Instant) -> Result<(SecretString, Instant), DeliveryError> {
+        let url = format!("{}/{}/oauth2/v2.0/token", self.authority, creds.tenant_id);
+        let scope = format!("https://{}/.default", creds.org_url_host);
+        let mut last = DeliveryError::TokenUnavailable { detail: "no attempt made".into() };
+        for attempt in 0..TOKEN_FETCH_ATTEMPTS {
+            if attempt > 0 {
+                let pause = Duration::from_millis(200 * 4u64.pow(attempt - 1));
+                if Instant::now() + pause + Duration::from_millis(100) >= deadline {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+            }
+            let Some(timeout) = time_left(deadline) else { break };
+            self.counters.token_requests.fetch_add(1, Ordering::Relaxed);
+            let form = [
+                ("grant_type", "client_credentials"),
+                ("client_id", creds.client_id.as_str()),
+                ("client_secret", creds.client_secret.expose_secret()),
+                ("scope", scope.as_str()),
+            ];
+            let started = Instant::now();
+            let response = match self.http.post(&url).form(&form).timeout(timeout).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = DeliveryError::TokenUnavailable { detail: network_detail(&e) };
+                    continue;
+                }
+            };
+            let status = response.status();
+            let body = match response.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    last = DeliveryError::TokenUnavailable { detail: network_detail(&e) };
+                    continue;
+                }
+            };
+            if status.is_success() {
+                let parsed: TokenResponse = serde_json::from_slice(&body)
+                    .map_err(|_| DeliveryError::TokenUnavailable { detail: "the token endpoint's answer is not a token".into() })?;
+                let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599));
+                let mut refresh_after = if lifetime > TOKEN_REFRESH_MARGIN * 2 { lifetime - TOKEN_REFRESH_MARGIN } else { lifetime / 2 };
+                if let Some(refresh_in) = parsed.refresh_in {
+                    refresh_after = refresh_after.min(Duration::from_secs(refresh_in));
+                }
+                return Ok((SecretString::from(parsed.access_token), started + refresh_after));
+            }
+            let error: EntraError = serde_json::from_slice(&body).unwrap_or_default();
+            let code = error
+                .error_codes
+                .first()
+                .map(|c| format!("AADSTS{c}"))
+                .unwrap_or_else(|| if error.error.is_empty() { format!("HTTP {}", status.as_u16()) } else { error.error.clone() });
+            let description: String = error.error_description.lines().next().unwrap_or("").chars().take(200).collect();
+            let detail = format!("{} (HTTP {}): {}", if error.error.is_empty() { "error" } else { &error.error }, status.as_u16(), description);
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                last = DeliveryError::TokenUnavailable { detail };
+                continue;
+            }
+            let credential_problem = error.error_codes.iter().any(|c| CREDENTIAL_CODES.contains(c))
+                || matches!(error.error.as_str(), "invalid_client" | "unauthorized_client" | "invalid_scope" | "invalid_request")
+                || status.is_client_error();
+            if credential_problem {
+                return Err(DeliveryError::Credentials { code, detail });
+            }
+            last = DeliveryError::TokenUnavailable { detail };
+        }
+        Err(last)
+    }
+
+    async fn post(&self, creds: &Credentials, token: &SecretString, call: &TriggerCall, deadline: Instant) -> Result<reqwest::Response, DeliveryError> {
+        let timeout = time_left(deadline).ok_or(DeliveryError::Deadline)?;
+        let url = format!("{}/api/data/v9.2/{}", self.base_url(creds), call.trigger);
+        let body = serde_json::to_vec(&call.body).expect("a JSON map serialises");
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        self.http
+            .post(url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()))
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .header("OData-MaxVersion", "4.0")
+            .header("OData-Version", "4.0")
+            .body(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })
+    }
+}
+
+impl DynamicsPort for Dynamics {
+    async fn send(&self, call: &TriggerCall, deadline: Instant) -> Result<Sent, DeliveryError> {
+        let invocation = self.current_invocation();
+        let creds = self.secrets.get(invocation).await.map_err(DeliveryError::Config)?;
+        let mut token = self.token(creds, deadline).await?;
+        let mut refreshed = false;
+        let mut rotation_checked = false;
+        loop {
+            let response = self.post(&token.creds, &token.value, call, deadline).await?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(Sent { dop_hint: header_number(response.headers(), "x-ms-dop-hint") });
+            }
+            let headers = response.headers().clone();
+            let body = response.bytes().await.unwrap_or_default();
+            if status != StatusCode::UNAUTHORIZED {
+                return Err(classify(status, &headers, &body));
+            }
+            // 401: refresh the token once and retry once; then check for a rotated secret.
+            self.invalidate_token(token.serial).await;
+            if !refreshed {
+                refreshed = true;
+            } else if !rotation_checked {
+                rotation_checked = true;
+                match self.secrets.refresh(invocation, &token.creds.version).await {
+                    Ok((_, true)) => {}
+                    _ => return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&headers, &body) }),
+                }
+            } else {
+                return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&headers, &body) });
+            }
+            let creds = self.secrets.get(invocation).await.map_err(DeliveryError::Config)?;
+            token = self.token(creds, deadline).await?;
+        }
+    }
+}
+
+fn time_left(deadline: Instant) -> Option<Duration> {
+    let left = deadline.checked_duration_since(Instant::now())?;
+    (left > Duration::from_millis(20)).then(|| left.min(REQUEST_TIMEOUT))
+}
+
+fn network_detail(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "connection error"
+    };
+    // The innermost cause says what happened (refused, reset, closed); URLs carry no secrets.
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    format!("{kind}: {cause}")
+}
+
+fn header_number(headers: &HeaderMap, name: &str) -> Option<usize> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Dataverse's `{"error": {"code", "message"}}`.
+fn dataverse_error(body: &[u8]) -> (Option<String>, String) {
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let code = value.pointer("/error/code").and_then(Value::as_str).map(str::to_string);
+    let message = value
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string());
+    (code, message.chars().take(300).collect())
+}
+
+fn unauthorized_detail(headers: &HeaderMap, body: &[u8]) -> String {
+    let (_, message) = dataverse_error(body);
+    let challenge = headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
+    format!("check that the app registration is an application user in the environment ({}{})", message, if challenge.is_empty() { String::new() } else { format!("; {challenge}") })
+}
+
+/// Classifies a non-2xx, non-401 Dataverse answer (SPEC §7).
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> DeliveryError {
+    let (code, message) = dataverse_error(body);
+    match status.as_u16() {
+        429 => DeliveryError::Throttled {
+            retry_after: header_number(headers, RETRY_AFTER.as_str()).map(|s| Duration::from_secs(s as u64)),
+            code,
+        },
+        408 => DeliveryError::Transient { status: Some(408), code, detail: format!("Dataverse answered 408: {message}") },
+        s @ 500..=599 if s != 501 => DeliveryError::Transient { status: Some(s), code, detail: format!("Dataverse answered {s}: {message}") },
+        s => DeliveryError::Rejected { status: s, code, message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_by_status() {
+        let h = HeaderMap::new();
+        let body = br#"{"error":{"code":"0x8006088a","message":"Resource not found for the segment 'msdynmkt_X'."}}"#;
+        let e = classify(StatusCode::NOT_FOUND, &h, body);
+        assert_eq!(e, DeliveryError::Rejected { status: 404, code: Some("0x8006088a".into()), message: "Resource not found for the segment 'msdynmkt_X'.".into() });
+        assert!(!e.retryable());
+        assert!(matches!(classify(StatusCode::BAD_REQUEST, &h, b"{}"), DeliveryError::Rejected { status: 400, .. }));
+        assert!(matches!(classify(StatusCode::FORBIDDEN, &h, b"{}"), DeliveryError::Rejected { status: 403, .. }));
+        assert!(matches!(classify(StatusCode::SERVICE_UNAVAILABLE, &h, b"oops"), DeliveryError::Transient { status: Some(503), .. }));
+        assert!(matches!(classify(StatusCode::NOT_IMPLEMENTED, &h, b""), DeliveryError::Rejected { status: 501, .. }));
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &h, br#"{"error":{"code":"0x80072322","message":"limit"}}"#);
+        assert_eq!(e, DeliveryError::Throttled { retry_after: Some(Duration::from_secs(7)), code: Some("0x80072322".into()) });
+        assert!(e.retryable());
+    }
+}

@@ -1,0 +1,153 @@
+//! Idempotency (SPEC §11): the same event never raises its trigger twice.
+//! The key is claimed before the Dataverse call, marked done after a 2xx and
+//! released after a failure, so a retry can proceed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::outcome::DeliveryError;
+
+/// How long a delivered key is remembered in memory.
+pub const MEMORY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// At most this many keys are kept in memory per execution environment.
+pub const MEMORY_CAPACITY: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Not seen: go ahead.
+    Claimed,
+    /// Already raised.
+    Done,
+    /// Another delivery of the same event is under way.
+    InProgress,
+    /// The store could not be asked; the record is not sent.
+    Unavailable(DeliveryError),
+}
+
+/// The event's `messageId`, else a stable hash of its canonical JSON
+/// (serde_json orders object keys, so equal events serialise equally).
+pub fn key_for(event: &Value) -> String {
+    match crate::mapping::message_id(event) {
+        Some(id) => format!("msg:{id}"),
+        None => {
+            let canonical = serde_json::to_vec(event).expect("a JSON value serialises");
+            format!("sha256:{}", hex::encode(Sha256::digest(&canonical)))
+        }
+    }
+}
+
+pub struct Idempotency {
+    memory: Mutex<Memory>,
+}
+
+struct Memory {
+    entries: HashMap<String, (State, Instant)>,
+    order: VecDeque<String>,
+    capacity: usize,
+    ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    InProgress,
+    Done,
+}
+
+impl Idempotency {
+    pub fn in_memory() -> Idempotency {
+        Idempotency::with_limits(MEMORY_CAPACITY, MEMORY_TTL)
+    }
+
+    pub fn with_limits(capacity: usize, ttl: Duration) -> Idempotency {
+        Idempotency { memory: Mutex::new(Memory { entries: HashMap::new(), order: VecDeque::new(), capacity, ttl }) }
+    }
+
+    /// Claims `key` until `until` (the invocation's cut-off), after which a stale claim lapses.
+    pub async fn claim(&self, key: &str, until: Instant) -> Claim {
+        let mut memory = self.memory.lock().unwrap();
+        let now = Instant::now();
+        match memory.entries.get(key) {
+            Some((State::Done, expires)) if *expires > now => return Claim::Done,
+            Some((State::InProgress, expires)) if *expires > now => return Claim::InProgress,
+            _ => {}
+        }
+        memory.insert(key, State::InProgress, until.max(now) + Duration::from_secs(1));
+        Claim::Claimed
+    }
+
+    pub async fn complete(&self, key: &str) {
+        let mut memory = self.memory.lock().unwrap();
+        let ttl = memory.ttl;
+        memory.insert(key, State::Done, Instant::now() + ttl);
+    }
+
+    pub async fn release(&self, key: &str) {
+        self.memory.lock().unwrap().entries.remove(key);
+    }
+}
+
+impl Memory {
+    fn insert(&mut self, key: &str, state: State, expires: Instant) {
+        if self.entries.insert(key.to_string(), (state, expires)).is_none() {
+            self.order.push_back(key.to_string());
+        }
+        // Oldest first out; keys already released are skipped.
+        while self.entries.len() > self.capacity {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.entries.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        if self.order.len() > self.capacity * 2 {
+            let entries = &self.entries;
+            self.order.retain(|k| entries.contains_key(k));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn key_is_the_message_id_else_a_stable_hash() {
+        assert_eq!(key_for(&json!({"messageId": "m-1", "x": 1})), "msg:m-1");
+        assert_eq!(key_for(&json!({"message_id": "m-1"})), "msg:m-1");
+        let a = key_for(&json!({"event": "E", "userId": "u", "properties": {"a": 1, "b": 2}}));
+        let b = key_for(&json!({"properties": {"b": 2, "a": 1}, "userId": "u", "event": "E"}));
+        assert_eq!(a, b, "key order does not matter");
+        assert_ne!(a, key_for(&json!({"event": "E", "userId": "v"})));
+    }
+
+    #[tokio::test]
+    async fn claim_complete_release_and_expiry() {
+        let store = Idempotency::with_limits(10, Duration::from_millis(50));
+        let until = Instant::now() + Duration::from_secs(5);
+        assert_eq!(store.claim("a", until).await, Claim::Claimed);
+        assert_eq!(store.claim("a", until).await, Claim::InProgress);
+        store.release("a").await;
+        assert_eq!(store.claim("a", until).await, Claim::Claimed);
+        store.complete("a").await;
+        assert_eq!(store.claim("a", until).await, Claim::Done);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(store.claim("a", until).await, Claim::Claimed, "a done key expires");
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded() {
+        let store = Idempotency::with_limits(3, Duration::from_secs(60));
+        for k in ["a", "b", "c", "d"] {
+            store.claim(k, Instant::now()).await;
+            store.complete(k).await;
+        }
+        assert_eq!(store.claim("a", Instant::now()).await, Claim::Claimed, "the oldest key was evicted");
+        assert_eq!(store.claim("d", Instant::now()).await, Claim::Done);
+    }
+}

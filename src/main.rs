@@ -1,0 +1,35 @@
+#![recursion_limit = "256"]
+//! The Lambda function: wires the relay once per execution environment and
+//! serves invocations from the Lambda Runtime API.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use relay::config::Settings;
+use relay::Relay;
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    // Only parsing and client construction happen before the first event; the
+    // secret and token are fetched on first use. The phone metadata (~75 ms to
+    // load) is parsed in the background meanwhile.
+    std::thread::spawn(relay::mapping::warm_phone_metadata);
+    let settings = Settings::from_env();
+    let relay = Relay::new(settings, relay::secrets_client_from_env().await, relay::dynamics::http_client());
+    let relay = &relay;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let deadline = instant_of(event.context.deadline);
+        relay.handle(event.payload, deadline).await.map_err(Error::from)
+    }))
+    .await
+}
+
+/// Lambda's deadline (epoch milliseconds) as a monotonic instant.
+fn instant_of(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    // Without a deadline (local runs), allow 15 minutes, Lambda's maximum.
+    let left = if deadline_ms == 0 { 900_000 } else { deadline_ms.saturating_sub(now_ms) };
+    Instant::now() + Duration::from_millis(left)
+}

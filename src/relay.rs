@@ -1,0 +1,254 @@
+//! The handler: one entry point for SQS, webhook and direct invocations, wired
+//! once per execution environment.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use crate::config::{ConfigError, Settings, WebhookAuth};
+use crate::delivery::{self, Budget, Job, Pacer, Work};
+use crate::dynamics::Dynamics;
+use crate::idempotency::{self, Idempotency};
+use crate::intake::{self, Incoming, IntakeError, RecordResult, Source};
+use crate::mapping::{self, Decision, MapContext};
+use crate::outcome::{DeliveryError, Outcome};
+use crate::webhook::{self, HttpAnswer, HttpRequest};
+
+/// API Gateway gives up after 29 s; webhook work is budgeted inside that.
+pub const WEBHOOK_BUDGET: Duration = Duration::from_secs(25);
+
+pub struct Relay {
+    settings: Result<Settings, ConfigError>,
+    dynamics: Option<Arc<Dynamics>>,
+    pacer: Arc<Pacer>,
+    idempotency: Arc<Idempotency>,
+}
+
+impl Relay {
+    /// Wires the relay. A bad setting does not stop the function: every
+    /// invocation then reports its records failed, with one clear log line.
+    pub fn new(settings: Result<Settings, ConfigError>, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Relay {
+        let max_in_flight = settings.as_ref().map(|s| s.max_in_flight).unwrap_or(1);
+        let dynamics = settings.as_ref().ok().map(|s| Arc::new(Dynamics::new(s, secrets_client, http)));
+        match &settings {
+            Ok(s) if s.webhook_auth == WebhookAuth::None => tracing::warn!(
+                message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer."
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::error!(message = "Configuration error: every record will fail until it is fixed.", error = %error),
+        }
+        Relay { settings, dynamics, pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight)), idempotency: Arc::new(Idempotency::in_memory()) }
+    }
+
+    pub fn dynamics(&self) -> Option<&Arc<Dynamics>> {
+        self.dynamics.as_ref()
+    }
+
+    pub fn pacer(&self) -> &Arc<Pacer> {
+        &self.pacer
+    }
+
+    /// Handles one invocation. An `Err` makes Lambda retry the whole payload:
+    /// it is only returned for an SQS batch that cannot be answered safely.
+    pub async fn handle(&self, payload: Value, deadline: Instant) -> Result<Value, IntakeError> {
+        let started = Instant::now();
+        match intake::classify(payload) {
+            Err(error) => {
+                tracing::error!(message = "Invocation rejected.", error = %error);
+                Err(error)
+            }
+            Ok(Source::Sqs { event, fifo }) => {
+                let records = intake::sqs_records(event);
+                let results = self.process(records, fifo, Budget::until(deadline)).await;
+                self.log_summary(if fifo { "sqs-fifo" } else { "sqs" }, &results, started);
+                Ok(intake::sqs_response(&results))
+            }
+            Ok(Source::Direct(events)) => {
+                let results = self.process(intake::direct_records(events), false, Budget::until(deadline)).await;
+                self.log_summary("direct", &results, started);
+                Ok(intake::summary(&results))
+            }
+            Ok(Source::Http(request)) => {
+                let flavour = request.flavour;
+                let deadline = deadline.min(started + WEBHOOK_BUDGET);
+                let answer = self.handle_http(request, deadline, started).await;
+                Ok(answer.into_response(flavour))
+            }
+        }
+    }
+
+    async fn handle_http(&self, request: HttpRequest, deadline: Instant, started: Instant) -> HttpAnswer {
+        let reject = |answer: HttpAnswer| {
+            tracing::warn!(message = "Webhook request refused.", status = answer.status, error = %answer.body["error"].as_str().unwrap_or(""));
+            answer
+        };
+        let body = match webhook::raw_body(&request) {
+            Ok(body) => body,
+            Err(answer) => return reject(answer),
+        };
+        let settings = match &self.settings {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::error!(message = "Configuration error.", error = %error);
+                return HttpAnswer::unavailable(format!("the relay is misconfigured ({})", error.setting), 60);
+            }
+        };
+        let dynamics = self.dynamics.as_ref().expect("wired with the settings");
+        dynamics.begin_invocation();
+        let creds = match dynamics.credentials().await {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::error!(message = "Configuration error.", error = %error);
+                return HttpAnswer::unavailable(format!("the relay is misconfigured ({})", error.setting), 60);
+            }
+        };
+        if settings.webhook_auth == WebhookAuth::Hmac {
+            let secret = creds.webhook_secret.as_ref().map(|s| s.expose_secret().as_bytes());
+            if let Err(problem) = webhook::verify_signature(secret, &request.headers, &body, Utc::now().timestamp_millis()) {
+                return reject(HttpAnswer::error(401, problem));
+            }
+        }
+        let events = match webhook::parse_events(&body) {
+            Ok(events) => events,
+            Err(answer) => return reject(answer),
+        };
+        let results = self.process(intake::direct_records(events), false, Budget::until(deadline)).await;
+        self.log_summary("webhook", &results, started);
+        webhook::answer(&results)
+    }
+
+    /// Maps and delivers records; one result per record, in order.
+    async fn process(&self, records: Vec<Incoming>, fifo: bool, budget: Budget) -> Vec<RecordResult> {
+        let fail_all = |records: Vec<Incoming>, error: ConfigError| {
+            records
+                .into_iter()
+                .map(|r| result_of(&r, None, Outcome::Failed(DeliveryError::Config(error.clone())), 0))
+                .collect::<Vec<_>>()
+        };
+        let settings = match &self.settings {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
+                return fail_all(records, error.clone());
+            }
+        };
+        let dynamics = self.dynamics.as_ref().expect("wired with the settings");
+        dynamics.begin_invocation();
+        let creds = match dynamics.credentials().await {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
+                return fail_all(records, error);
+            }
+        };
+        if let Err(error) = settings.mapping.check_triggers(creds.trigger_name.as_deref()) {
+            tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
+            return fail_all(records, error);
+        }
+
+        let ctx = MapContext {
+            mapping: &settings.mapping,
+            default_trigger: creds.trigger_name.as_deref(),
+            default_phone_region: settings.default_phone_region,
+            now: Utc::now(),
+        };
+        let mut triggers = Vec::with_capacity(records.len());
+        let mut jobs = Vec::with_capacity(records.len());
+        for record in &records {
+            let (work, trigger, key) = match &record.event {
+                Err(reason) => (Work::Done(Outcome::Invalid { reason: reason.clone() }), None, None),
+                Ok(event) => match mapping::map_event(event, &ctx) {
+                    Decision::Drop { reason } => (Work::Done(Outcome::Dropped { reason }), None, None),
+                    Decision::Invalid { reason } => (Work::Done(Outcome::Invalid { reason }), None, None),
+                    Decision::Raise { call, warnings } => {
+                        for warning in warnings {
+                            tracing::warn!(message = "Field omitted.", message_id = mapping::message_id(event).as_deref().unwrap_or(""), warning = %warning);
+                        }
+                        let trigger = call.trigger.clone();
+                        (Work::Send(call), Some(trigger), Some(idempotency::key_for(event)))
+                    }
+                },
+            };
+            triggers.push(trigger);
+            jobs.push(Job { index: record.index, group: record.group.clone(), key, work });
+        }
+
+        let reports = delivery::deliver(dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await;
+        records
+            .iter()
+            .zip(reports)
+            .zip(triggers)
+            .map(|((record, report), trigger)| {
+                let result = result_of(record, trigger, report.outcome, report.attempts);
+                log_record(&result);
+                result
+            })
+            .collect()
+    }
+
+    fn log_summary(&self, source: &str, results: &[RecordResult], started: Instant) {
+        let count = |name: &str| results.iter().filter(|r| r.outcome.name() == name).count();
+        let retries: u32 = results.iter().map(|r| r.attempts.saturating_sub(1)).sum();
+        let (token_requests, calls) = self
+            .dynamics
+            .as_ref()
+            .map(|d| (d.counters.token_requests.load(Ordering::Relaxed), d.counters.calls.load(Ordering::Relaxed)))
+            .unwrap_or_default();
+        tracing::info!(
+            message = "Invocation summary.",
+            source,
+            records = results.len(),
+            delivered = count("delivered"),
+            dropped = count("dropped"),
+            duplicates = count("duplicate"),
+            invalid = count("invalid"),
+            rejected = count("rejected"),
+            failed = count("failed"),
+            retries,
+            concurrency_limit = self.pacer.limit(),
+            token_requests_total = token_requests,
+            dataverse_calls_total = calls,
+            duration_ms = started.elapsed().as_millis() as u64,
+        );
+    }
+}
+
+fn result_of(record: &Incoming, trigger: Option<String>, outcome: Outcome, attempts: u32) -> RecordResult {
+    let event = record.event.as_ref().ok();
+    RecordResult {
+        index: record.index,
+        sqs_id: record.sqs_id.clone(),
+        message_id: event.and_then(mapping::message_id),
+        event_name: event.and_then(|e| mapping::event_name(e)).map(str::to_string),
+        trigger,
+        outcome,
+        attempts,
+    }
+}
+
+/// One line per record not delivered (SPEC §9). Contact points never appear here.
+fn log_record(result: &RecordResult) {
+    let message_id = result.message_id.as_deref().or(result.sqs_id.as_deref()).unwrap_or("");
+    let event = result.event_name.as_deref().unwrap_or("");
+    let trigger = result.trigger.as_deref().unwrap_or("");
+    let outcome = result.outcome.name();
+    let status = result.outcome.error().and_then(DeliveryError::status);
+    let code = result.outcome.error().and_then(DeliveryError::code).unwrap_or("");
+    let error = crate::redact::scrub(&result.outcome.detail().unwrap_or_default());
+    match &result.outcome {
+        Outcome::Delivered => {}
+        Outcome::Dropped { .. } | Outcome::Duplicate => {
+            tracing::info!(message = "Record not sent.", message_id, event, outcome, error = %error)
+        }
+        Outcome::Invalid { .. } | Outcome::Rejected(_) => {
+            tracing::error!(message = "Record not delivered.", message_id, event, trigger, outcome, status, code, attempts = result.attempts, error = %error)
+        }
+        Outcome::Failed(_) => {
+            tracing::warn!(message = "Record not delivered; it will be retried.", message_id, event, trigger, outcome, status, code, attempts = result.attempts, error = %error)
+        }
+    }
+}

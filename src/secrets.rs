@@ -1,0 +1,108 @@
+//! The Secrets Manager adapter (SPEC §2.2): the credentials secret, fetched with
+//! the AWS SDK and cached for `D365_SECRET_TTL_SECONDS`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use tokio::sync::Mutex;
+
+use crate::config::{ConfigError, Credentials};
+
+pub struct SecretStore {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+    ttl: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<(Arc<Credentials>, Instant)>,
+    /// A failed fetch is not repeated within the same invocation.
+    failure: Option<(u64, ConfigError)>,
+    fetches: u64,
+}
+
+impl SecretStore {
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: String, ttl: Duration) -> Self {
+        SecretStore { client, secret_id, ttl, state: Mutex::new(State::default()) }
+    }
+
+    /// The cached credentials, fetched when missing or older than the TTL.
+    /// Concurrent callers share one fetch.
+    pub async fn get(&self, invocation: u64) -> Result<Arc<Credentials>, ConfigError> {
+        let mut state = self.state.lock().await;
+        if let Some((creds, fetched)) = &state.current {
+            if fetched.elapsed() < self.ttl {
+                return Ok(creds.clone());
+            }
+        }
+        let failed_already = matches!(&state.failure, Some((at, _)) if *at == invocation);
+        let result = if failed_already {
+            Err(state.failure.as_ref().map(|(_, e)| e.clone()).expect("checked"))
+        } else {
+            self.fetch_into(&mut state, invocation).await
+        };
+        match (result, &state.current) {
+            // A Secrets Manager outage does not stop delivery: the expired copy is still used.
+            (Err(error), Some((stale, _))) => {
+                if !failed_already {
+                    tracing::warn!(message = "Secret refresh failed; using the cached copy.", error = %error);
+                }
+                Ok(stale.clone())
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Fetches the secret again unless someone already replaced `seen_version`
+    /// (a rotated secret is picked up without a redeploy). Returns the credentials
+    /// now current and whether they differ from `seen_version`.
+    pub async fn refresh(&self, invocation: u64, seen_version: &str) -> Result<(Arc<Credentials>, bool), ConfigError> {
+        let mut state = self.state.lock().await;
+        if let Some((creds, _)) = &state.current {
+            if creds.version != seen_version {
+                return Ok((creds.clone(), true));
+            }
+        }
+        let creds = self.fetch_into(&mut state, invocation).await?;
+        let changed = creds.version != seen_version;
+        Ok((creds, changed))
+    }
+
+    /// How many times the secret was fetched (for metrics and tests).
+    pub async fn fetches(&self) -> u64 {
+        self.state.lock().await.fetches
+    }
+
+    async fn fetch_into(&self, state: &mut State, invocation: u64) -> Result<Arc<Credentials>, ConfigError> {
+        state.fetches += 1;
+        match self.fetch().await {
+            Ok(creds) => {
+                let creds = Arc::new(creds);
+                state.current = Some((creds.clone(), Instant::now()));
+                state.failure = None;
+                Ok(creds)
+            }
+            Err(error) => {
+                state.failure = Some((invocation, error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Credentials, ConfigError> {
+        let output = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+            .map_err(|e| ConfigError::new("D365_SECRET_ID", format!("cannot read secret '{}': {}", self.secret_id, DisplayErrorContext(&e))))?;
+        let text = output
+            .secret_string()
+            .ok_or_else(|| ConfigError::new("secret", format!("secret '{}' has no SecretString (binary secrets are not supported)", self.secret_id)))?;
+        Credentials::parse(text, output.version_id().unwrap_or("unversioned"))
+    }
+}
