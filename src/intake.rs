@@ -180,7 +180,7 @@ mod tests {
     fn shapes_are_told_apart() {
         let sqs = json!({"Records": [{"messageId": "m1", "eventSource": "aws:sqs", "body": "{}", "eventSourceARN": "arn:aws:sqs:eu-west-1:1:q.fifo", "attributes": {"MessageGroupId": "g"}}]});
         assert!(matches!(classify(sqs), Ok(Source::Sqs { fifo: true, .. })));
-        let v1 = json!({"httpMethod": "POST", "headers": {}, "requestContext": {}, "body": "{}"});
+        let v1 = json!({"httpMethod": "POST", "headers": {}, "requestContext": {"httpMethod": "POST"}, "body": "{}"});
         assert!(matches!(classify(v1), Ok(Source::Http(HttpRequest { flavour: Flavour::Rest, .. }))));
         let v2 = json!({"version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "headers": {}, "requestContext": {"http": {"method": "POST"}}, "body": "{}"});
         assert!(matches!(classify(v2), Ok(Source::Http(HttpRequest { flavour: Flavour::HttpApi, .. }))));

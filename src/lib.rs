@@ -33,3 +33,33 @@ pub async fn secrets_client_from_env() -> aws_sdk_secretsmanager::Client {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     aws_sdk_secretsmanager::Client::new(&config)
 }
+
+/// A Secrets Manager client for an emulator on `endpoint` (the sandbox or
+/// moto), with static test credentials.
+pub fn secrets_client_for_endpoint(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("sandbox", "sandbox", None, None, "sandbox"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// Settings for a relay running against a sandbox at `url`, with `overrides`
+/// (name, value) on top; a value of "" removes the setting.
+pub fn sandbox_settings(url: &str, overrides: &[(&str, &str)]) -> Result<config::Settings, config::ConfigError> {
+    let mut env: std::collections::HashMap<String, String> = [
+        ("D365_SECRET_ID", "d365/relay-demo"),
+        ("D365_AUTHORITY_HOST", url),
+        ("D365_DATAVERSE_BASE_URL", url),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    config::Settings::from_lookup(|k| env.get(k).cloned())
+}

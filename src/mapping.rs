@@ -190,23 +190,30 @@ pub fn normalize_phone(raw: &str, region: Option<phonenumber::country::Id>) -> O
     let raw = raw.trim();
     let international = raw.starts_with('+') || raw.starts_with("00");
     let number = phonenumber::parse(if international { None } else { Some(region?) }, raw).ok()?;
-    if !is_possible(&number) {
+    if !is_possible(&number, region) {
         return None;
     }
     Some(number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
 /// libphonenumber's "possible number" test: the national number's length is one
-/// the region uses. (The crate exposes `is_valid` only; "valid" would reject
-/// reserved ranges such as 07700 900123 that SPEC keeps.)
-fn is_possible(number: &phonenumber::PhoneNumber) -> bool {
+/// the region uses for some kind of number. (The crate exposes `is_valid` only;
+/// "valid" would reject reserved ranges such as 07700 900123 that SPEC keeps.)
+fn is_possible(number: &phonenumber::PhoneNumber, region: Option<phonenumber::country::Id>) -> bool {
+    use phonenumber::Type;
     let db = &*phonenumber::metadata::DATABASE;
+    // The number's own region, else the region it was read in, else its code's main region.
     let meta = number
         .metadata(db)
+        .or_else(|| region.and_then(|r| db.by_id(r.as_ref())).filter(|m| m.country_code() == number.code().value()))
         .or_else(|| db.by_code(&number.code().value()).and_then(|m| m.into_iter().next()));
     let Some(meta) = meta else { return false };
     let length = number.national().to_string().len() as u16;
-    meta.descriptors().general().possible_length().contains(&length)
+    let kinds = [
+        Type::FixedLine, Type::Mobile, Type::TollFree, Type::PremiumRate, Type::SharedCost,
+        Type::PersonalNumber, Type::Voip, Type::Pager, Type::Uan, Type::Voicemail,
+    ];
+    kinds.iter().filter_map(|k| meta.descriptors().get(*k)).any(|d| d.possible_length().contains(&length))
 }
 
 /// Parses the phone library's metadata now, so the first event does not pay for it.
@@ -374,8 +381,11 @@ mod tests {
         e["context"]["traits"]["phone"] = json!("415 555 2671");
         let Decision::Raise { call, .. } = map_with(&Mapping::default_preset(), None, e.clone()) else { panic!() };
         assert_eq!(call.body["contactpoint_phone"], json!("+14155552671"));
-        let Decision::Raise { call, warnings } = map_with(&Mapping::default_preset(), Some("GB"), e) else { panic!() };
-        assert!(!call.body.contains_key("contactpoint_phone"), "415 555 2671 is not a possible GB number");
+        let Decision::Raise { call, .. } = map_with(&Mapping::default_preset(), Some("GB"), e.clone()) else { panic!() };
+        assert_eq!(call.body["contactpoint_phone"], json!("+444155552671"), "the setting wins over the locale");
+        e["context"]["traits"]["phone"] = json!("555 2671");
+        let Decision::Raise { call, warnings } = map_with(&Mapping::default_preset(), None, e) else { panic!() };
+        assert!(!call.body.contains_key("contactpoint_phone"), "too short to be a possible US number");
         assert_eq!(warnings.len(), 1);
         assert!(!warnings[0].contains("555 2671"), "{warnings:?}");
     }

@@ -1,0 +1,99 @@
+//! Shared test harness: a sandbox on a free loopback port and a relay wired to it
+//! exactly as `main.rs` wires it, but for the endpoints.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use relay::sandbox::{Sandbox, SandboxConfig};
+use relay::Relay;
+use serde_json::Value;
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+pub fn sandbox_config() -> SandboxConfig {
+    let text = std::fs::read_to_string(format!("{ROOT}/sandbox/config.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn event_file(name: &str) -> Value {
+    let text = std::fs::read_to_string(format!("{ROOT}/events/{name}")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn mapping_file() -> String {
+    format!("{ROOT}/events/mapping.json")
+}
+
+pub struct Harness {
+    pub sandbox: Sandbox,
+    pub relay: Relay,
+}
+
+impl Harness {
+    /// The sandbox's default config; the relay with the demo mapping and `overrides`.
+    pub async fn new(overrides: &[(&str, &str)]) -> Harness {
+        Harness::with_config(sandbox_config(), overrides).await
+    }
+
+    pub async fn with_config(config: SandboxConfig, overrides: &[(&str, &str)]) -> Harness {
+        let sandbox = Sandbox::start(config, 0).await.unwrap();
+        let mapping = mapping_file();
+        let mut all = vec![("D365_MAPPING_FILE", mapping.as_str())];
+        all.extend_from_slice(overrides);
+        let relay = relay_for(&sandbox, &all);
+        Harness { sandbox, relay }
+    }
+
+    /// Invokes the handler with `seconds` until the deadline.
+    pub async fn invoke_within(&self, payload: Value, seconds: f64) -> Result<Value, relay::intake::IntakeError> {
+        self.relay.handle(payload, Instant::now() + Duration::from_secs_f64(seconds)).await
+    }
+
+    pub async fn invoke(&self, payload: Value) -> Value {
+        self.invoke_within(payload, 30.0).await.expect("the invocation succeeds")
+    }
+}
+
+pub fn relay_for(sandbox: &Sandbox, overrides: &[(&str, &str)]) -> Relay {
+    let settings = relay::sandbox_settings(&sandbox.url(), overrides);
+    Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
+}
+
+/// An SQS batch of events (standard queue unless `fifo_groups` are given).
+pub fn sqs_batch(bodies: &[String], fifo_groups: Option<&[&str]>) -> Value {
+    let arn = if fifo_groups.is_some() { "arn:aws:sqs:us-east-1:123456789012:q.fifo" } else { "arn:aws:sqs:us-east-1:123456789012:q" };
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut attributes = serde_json::json!({"ApproximateReceiveCount": "1"});
+            if let Some(groups) = fifo_groups {
+                attributes["MessageGroupId"] = groups[i].into();
+            }
+            serde_json::json!({
+                "messageId": format!("sqs-{i}"),
+                "receiptHandle": "h",
+                "body": body,
+                "attributes": attributes,
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
+/// A valid Order Completed event for the demo mapping.
+pub fn order(id: &str) -> Value {
+    serde_json::json!({
+        "type": "track", "event": "Order Completed", "messageId": id, "userId": format!("user-{id}"),
+        "timestamp": "2026-06-06T15:30:00Z",
+        "properties": {"order_id": format!("ORD-{id}"), "revenue": 10.5, "currency": "GBP"}
+    })
+}
+
+pub fn failures(response: &Value) -> Vec<String> {
+    response["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap().to_string()).collect()
+}
