@@ -1,0 +1,64 @@
+# d365-trigger-relay — every target installs what it needs.
+SHELL := /bin/bash
+CARGO ?= cargo
+PIP ?= python3 -m pip
+EVENT ?= events/direct.json
+ARCH ?= arm64
+SANDBOX_PORT ?= 8765
+
+.PHONY: demo test lint build validate sam-build sandbox invoke deploy bench chaos sign-events clean
+
+## The relay against the sandbox on every sample event, showing what Dynamics received.
+demo:
+	$(CARGO) run --quiet --example demo
+
+## Unit, integration and property tests (starts what they need on loopback).
+test:
+	$(CARGO) test --all-targets
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## Tools from PyPI, installed on first use.
+tools-lambda:
+	@command -v cargo-lambda >/dev/null || $(PIP) install --quiet cargo-lambda
+tools-sam:
+	@command -v sam >/dev/null || $(PIP) install --quiet aws-sam-cli
+
+## The Lambda artefact: target/lambda/d365-trigger-relay/bootstrap
+build: tools-lambda
+	@if [ "$(ARCH)" = "arm64" ]; then rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true; fi
+	cargo lambda build --release --bin d365-trigger-relay $(if $(filter arm64,$(ARCH)),--arm64,--x86-64)
+
+## cfn-lint and SAM's own checks of template.yaml
+validate: tools-sam
+	sam validate --lint
+
+## sam build (cargo-lambda, no Docker); ARCH=x86_64 where the arm64 target cannot be added
+sam-build: tools-sam tools-lambda
+	@if [ "$(ARCH)" = "arm64" ]; then rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true; fi
+	sam build --parameter-overrides Architecture=$(ARCH)
+
+## The sandbox in the foreground (Ctrl-C stops it).
+sandbox:
+	$(CARGO) run --quiet --bin d365-sandbox -- --port $(SANDBOX_PORT)
+
+## Local invocation through the Lambda Runtime API: cargo lambda watch + invoke, against the sandbox.
+invoke: tools-lambda
+	@scripts/local-invoke.sh $(EVENT)
+
+## Deploy to your AWS account (not run by CI).
+deploy: sam-build
+	sam deploy --guided
+
+## Re-sign the webhook sample events (signatures are valid for 5 minutes).
+sign-events:
+	python3 scripts/sign-events.py
+
+bench:
+	$(CARGO) run --release --example bench
+
+clean:
+	$(CARGO) clean
+	rm -rf .aws-sam

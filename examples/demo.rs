@@ -1,0 +1,139 @@
+//! The demo: starts the sandbox, runs the relay's real handler on every sample
+//! event in `events/`, and shows what Dynamics received — like an event
+//! debugger. Exits non-zero if anything did not arrive as expected.
+//!
+//! `cargo run --example demo` (or `make demo`).
+
+use std::time::{Duration, Instant};
+
+use relay::sandbox::{Sandbox, SandboxConfig};
+use relay::Relay;
+use serde_json::Value;
+
+/// Sample file, what it is, and the Dataverse calls it should produce.
+const SAMPLES: &[(&str, &str, usize)] = &[
+    ("sqs-standard.json", "SQS standard queue, 5 records (one unmapped)", 4),
+    ("sqs-fifo.json", "SQS FIFO queue, 3 records in 2 message groups", 3),
+    ("direct.json", "direct invocation, the SPEC's Order Completed event", 1),
+    ("direct-batch.json", "direct invocation, {\"batch\": [...]} of 5 (one unmapped)", 4),
+    ("apigw-rest.json", "API Gateway REST API (payload v1), signed webhook", 2),
+    ("apigw-http.json", "API Gateway HTTP API (payload v2), signed webhook", 2),
+    ("function-url.json", "Lambda function URL, signed webhook", 2),
+];
+
+const BOLD: &str = "\x1b[1m";
+const DIM: &str = "\x1b[2m";
+const GREEN: &str = "\x1b[32m";
+const RED: &str = "\x1b[31m";
+const RESET: &str = "\x1b[0m";
+
+#[tokio::main]
+async fn main() {
+    lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config: SandboxConfig = serde_json::from_str(&std::fs::read_to_string(format!("{root}/sandbox/config.json")).expect("sandbox/config.json")).expect("a sandbox config");
+    let webhook_secret = config.secrets["d365/relay-demo"]["webhook_secret"].as_str().unwrap_or_default().to_string();
+    let sandbox = Sandbox::start(config, 0).await.expect("the sandbox starts on loopback");
+    println!("{BOLD}d365-sandbox{RESET} on {} (Secrets Manager, Entra token endpoint, Dataverse)", sandbox.url());
+
+    let mapping = format!("{root}/events/mapping.json");
+    let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping)]);
+    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client());
+
+    let mut problems = Vec::new();
+    for (file, what, expected_calls) in SAMPLES {
+        let text = std::fs::read_to_string(format!("{root}/events/{file}")).expect("sample event");
+        let mut payload: Value = serde_json::from_str(&text).expect("sample is JSON");
+        resign(&mut payload, webhook_secret.as_bytes());
+        println!("\n{BOLD}── events/{file}{RESET}  {DIM}{what}{RESET}");
+        let before = sandbox.signals().len();
+        let started = Instant::now();
+        let result = relay.handle(payload, Instant::now() + Duration::from_secs(30)).await;
+        let elapsed = started.elapsed();
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("{file}: invocation error: {e}"));
+                continue;
+            }
+        };
+        match (response.get("statusCode"), response.get("body").and_then(Value::as_str)) {
+            (Some(status), Some(body)) => {
+                let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+                println!("   handler answered in {} ms: HTTP {status}", elapsed.as_millis());
+                println!("{}", indent(&serde_json::to_string_pretty(&body).unwrap(), 6));
+            }
+            _ => {
+                println!("   handler answered in {} ms:", elapsed.as_millis());
+                println!("{}", indent(&serde_json::to_string_pretty(&response).unwrap(), 6));
+            }
+        }
+        let received: Vec<_> = sandbox.signals().into_iter().skip(before).collect();
+        println!("   Dynamics received {} call(s):", received.len());
+        for signal in &received {
+            let colour = if signal.status == 204 { GREEN } else { RED };
+            println!("   {colour}{}{RESET} POST /api/data/v9.2/{BOLD}{}{RESET}  {DIM}at {}{RESET}", signal.status, signal.trigger, signal.received_at);
+            println!("{}", indent(&serde_json::to_string_pretty(&signal.body).unwrap(), 8));
+        }
+        let accepted = received.iter().filter(|s| s.status == 204).count();
+        if accepted != *expected_calls || received.len() != *expected_calls {
+            problems.push(format!("{file}: expected {expected_calls} accepted call(s), Dynamics received {} ({} accepted)", received.len(), accepted));
+        }
+        let ok = match response.get("batchItemFailures") {
+            Some(failures) => failures.as_array().is_some_and(Vec::is_empty),
+            None => match response.get("statusCode") {
+                Some(status) => status == 200,
+                None => response["failed"].as_array().is_some_and(Vec::is_empty),
+            },
+        };
+        if !ok {
+            problems.push(format!("{file}: the answer reports failures"));
+        }
+    }
+
+    let stats = sandbox.stats();
+    println!(
+        "\n{BOLD}Sandbox totals{RESET}: {} Dataverse call(s) {:?}, {} token request(s), {} secret fetch(es)",
+        stats.calls(),
+        stats.calls_by_status,
+        stats.token_requests,
+        stats.secret_requests
+    );
+    if problems.is_empty() {
+        println!("{GREEN}{BOLD}Every sample event arrived as expected.{RESET}");
+    } else {
+        for p in &problems {
+            println!("{RED}✗ {p}{RESET}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// Webhook samples are signed now: signatures are only valid for 5 minutes.
+fn resign(payload: &mut Value, secret: &[u8]) {
+    let Some(body) = payload.get("body").and_then(Value::as_str).map(str::to_string) else { return };
+    let Some(headers) = payload.get_mut("headers").and_then(Value::as_object_mut) else { return };
+    let timestamp = chrono::Utc::now().timestamp_millis().to_string();
+    let signature = relay::webhook::sign(secret, &timestamp, body.as_bytes());
+    for (name, value) in headers.iter_mut() {
+        match name.to_ascii_lowercase().as_str() {
+            "x-timestamp" => *value = Value::String(timestamp.clone()),
+            "x-signature" => *value = Value::String(signature.clone()),
+            _ => {}
+        }
+    }
+    if let Some(multi) = payload.get_mut("multiValueHeaders").and_then(Value::as_object_mut) {
+        for (name, value) in multi.iter_mut() {
+            match name.to_ascii_lowercase().as_str() {
+                "x-timestamp" => *value = serde_json::json!([timestamp]),
+                "x-signature" => *value = serde_json::json!([signature]),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn indent(text: &str, by: usize) -> String {
+    let pad = " ".repeat(by);
+    text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
+}
