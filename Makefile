@@ -1,5 +1,6 @@
 # d365-trigger-relay — every target installs what it needs.
 SHELL := /bin/bash
+export SAM_CLI_TELEMETRY := 0
 CARGO ?= cargo
 PIP ?= python3 -m pip
 EVENT ?= events/direct.json

@@ -42,6 +42,10 @@ pub struct Settings {
     /// Dataverse base URL override (sandbox and tests only), without a trailing slash.
     pub dataverse_base_url: Option<String>,
     pub idempotency_table: Option<String>,
+    /// `D365_TRIGGER_NAME`: the default trigger, over the secret's `trigger_name`.
+    pub trigger_name: Option<String>,
+    /// `D365_METRICS_NAMESPACE`: CloudWatch namespace of the EMF metrics.
+    pub metrics_namespace: String,
 }
 
 impl Settings {
@@ -92,7 +96,14 @@ impl Settings {
             Some(url) => Some(check_base_url(&url).map_err(|e| ConfigError::new("D365_DATAVERSE_BASE_URL", e))?),
         };
 
+        let trigger_name = match get("D365_TRIGGER_NAME") {
+            None => None,
+            Some(name) => Some(check_name(&name).map(|()| name).map_err(|e| ConfigError::new("D365_TRIGGER_NAME", e))?),
+        };
+
         Ok(Settings {
+            trigger_name,
+            metrics_namespace: get("D365_METRICS_NAMESPACE").unwrap_or_else(|| "D365TriggerRelay".to_string()),
             secret_id,
             mapping,
             default_phone_region,

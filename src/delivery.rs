@@ -212,11 +212,19 @@ pub enum Work {
 pub struct Report {
     pub outcome: Outcome,
     pub attempts: u32,
+    /// Attempts answered 429.
+    pub throttled: u32,
+    /// From the first attempt to the 2xx (delivered records).
+    pub latency: Option<Duration>,
 }
 
 impl Report {
     fn done(outcome: Outcome) -> Report {
-        Report { outcome, attempts: 0 }
+        Report { outcome, attempts: 0, throttled: 0, latency: None }
+    }
+
+    fn after(outcome: Outcome, attempts: u32, throttled: u32) -> Report {
+        Report { outcome, attempts, throttled, latency: None }
     }
 }
 
@@ -339,9 +347,10 @@ async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &Trigg
     let mut transient = 0;
     let mut throttled = 0;
     let mut last: Option<DeliveryError> = None;
+    let first = Instant::now();
     loop {
         let Some(slot) = pacer.acquire(budget.start_cutoff).await else {
-            return Report { outcome: Outcome::Failed(last.unwrap_or(DeliveryError::Deadline)), attempts };
+            return Report::after(Outcome::Failed(last.unwrap_or(DeliveryError::Deadline)), attempts, throttled);
         };
         attempts += 1;
         let started = Instant::now();
@@ -349,7 +358,7 @@ async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &Trigg
         let error = match result {
             Ok(sent) => {
                 pacer.on_success(started.elapsed(), sent.dop_hint);
-                return Report { outcome: Outcome::Delivered, attempts };
+                return Report { outcome: Outcome::Delivered, attempts, throttled, latency: Some(first.elapsed()) };
             }
             Err(error) => error,
         };
@@ -361,7 +370,7 @@ async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &Trigg
                 pacer.pause(wait);
                 throttled += 1;
                 if throttled >= MAX_THROTTLED_ATTEMPTS || Instant::now() + wait >= budget.start_cutoff {
-                    return Report { outcome: Outcome::Failed(error), attempts };
+                    return Report::after(Outcome::Failed(error), attempts, throttled);
                 }
             }
             DeliveryError::Transient { status, .. } => {
@@ -370,15 +379,15 @@ async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &Trigg
                 }
                 transient += 1;
                 if transient >= MAX_TRANSIENT_ATTEMPTS {
-                    return Report { outcome: Outcome::Failed(error), attempts };
+                    return Report::after(Outcome::Failed(error), attempts, throttled);
                 }
                 let wait = backoff(transient);
                 if Instant::now() + wait >= budget.start_cutoff {
-                    return Report { outcome: Outcome::Failed(error), attempts };
+                    return Report::after(Outcome::Failed(error), attempts, throttled);
                 }
                 tokio::time::sleep(wait).await;
             }
-            _ => return Report { outcome: Outcome::from_error(error), attempts },
+            _ => return Report::after(Outcome::from_error(error), attempts, throttled),
         }
         last = Some(error);
     }
@@ -471,8 +480,8 @@ mod tests {
         port.script("flaky", vec![Err(transient()), Err(transient()), Ok(Sent::default())]);
         port.script("down", vec![Err(transient()); 10]);
         let reports = run(&port, Pacer::new(4, 4), vec![job(0, "flaky", None), job(1, "down", None)], false, budget(30)).await;
-        assert_eq!(reports[0], Report { outcome: Outcome::Delivered, attempts: 3 });
-        assert_eq!(reports[1], Report { outcome: Outcome::Failed(transient()), attempts: 4 });
+        assert_eq!((reports[0].outcome.clone(), reports[0].attempts), (Outcome::Delivered, 3));
+        assert_eq!(reports[1], Report::after(Outcome::Failed(transient()), 4, 0));
     }
 
     #[tokio::test]
@@ -481,7 +490,7 @@ mod tests {
         let rejected = DeliveryError::Rejected { status: 404, code: Some("0x8006088a".into()), message: "nope".into() };
         port.script("gone", vec![Err(rejected.clone())]);
         let reports = run(&port, Pacer::new(4, 4), vec![job(0, "gone", None)], false, budget(10)).await;
-        assert_eq!(reports[0], Report { outcome: Outcome::Rejected(rejected), attempts: 1 });
+        assert_eq!(reports[0], Report::after(Outcome::Rejected(rejected), 1, 0));
     }
 
     #[tokio::test]

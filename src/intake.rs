@@ -49,6 +49,10 @@ pub struct RecordResult {
     pub trigger: Option<String>,
     pub outcome: Outcome,
     pub attempts: u32,
+    /// Attempts answered 429.
+    pub throttled: u32,
+    /// First attempt to 2xx, for delivered records.
+    pub latency: Option<std::time::Duration>,
 }
 
 pub fn classify(payload: Value) -> Result<Source, IntakeError> {

@@ -18,6 +18,7 @@ pub mod dynamics;
 pub mod idempotency;
 pub mod intake;
 pub mod mapping;
+pub mod metrics;
 pub mod outcome;
 pub mod redact;
 pub mod relay;

@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     // load) is parsed in the background meanwhile.
     std::thread::spawn(relay::mapping::warm_phone_metadata);
     let settings = Settings::from_env();
-    let relay = Relay::new(settings, relay::secrets_client_from_env().await, relay::dynamics::http_client());
+    let relay = Relay::new(settings, relay::secrets_client_from_env().await, relay::dynamics::http_client()).with_metrics();
     let relay = &relay;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = instant_of(event.context.deadline);

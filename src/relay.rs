@@ -15,6 +15,7 @@ use crate::dynamics::Dynamics;
 use crate::idempotency::{self, Idempotency};
 use crate::intake::{self, Incoming, IntakeError, RecordResult, Source};
 use crate::mapping::{self, Decision, MapContext};
+use crate::metrics::InvocationMetrics;
 use crate::outcome::{DeliveryError, Outcome};
 use crate::webhook::{self, HttpAnswer, HttpRequest};
 
@@ -26,6 +27,8 @@ pub struct Relay {
     dynamics: Option<Arc<Dynamics>>,
     pacer: Arc<Pacer>,
     idempotency: Arc<Idempotency>,
+    /// EMF lines on stdout (on in Lambda; off in tests and the demo).
+    emit_metrics: bool,
 }
 
 impl Relay {
@@ -41,7 +44,19 @@ impl Relay {
             Ok(_) => {}
             Err(error) => tracing::error!(message = "Configuration error: every record will fail until it is fixed.", error = %error),
         }
-        Relay { settings, dynamics, pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight)), idempotency: Arc::new(Idempotency::in_memory()) }
+        Relay {
+            settings,
+            dynamics,
+            pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight)),
+            idempotency: Arc::new(Idempotency::in_memory()),
+            emit_metrics: false,
+        }
+    }
+
+    /// Writes one CloudWatch EMF line per invocation to stdout.
+    pub fn with_metrics(mut self) -> Relay {
+        self.emit_metrics = true;
+        self
     }
 
     pub fn dynamics(&self) -> Option<&Arc<Dynamics>> {
@@ -56,6 +71,7 @@ impl Relay {
     /// it is only returned for an SQS batch that cannot be answered safely.
     pub async fn handle(&self, payload: Value, deadline: Instant) -> Result<Value, IntakeError> {
         let started = Instant::now();
+        let tokens_before = self.token_requests();
         match intake::classify(payload) {
             Err(error) => {
                 tracing::error!(message = "Invocation rejected.", error = %error);
@@ -64,24 +80,24 @@ impl Relay {
             Ok(Source::Sqs { event, fifo }) => {
                 let records = intake::sqs_records(event);
                 let results = self.process(records, fifo, Budget::until(deadline)).await;
-                self.log_summary(if fifo { "sqs-fifo" } else { "sqs" }, &results, started);
+                self.log_summary(if fifo { "sqs-fifo" } else { "sqs" }, &results, started, tokens_before);
                 Ok(intake::sqs_response(&results))
             }
             Ok(Source::Direct(events)) => {
                 let results = self.process(intake::direct_records(events), false, Budget::until(deadline)).await;
-                self.log_summary("direct", &results, started);
+                self.log_summary("direct", &results, started, tokens_before);
                 Ok(intake::summary(&results))
             }
             Ok(Source::Http(request)) => {
                 let flavour = request.flavour;
                 let deadline = deadline.min(started + WEBHOOK_BUDGET);
-                let answer = self.handle_http(request, deadline, started).await;
+                let answer = self.handle_http(request, deadline, started, tokens_before).await;
                 Ok(answer.into_response(flavour))
             }
         }
     }
 
-    async fn handle_http(&self, request: HttpRequest, deadline: Instant, started: Instant) -> HttpAnswer {
+    async fn handle_http(&self, request: HttpRequest, deadline: Instant, started: Instant, tokens_before: u64) -> HttpAnswer {
         let reject = |answer: HttpAnswer| {
             tracing::warn!(message = "Webhook request refused.", status = answer.status, error = %answer.body["error"].as_str().unwrap_or(""));
             answer
@@ -117,7 +133,7 @@ impl Relay {
             Err(answer) => return reject(answer),
         };
         let results = self.process(intake::direct_records(events), false, Budget::until(deadline)).await;
-        self.log_summary("webhook", &results, started);
+        self.log_summary("webhook", &results, started, tokens_before);
         webhook::answer(&results)
     }
 
@@ -145,14 +161,15 @@ impl Relay {
                 return fail_all(records, error);
             }
         };
-        if let Err(error) = settings.mapping.check_triggers(creds.trigger_name.as_deref()) {
+        let default_trigger = settings.trigger_name.as_deref().or(creds.trigger_name.as_deref());
+        if let Err(error) = settings.mapping.check_triggers(default_trigger) {
             tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
             return fail_all(records, error);
         }
 
         let ctx = MapContext {
             mapping: &settings.mapping,
-            default_trigger: creds.trigger_name.as_deref(),
+            default_trigger,
             default_phone_region: settings.default_phone_region,
             now: Utc::now(),
         };
@@ -183,37 +200,57 @@ impl Relay {
             .zip(reports)
             .zip(triggers)
             .map(|((record, report), trigger)| {
-                let result = result_of(record, trigger, report.outcome, report.attempts);
+                let mut result = result_of(record, trigger, report.outcome, report.attempts);
+                result.throttled = report.throttled;
+                result.latency = report.latency;
                 log_record(&result);
                 result
             })
             .collect()
     }
 
-    fn log_summary(&self, source: &str, results: &[RecordResult], started: Instant) {
-        let count = |name: &str| results.iter().filter(|r| r.outcome.name() == name).count();
-        let retries: u32 = results.iter().map(|r| r.attempts.saturating_sub(1)).sum();
-        let (token_requests, calls) = self
-            .dynamics
-            .as_ref()
-            .map(|d| (d.counters.token_requests.load(Ordering::Relaxed), d.counters.calls.load(Ordering::Relaxed)))
-            .unwrap_or_default();
+    fn token_requests(&self) -> u64 {
+        self.dynamics.as_ref().map_or(0, |d| d.counters.token_requests.load(Ordering::Relaxed))
+    }
+
+    /// The summary log line and the invocation's EMF metrics (SPEC §9).
+    fn log_summary(&self, source: &'static str, results: &[RecordResult], started: Instant, tokens_before: u64) {
+        let count = |name: &str| results.iter().filter(|r| r.outcome.name() == name).count() as u64;
+        let metrics = InvocationMetrics {
+            source,
+            records: results.len() as u64,
+            delivered: count("delivered"),
+            dropped: count("dropped"),
+            duplicates: count("duplicate"),
+            invalid: count("invalid"),
+            rejected: count("rejected"),
+            failed: count("failed"),
+            retries: results.iter().map(|r| u64::from(r.attempts.saturating_sub(1))).sum(),
+            throttled: results.iter().map(|r| u64::from(r.throttled)).sum(),
+            token_refreshes: self.token_requests().saturating_sub(tokens_before),
+            delivery_latency_ms: results.iter().filter_map(|r| r.latency).map(|d| d.as_secs_f64() * 1000.0).collect(),
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
         tracing::info!(
             message = "Invocation summary.",
             source,
-            records = results.len(),
-            delivered = count("delivered"),
-            dropped = count("dropped"),
-            duplicates = count("duplicate"),
-            invalid = count("invalid"),
-            rejected = count("rejected"),
-            failed = count("failed"),
-            retries,
+            records = metrics.records,
+            delivered = metrics.delivered,
+            dropped = metrics.dropped,
+            duplicates = metrics.duplicates,
+            invalid = metrics.invalid,
+            rejected = metrics.rejected,
+            failed = metrics.failed,
+            retries = metrics.retries,
+            throttled = metrics.throttled,
+            token_refreshes = metrics.token_refreshes,
             concurrency_limit = self.pacer.limit(),
-            token_requests_total = token_requests,
-            dataverse_calls_total = calls,
-            duration_ms = started.elapsed().as_millis() as u64,
+            duration_ms = metrics.duration_ms as u64,
         );
+        if self.emit_metrics {
+            let namespace = self.settings.as_ref().map_or("D365TriggerRelay", |s| s.metrics_namespace.as_str());
+            println!("{}", metrics.to_emf(namespace, Utc::now().timestamp_millis()));
+        }
     }
 }
 
@@ -227,6 +264,8 @@ fn result_of(record: &Incoming, trigger: Option<String>, outcome: Outcome, attem
         trigger,
         outcome,
         attempts,
+        throttled: 0,
+        latency: None,
     }
 }
 

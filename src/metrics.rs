@@ -1,0 +1,137 @@
+//! CloudWatch Embedded Metric Format: one JSON line per invocation on stdout,
+//! which CloudWatch Logs turns into metrics without any API call.
+//! Written by hand: it is one small JSON object, and the maintained EMF crates
+//! bring their own logging stacks.
+
+use serde_json::{json, Map, Value};
+
+/// EMF allows at most 100 values per metric in one line.
+const MAX_VALUES: usize = 100;
+
+/// One invocation's figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InvocationMetrics {
+    pub source: &'static str,
+    pub records: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub duplicates: u64,
+    pub invalid: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    pub token_refreshes: u64,
+    /// Milliseconds from a record's first attempt to its 2xx, for delivered records.
+    pub delivery_latency_ms: Vec<f64>,
+    pub duration_ms: f64,
+}
+
+impl InvocationMetrics {
+    /// The EMF document, dimensioned by source (sqs, sqs-fifo, webhook, direct).
+    pub fn to_emf(&self, namespace: &str, timestamp_ms: i64) -> Value {
+        let counts: [(&str, u64); 11] = [
+            ("Records", self.records),
+            ("Delivered", self.delivered),
+            ("Dropped", self.dropped),
+            ("Duplicates", self.duplicates),
+            ("Invalid", self.invalid),
+            ("Rejected", self.rejected),
+            ("Failed", self.failed),
+            ("Retries", self.retries),
+            ("ThrottledResponses", self.throttled),
+            ("TokenRefreshes", self.token_refreshes),
+            ("BatchItemFailures", self.invalid + self.rejected + self.failed),
+        ];
+        let mut root = Map::new();
+        let mut definitions = Vec::new();
+        for (name, value) in counts {
+            root.insert(name.into(), json!(value));
+            definitions.push(json!({"Name": name, "Unit": "Count"}));
+        }
+        if !self.delivery_latency_ms.is_empty() {
+            let values: Vec<f64> = self.delivery_latency_ms.iter().take(MAX_VALUES).copied().collect();
+            root.insert("DeliveryLatency".into(), json!(values));
+            definitions.push(json!({"Name": "DeliveryLatency", "Unit": "Milliseconds"}));
+        }
+        root.insert("InvocationDuration".into(), json!(self.duration_ms));
+        definitions.push(json!({"Name": "InvocationDuration", "Unit": "Milliseconds"}));
+        root.insert("Source".into(), json!(self.source));
+        root.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{ "Namespace": namespace, "Dimensions": [["Source"]], "Metrics": definitions }]
+            }),
+        );
+        Value::Object(root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checks a document against the EMF specification's rules.
+    fn assert_valid_emf(doc: &Value) {
+        let aws = &doc["_aws"];
+        assert!(aws["Timestamp"].is_i64(), "Timestamp is epoch milliseconds");
+        let directives = aws["CloudWatchMetrics"].as_array().expect("CloudWatchMetrics is an array");
+        assert!(!directives.is_empty());
+        for d in directives {
+            let ns = d["Namespace"].as_str().expect("Namespace is a string");
+            assert!(!ns.is_empty() && ns.len() <= 1024);
+            for set in d["Dimensions"].as_array().unwrap() {
+                let set = set.as_array().unwrap();
+                assert!(set.len() <= 30);
+                for key in set {
+                    assert!(doc[key.as_str().unwrap()].is_string(), "dimension {key} is a string member of the root");
+                }
+            }
+            let metrics = d["Metrics"].as_array().unwrap();
+            assert!(metrics.len() <= 100);
+            for m in metrics {
+                let name = m["Name"].as_str().unwrap();
+                let unit = m["Unit"].as_str().unwrap();
+                assert!(["Count", "Milliseconds", "Seconds", "None"].contains(&unit));
+                match &doc[name] {
+                    Value::Number(_) => {}
+                    Value::Array(values) => {
+                        assert!(values.len() <= MAX_VALUES && values.iter().all(Value::is_number), "{name}")
+                    }
+                    other => panic!("metric {name} is {other}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_document_follows_the_emf_specification() {
+        let metrics = InvocationMetrics {
+            source: "sqs",
+            records: 3,
+            delivered: 2,
+            failed: 1,
+            retries: 4,
+            throttled: 1,
+            token_refreshes: 1,
+            delivery_latency_ms: (0..150).map(f64::from).collect(),
+            duration_ms: 12.5,
+            ..Default::default()
+        };
+        let doc = metrics.to_emf("D365TriggerRelay", 1_780_000_000_000);
+        assert_valid_emf(&doc);
+        assert_eq!(doc["Delivered"], 2);
+        assert_eq!(doc["BatchItemFailures"], 1);
+        assert_eq!(doc["DeliveryLatency"].as_array().unwrap().len(), 100);
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "D365TriggerRelay");
+        assert!(!doc.to_string().contains('\n'), "one line");
+    }
+
+    #[test]
+    fn no_latency_metric_without_deliveries() {
+        let doc = InvocationMetrics { source: "webhook", records: 1, failed: 1, ..Default::default() }.to_emf("N", 1);
+        assert_valid_emf(&doc);
+        assert!(doc.get("DeliveryLatency").is_none());
+    }
+}
