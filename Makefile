@@ -7,7 +7,7 @@ EVENT ?= events/direct.json
 ARCH ?= arm64
 SANDBOX_PORT ?= 8765
 
-.PHONY: demo test lint build validate sam-build sandbox invoke deploy bench chaos sign-events clean
+.PHONY: demo test lint tools-lambda tools-sam build validate sam-build sandbox invoke deploy bench chaos sign-events clean
 
 ## The relay against the sandbox on every sample event, showing what Dynamics received.
 demo:
@@ -23,9 +23,9 @@ lint:
 
 ## Tools from PyPI, installed on first use.
 tools-lambda:
-	@command -v cargo-lambda >/dev/null || $(PIP) install --quiet cargo-lambda
+	@command -v cargo-lambda >/dev/null || { $(PIP) install --quiet cargo-lambda && (pyenv rehash 2>/dev/null || true); }
 tools-sam:
-	@command -v sam >/dev/null || $(PIP) install --quiet aws-sam-cli
+	@command -v sam >/dev/null || { $(PIP) install --quiet aws-sam-cli && (pyenv rehash 2>/dev/null || true); }
 
 ## The Lambda artefact: target/lambda/d365-trigger-relay/bootstrap
 build: tools-lambda
@@ -57,8 +57,14 @@ deploy: sam-build
 sign-events:
 	python3 scripts/sign-events.py
 
+## Benchmarks: Markdown table in target/bench.md (see README "Performance").
 bench:
+	$(CARGO) bench --bench mapping
 	$(CARGO) run --release --example bench
+
+## A longer chaos run (20,000 messages).
+chaos:
+	CHAOS_MESSAGES=20000 $(CARGO) test --release --test reliability chaos -- --nocapture
 
 clean:
 	$(CARGO) clean
