@@ -59,8 +59,9 @@ sign-events:
 
 ## Benchmarks: Markdown table in target/bench.md (see README "Performance").
 bench:
-	$(CARGO) bench --bench mapping
+	$(CARGO) build --release --bin d365-trigger-relay
 	$(CARGO) run --release --example bench
+	$(CARGO) bench --bench mapping -- --noplot
 
 ## A longer chaos run (20,000 messages).
 chaos:

@@ -60,8 +60,13 @@ struct PaceState {
     hint: Option<usize>,
     pause_until: Option<Instant>,
     last_decrease: Option<Instant>,
+    /// No growth until then: probing past a limit Dataverse enforced costs a Retry-After pause.
+    hold_growth_until: Option<Instant>,
     best_latency: Option<Duration>,
 }
+
+/// After back-pressure the limit does not grow for at least this long.
+const GROWTH_HOLD: Duration = Duration::from_secs(5);
 
 impl Pacer {
     pub fn new(initial: usize, ceiling: usize) -> Pacer {
@@ -77,6 +82,7 @@ impl Pacer {
                 hint: None,
                 pause_until: None,
                 last_decrease: None,
+                hold_growth_until: None,
                 best_latency: None,
             }),
         }
@@ -133,22 +139,38 @@ impl Pacer {
         let cap = self.cap(&state);
         // Grow (about +1 per round of calls) only while at the limit and latency is not rising.
         let at_limit = self.permits.available_permits() == 0;
-        if at_limit && latency <= best * 2 + Duration::from_millis(5) && state.limit < cap as f64 {
+        let holding = state.hold_growth_until.is_some_and(|t| Instant::now() < t);
+        if at_limit && !holding && latency <= best * 2 + Duration::from_millis(5) && state.limit < cap as f64 {
             state.limit = (state.limit + 1.0 / state.limit).min(cap as f64);
         }
         self.rebalance(&mut state, cap);
     }
 
+    /// 5xx or a timeout: ×0.9, once per round trip (a burst from one round counts once).
     fn on_backpressure(&self) {
         let mut state = self.state.lock().unwrap();
         let now = Instant::now();
-        // One decrease per round trip: a burst of 429s from one round counts once.
         let window = state.best_latency.unwrap_or(Duration::from_millis(100)).max(Duration::from_millis(50));
         if state.last_decrease.is_some_and(|t| now.duration_since(t) < window) {
             return;
         }
         state.last_decrease = Some(now);
+        state.hold_growth_until = Some(now + GROWTH_HOLD);
         state.limit = (state.limit * 0.9).max(1.0);
+        let cap = self.cap(&state);
+        self.rebalance(&mut state, cap);
+    }
+
+    /// A 429 (the caller's slot already released): the calls still in flight are
+    /// what Dataverse admitted, so the limit falls to that level (and by at least
+    /// one). A burst of 429s from an over-wide round thus lands on the real cap at once.
+    fn on_throttled(&self, retry_after: Duration) {
+        let mut state = self.state.lock().unwrap();
+        let held = (state.granted + state.owed).saturating_sub(self.permits.available_permits());
+        let now = Instant::now();
+        state.last_decrease = Some(now);
+        state.hold_growth_until = Some(now + GROWTH_HOLD.max(retry_after));
+        state.limit = (state.limit - 1.0).min(held as f64).max(1.0);
         let cap = self.cap(&state);
         self.rebalance(&mut state, cap);
     }
@@ -365,8 +387,8 @@ async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &Trigg
         drop(slot);
         match &error {
             DeliveryError::Throttled { retry_after, .. } => {
-                pacer.on_backpressure();
                 let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                pacer.on_throttled(wait);
                 pacer.pause(wait);
                 throttled += 1;
                 if throttled >= MAX_THROTTLED_ATTEMPTS || Instant::now() + wait >= budget.start_cutoff {
@@ -562,6 +584,41 @@ mod tests {
         assert_eq!(pacer.limit(), 28, "one decrease per round trip");
         pacer.on_success(Duration::from_millis(10), Some(4));
         assert_eq!(pacer.limit(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_429s_lands_on_the_admitted_level() {
+        let pacer = Arc::new(Pacer::new(32, 32));
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut slots = Vec::new();
+        for _ in 0..32 {
+            slots.push(pacer.acquire(until).await.unwrap());
+        }
+        // 16 calls were admitted; the other 16 come back 429 one after another.
+        for _ in 0..16 {
+            drop(slots.pop());
+            pacer.on_throttled(Duration::from_secs(1));
+        }
+        assert_eq!(pacer.limit(), 16);
+        // Growth is held after back-pressure, even at the limit with steady latency.
+        for _ in 0..100 {
+            pacer.on_success(Duration::from_millis(50), None);
+        }
+        assert_eq!(pacer.limit(), 16);
+    }
+
+    #[tokio::test]
+    async fn the_limit_grows_back_while_latency_is_steady() {
+        let pacer = Arc::new(Pacer::new(2, 8));
+        let until = Instant::now() + Duration::from_secs(5);
+        for _ in 0..40 {
+            let a = pacer.acquire(until).await.unwrap();
+            let b = pacer.acquire(until).await.unwrap();
+            pacer.on_success(Duration::from_millis(10), None);
+            drop((a, b));
+        }
+        assert!(pacer.limit() > 2, "grew from 2 to {}", pacer.limit());
+        assert!(pacer.limit() <= 8);
     }
 
     #[test]

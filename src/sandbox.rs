@@ -448,10 +448,6 @@ async fn dataverse(state: &State, trigger: &str, authorization: Option<&str>, bo
         let mut dice = state.dice.lock().unwrap();
         (dice.f64(), if faults.latency_jitter_ms > 0 { dice.u64(0..=faults.latency_jitter_ms) } else { 0 }, dice.f64() < faults.slow_rate)
     };
-    let delay = faults.latency_ms + jitter + if slow { faults.slow_ms } else { 0 };
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
     let record = |status: u16, body: Value| {
         state.count(status);
         state.signals.lock().unwrap().push(Signal {
@@ -475,9 +471,14 @@ async fn dataverse(state: &State, trigger: &str, authorization: Option<&str>, bo
         r
     };
 
+    // Over the concurrency cap is refused at admission, as Dataverse does.
     if faults.max_concurrency.is_some_and(|cap| now_in_flight > cap) {
         record(429, parsed);
         return Ok(throttled("0x80072326", "Number of concurrent requests exceeded the limit."));
+    }
+    let delay = faults.latency_ms + jitter + if slow { faults.slow_ms } else { 0 };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let mut edge = faults.drop_rate;
     if roll < edge {
