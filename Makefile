@@ -7,15 +7,19 @@ EVENT ?= events/direct.json
 ARCH ?= arm64
 SANDBOX_PORT ?= 8765
 
-.PHONY: demo test lint tools-lambda tools-sam build validate sam-build sandbox invoke deploy bench chaos sign-events clean
+.PHONY: demo test lint tools-moto tools-lambda tools-sam build validate sam-build sandbox invoke deploy bench chaos sign-events clean
 
 ## The relay against the sandbox on every sample event, showing what Dynamics received.
 demo:
 	$(CARGO) run --quiet --example demo
 
 ## Unit, integration and property tests (starts what they need on loopback).
-test:
+test: tools-moto
 	$(CARGO) test --all-targets
+
+## moto's server (a DynamoDB emulator) for the idempotency tests.
+tools-moto:
+	@python3 -c "import moto.server, flask, flask_cors" 2>/dev/null || $(PIP) install --quiet 'moto[server]'
 
 lint:
 	$(CARGO) fmt --check

@@ -42,6 +42,8 @@ pub struct Settings {
     /// Dataverse base URL override (sandbox and tests only), without a trailing slash.
     pub dataverse_base_url: Option<String>,
     pub idempotency_table: Option<String>,
+    /// `D365_IDEMPOTENCY_EXPIRES_AFTER_SECONDS`: how long a delivered key is remembered (24 h).
+    pub idempotency_expires_after: Duration,
     /// `D365_TRIGGER_NAME`: the default trigger, over the secret's `trigger_name`.
     pub trigger_name: Option<String>,
     /// `D365_METRICS_NAMESPACE`: CloudWatch namespace of the EMF metrics.
@@ -113,6 +115,13 @@ impl Settings {
             authority_host,
             dataverse_base_url,
             idempotency_table: get("D365_IDEMPOTENCY_TABLE"),
+            idempotency_expires_after: Duration::from_secs(parse_number(
+                get("D365_IDEMPOTENCY_EXPIRES_AFTER_SECONDS"),
+                "D365_IDEMPOTENCY_EXPIRES_AFTER_SECONDS",
+                86_400,
+                60,
+                30 * 86_400,
+            )?),
         })
     }
 }

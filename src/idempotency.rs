@@ -42,6 +42,15 @@ pub fn key_for(event: &Value) -> String {
 
 pub struct Idempotency {
     memory: Mutex<Memory>,
+    table: Option<DynamoTable>,
+}
+
+/// The DynamoDB adapter: partition key `id` (S), TTL attribute `expires_at`
+/// (epoch seconds), `status` = `in_progress` | `done`.
+pub struct DynamoTable {
+    client: aws_sdk_dynamodb::Client,
+    name: String,
+    expires_after: Duration,
 }
 
 struct Memory {
@@ -63,30 +72,137 @@ impl Idempotency {
     }
 
     pub fn with_limits(capacity: usize, ttl: Duration) -> Idempotency {
-        Idempotency { memory: Mutex::new(Memory { entries: HashMap::new(), order: VecDeque::new(), capacity, ttl }) }
+        Idempotency { memory: Mutex::new(Memory { entries: HashMap::new(), order: VecDeque::new(), capacity, ttl }), table: None }
+    }
+
+    /// Adds the DynamoDB table, extending the guarantee across execution environments.
+    pub fn with_table(mut self, client: aws_sdk_dynamodb::Client, name: String, expires_after: Duration) -> Idempotency {
+        self.table = Some(DynamoTable { client, name, expires_after });
+        self
     }
 
     /// Claims `key` until `until` (the invocation's cut-off), after which a stale claim lapses.
     pub async fn claim(&self, key: &str, until: Instant) -> Claim {
-        let mut memory = self.memory.lock().unwrap();
-        let now = Instant::now();
-        match memory.entries.get(key) {
-            Some((State::Done, expires)) if *expires > now => return Claim::Done,
-            Some((State::InProgress, expires)) if *expires > now => return Claim::InProgress,
-            _ => {}
+        {
+            let mut memory = self.memory.lock().unwrap();
+            let now = Instant::now();
+            match memory.entries.get(key) {
+                Some((State::Done, expires)) if *expires > now => return Claim::Done,
+                Some((State::InProgress, expires)) if *expires > now => return Claim::InProgress,
+                _ => {}
+            }
+            memory.insert(key, State::InProgress, until.max(now) + Duration::from_secs(1));
         }
-        memory.insert(key, State::InProgress, until.max(now) + Duration::from_secs(1));
-        Claim::Claimed
+        let Some(table) = &self.table else { return Claim::Claimed };
+        let claim = table.claim(key, until).await;
+        match &claim {
+            Claim::Claimed => {}
+            Claim::Done => self.complete_in_memory(key),
+            Claim::InProgress | Claim::Unavailable(_) => {
+                self.memory.lock().unwrap().entries.remove(key);
+            }
+        }
+        claim
     }
 
     pub async fn complete(&self, key: &str) {
-        let mut memory = self.memory.lock().unwrap();
-        let ttl = memory.ttl;
-        memory.insert(key, State::Done, Instant::now() + ttl);
+        self.complete_in_memory(key);
+        if let Some(table) = &self.table {
+            table.complete(key).await;
+        }
     }
 
     pub async fn release(&self, key: &str) {
         self.memory.lock().unwrap().entries.remove(key);
+        if let Some(table) = &self.table {
+            table.release(key).await;
+        }
+    }
+
+    fn complete_in_memory(&self, key: &str) {
+        let mut memory = self.memory.lock().unwrap();
+        let ttl = memory.ttl;
+        memory.insert(key, State::Done, Instant::now() + ttl);
+    }
+}
+
+fn epoch_seconds(after: Duration) -> i64 {
+    (chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default()).timestamp()
+}
+
+impl DynamoTable {
+    /// A conditional write: succeeds if the key is new, or its item has expired
+    /// (DynamoDB's TTL deletes lazily, so expiry is checked here too).
+    async fn claim(&self, key: &str, until: Instant) -> Claim {
+        use aws_sdk_dynamodb::operation::put_item::PutItemError;
+        use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+        let claim_for = until.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .item("id", AttributeValue::S(key.to_string()))
+            .item("status", AttributeValue::S("in_progress".into()))
+            .item("expires_at", AttributeValue::N(epoch_seconds(claim_for).to_string()))
+            .condition_expression("attribute_not_exists(id) OR expires_at < :now")
+            .expression_attribute_values(":now", AttributeValue::N(epoch_seconds(Duration::ZERO).to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Claim::Claimed,
+            Err(error) => match error.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(existing) => {
+                    let status = existing.item().and_then(|i| i.get("status")).and_then(|s| s.as_s().ok()).map(String::as_str);
+                    if status == Some("done") {
+                        Claim::Done
+                    } else {
+                        Claim::InProgress
+                    }
+                }
+                other => {
+                    tracing::warn!(message = "Idempotency table unavailable; the record is not sent.", error = %aws_sdk_dynamodb::error::DisplayErrorContext(&other));
+                    Claim::Unavailable(DeliveryError::Transient { status: None, code: None, detail: format!("the idempotency table is unavailable: {other}") })
+                }
+            },
+        }
+    }
+
+    async fn complete(&self, key: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .item("id", AttributeValue::S(key.to_string()))
+            .item("status", AttributeValue::S("done".into()))
+            .item("expires_at", AttributeValue::N(epoch_seconds(self.expires_after).to_string()))
+            .send()
+            .await;
+        if let Err(error) = result {
+            // The claim lapses at its expiry; a redelivery after that could raise the event again.
+            tracing::warn!(message = "Could not mark an idempotency key done.", error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error));
+        }
+    }
+
+    async fn release(&self, key: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .key("id", AttributeValue::S(key.to_string()))
+            .condition_expression("#s = :in_progress")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":in_progress", AttributeValue::S("in_progress".into()))
+            .send()
+            .await;
+        if let Err(error) = result {
+            let error = error.into_service_error();
+            if !error.is_conditional_check_failed_exception() {
+                tracing::warn!(message = "Could not release an idempotency key; it lapses at its expiry.", error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error));
+            }
+        }
     }
 }
 

@@ -28,11 +28,21 @@ pub mod webhook;
 
 pub use relay::Relay;
 
-/// The Secrets Manager client from the standard AWS configuration chain
-/// (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_SECRETS_MANAGER`).
-pub async fn secrets_client_from_env() -> aws_sdk_secretsmanager::Client {
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    aws_sdk_secretsmanager::Client::new(&config)
+/// The AWS configuration chain (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_*`).
+pub async fn aws_config_from_env() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// A DynamoDB client for an emulator on `endpoint` (moto), with static test credentials.
+pub fn dynamodb_client_for_endpoint(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
 }
 
 /// A Secrets Manager client for an emulator on `endpoint` (the sandbox or

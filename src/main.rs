@@ -17,7 +17,10 @@ async fn main() -> Result<(), Error> {
     // load) is parsed in the background meanwhile.
     std::thread::spawn(relay::mapping::warm_phone_metadata);
     let settings = Settings::from_env();
-    let relay = Relay::new(settings, relay::secrets_client_from_env().await, relay::dynamics::http_client()).with_metrics();
+    let aws = relay::aws_config_from_env().await;
+    let relay = Relay::new(settings, aws_sdk_secretsmanager::Client::new(&aws), relay::dynamics::http_client())
+        .with_idempotency_table(aws_sdk_dynamodb::Client::new(&aws))
+        .with_metrics();
     let relay = &relay;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = instant_of(event.context.deadline);

@@ -53,6 +53,17 @@ impl Relay {
         }
     }
 
+    /// Adds the DynamoDB idempotency table of `D365_IDEMPOTENCY_TABLE` (if set).
+    pub fn with_idempotency_table(mut self, client: aws_sdk_dynamodb::Client) -> Relay {
+        if let Ok(settings) = &self.settings {
+            if let Some(table) = &settings.idempotency_table {
+                let store = Idempotency::in_memory().with_table(client, table.clone(), settings.idempotency_expires_after);
+                self.idempotency = Arc::new(store);
+            }
+        }
+        self
+    }
+
     /// Writes one CloudWatch EMF line per invocation to stdout.
     pub fn with_metrics(mut self) -> Relay {
         self.emit_metrics = true;

@@ -1,0 +1,174 @@
+//! Cross-environment idempotency on DynamoDB, against moto's server on loopback
+//! (`pip install 'moto[server]'`; `make test` installs it).
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use relay::idempotency::{Claim, Idempotency};
+use serde_json::json;
+
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn moto() -> Moto {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("python3")
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with moto[server] installed (make test installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "moto did not start (pip install 'moto[server]')");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Moto { child, url }
+}
+
+async fn table(moto: &Moto, name: &str) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let client = relay::dynamodb_client_for_endpoint(&moto.url);
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap())
+        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    client
+}
+
+/// One execution environment's store (its own memory, the shared table).
+fn environment(client: &aws_sdk_dynamodb::Client, table: &str, expires_after: Duration) -> Idempotency {
+    Idempotency::in_memory().with_table(client.clone(), table.to_string(), expires_after)
+}
+
+#[tokio::test]
+async fn claim_complete_release_and_expiry_across_environments() {
+    let moto = moto().await;
+    let client = table(&moto, "keys").await;
+    let a = environment(&client, "keys", Duration::from_secs(3600));
+    let b = environment(&client, "keys", Duration::from_secs(3600));
+    let until = Instant::now() + Duration::from_secs(30);
+
+    assert_eq!(a.claim("k1", until).await, Claim::Claimed);
+    assert_eq!(b.claim("k1", until).await, Claim::InProgress, "a concurrent duplicate sees the claim");
+    a.release("k1").await;
+    assert_eq!(b.claim("k1", until).await, Claim::Claimed, "a failed call released the claim");
+    b.complete("k1").await;
+    assert_eq!(a.claim("k1", until).await, Claim::Done, "done in another environment");
+
+    // A claim lapses at the invocation's cut-off (a crashed invocation does not block for ever).
+    assert_eq!(a.claim("k2", Instant::now()).await, Claim::Claimed);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(b.claim("k2", until).await, Claim::Claimed);
+
+    // A done key is forgotten after expires_after.
+    let short = environment(&client, "keys", Duration::from_secs(1));
+    assert_eq!(short.claim("k3", until).await, Claim::Claimed);
+    short.complete("k3").await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(b.claim("k3", until).await, Claim::Claimed);
+}
+
+#[tokio::test]
+async fn concurrent_claims_of_one_key_admit_exactly_one() {
+    let moto = moto().await;
+    let client = table(&moto, "keys").await;
+    let until = Instant::now() + Duration::from_secs(30);
+    let environments: Vec<Idempotency> = (0..16).map(|_| environment(&client, "keys", Duration::from_secs(3600))).collect();
+    let claims = join_all(environments.iter().map(|e| e.claim("same", until)).collect()).await;
+    assert_eq!(claims.iter().filter(|c| **c == Claim::Claimed).count(), 1, "{claims:?}");
+    assert_eq!(claims.iter().filter(|c| **c == Claim::InProgress).count(), 15);
+}
+
+/// Polls every future together on this task, so the claims race.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().map(Option::unwrap).collect()
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_in_another_environment_raises_each_trigger_once() {
+    let moto = moto().await;
+    let client = table(&moto, "relay-keys").await;
+    let h = Harness::new(&[("D365_IDEMPOTENCY_TABLE", "relay-keys")]).await;
+    let mapping = mapping_file();
+    let first = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "relay-keys")]).with_idempotency_table(client.clone());
+    let second = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "relay-keys")]).with_idempotency_table(client.clone());
+    let bodies: Vec<String> = (0..10).map(|i| order(&format!("{i}")).to_string()).collect();
+    let deadline = || Instant::now() + Duration::from_secs(30);
+
+    let response = first.handle(sqs_batch(&bodies, None), deadline()).await.unwrap();
+    assert_eq!(failures(&response), Vec::<String>::new());
+    // The whole batch comes back (say the first invocation timed out) to another environment.
+    let response = second.handle(sqs_batch(&bodies, None), deadline()).await.unwrap();
+    assert_eq!(failures(&response), Vec::<String>::new(), "duplicates are successes for SQS");
+    let response = second.handle(json!([order("0"), order("10")]), deadline()).await.unwrap();
+    assert_eq!(response, json!({"delivered": 1, "dropped": 0, "duplicates": 1, "failed": []}));
+    assert_eq!(h.sandbox.accepted().len(), 11, "each trigger raised exactly once");
+}
+
+#[tokio::test]
+async fn a_failed_call_releases_its_claim_for_the_retry() {
+    let moto = moto().await;
+    let client = table(&moto, "relay-keys").await;
+    let h = Harness::new(&[]).await;
+    let mapping = mapping_file();
+    let relay = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "relay-keys")]).with_idempotency_table(client);
+    h.sandbox.set_faults(relay::sandbox::Faults { error_rate: 1.0, ..Default::default() });
+    let batch = sqs_batch(&[order("a").to_string()], None);
+    let response = relay.handle(batch.clone(), Instant::now() + Duration::from_secs(30)).await.unwrap();
+    assert_eq!(failures(&response), ["sqs-0"]);
+    h.sandbox.set_faults(relay::sandbox::Faults::default());
+    let response = relay.handle(batch, Instant::now() + Duration::from_secs(30)).await.unwrap();
+    assert_eq!(failures(&response), Vec::<String>::new());
+    assert_eq!(h.sandbox.accepted().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_table_fails_records_without_sending_them() {
+    let moto = moto().await;
+    let client = relay::dynamodb_client_for_endpoint(&moto.url);
+    let h = Harness::new(&[]).await;
+    let mapping = mapping_file();
+    let relay = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "no-such-table")]).with_idempotency_table(client);
+    let response = relay.handle(sqs_batch(&[order("a").to_string()], None), Instant::now() + Duration::from_secs(30)).await.unwrap();
+    assert_eq!(failures(&response), ["sqs-0"]);
+    assert_eq!(h.sandbox.stats().calls(), 0);
+}
