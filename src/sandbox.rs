@@ -84,6 +84,8 @@ pub struct Faults {
     /// Share delayed by `slow_ms` (e.g. past an invocation's deadline).
     pub slow_rate: f64,
     pub slow_ms: u64,
+    /// Statuses for the next Dataverse calls, in order (e.g. [500, 500] then normal answers).
+    pub script: Vec<u16>,
     /// Calls beyond this many at once get 429 `0x80072326`.
     pub max_concurrency: Option<usize>,
     /// `x-ms-dop-hint` sent on every answer.
@@ -98,9 +100,24 @@ pub struct Faults {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
     pub trigger: String,
+    /// The request path, e.g. `/api/data/v9.2/msdynmkt_OrderCompleted`.
+    pub path: String,
+    /// Request headers (lowercase names); the bearer token is shown as `Bearer <token>`.
+    pub headers: BTreeMap<String, String>,
     pub body: Value,
     pub status: u16,
     pub received_at: String,
+}
+
+/// One token request as the sandbox received it (the client secret is not kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub tenant: String,
+    pub grant_type: String,
+    pub client_id: String,
+    pub client_secret_sent: bool,
+    pub scope: String,
+    pub status: u16,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -134,6 +151,7 @@ struct State {
     dice: Mutex<fastrand::Rng>,
     tokens: Mutex<HashMap<String, (Instant, String)>>,
     signals: Mutex<Vec<Signal>>,
+    token_log: Mutex<Vec<TokenRequest>>,
     calls_by_status: Mutex<BTreeMap<u16, u64>>,
     token_requests: AtomicU64,
     secret_requests: AtomicU64,
@@ -180,6 +198,7 @@ impl Sandbox {
             dice: Mutex::new(fastrand::Rng::with_seed(config.seed)),
             tokens: Mutex::new(HashMap::new()),
             signals: Mutex::new(Vec::new()),
+            token_log: Mutex::new(Vec::new()),
             calls_by_status: Mutex::new(BTreeMap::new()),
             token_requests: AtomicU64::new(0),
             secret_requests: AtomicU64::new(0),
@@ -231,6 +250,11 @@ impl Sandbox {
 
     pub fn stats(&self) -> Stats {
         self.state.stats()
+    }
+
+    /// Every token request received, in order.
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        self.state.token_log.lock().unwrap().clone()
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -294,6 +318,7 @@ impl State {
 
     fn reset(&self) {
         self.signals.lock().unwrap().clear();
+        self.token_log.lock().unwrap().clear();
         self.calls_by_status.lock().unwrap().clear();
         self.token_requests.store(0, Ordering::SeqCst);
         self.secret_requests.store(0, Ordering::SeqCst);
@@ -325,7 +350,8 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let headers: BTreeMap<String, String> =
+        request.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let body = match request.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(Dropped),
@@ -334,8 +360,9 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
     match (&method, segments.as_slice()) {
         (&Method::POST, [""]) if target.is_some() => Ok(secrets_manager(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [tenant, "oauth2", "v2.0", "token"]) => Ok(entra(&state, tenant, &body)),
-        (&Method::POST, ["api", "data", "v9.2", trigger]) => dataverse(&state, trigger, authorization.as_deref(), &body).await,
+        (&Method::POST, ["api", "data", "v9.2", trigger]) => dataverse(&state, trigger, &path, &headers, &body).await,
         (_, ["_sandbox", rest @ ..]) => Ok(admin(&state, &method, rest, &body)),
+        (&Method::POST, [""]) => Ok(json_response(400, &json!({"__type": "MissingAction", "message": "X-Amz-Target is required."}))),
         _ => Ok(dataverse_error(404, "0x80060888", &format!("No route for {method} {path}"))),
     }
 }
@@ -384,6 +411,21 @@ fn secrets_manager(state: &State, target: &str, body: &[u8]) -> Response<Full<By
 
 fn entra(state: &State, tenant: &str, body: &[u8]) -> Response<Full<Bytes>> {
     state.token_requests.fetch_add(1, Ordering::SeqCst);
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    let response = entra_answer(state, tenant, &form);
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    state.token_log.lock().unwrap().push(TokenRequest {
+        tenant: tenant.to_string(),
+        grant_type: field("grant_type"),
+        client_id: field("client_id"),
+        client_secret_sent: form.get("client_secret").is_some_and(|s| !s.is_empty()),
+        scope: field("scope"),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn entra_answer(state: &State, tenant: &str, form: &HashMap<String, String>) -> Response<Full<Bytes>> {
     let error = |status: u16, error: &str, code: u64, description: &str| {
         json_response(
             status,
@@ -402,7 +444,6 @@ fn entra(state: &State, tenant: &str, body: &[u8]) -> Response<Full<Bytes>> {
         }
         return r;
     }
-    let form: HashMap<String, String> = serde_urlencoded::from_bytes(body).unwrap_or_default();
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     if field("grant_type") != "client_credentials" {
         return error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.");
@@ -439,7 +480,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn dataverse(state: &State, trigger: &str, authorization: Option<&str>, body: &[u8]) -> Answer {
+async fn dataverse(state: &State, trigger: &str, path: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> Answer {
+    let authorization = headers.get("authorization").map(String::as_str);
     let now_in_flight = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(state);
     state.max_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
@@ -452,6 +494,11 @@ async fn dataverse(state: &State, trigger: &str, authorization: Option<&str>, bo
         state.count(status);
         state.signals.lock().unwrap().push(Signal {
             trigger: trigger.to_string(),
+            path: path.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.clone(), if k == "authorization" && v.starts_with("Bearer ") { "Bearer <token>".to_string() } else { v.clone() }))
+                .collect(),
             body,
             status,
             received_at: crate::mapping::format_timestamp(chrono::Utc::now()),
@@ -479,6 +526,25 @@ async fn dataverse(state: &State, trigger: &str, authorization: Option<&str>, bo
     let delay = faults.latency_ms + jitter + if slow { faults.slow_ms } else { 0 };
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let scripted = {
+        let mut faults = state.faults.lock().unwrap();
+        (!faults.script.is_empty()).then(|| faults.script.remove(0))
+    };
+    match scripted {
+        Some(0) => {
+            state.count(0);
+            return Err(Dropped);
+        }
+        Some(429) => {
+            record(429, parsed);
+            return Ok(throttled("0x80072322", "Number of requests exceeded the limit (scripted)."));
+        }
+        Some(status) if status >= 400 && status != 401 => {
+            record(status, parsed);
+            return Ok(dataverse_error(status, "0x80040216", &format!("Scripted answer {status}.")));
+        }
+        _ => {}
     }
     let mut edge = faults.drop_rate;
     if roll < edge {

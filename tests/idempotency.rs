@@ -1,5 +1,6 @@
-//! Cross-environment idempotency on DynamoDB, against moto's server on loopback
-//! (`pip install 'moto[server]'`; `make test` installs it).
+//! Against moto's server on loopback (`pip install 'moto[server]'`; `make test`
+//! installs it), an AWS emulator independent of ours: cross-environment
+//! idempotency on DynamoDB, and the relay's secret fetch.
 
 mod common;
 
@@ -171,4 +172,18 @@ async fn an_unreachable_table_fails_records_without_sending_them() {
     let response = relay.handle(sqs_batch(&[order("a").to_string()], None), Instant::now() + Duration::from_secs(30)).await.unwrap();
     assert_eq!(failures(&response), ["sqs-0"]);
     assert_eq!(h.sandbox.stats().calls(), 0);
+}
+
+#[tokio::test]
+async fn the_relay_reads_its_secret_from_moto() {
+    let moto = moto().await;
+    let h = Harness::new(&[]).await;
+    let secrets = relay::secrets_client_for_endpoint(&moto.url);
+    let secret = sandbox_config().secrets["d365/relay-demo"].clone();
+    secrets.create_secret().name("d365/from-moto").secret_string(secret.to_string()).send().await.unwrap();
+    let settings = relay::sandbox_settings(&h.sandbox.url(), &[("D365_MAPPING_FILE", &mapping_file()), ("D365_SECRET_ID", "d365/from-moto")]);
+    let relay = relay::Relay::new(settings, secrets, relay::dynamics::http_client());
+    let response = relay.handle(json!(order("m")), Instant::now() + Duration::from_secs(30)).await.unwrap();
+    assert_eq!(response["delivered"], 1, "{response}");
+    assert_eq!(h.sandbox.stats().secret_requests, 0, "the secret came from moto, not the sandbox");
 }

@@ -43,6 +43,67 @@ async fn the_spec_event_reaches_dynamics_as_the_spec_body() {
 }
 
 #[tokio::test]
+async fn the_spec_event_in_an_sqs_batch_is_exactly_the_spec_request() {
+    let h = Harness::new(&[("D365_MAPPING_FILE", "")]).await;
+    let response = h.invoke(sqs_batch(&[event_file("direct.json").to_string()], None)).await;
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    let signals = h.sandbox.signals();
+    assert_eq!(signals.len(), 1);
+    let signal = &signals[0];
+    assert_eq!(signal.path, "/api/data/v9.2/msdynmkt_OrderCompleted");
+    let header = |name: &str| signal.headers.get(name).map(String::as_str);
+    assert_eq!(header("authorization"), Some("Bearer <token>"));
+    assert_eq!(header("content-type"), Some("application/json"));
+    assert_eq!(header("accept"), Some("application/json"));
+    assert_eq!(header("odata-maxversion"), Some("4.0"));
+    assert_eq!(header("odata-version"), Some("4.0"));
+    assert!(header("cookie").is_none(), "no affinity cookie is stored or sent");
+    assert_eq!(signal.body["msdynmkt_signaltimestamp"], "2026-06-06T14:30:00Z");
+    assert_eq!(signal.body["contactpoint_phone"], "+447700900123");
+    assert_eq!(signal.body.as_object().unwrap().len(), 9);
+    // The token request: the SPEC form fields, and the scope from org_url_host
+    // although Dataverse is reached on loopback.
+    let tokens = h.sandbox.token_requests();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].tenant, "00000000-0000-0000-0000-000000000000");
+    assert_eq!(tokens[0].grant_type, "client_credentials");
+    assert_eq!(tokens[0].client_id, "11111111-1111-1111-1111-111111111111");
+    assert!(tokens[0].client_secret_sent);
+    assert_eq!(tokens[0].scope, "https://contoso.api.crm.dynamics.com/.default");
+}
+
+#[tokio::test]
+async fn every_sample_event_goes_through_the_real_handler() {
+    let h = Harness::new(&[]).await;
+    for (file, calls) in [("sqs-standard.json", 4), ("sqs-fifo.json", 3), ("direct.json", 1), ("direct-batch.json", 4)] {
+        let before = h.sandbox.accepted().len();
+        let response = h.invoke(event_file(file)).await;
+        let ok = response.get("batchItemFailures").map_or_else(|| response["failed"] == json!([]), |f| f == &json!([]));
+        assert!(ok, "{file}: {response}");
+        assert_eq!(h.sandbox.accepted().len() - before, calls, "{file}");
+    }
+    // The webhook samples are invoked (re-signed) in tests/webhooks.rs.
+}
+
+#[tokio::test]
+async fn server_errors_twice_then_success_is_delivered() {
+    let h = Harness::new(&[]).await;
+    h.sandbox.set_faults(Faults { script: vec![500, 500], ..Faults::default() });
+    let response = h.invoke(sqs_batch(&[order("a").to_string()], None)).await;
+    assert_eq!(failures(&response), Vec::<String>::new());
+    assert_eq!(h.sandbox.stats().calls_by_status, [(204, 1), (500, 2)].into_iter().collect());
+}
+
+#[tokio::test]
+async fn a_400_is_not_retried() {
+    let h = Harness::new(&[]).await;
+    h.sandbox.set_faults(Faults { script: vec![400], ..Faults::default() });
+    let response = h.invoke(sqs_batch(&[order("a").to_string()], None)).await;
+    assert_eq!(failures(&response), ["sqs-0"]);
+    assert_eq!(h.sandbox.stats().calls(), 1);
+}
+
+#[tokio::test]
 async fn an_sqs_batch_raises_one_trigger_per_mapped_event() {
     let h = Harness::new(&[]).await;
     let response = h.invoke(event_file("sqs-standard.json")).await;
@@ -156,14 +217,15 @@ async fn slow_dynamics_is_cut_off_before_the_deadline() {
 }
 
 #[tokio::test]
-async fn token_is_cached_across_warm_invocations() {
+async fn five_warm_invocations_of_ten_records_make_one_token_request() {
     let h = Harness::new(&[]).await;
-    for id in ["a", "b", "c"] {
-        h.invoke(json!(order(id))).await;
+    for invocation in 0..5 {
+        let bodies: Vec<String> = (0..10).map(|i| order(&format!("{invocation}-{i}")).to_string()).collect();
+        assert_eq!(failures(&h.invoke(sqs_batch(&bodies, None)).await), Vec::<String>::new());
     }
     assert_eq!(h.sandbox.stats().token_requests, 1);
     assert_eq!(h.sandbox.stats().secret_requests, 1);
-    assert_eq!(h.sandbox.accepted().len(), 3);
+    assert_eq!(h.sandbox.accepted().len(), 50);
 }
 
 #[tokio::test]
@@ -216,6 +278,7 @@ async fn rejected_credentials_fail_fast_and_a_rotated_secret_is_picked_up() {
     assert_eq!(failures(&response).len(), 5);
     assert_eq!(h.sandbox.stats().token_requests, 1, "invalid_client is not retried");
     assert_eq!(h.sandbox.stats().secret_requests, 2, "the secret was fetched again once");
+    assert_eq!(h.sandbox.stats().calls(), 0, "no Dataverse call at all");
 
     // Rotation: the new secret is in Secrets Manager; the cached copy is still the stale one.
     h.sandbox.put_secret("d365/relay-demo", &demo_secret());
