@@ -65,8 +65,10 @@ struct PaceState {
     best_latency: Option<Duration>,
 }
 
-/// After back-pressure the limit does not grow for at least this long.
+/// After a 429 the limit does not grow for at least this long.
 const GROWTH_HOLD: Duration = Duration::from_secs(5);
+/// Dataverse's error code for "Number of concurrent requests exceeded the limit".
+pub const CONCURRENCY_LIMIT_CODE: &str = "0x80072326";
 
 impl Pacer {
     pub fn new(initial: usize, ceiling: usize) -> Pacer {
@@ -146,30 +148,37 @@ impl Pacer {
         self.rebalance(&mut state, cap);
     }
 
-    /// 5xx or a timeout: ×0.9, once per round trip (a burst from one round counts once).
+    /// 5xx or a timeout: ×0.9, at most once per round trip (and per 100 ms), so a
+    /// burst of errors from one round counts once.
     fn on_backpressure(&self) {
         let mut state = self.state.lock().unwrap();
         let now = Instant::now();
-        let window = state.best_latency.unwrap_or(Duration::from_millis(100)).max(Duration::from_millis(50));
+        let window = state.best_latency.unwrap_or(Duration::ZERO).max(Duration::from_millis(100));
         if state.last_decrease.is_some_and(|t| now.duration_since(t) < window) {
             return;
         }
         state.last_decrease = Some(now);
-        state.hold_growth_until = Some(now + GROWTH_HOLD);
         state.limit = (state.limit * 0.9).max(1.0);
         let cap = self.cap(&state);
         self.rebalance(&mut state, cap);
     }
 
-    /// A 429 (the caller's slot already released): the calls still in flight are
-    /// what Dataverse admitted, so the limit falls to that level (and by at least
-    /// one). A burst of 429s from an over-wide round thus lands on the real cap at once.
-    fn on_throttled(&self, retry_after: Duration) {
+    /// A 429 (the caller's slot already released). Growth is held, since probing
+    /// past an enforced limit costs a Retry-After pause. For the concurrency limit
+    /// (`0x80072326`) the calls still in flight are what Dataverse admitted, so the
+    /// limit falls to that level (and by at least one): a burst of 429s from an
+    /// over-wide round lands on the real cap at once. For the request-rate and
+    /// execution-time limits the environment-wide pause is the remedy; the
+    /// concurrency is left as it is.
+    fn on_throttled(&self, retry_after: Duration, concurrency_limit: bool) {
         let mut state = self.state.lock().unwrap();
-        let held = (state.granted + state.owed).saturating_sub(self.permits.available_permits());
         let now = Instant::now();
-        state.last_decrease = Some(now);
         state.hold_growth_until = Some(now + GROWTH_HOLD.max(retry_after));
+        if !concurrency_limit {
+            return;
+        }
+        let held = (state.granted + state.owed).saturating_sub(self.permits.available_permits());
+        state.last_decrease = Some(now);
         state.limit = (state.limit - 1.0).min(held as f64).max(1.0);
         let cap = self.cap(&state);
         self.rebalance(&mut state, cap);
@@ -386,9 +395,9 @@ async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &Trigg
         };
         drop(slot);
         match &error {
-            DeliveryError::Throttled { retry_after, .. } => {
+            DeliveryError::Throttled { retry_after, code } => {
                 let wait = retry_after.unwrap_or(Duration::from_secs(1));
-                pacer.on_throttled(wait);
+                pacer.on_throttled(wait, code.as_deref() == Some(CONCURRENCY_LIMIT_CODE));
                 pacer.pause(wait);
                 throttled += 1;
                 if throttled >= MAX_THROTTLED_ATTEMPTS || Instant::now() + wait >= budget.start_cutoff {
@@ -582,6 +591,7 @@ mod tests {
         assert_eq!(pacer.limit(), 28);
         pacer.on_backpressure();
         assert_eq!(pacer.limit(), 28, "one decrease per round trip");
+        pacer.on_success(Duration::from_millis(10), None);
         pacer.on_success(Duration::from_millis(10), Some(4));
         assert_eq!(pacer.limit(), 4);
     }
@@ -597,8 +607,12 @@ mod tests {
         // 16 calls were admitted; the other 16 come back 429 one after another.
         for _ in 0..16 {
             drop(slots.pop());
-            pacer.on_throttled(Duration::from_secs(1));
+            pacer.on_throttled(Duration::from_secs(1), true);
         }
+        assert_eq!(pacer.limit(), 16);
+        // A request-rate 429 pauses (elsewhere) but leaves the concurrency alone.
+        drop(slots);
+        pacer.on_throttled(Duration::from_secs(1), false);
         assert_eq!(pacer.limit(), 16);
         // Growth is held after back-pressure, even at the limit with steady latency.
         for _ in 0..100 {

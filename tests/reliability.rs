@@ -24,7 +24,8 @@ fn chaos_faults() -> Faults {
         retry_after_secs: Some(1),
         drop_rate: 0.02,
         slow_rate: 0.005,
-        slow_ms: 4_000,
+        // Past the invocation's deadline (6 s below).
+        slow_ms: 8_000,
         latency_ms: 2,
         latency_jitter_ms: 8,
         ..Faults::default()
@@ -136,7 +137,9 @@ async fn chaos_standard_queue_loses_nothing() {
     let valid: HashSet<String> = queue.iter().filter(|m| m.valid).map(|m| m.order.clone()).collect();
     let invalid: HashSet<String> = queue.iter().filter(|m| !m.valid).map(|m| m.sqs_id.clone()).collect();
     let started = Instant::now();
-    let tally = drain(&h, queue, false, 3, 3.0).await;
+    // 6 s invocations: with 5% of calls answered 429 and each pausing the whole
+    // environment for a second, a 100-record batch needs a few seconds.
+    let tally = drain(&h, queue, false, 3, 6.0).await;
 
     let accepted = h.sandbox.accepted();
     let mut deliveries: HashMap<String, u32> = HashMap::new();
@@ -175,7 +178,7 @@ async fn chaos_fifo_queue_keeps_group_order() {
     let group_of: HashMap<String, String> = queue.iter().map(|m| (m.order.clone(), m.group.clone())).collect();
     let order_of: HashMap<String, String> = queue.iter().map(|m| (m.sqs_id.clone(), m.order.clone())).collect();
     let valid: HashSet<String> = queue.iter().filter(|m| m.valid).map(|m| m.order.clone()).collect();
-    let tally = drain(&h, queue, true, 4, 5.0).await;
+    let tally = drain(&h, queue, true, 4, 6.0).await;
 
     let mut first_seen: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
