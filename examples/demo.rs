@@ -44,7 +44,8 @@ async fn main() {
     for (file, what, expected_calls) in SAMPLES {
         let text = std::fs::read_to_string(format!("{root}/events/{file}")).expect("sample event");
         let mut payload: Value = serde_json::from_str(&text).expect("sample is JSON");
-        resign(&mut payload, webhook_secret.as_bytes());
+        // Webhook samples are signed now: signatures are only valid for 5 minutes.
+        relay::webhook::resign_event(&mut payload, webhook_secret.as_bytes(), chrono::Utc::now().timestamp_millis());
         println!("\n{BOLD}── events/{file}{RESET}  {DIM}{what}{RESET}");
         let before = sandbox.signals().len();
         let started = Instant::now();
@@ -106,30 +107,6 @@ async fn main() {
             println!("{RED}✗ {p}{RESET}");
         }
         std::process::exit(1);
-    }
-}
-
-/// Webhook samples are signed now: signatures are only valid for 5 minutes.
-fn resign(payload: &mut Value, secret: &[u8]) {
-    let Some(body) = payload.get("body").and_then(Value::as_str).map(str::to_string) else { return };
-    let Some(headers) = payload.get_mut("headers").and_then(Value::as_object_mut) else { return };
-    let timestamp = chrono::Utc::now().timestamp_millis().to_string();
-    let signature = relay::webhook::sign(secret, &timestamp, body.as_bytes());
-    for (name, value) in headers.iter_mut() {
-        match name.to_ascii_lowercase().as_str() {
-            "x-timestamp" => *value = Value::String(timestamp.clone()),
-            "x-signature" => *value = Value::String(signature.clone()),
-            _ => {}
-        }
-    }
-    if let Some(multi) = payload.get_mut("multiValueHeaders").and_then(Value::as_object_mut) {
-        for (name, value) in multi.iter_mut() {
-            match name.to_ascii_lowercase().as_str() {
-                "x-timestamp" => *value = serde_json::json!([timestamp]),
-                "x-signature" => *value = serde_json::json!([signature]),
-                _ => {}
-            }
-        }
     }
 }
 

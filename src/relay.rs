@@ -83,6 +83,10 @@ impl Relay {
     pub async fn handle(&self, payload: Value, deadline: Instant) -> Result<Value, IntakeError> {
         let started = Instant::now();
         let tokens_before = self.token_requests();
+        // Failures remembered for the previous invocation (secret, token) are retried now.
+        if let Some(dynamics) = &self.dynamics {
+            dynamics.begin_invocation();
+        }
         match intake::classify(payload) {
             Err(error) => {
                 tracing::error!(message = "Invocation rejected.", error = %error);
@@ -125,7 +129,6 @@ impl Relay {
             }
         };
         let dynamics = self.dynamics.as_ref().expect("wired with the settings");
-        dynamics.begin_invocation();
         let creds = match dynamics.credentials().await {
             Ok(c) => c,
             Err(error) => {
@@ -164,7 +167,6 @@ impl Relay {
             }
         };
         let dynamics = self.dynamics.as_ref().expect("wired with the settings");
-        dynamics.begin_invocation();
         let creds = match dynamics.credentials().await {
             Ok(c) => c,
             Err(error) => {

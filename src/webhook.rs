@@ -121,6 +121,32 @@ pub fn sign(secret: &[u8], timestamp_ms: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac(secret, timestamp_ms, body)))
 }
 
+/// Re-signs an API Gateway / function URL event in place (its `X-Timestamp` and
+/// `X-Signature` headers, single- and multi-value), over the raw body it carries
+/// (base64-decoded when `isBase64Encoded`). For the demo, samples and tests:
+/// signatures are valid for 5 minutes only.
+pub fn resign_event(event: &mut Value, secret: &[u8], now_ms: i64) {
+    let Some(body) = event.get("body").and_then(Value::as_str) else { return };
+    let raw = if event.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
+        base64::engine::general_purpose::STANDARD.decode(body.trim()).unwrap_or_default()
+    } else {
+        body.as_bytes().to_vec()
+    };
+    let timestamp = now_ms.to_string();
+    let signature = sign(secret, &timestamp, &raw);
+    for (field, multi) in [("headers", false), ("multiValueHeaders", true)] {
+        let Some(headers) = event.get_mut(field).and_then(Value::as_object_mut) else { continue };
+        for (name, value) in headers.iter_mut() {
+            let new = match name.to_ascii_lowercase().as_str() {
+                "x-timestamp" => &timestamp,
+                "x-signature" => &signature,
+                _ => continue,
+            };
+            *value = if multi { json!([new]) } else { json!(new) };
+        }
+    }
+}
+
 fn mac(secret: &[u8], timestamp_ms: &str, body: &[u8]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(timestamp_ms.as_bytes());
