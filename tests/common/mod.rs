@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use relay::sandbox::{Sandbox, SandboxConfig};
 use relay::Relay;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -96,4 +96,14 @@ pub fn order(id: &str) -> Value {
 
 pub fn failures(response: &Value) -> Vec<String> {
     response["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap().to_string()).collect()
+}
+
+/// An HTTP API (v2) request carrying `body`, signed now with the sandbox's webhook secret.
+pub fn signed_http(body: &str) -> Value {
+    let ts = chrono::Utc::now().timestamp_millis().to_string();
+    let sig = relay::webhook::sign(b"sandbox-webhook-secret", &ts, body.as_bytes());
+    let mut event = event_file("apigw-http.json");
+    event["headers"] = json!({"x-timestamp": ts, "x-signature": sig, "content-type": "application/json"});
+    event["body"] = json!(body);
+    event
 }

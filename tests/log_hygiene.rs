@@ -1,0 +1,82 @@
+//! Log hygiene: representative success and failure paths, logs captured at
+//! DEBUG, and no secret, token, e-mail address or phone number in them. This test
+//! installs the process-wide subscriber, so it lives alone in this binary.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// A writer capturing log output for the hygiene test.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_carry_secrets_tokens_or_contact_points() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = lambda_runtime::tracing::subscriber::fmt()
+        .json()
+        .with_max_level(lambda_runtime::tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Process-wide, and alone in its binary: a scoped subscriber set while other
+    // tests run on other threads can miss events (tracing caches each call site's
+    // interest), and events from blocking threads must be checked too.
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+
+    let h = Harness::new(&[("D365_DEFAULT_PHONE_REGION", "GB")]).await;
+    // Success with contact points; bad contact points; a rejected and an invalid record.
+    h.invoke(event_file("direct.json")).await;
+    let mut bad_contacts = order("x");
+    bad_contacts["context"] = json!({"traits": {"email": "not-an-address@nowhere", "phone": "0770090012399999"}});
+    let mut rejected = order("y");
+    rejected["properties"]["revenue"] = json!("jane@example.com");
+    h.invoke(json!([bad_contacts, rejected, {"event": "Order Completed", "context": {"traits": {"email": "jane@example.com"}}}])).await;
+    // Webhook with a bad signature; a revoked token (401 path).
+    let mut unsigned = signed_http(&json!(order("z")).to_string());
+    unsigned["headers"]["x-signature"] = json!("sha256=00");
+    h.invoke(unsigned).await;
+    h.sandbox.revoke_tokens();
+    h.invoke(json!(order("w"))).await;
+    // Entra rejecting the client secret.
+    let mut stale = sandbox_config().secrets["d365/relay-demo"].clone();
+    stale["client_secret"] = json!("stale-client-secret-value");
+    h.sandbox.put_secret("d365/relay-demo", &stale);
+    h.sandbox.revoke_tokens();
+    let h2 = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping_file())]);
+    h2.handle(json!(order("v")), Instant::now() + Duration::from_secs(10)).await.unwrap();
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("Invocation summary."), "logs were captured");
+    assert!(logs.contains("AADSTS7000215"), "the Entra code is logged");
+    let lower = logs.to_lowercase();
+    for forbidden in [
+        "sandbox-client-secret",
+        "stale-client-secret-value",
+        "sandbox-webhook-secret",
+        "sbx_",
+        "jane@example.com",
+        "not-an-address@nowhere",
+        "+447700900123",
+        "7700900123",
+        "07700 900123",
+        "0770090012399999",
+    ] {
+        assert!(!lower.contains(forbidden), "'{forbidden}' appeared in the logs");
+    }
+}
