@@ -6,12 +6,14 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use relay::sandbox::Faults;
+use relay::Relay;
 use serde_json::{json, Value};
 
 const MAX_RECEIVES: u32 = 5;
@@ -47,14 +49,49 @@ struct Tally {
     slowest: Duration,
 }
 
-/// A queue with receive counts and a DLQ after `MAX_RECEIVES`: each round takes a
-/// batch, invokes the real handler, deletes what succeeded and returns the rest.
-async fn drain(h: &Harness, mut queue: VecDeque<Message>, fifo: bool, seed: u64, deadline_s: f64) -> Tally {
+/// The simulated queue shared by the pollers: messages not in flight, how many
+/// batches are in flight, and what has been seen so far.
+struct Queue {
+    waiting: VecDeque<Message>,
+    in_flight: usize,
+    tally: Tally,
+}
+
+/// A queue with receive counts and a DLQ after `MAX_RECEIVES`, drained by one
+/// poller per execution environment in `relays` (as Lambda's event source mapping
+/// runs several invocations at once): each poller takes a batch, invokes the real
+/// handler, deletes what succeeded and returns the rest. FIFO takes one poller.
+async fn drain(relays: &[Relay], waiting: VecDeque<Message>, fifo: bool, seed: u64, deadline_s: f64) -> Tally {
+    let queue = Mutex::new(Queue { waiting, in_flight: 0, tally: Tally::default() });
+    match relays {
+        [one] => poll(one, &queue, fifo, seed, deadline_s).await,
+        [a, b] => {
+            assert!(!fifo, "a FIFO queue is drained by one poller here");
+            tokio::join!(poll(a, &queue, fifo, seed, deadline_s), poll(b, &queue, fifo, seed + 1, deadline_s));
+        }
+        _ => panic!("one or two pollers"),
+    }
+    queue.into_inner().unwrap().tally
+}
+
+async fn poll(relay: &Relay, queue: &Mutex<Queue>, fifo: bool, seed: u64, deadline_s: f64) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut tally = Tally::default();
-    while !queue.is_empty() {
-        let size = rng.usize(1..=if fifo { 10 } else { 100 }).min(queue.len());
-        let batch: Vec<Message> = queue.drain(..size).collect();
+    loop {
+        let batch: Vec<Message> = {
+            let mut q = queue.lock().unwrap();
+            if q.waiting.is_empty() {
+                if q.in_flight == 0 {
+                    return;
+                }
+                // Another poller's batch may come back.
+                drop(q);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            let size = rng.usize(1..=if fifo { 10 } else { 100 }).min(q.waiting.len());
+            q.in_flight += 1;
+            q.waiting.drain(..size).collect()
+        };
         let bodies: Vec<String> = batch.iter().map(|m| m.body.clone()).collect();
         let groups: Vec<&str> = batch.iter().map(|m| m.group.as_str()).collect();
         let mut payload = sqs_batch(&bodies, fifo.then_some(&groups[..]));
@@ -62,14 +99,17 @@ async fn drain(h: &Harness, mut queue: VecDeque<Message>, fifo: bool, seed: u64,
             record["messageId"] = json!(message.sqs_id);
         }
         let started = Instant::now();
-        let response = h.invoke_within(payload, deadline_s).await.expect("no invocation error");
+        let response = relay.handle(payload, started + Duration::from_secs_f64(deadline_s)).await.expect("no invocation error");
         let took = started.elapsed();
         assert!(took < Duration::from_secs_f64(deadline_s), "answered before the deadline ({took:?})");
-        tally.slowest = tally.slowest.max(took);
-        tally.invocations += 1;
         let failed: HashSet<String> = failures(&response).into_iter().collect();
         let known: HashSet<&str> = batch.iter().map(|m| m.sqs_id.as_str()).collect();
         assert!(failed.iter().all(|id| known.contains(id.as_str())), "only real message ids are listed");
+
+        let mut q = queue.lock().unwrap();
+        q.in_flight -= 1;
+        q.tally.slowest = q.tally.slowest.max(took);
+        q.tally.invocations += 1;
         let mut returned = Vec::new();
         for mut message in batch {
             message.receives += 1;
@@ -77,7 +117,7 @@ async fn drain(h: &Harness, mut queue: VecDeque<Message>, fifo: bool, seed: u64,
                 continue;
             }
             if message.receives >= MAX_RECEIVES {
-                tally.dlq.push(message.sqs_id.clone());
+                q.tally.dlq.push(message.sqs_id.clone());
             } else {
                 returned.push(message);
             }
@@ -85,13 +125,12 @@ async fn drain(h: &Harness, mut queue: VecDeque<Message>, fifo: bool, seed: u64,
         // Returned messages become visible again; FIFO keeps them ahead of their group.
         if fifo {
             for message in returned.into_iter().rev() {
-                queue.push_front(message);
+                q.waiting.push_front(message);
             }
         } else {
-            queue.extend(returned);
+            q.waiting.extend(returned);
         }
     }
-    tally
 }
 
 fn messages(count: usize, groups: usize, seed: u64) -> VecDeque<Message> {
@@ -132,13 +171,17 @@ async fn chaos_standard_queue_loses_nothing() {
     config.faults = chaos_faults();
     config.seed = 7;
     let h = Harness::with_config(config, &[("D365_MAX_IN_FLIGHT", "16")]).await;
+    // Two execution environments poll the queue at once, each with its own token,
+    // caches and pauses, as the event source mapping scales out.
+    let mapping = mapping_file();
+    let environments = [h.relay, relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_MAX_IN_FLIGHT", "16")])];
     let queue = messages(count, 1, 11);
     let valid: HashSet<String> = queue.iter().filter(|m| m.valid).map(|m| m.order.clone()).collect();
     let invalid: HashSet<String> = queue.iter().filter(|m| !m.valid).map(|m| m.sqs_id.clone()).collect();
     let started = Instant::now();
     // 6 s invocations: with 5% of calls answered 429 and each pausing the whole
     // environment for a second, a 100-record batch needs a few seconds.
-    let tally = drain(&h, queue, false, 3, 6.0).await;
+    let tally = drain(&environments, queue, false, 3, 6.0).await;
 
     let accepted = h.sandbox.accepted();
     let mut deliveries: HashMap<String, u32> = HashMap::new();
@@ -149,7 +192,7 @@ async fn chaos_standard_queue_loses_nothing() {
     let dlq: HashSet<String> = tally.dlq.iter().cloned().collect();
     let stats = h.sandbox.stats();
     println!(
-        "chaos standard: messages={count} valid={} invalid={} deliveries={} duplicates={} invocations={} dlq={} token_requests={} calls={:?} slowest_invocation={:?} wall={:?}",
+        "chaos standard: messages={count} environments=2 valid={} invalid={} deliveries={} duplicates={} invocations={} dlq={} token_requests={} calls={:?} slowest_invocation={:?} wall={:?}",
         valid.len(),
         invalid.len(),
         accepted.len(),
@@ -177,7 +220,7 @@ async fn chaos_fifo_queue_keeps_group_order() {
     let group_of: HashMap<String, String> = queue.iter().map(|m| (m.order.clone(), m.group.clone())).collect();
     let order_of: HashMap<String, String> = queue.iter().map(|m| (m.sqs_id.clone(), m.order.clone())).collect();
     let valid: HashSet<String> = queue.iter().filter(|m| m.valid).map(|m| m.order.clone()).collect();
-    let tally = drain(&h, queue, true, 4, 6.0).await;
+    let tally = drain(std::slice::from_ref(&h.relay), queue, true, 4, 6.0).await;
 
     let mut first_seen: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
