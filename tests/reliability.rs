@@ -98,10 +98,10 @@ async fn poll(relay: &Relay, queue: &Mutex<Queue>, fifo: bool, seed: u64, deadli
         for (record, message) in payload["Records"].as_array_mut().unwrap().iter_mut().zip(&batch) {
             record["messageId"] = json!(message.sqs_id);
         }
-        let started = Instant::now();
-        let response = relay.handle(payload, started + Duration::from_secs_f64(deadline_s)).await.expect("no invocation error");
+        let (started, limit) = (Instant::now(), Duration::from_secs_f64(deadline_s));
+        let response = relay.handle(payload, started + limit).await.expect("no invocation error");
         let took = started.elapsed();
-        assert!(took < Duration::from_secs_f64(deadline_s), "answered before the deadline ({took:?})");
+        assert!(took < limit, "answered before the deadline ({took:?})");
         let failed: HashSet<String> = failures(&response).into_iter().collect();
         let known: HashSet<&str> = batch.iter().map(|m| m.sqs_id.as_str()).collect();
         assert!(failed.iter().all(|id| known.contains(id.as_str())), "only real message ids are listed");
