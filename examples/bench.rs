@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use relay::sandbox::{Faults, Sandbox, SandboxConfig};
+use d365_sandbox::{Faults, Sandbox, SandboxConfig};
 use relay::Relay;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;

@@ -10,7 +10,6 @@
 //! - [`secrets`]: the Secrets Manager adapter
 //! - [`idempotency`]: the same event is raised once
 //! - [`relay`]: wires them per execution environment
-//! - [`sandbox`]: loopback emulation of Secrets Manager, Entra and Dataverse
 
 pub mod config;
 pub mod delivery;
@@ -22,7 +21,6 @@ pub mod metrics;
 pub mod outcome;
 pub mod redact;
 pub mod relay;
-pub mod sandbox;
 pub mod secrets;
 pub mod webhook;
 

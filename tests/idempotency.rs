@@ -152,11 +152,11 @@ async fn a_failed_call_releases_its_claim_for_the_retry() {
     let h = Harness::new(&[]).await;
     let mapping = mapping_file();
     let relay = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "relay-keys")]).with_idempotency_table(client);
-    h.sandbox.set_faults(relay::sandbox::Faults { error_rate: 1.0, ..Default::default() });
+    h.sandbox.set_faults(d365_sandbox::Faults { error_rate: 1.0, ..Default::default() });
     let batch = sqs_batch(&[order("a").to_string()], None);
     let response = relay.handle(batch.clone(), Instant::now() + Duration::from_secs(30)).await.unwrap();
     assert_eq!(failures(&response), ["sqs-0"]);
-    h.sandbox.set_faults(relay::sandbox::Faults::default());
+    h.sandbox.set_faults(d365_sandbox::Faults::default());
     let response = relay.handle(batch, Instant::now() + Duration::from_secs(30)).await.unwrap();
     assert_eq!(failures(&response), Vec::<String>::new());
     assert_eq!(h.sandbox.accepted().len(), 1);

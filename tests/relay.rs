@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use relay::sandbox::{App, Faults};
+use d365_sandbox::{App, Faults};
 use serde_json::{json, Value};
 
 fn without_ingestion(mut body: Value) -> Value {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use relay::sandbox::Faults;
+use d365_sandbox::Faults;
 use relay::Relay;
 use serde_json::{json, Value};
 

@@ -5,7 +5,7 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use relay::sandbox::Faults;
+use d365_sandbox::Faults;
 use serde_json::{json, Value};
 
 const SECRET: &[u8] = b"sandbox-webhook-secret";

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use relay::sandbox::{Sandbox, SandboxConfig};
+use d365_sandbox::{Sandbox, SandboxConfig};
 use relay::Relay;
 use serde_json::{json, Value};
 

@@ -10,7 +10,7 @@
 //! GET|PUT /_sandbox/faults, PUT /_sandbox/secrets/{name}, PUT /_sandbox/apps,
 //! PUT /_sandbox/triggers.
 
-use relay::sandbox::{Sandbox, SandboxConfig};
+use d365_sandbox::{Sandbox, SandboxConfig};
 
 const USAGE: &str = "usage: d365-sandbox [--config FILE] [--port N] [--seed N] [--latency-ms N] [--jitter-ms N] \
 [--throttle-rate F] [--retry-after S] [--error-rate F] [--unavailable-rate F] [--drop-rate F] \

@@ -1,13 +1,28 @@
 //! The sandbox's own behaviour: each endpoint, each error, each fault, the admin
 //! endpoints — over plain HTTP — and real SDK clients (Rust, boto3) reading a secret.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use relay::sandbox::{Faults, Sandbox};
+use d365_sandbox::{Faults, Sandbox, SandboxConfig};
 use serde_json::{json, Value};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn sandbox_config() -> SandboxConfig {
+    serde_json::from_str(&std::fs::read_to_string(format!("{ROOT}/config.json")).unwrap()).unwrap()
+}
+
+/// A Secrets Manager client of the AWS SDK for Rust, pointed at the sandbox.
+fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("sandbox", "sandbox", None, None, "sandbox"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
 
 async fn sandbox() -> Sandbox {
     Sandbox::start(sandbox_config(), 0).await.unwrap()
@@ -212,7 +227,7 @@ async fn admin_endpoints_list_count_reset_and_configure() {
 #[tokio::test]
 async fn the_rust_sdk_reads_and_misses_secrets() {
     let s = sandbox().await;
-    let client = relay::secrets_client_for_endpoint(&s.url());
+    let client = secrets_client(&s.url());
     let out = client.get_secret_value().secret_id("d365/relay-demo").send().await.unwrap();
     let secret: Value = serde_json::from_str(out.secret_string().unwrap()).unwrap();
     assert_eq!(secret["org_url_host"], "contoso.api.crm.dynamics.com");
@@ -254,7 +269,7 @@ async fn boto3_reads_a_secret_from_the_sandbox() {
 async fn the_sandbox_binary_serves_its_config_file() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_d365-sandbox"))
-        .args(["--config", &format!("{ROOT}/sandbox/config.json"), "--port", &port.to_string(), "--latency-ms", "5"])
+        .args(["--config", &format!("{ROOT}/config.json"), "--port", &port.to_string(), "--latency-ms", "5"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -1,0 +1,50 @@
+//! Admin endpoints under `/_sandbox/`: what was received, faults, secrets,
+//! apps and triggers.
+
+use hyper::Method;
+use serde_json::{json, Value};
+
+use crate::config::{App, Faults, TriggerDef};
+use crate::{empty, json_response, Reply, State};
+
+pub(crate) fn handle(state: &State, method: &Method, path: &[&str], body: &[u8]) -> Reply {
+    let bad = |message: String| json_response(400, &json!({ "error": message }));
+    match (method, path) {
+        (&Method::GET, ["signals"]) => json_response(200, &serde_json::to_value(&*state.signals.lock().unwrap()).expect("signals serialise")),
+        (&Method::GET, ["stats"]) => json_response(200, &serde_json::to_value(state.stats()).expect("stats serialise")),
+        (&Method::POST, ["reset"]) => {
+            state.reset();
+            empty(204)
+        }
+        (&Method::GET, ["faults"]) => json_response(200, &serde_json::to_value(&*state.faults.lock().unwrap()).expect("faults serialise")),
+        (&Method::PUT | &Method::POST, ["faults"]) => match serde_json::from_slice::<Faults>(body) {
+            Ok(faults) => {
+                *state.faults.lock().unwrap() = faults;
+                empty(204)
+            }
+            Err(e) => bad(format!("not a faults document: {e}")),
+        },
+        (&Method::PUT, ["secrets", name]) => match serde_json::from_slice::<Value>(body) {
+            Ok(value) => {
+                state.put_secret(name, &value, false);
+                empty(204)
+            }
+            Err(e) => bad(format!("not JSON: {e}")),
+        },
+        (&Method::PUT, ["apps"]) => match serde_json::from_slice::<Vec<App>>(body) {
+            Ok(apps) => {
+                *state.apps.lock().unwrap() = apps;
+                empty(204)
+            }
+            Err(e) => bad(format!("not a list of apps: {e}")),
+        },
+        (&Method::PUT, ["triggers"]) => match serde_json::from_slice::<Vec<TriggerDef>>(body) {
+            Ok(triggers) => {
+                state.set_triggers(triggers);
+                empty(204)
+            }
+            Err(e) => bad(format!("not a list of triggers: {e}")),
+        },
+        _ => json_response(404, &json!({ "error": "admin endpoints: GET signals, GET stats, POST reset, GET/PUT faults, PUT secrets/{name}, PUT apps, PUT triggers" })),
+    }
+}

@@ -1,0 +1,127 @@
+//! What the sandbox is started with (`sandbox/config.json`, flags, admin
+//! endpoints) and what it reports (signals, token requests, stats).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Everything the sandbox is started with.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Secrets served by GetSecretValue, by name (values are the secret JSON).
+    pub secrets: BTreeMap<String, Value>,
+    /// App registrations Entra accepts; when empty, derived from the secrets.
+    pub apps: Vec<App>,
+    pub triggers: Vec<TriggerDef>,
+    /// Lifetime of issued tokens (default 3599 s).
+    pub token_lifetime_secs: Option<u64>,
+    pub faults: Faults,
+    /// Seed of the fault dice, so runs are repeatable.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct App {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub org_url_host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerDef {
+    pub name: String,
+    /// Parameter name → type and required flag.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, Parameter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameter {
+    /// Custom API parameter type: String, Integer, Decimal, Float, Money, Boolean, DateTime, Guid, StringArray, Picklist.
+    #[serde(rename = "type", default = "string_type")]
+    pub kind: String,
+    #[serde(default)]
+    pub required: bool,
+}
+
+fn string_type() -> String {
+    "String".into()
+}
+
+/// Faults injected into Dataverse calls (and, where named, Entra and Secrets Manager).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Added to every Dataverse call.
+    pub latency_ms: u64,
+    /// A random extra of up to this many ms.
+    pub latency_jitter_ms: u64,
+    /// Share of calls answered 429 with `Retry-After: retry_after_secs`.
+    pub throttle_rate: f64,
+    pub retry_after_secs: Option<u64>,
+    /// Share answered 500.
+    pub error_rate: f64,
+    /// Share answered 503.
+    pub unavailable_rate: f64,
+    /// Share whose connection is dropped without an answer.
+    pub drop_rate: f64,
+    /// Share delayed by `slow_ms` (e.g. past an invocation's deadline).
+    pub slow_rate: f64,
+    pub slow_ms: u64,
+    /// Statuses for the next Dataverse calls, in order (e.g. [500, 500] then normal answers).
+    pub script: Vec<u16>,
+    /// Calls beyond this many at once get 429 `0x80072326`.
+    pub max_concurrency: Option<usize>,
+    /// `x-ms-dop-hint` sent on every answer.
+    pub dop_hint: Option<usize>,
+    /// The token endpoint answers this status (429, 500, 503) instead of tokens.
+    pub token_status: Option<u16>,
+    /// Secrets Manager answers this status instead of secrets.
+    pub secrets_status: Option<u16>,
+}
+
+/// One Dataverse call as the sandbox received it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub trigger: String,
+    /// The request path, e.g. `/api/data/v9.2/msdynmkt_OrderCompleted`.
+    pub path: String,
+    /// Request headers (lowercase names); the bearer token is shown as `Bearer <token>`.
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
+    pub status: u16,
+    pub received_at: String,
+}
+
+/// One token request as the sandbox received it (the client secret is not kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub tenant: String,
+    pub grant_type: String,
+    pub client_id: String,
+    pub client_secret_sent: bool,
+    pub scope: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub token_requests: u64,
+    pub secret_requests: u64,
+    pub calls_by_status: BTreeMap<u16, u64>,
+    pub max_concurrency_seen: usize,
+}
+
+impl Stats {
+    pub fn calls(&self) -> u64 {
+        self.calls_by_status.values().sum()
+    }
+    pub fn calls_with(&self, status: u16) -> u64 {
+        self.calls_by_status.get(&status).copied().unwrap_or(0)
+    }
+}
