@@ -3,11 +3,11 @@
 //! turns outcomes back into each source's answer (SPEC §5, §6, §8).
 
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
+use aws_lambda_events::http::HeaderMap;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::outcome::Outcome;
-use crate::webhook::{Flavour, HttpRequest};
+use crate::outcome::RecordResult;
 
 /// A payload this function must not answer as if it were handled.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -20,10 +20,31 @@ pub enum IntakeError {
     MalformedHttp(String),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// API Gateway REST API, payload v1.
+    Rest,
+    /// API Gateway HTTP API, payload v2.
+    HttpApi,
+    /// Lambda function URL (payload v2).
+    FunctionUrl,
+}
+
+/// An HTTP request as API Gateway or a function URL delivers it.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub flavour: Flavour,
+    pub method: String,
+    pub headers: HeaderMap,
+    pub body: Option<String>,
+    pub is_base64_encoded: bool,
+}
+
 pub enum Source {
     Sqs { event: SqsEvent, fifo: bool },
     Http(HttpRequest),
-    Direct(Vec<Value>),
+    /// Anything else: an event, a list of events or `{"batch": [...]}`.
+    Direct(Value),
 }
 
 /// One record as it came in.
@@ -36,23 +57,6 @@ pub struct Incoming {
     pub group: Option<String>,
     /// The event, or why it is not one.
     pub event: Result<Value, String>,
-}
-
-/// The fate of one record, for responses and logs.
-#[derive(Debug, Clone)]
-pub struct RecordResult {
-    pub index: usize,
-    pub sqs_id: Option<String>,
-    /// The event's own `messageId`.
-    pub message_id: Option<String>,
-    pub event_name: Option<String>,
-    pub trigger: Option<String>,
-    pub outcome: Outcome,
-    pub attempts: u32,
-    /// Attempts answered 429.
-    pub throttled: u32,
-    /// First attempt to 2xx, for delivered records.
-    pub latency: Option<std::time::Duration>,
 }
 
 pub fn classify(payload: Value) -> Result<Source, IntakeError> {
@@ -92,18 +96,20 @@ pub fn classify(payload: Value) -> Result<Source, IntakeError> {
         return Ok(Source::Http(request));
     }
 
-    Ok(Source::Direct(events_of(payload)))
+    Ok(Source::Direct(payload))
 }
 
-/// A direct payload: an event, an array of events, or `{"batch": [...]}`.
-pub fn events_of(payload: Value) -> Vec<Value> {
+/// The one rule for a list of events (direct payloads, webhook bodies): an
+/// event object, an array of events, or `{"batch": [...]}`.
+pub fn event_list(payload: Value) -> Result<Vec<Value>, String> {
     match payload {
-        Value::Array(items) => items,
-        Value::Object(mut map) if map.get("batch").is_some_and(Value::is_array) => match map.remove("batch") {
-            Some(Value::Array(items)) => items,
-            _ => unreachable!("checked to be an array"),
+        Value::Array(items) => Ok(items),
+        Value::Object(mut map) if map.contains_key("batch") => match map.remove("batch") {
+            Some(Value::Array(items)) => Ok(items),
+            _ => Err("\"batch\" must be a list of events".into()),
         },
-        other => vec![other],
+        event @ Value::Object(_) => Ok(vec![event]),
+        _ => Err("the payload must be an event object, a list of events or {\"batch\": [...]}".into()),
     }
 }
 
@@ -128,6 +134,14 @@ pub fn direct_records(events: Vec<Value>) -> Vec<Incoming> {
     events.into_iter().enumerate().map(|(index, event)| Incoming { index, sqs_id: None, group: None, event: Ok(event) }).collect()
 }
 
+/// A direct payload's records; a payload that is not a list of events is one invalid record.
+pub fn direct_payload_records(payload: Value) -> Vec<Incoming> {
+    match event_list(payload) {
+        Ok(events) => direct_records(events),
+        Err(reason) => vec![Incoming { index: 0, sqs_id: None, group: None, event: Err(reason) }],
+    }
+}
+
 /// `{"batchItemFailures": [...]}`: exactly the records neither delivered nor deliberately skipped.
 pub fn sqs_response(results: &[RecordResult]) -> Value {
     let mut response = SqsBatchResponse::default();
@@ -143,42 +157,10 @@ pub fn sqs_response(results: &[RecordResult]) -> Value {
     serde_json::to_value(response).expect("the batch response serialises")
 }
 
-/// The summary of a webhook or direct invocation.
-pub fn summary(results: &[RecordResult]) -> Value {
-    let count = |name: &str| results.iter().filter(|r| r.outcome.name() == name).count();
-    let failed: Vec<Value> = results
-        .iter()
-        .filter(|r| !r.outcome.is_success())
-        .map(|r| {
-            let mut entry = json!({ "index": r.index, "outcome": r.outcome.name() });
-            if let Some(id) = &r.message_id {
-                entry["messageId"] = json!(id);
-            }
-            if let Some(detail) = r.outcome.detail() {
-                entry["error"] = json!(detail);
-            }
-            if let Some(error) = r.outcome.error() {
-                if let Some(status) = error.status() {
-                    entry["status"] = json!(status);
-                }
-                if let Some(code) = error.code() {
-                    entry["code"] = json!(code);
-                }
-            }
-            entry
-        })
-        .collect();
-    json!({
-        "delivered": count("delivered"),
-        "dropped": count("dropped"),
-        "duplicates": count("duplicate"),
-        "failed": failed,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn shapes_are_told_apart() {
@@ -188,9 +170,19 @@ mod tests {
         assert!(matches!(classify(v1), Ok(Source::Http(HttpRequest { flavour: Flavour::Rest, .. }))));
         let v2 = json!({"version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "headers": {}, "requestContext": {"http": {"method": "POST"}}, "body": "{}"});
         assert!(matches!(classify(v2), Ok(Source::Http(HttpRequest { flavour: Flavour::HttpApi, .. }))));
-        assert!(matches!(classify(json!({"event": "E"})), Ok(Source::Direct(v)) if v.len() == 1));
-        assert!(matches!(classify(json!({"batch": [{}, {}]})), Ok(Source::Direct(v)) if v.len() == 2));
-        assert!(matches!(classify(json!([1, 2, 3])), Ok(Source::Direct(v)) if v.len() == 3));
+        assert!(matches!(classify(json!({"event": "E"})), Ok(Source::Direct(_))));
+    }
+
+    #[test]
+    fn one_rule_for_lists_of_events() {
+        assert_eq!(event_list(json!({"event": "E"})).unwrap().len(), 1);
+        assert_eq!(event_list(json!({"batch": [{}, {}]})).unwrap().len(), 2);
+        assert_eq!(event_list(json!([1, 2, 3])).unwrap().len(), 3);
+        assert!(event_list(json!({"batch": 3})).is_err());
+        assert!(event_list(json!("text")).is_err());
+        let records = direct_payload_records(json!(42));
+        assert_eq!(records.len(), 1);
+        assert!(records[0].event.is_err(), "not an event: one invalid record, never a silent success");
     }
 
     #[test]

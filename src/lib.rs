@@ -9,10 +9,11 @@
 //! - [`dynamics`]: Entra token cache and Dataverse client
 //! - [`secrets`]: the Secrets Manager adapter
 //! - [`idempotency`]: the same event is raised once
-//! - [`relay`]: wires them per execution environment
+//! - [`handler`]: the entry point, wired once per execution environment
 
 pub mod config;
 pub mod delivery;
+pub mod handler;
 pub mod dynamics;
 pub mod idempotency;
 pub mod intake;
@@ -20,11 +21,10 @@ pub mod mapping;
 pub mod metrics;
 pub mod outcome;
 pub mod redact;
-pub mod relay;
 pub mod secrets;
 pub mod webhook;
 
-pub use relay::Relay;
+pub use handler::Relay;
 
 /// The AWS configuration chain (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_*`).
 pub async fn aws_config_from_env() -> aws_config::SdkConfig {

@@ -5,6 +5,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::outcome::Tally;
+
 /// EMF allows at most 100 values per metric in one line.
 const MAX_VALUES: usize = 100;
 
@@ -12,36 +14,27 @@ const MAX_VALUES: usize = 100;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InvocationMetrics {
     pub source: &'static str,
-    pub records: u64,
-    pub delivered: u64,
-    pub dropped: u64,
-    pub duplicates: u64,
-    pub invalid: u64,
-    pub rejected: u64,
-    pub failed: u64,
-    pub retries: u64,
-    pub throttled: u64,
+    pub tally: Tally,
     pub token_refreshes: u64,
-    /// Milliseconds from a record's first attempt to its 2xx, for delivered records.
-    pub delivery_latency_ms: Vec<f64>,
     pub duration_ms: f64,
 }
 
 impl InvocationMetrics {
     /// The EMF document, dimensioned by source (sqs, sqs-fifo, webhook, direct).
     pub fn to_emf(&self, namespace: &str, timestamp_ms: i64) -> Value {
+        let t = &self.tally;
         let counts: [(&str, u64); 11] = [
-            ("Records", self.records),
-            ("Delivered", self.delivered),
-            ("Dropped", self.dropped),
-            ("Duplicates", self.duplicates),
-            ("Invalid", self.invalid),
-            ("Rejected", self.rejected),
-            ("Failed", self.failed),
-            ("Retries", self.retries),
-            ("ThrottledResponses", self.throttled),
+            ("Records", t.records),
+            ("Delivered", t.delivered),
+            ("Dropped", t.dropped),
+            ("Duplicates", t.duplicates),
+            ("Invalid", t.invalid),
+            ("Rejected", t.rejected),
+            ("Failed", t.failed),
+            ("Retries", t.retries),
+            ("ThrottledResponses", t.throttled),
             ("TokenRefreshes", self.token_refreshes),
-            ("BatchItemFailures", self.invalid + self.rejected + self.failed),
+            ("BatchItemFailures", t.not_done()),
         ];
         let mut root = Map::new();
         let mut definitions = Vec::new();
@@ -49,8 +42,8 @@ impl InvocationMetrics {
             root.insert(name.into(), json!(value));
             definitions.push(json!({"Name": name, "Unit": "Count"}));
         }
-        if !self.delivery_latency_ms.is_empty() {
-            let values: Vec<f64> = self.delivery_latency_ms.iter().take(MAX_VALUES).copied().collect();
+        if !t.delivery_latency_ms.is_empty() {
+            let values: Vec<f64> = t.delivery_latency_ms.iter().take(MAX_VALUES).copied().collect();
             root.insert("DeliveryLatency".into(), json!(values));
             definitions.push(json!({"Name": "DeliveryLatency", "Unit": "Milliseconds"}));
         }
@@ -107,18 +100,8 @@ mod tests {
 
     #[test]
     fn the_document_follows_the_emf_specification() {
-        let metrics = InvocationMetrics {
-            source: "sqs",
-            records: 3,
-            delivered: 2,
-            failed: 1,
-            retries: 4,
-            throttled: 1,
-            token_refreshes: 1,
-            delivery_latency_ms: (0..150).map(f64::from).collect(),
-            duration_ms: 12.5,
-            ..Default::default()
-        };
+        let tally = Tally { records: 3, delivered: 2, failed: 1, retries: 4, throttled: 1, delivery_latency_ms: (0..150).map(f64::from).collect(), ..Default::default() };
+        let metrics = InvocationMetrics { source: "sqs", tally, token_refreshes: 1, duration_ms: 12.5 };
         let doc = metrics.to_emf("D365TriggerRelay", 1_780_000_000_000);
         assert_valid_emf(&doc);
         assert_eq!(doc["Delivered"], 2);
@@ -130,7 +113,7 @@ mod tests {
 
     #[test]
     fn no_latency_metric_without_deliveries() {
-        let doc = InvocationMetrics { source: "webhook", records: 1, failed: 1, ..Default::default() }.to_emf("N", 1);
+        let doc = InvocationMetrics { source: "webhook", tally: Tally { records: 1, failed: 1, ..Default::default() }, ..Default::default() }.to_emf("N", 1);
         assert_valid_emf(&doc);
         assert!(doc.get("DeliveryLatency").is_none());
     }

@@ -1,7 +1,11 @@
 //! What can happen to one record (SPEC §6): the delivery error, whose variants
-//! carry their retry class, and the record's outcome.
+//! carry their retry class, the record's outcome and result, and the tally of
+//! an invocation. Every answer (SQS, webhook, direct summary, summary log
+//! line, metrics) is a view of these.
 
 use std::time::Duration;
+
+use serde_json::{json, Value};
 
 use crate::config::ConfigError;
 
@@ -124,5 +128,146 @@ impl Outcome {
             Outcome::Dropped { reason } | Outcome::Invalid { reason } => Some(reason.clone()),
             Outcome::Rejected(e) | Outcome::Failed(e) => Some(e.to_string()),
         }
+    }
+}
+
+/// The fate of one record, for answers and logs.
+#[derive(Debug, Clone)]
+pub struct RecordResult {
+    pub index: usize,
+    /// SQS's `messageId` (the batch item identifier).
+    pub sqs_id: Option<String>,
+    /// The event's own `messageId`.
+    pub message_id: Option<String>,
+    pub event_name: Option<String>,
+    pub trigger: Option<String>,
+    pub outcome: Outcome,
+    pub attempts: u32,
+    /// Attempts answered 429.
+    pub throttled: u32,
+    /// First attempt to 2xx, for delivered records.
+    pub latency: Option<Duration>,
+}
+
+/// An invocation's figures, counted by one `match` over its results.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    pub records: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub duplicates: u64,
+    pub invalid: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// Attempts beyond the first, over all records.
+    pub retries: u64,
+    /// Attempts answered 429.
+    pub throttled: u64,
+    /// The longest Retry-After Dynamics gave a record that failed (seconds, at least 1).
+    pub retry_after: Option<u64>,
+    /// Milliseconds from a record's first attempt to its 2xx, for delivered records.
+    pub delivery_latency_ms: Vec<f64>,
+}
+
+impl Tally {
+    pub fn of(results: &[RecordResult]) -> Tally {
+        let mut tally = Tally { records: results.len() as u64, ..Tally::default() };
+        for result in results {
+            tally.retries += u64::from(result.attempts.saturating_sub(1));
+            tally.throttled += u64::from(result.throttled);
+            match &result.outcome {
+                Outcome::Delivered => {
+                    tally.delivered += 1;
+                    if let Some(latency) = result.latency {
+                        tally.delivery_latency_ms.push(latency.as_secs_f64() * 1000.0);
+                    }
+                }
+                Outcome::Dropped { .. } => tally.dropped += 1,
+                Outcome::Duplicate => tally.duplicates += 1,
+                Outcome::Invalid { .. } => tally.invalid += 1,
+                Outcome::Rejected(_) => tally.rejected += 1,
+                Outcome::Failed(error) => {
+                    tally.failed += 1;
+                    if let DeliveryError::Throttled { retry_after: Some(after), .. } = error {
+                        tally.retry_after = tally.retry_after.max(Some(after.as_secs().max(1)));
+                    }
+                }
+            }
+        }
+        tally
+    }
+
+    /// Records that are neither delivered, dropped nor duplicate.
+    pub fn not_done(&self) -> u64 {
+        self.invalid + self.rejected + self.failed
+    }
+}
+
+/// The summary of a webhook or direct invocation (SPEC §5, §8): the counts and
+/// every record that was not done, with its outcome and reason.
+pub fn summary(results: &[RecordResult], tally: &Tally) -> Value {
+    let failed: Vec<Value> = results
+        .iter()
+        .filter(|r| !r.outcome.is_success())
+        .map(|r| {
+            let mut entry = json!({ "index": r.index, "outcome": r.outcome.name() });
+            if let Some(id) = &r.message_id {
+                entry["messageId"] = json!(id);
+            }
+            if let Some(detail) = r.outcome.detail() {
+                entry["error"] = json!(detail);
+            }
+            if let Some(error) = r.outcome.error() {
+                if let Some(status) = error.status() {
+                    entry["status"] = json!(status);
+                }
+                if let Some(code) = error.code() {
+                    entry["code"] = json!(code);
+                }
+            }
+            entry
+        })
+        .collect();
+    json!({
+        "delivered": tally.delivered,
+        "dropped": tally.dropped,
+        "duplicates": tally.duplicates,
+        "failed": failed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(index: usize, outcome: Outcome, attempts: u32) -> RecordResult {
+        RecordResult { index, sqs_id: None, message_id: None, event_name: None, trigger: None, outcome, attempts, throttled: 0, latency: None }
+    }
+
+    #[test]
+    fn the_tally_counts_each_outcome_once() {
+        let throttled = |secs| DeliveryError::Throttled { retry_after: Some(Duration::from_secs(secs)), code: None };
+        let results = vec![
+            RecordResult { latency: Some(Duration::from_millis(50)), ..result(0, Outcome::Delivered, 2) },
+            result(1, Outcome::Dropped { reason: "unmapped".into() }, 0),
+            result(2, Outcome::Duplicate, 0),
+            result(3, Outcome::Invalid { reason: "no userId".into() }, 0),
+            result(4, Outcome::Rejected(DeliveryError::Rejected { status: 400, code: None, message: "bad".into() }), 1),
+            result(5, Outcome::Failed(throttled(7)), 3),
+            result(6, Outcome::Failed(throttled(2)), 1),
+        ];
+        let tally = Tally::of(&results);
+        assert_eq!(
+            (tally.records, tally.delivered, tally.dropped, tally.duplicates, tally.invalid, tally.rejected, tally.failed),
+            (7, 1, 1, 1, 1, 1, 2)
+        );
+        assert_eq!(tally.retries, 1 + 2);
+        assert_eq!(tally.retry_after, Some(7));
+        assert_eq!(tally.not_done(), 4);
+        assert_eq!(tally.delivery_latency_ms, vec![50.0]);
+        let summary = summary(&results, &tally);
+        assert_eq!(summary["delivered"], 1);
+        assert_eq!(summary["failed"].as_array().unwrap().len(), 4);
+        assert_eq!(summary["failed"][3]["status"], 429);
     }
 }

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::intake::RecordResult;
-use crate::outcome::{DeliveryError, Outcome};
+use crate::intake::{self, Flavour, HttpRequest};
+use crate::outcome::{self, RecordResult, Tally};
 
 /// At most this many bytes of (decoded) body per request.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -21,25 +21,6 @@ pub const MAX_EVENTS: usize = 500;
 pub const SIGNATURE_WINDOW_MS: i64 = 5 * 60 * 1000;
 /// Retry-After for a 503 when Dynamics gave none.
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 30;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavour {
-    /// API Gateway REST API, payload v1.
-    Rest,
-    /// API Gateway HTTP API, payload v2.
-    HttpApi,
-    /// Lambda function URL (payload v2).
-    FunctionUrl,
-}
-
-#[derive(Debug, Clone)]
-pub struct HttpRequest {
-    pub flavour: Flavour,
-    pub method: String,
-    pub headers: HeaderMap,
-    pub body: Option<String>,
-    pub is_base64_encoded: bool,
-}
 
 /// An HTTP answer before it is shaped for its flavour.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,18 +160,11 @@ pub fn verify_signature(secret: Option<&[u8]>, headers: &HeaderMap, body: &[u8],
     }
 }
 
-/// The events of a body: one event, an array, or `{"batch": [...]}` (400 or 413 otherwise).
+/// The events of a body by the rule of [`intake::event_list`], within this
+/// endpoint's limits (400 or 413 otherwise).
 pub fn parse_events(body: &[u8]) -> Result<Vec<Value>, HttpAnswer> {
     let value: Value = serde_json::from_slice(body).map_err(|e| HttpAnswer::error(400, format!("the body is not JSON: {e}")))?;
-    let events = match value {
-        Value::Object(ref map) if map.contains_key("batch") => match value.get("batch") {
-            Some(Value::Array(items)) => items.clone(),
-            _ => return Err(HttpAnswer::error(400, "\"batch\" must be a list of events")),
-        },
-        Value::Object(_) => vec![value],
-        Value::Array(items) => items,
-        _ => return Err(HttpAnswer::error(400, "the body must be an event object, a list of events or {\"batch\": [...]}")),
-    };
+    let events = intake::event_list(value).map_err(|problem| HttpAnswer::error(400, problem))?;
     if events.is_empty() {
         return Err(HttpAnswer::error(400, "the body holds no events"));
     }
@@ -203,29 +177,14 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Value>, HttpAnswer> {
     Ok(events)
 }
 
-/// 200 when all were delivered or dropped; 503 with Retry-After when any may pass on
-/// retry; else 422 when some were invalid or rejected.
-pub fn answer(results: &[RecordResult]) -> HttpAnswer {
-    let body = crate::intake::summary(results);
-    let retryable: Vec<&DeliveryError> = results
-        .iter()
-        .filter_map(|r| match &r.outcome {
-            Outcome::Failed(e) => Some(e),
-            _ => None,
-        })
-        .collect();
-    if !retryable.is_empty() {
-        let retry_after = retryable
-            .iter()
-            .filter_map(|e| match e {
-                DeliveryError::Throttled { retry_after, .. } => retry_after.map(|d| d.as_secs().max(1)),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(DEFAULT_RETRY_AFTER_SECS);
-        return HttpAnswer { status: 503, retry_after: Some(retry_after), body };
+/// 200 when all were delivered, dropped or duplicate; 503 with Retry-After when
+/// any may pass on retry; else 422 when some were invalid or rejected.
+pub fn answer(results: &[RecordResult], tally: &Tally) -> HttpAnswer {
+    let body = outcome::summary(results, tally);
+    if tally.failed > 0 {
+        return HttpAnswer { status: 503, retry_after: Some(tally.retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS)), body };
     }
-    let status = if results.iter().all(|r| r.outcome.is_success()) { 200 } else { 422 };
+    let status = if tally.not_done() == 0 { 200 } else { 422 };
     HttpAnswer { status, retry_after: None, body }
 }
 

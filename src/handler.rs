@@ -9,26 +9,40 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::config::{ConfigError, Settings, WebhookAuth};
+use crate::config::{ConfigError, Credentials, Settings, WebhookAuth};
 use crate::delivery::{self, Budget, Job, Pacer, Work};
 use crate::dynamics::Dynamics;
 use crate::idempotency::{self, Idempotency};
-use crate::intake::{self, Incoming, IntakeError, RecordResult, Source};
+use crate::intake::{self, HttpRequest, Incoming, IntakeError, Source};
 use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
-use crate::outcome::{DeliveryError, Outcome};
-use crate::webhook::{self, HttpAnswer, HttpRequest};
+use crate::outcome::{self, DeliveryError, Outcome, RecordResult, Tally};
+use crate::webhook::{self, HttpAnswer};
 
 /// API Gateway gives up after 29 s; webhook work is budgeted inside that.
 pub const WEBHOOK_BUDGET: Duration = Duration::from_secs(25);
 
 pub struct Relay {
-    settings: Result<Settings, ConfigError>,
-    dynamics: Option<Arc<Dynamics>>,
+    /// The settings and the Dynamics adapter, or why the function is misconfigured.
+    wiring: Result<Wiring, ConfigError>,
     pacer: Arc<Pacer>,
     idempotency: Arc<Idempotency>,
     /// EMF lines on stdout (on in Lambda; off in tests and the demo).
     emit_metrics: bool,
+}
+
+/// What a well-configured execution environment holds.
+struct Wiring {
+    settings: Settings,
+    dynamics: Arc<Dynamics>,
+}
+
+/// What one invocation works with, read once by [`Relay::prepare`].
+struct Prepared<'a> {
+    settings: &'a Settings,
+    dynamics: &'a Arc<Dynamics>,
+    credentials: Arc<Credentials>,
+    default_trigger: Option<String>,
 }
 
 impl Relay {
@@ -36,7 +50,6 @@ impl Relay {
     /// invocation then reports its records failed, with one clear log line.
     pub fn new(settings: Result<Settings, ConfigError>, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Relay {
         let max_in_flight = settings.as_ref().map(|s| s.max_in_flight).unwrap_or(1);
-        let dynamics = settings.as_ref().ok().map(|s| Arc::new(Dynamics::new(s, secrets_client, http)));
         match &settings {
             Ok(s) if s.webhook_auth == WebhookAuth::None => tracing::warn!(
                 message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer."
@@ -44,9 +57,9 @@ impl Relay {
             Ok(_) => {}
             Err(error) => tracing::error!(message = "Configuration error: every record will fail until it is fixed.", error = %error),
         }
+        let wiring = settings.map(|settings| Wiring { dynamics: Arc::new(Dynamics::new(&settings, secrets_client, http)), settings });
         Relay {
-            settings,
-            dynamics,
+            wiring,
             pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight)),
             idempotency: Arc::new(Idempotency::in_memory()),
             emit_metrics: false,
@@ -55,7 +68,7 @@ impl Relay {
 
     /// Adds the DynamoDB idempotency table of `D365_IDEMPOTENCY_TABLE` (if set).
     pub fn with_idempotency_table(mut self, client: aws_sdk_dynamodb::Client) -> Relay {
-        if let Ok(settings) = &self.settings {
+        if let Ok(Wiring { settings, .. }) = &self.wiring {
             if let Some(table) = &settings.idempotency_table {
                 let store = Idempotency::in_memory().with_table(client, table.clone(), settings.idempotency_expires_after);
                 self.idempotency = Arc::new(store);
@@ -71,7 +84,17 @@ impl Relay {
     }
 
     pub fn dynamics(&self) -> Option<&Arc<Dynamics>> {
-        self.dynamics.as_ref()
+        self.wiring.as_ref().ok().map(|w| &w.dynamics)
+    }
+
+    /// Settings, credentials and the default trigger for one invocation, or
+    /// the configuration error every record of it fails with (SPEC §2.1).
+    async fn prepare(&self) -> Result<Prepared<'_>, ConfigError> {
+        let Wiring { settings, dynamics } = self.wiring.as_ref().map_err(Clone::clone)?;
+        let credentials = dynamics.credentials().await?;
+        let default_trigger = settings.trigger_name.clone().or_else(|| credentials.trigger_name.clone());
+        settings.mapping.check_triggers(default_trigger.as_deref())?;
+        Ok(Prepared { settings, dynamics, credentials, default_trigger })
     }
 
     pub fn pacer(&self) -> &Arc<Pacer> {
@@ -84,7 +107,7 @@ impl Relay {
         let started = Instant::now();
         let tokens_before = self.token_requests();
         // Failures remembered for the previous invocation (secret, token) are retried now.
-        if let Some(dynamics) = &self.dynamics {
+        if let Some(dynamics) = self.dynamics() {
             dynamics.begin_invocation();
         }
         match intake::classify(payload) {
@@ -94,14 +117,14 @@ impl Relay {
             }
             Ok(Source::Sqs { event, fifo }) => {
                 let records = intake::sqs_records(event);
-                let results = self.process(records, fifo, Budget::until(deadline)).await;
+                let results = self.prepare_and_process(records, fifo, Budget::until(deadline)).await;
                 self.log_summary(if fifo { "sqs-fifo" } else { "sqs" }, &results, started, tokens_before);
                 Ok(intake::sqs_response(&results))
             }
-            Ok(Source::Direct(events)) => {
-                let results = self.process(intake::direct_records(events), false, Budget::until(deadline)).await;
-                self.log_summary("direct", &results, started, tokens_before);
-                Ok(intake::summary(&results))
+            Ok(Source::Direct(payload)) => {
+                let results = self.prepare_and_process(intake::direct_payload_records(payload), false, Budget::until(deadline)).await;
+                let tally = self.log_summary("direct", &results, started, tokens_before);
+                Ok(outcome::summary(&results, &tally))
             }
             Ok(Source::Http(request)) => {
                 let flavour = request.flavour;
@@ -121,23 +144,15 @@ impl Relay {
             Ok(body) => body,
             Err(answer) => return reject(answer),
         };
-        let settings = match &self.settings {
-            Ok(s) => s,
+        let prepared = match self.prepare().await {
+            Ok(prepared) => prepared,
             Err(error) => {
                 tracing::error!(message = "Configuration error.", error = %error);
                 return HttpAnswer::unavailable(format!("the relay is misconfigured ({})", error.setting), 60);
             }
         };
-        let dynamics = self.dynamics.as_ref().expect("wired with the settings");
-        let creds = match dynamics.credentials().await {
-            Ok(c) => c,
-            Err(error) => {
-                tracing::error!(message = "Configuration error.", error = %error);
-                return HttpAnswer::unavailable(format!("the relay is misconfigured ({})", error.setting), 60);
-            }
-        };
-        if settings.webhook_auth == WebhookAuth::Hmac {
-            let secret = creds.webhook_secret.as_ref().map(|s| s.expose_secret().as_bytes());
+        if prepared.settings.webhook_auth == WebhookAuth::Hmac {
+            let secret = prepared.credentials.webhook_secret.as_ref().map(|s| s.expose_secret().as_bytes());
             if let Err(problem) = webhook::verify_signature(secret, &request.headers, &body, Utc::now().timestamp_millis()) {
                 return reject(HttpAnswer::error(401, problem));
             }
@@ -146,43 +161,29 @@ impl Relay {
             Ok(events) => events,
             Err(answer) => return reject(answer),
         };
-        let results = self.process(intake::direct_records(events), false, Budget::until(deadline)).await;
-        self.log_summary("webhook", &results, started, tokens_before);
-        webhook::answer(&results)
+        let results = self.process(&prepared, intake::direct_records(events), false, Budget::until(deadline)).await;
+        let tally = self.log_summary("webhook", &results, started, tokens_before);
+        webhook::answer(&results, &tally)
+    }
+
+    /// Prepares the invocation, then maps and delivers its records; with a
+    /// configuration error every record fails (never silently dropped).
+    async fn prepare_and_process(&self, records: Vec<Incoming>, fifo: bool, budget: Budget) -> Vec<RecordResult> {
+        match self.prepare().await {
+            Ok(prepared) => self.process(&prepared, records, fifo, budget).await,
+            Err(error) => {
+                tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
+                records.iter().map(|r| result_of(r, None, Outcome::Failed(DeliveryError::Config(error.clone())), 0)).collect()
+            }
+        }
     }
 
     /// Maps and delivers records; one result per record, in order.
-    async fn process(&self, records: Vec<Incoming>, fifo: bool, budget: Budget) -> Vec<RecordResult> {
-        let fail_all = |records: Vec<Incoming>, error: ConfigError| {
-            records
-                .into_iter()
-                .map(|r| result_of(&r, None, Outcome::Failed(DeliveryError::Config(error.clone())), 0))
-                .collect::<Vec<_>>()
-        };
-        let settings = match &self.settings {
-            Ok(s) => s,
-            Err(error) => {
-                tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
-                return fail_all(records, error.clone());
-            }
-        };
-        let dynamics = self.dynamics.as_ref().expect("wired with the settings");
-        let creds = match dynamics.credentials().await {
-            Ok(c) => c,
-            Err(error) => {
-                tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
-                return fail_all(records, error);
-            }
-        };
-        let default_trigger = settings.trigger_name.as_deref().or(creds.trigger_name.as_deref());
-        if let Err(error) = settings.mapping.check_triggers(default_trigger) {
-            tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
-            return fail_all(records, error);
-        }
-
+    async fn process(&self, prepared: &Prepared<'_>, records: Vec<Incoming>, fifo: bool, budget: Budget) -> Vec<RecordResult> {
+        let settings = prepared.settings;
         let ctx = MapContext {
             mapping: &settings.mapping,
-            default_trigger,
+            default_trigger: prepared.default_trigger.as_deref(),
             default_phone_region: settings.default_phone_region,
             now: Utc::now(),
         };
@@ -207,7 +208,7 @@ impl Relay {
             jobs.push(Job { index: record.index, group: record.group.clone(), key, work });
         }
 
-        let reports = delivery::deliver(dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await;
+        let reports = delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await;
         records
             .iter()
             .zip(reports)
@@ -223,47 +224,39 @@ impl Relay {
     }
 
     fn token_requests(&self) -> u64 {
-        self.dynamics.as_ref().map_or(0, |d| d.counters.token_requests.load(Ordering::Relaxed))
+        self.dynamics().map_or(0, |d| d.counters.token_requests.load(Ordering::Relaxed))
     }
 
-    /// The summary log line and the invocation's EMF metrics (SPEC §9).
-    fn log_summary(&self, source: &'static str, results: &[RecordResult], started: Instant, tokens_before: u64) {
-        let count = |name: &str| results.iter().filter(|r| r.outcome.name() == name).count() as u64;
+    /// The summary log line and the invocation's EMF metrics (SPEC §9), from one tally.
+    fn log_summary(&self, source: &'static str, results: &[RecordResult], started: Instant, tokens_before: u64) -> Tally {
         let metrics = InvocationMetrics {
             source,
-            records: results.len() as u64,
-            delivered: count("delivered"),
-            dropped: count("dropped"),
-            duplicates: count("duplicate"),
-            invalid: count("invalid"),
-            rejected: count("rejected"),
-            failed: count("failed"),
-            retries: results.iter().map(|r| u64::from(r.attempts.saturating_sub(1))).sum(),
-            throttled: results.iter().map(|r| u64::from(r.throttled)).sum(),
+            tally: Tally::of(results),
             token_refreshes: self.token_requests().saturating_sub(tokens_before),
-            delivery_latency_ms: results.iter().filter_map(|r| r.latency).map(|d| d.as_secs_f64() * 1000.0).collect(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         };
+        let t = &metrics.tally;
         tracing::info!(
             message = "Invocation summary.",
             source,
-            records = metrics.records,
-            delivered = metrics.delivered,
-            dropped = metrics.dropped,
-            duplicates = metrics.duplicates,
-            invalid = metrics.invalid,
-            rejected = metrics.rejected,
-            failed = metrics.failed,
-            retries = metrics.retries,
-            throttled = metrics.throttled,
+            records = t.records,
+            delivered = t.delivered,
+            dropped = t.dropped,
+            duplicates = t.duplicates,
+            invalid = t.invalid,
+            rejected = t.rejected,
+            failed = t.failed,
+            retries = t.retries,
+            throttled = t.throttled,
             token_refreshes = metrics.token_refreshes,
             concurrency_limit = self.pacer.limit(),
             duration_ms = metrics.duration_ms as u64,
         );
         if self.emit_metrics {
-            let namespace = self.settings.as_ref().map_or("D365TriggerRelay", |s| s.metrics_namespace.as_str());
+            let namespace = self.wiring.as_ref().map_or("D365TriggerRelay", |w| w.settings.metrics_namespace.as_str());
             println!("{}", metrics.to_emf(namespace, Utc::now().timestamp_millis()));
         }
+        metrics.tally
     }
 }
 
