@@ -1,0 +1,246 @@
+//! Configuration (SPEC §2): environment settings (§2.1, here), the Secrets
+//! Manager secret (§2.2, [`secret`]) and the mapping document (§2.3,
+//! [`document`]), each parsed and validated once into a typed value.
+
+use std::time::Duration;
+
+pub mod document;
+pub mod secret;
+
+pub use document::{DefaultAction, EventMapping, Mapping, DEFAULT_PRESET};
+pub use secret::{check_org_host, Credentials, DATAVERSE_SUFFIXES};
+
+/// A configuration problem, naming the setting so the log line says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError { setting: setting.into(), problem: problem.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookAuth {
+    Hmac,
+    None,
+}
+
+/// Settings read from the function's environment (SPEC §2.1).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub secret_id: String,
+    pub mapping: Mapping,
+    pub default_phone_region: Option<phonenumber::country::Id>,
+    pub max_in_flight: usize,
+    pub secret_ttl: Duration,
+    pub webhook_auth: WebhookAuth,
+    /// Entra authority, without a trailing slash.
+    pub authority_host: String,
+    /// Dataverse base URL override (sandbox and tests only), without a trailing slash.
+    pub dataverse_base_url: Option<String>,
+    pub idempotency_table: Option<String>,
+    /// `D365_IDEMPOTENCY_EXPIRES_AFTER_SECONDS`: how long a delivered key is remembered (24 h).
+    pub idempotency_expires_after: Duration,
+    /// `D365_TRIGGER_NAME`: the default trigger, over the secret's `trigger_name`.
+    pub trigger_name: Option<String>,
+    /// `D365_METRICS_NAMESPACE`: CloudWatch namespace of the EMF metrics.
+    pub metrics_namespace: String,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads settings through `lookup` (the environment in production, a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let get = |key: &str| lookup(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+
+        let secret_id = get("D365_SECRET_ID")
+            .ok_or_else(|| ConfigError::new("D365_SECRET_ID", "is required: the name or ARN of the Secrets Manager secret holding the Dynamics credentials"))?;
+
+        let mapping = match (get("D365_MAPPING"), get("D365_MAPPING_FILE")) {
+            (Some(inline), _) => Mapping::parse(&inline).map_err(|e| ConfigError::new("D365_MAPPING", e))?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::new("D365_MAPPING_FILE", format!("cannot read {path}: {e}")))?;
+                Mapping::parse(&text).map_err(|e| ConfigError::new("D365_MAPPING_FILE", format!("{path}: {e}")))?
+            }
+            (None, None) => Mapping::default_preset(),
+        };
+
+        let default_phone_region = match get("D365_DEFAULT_PHONE_REGION") {
+            None => None,
+            Some(region) => Some(parse_region(&region).ok_or_else(|| {
+                ConfigError::new("D365_DEFAULT_PHONE_REGION", format!("'{region}' is not an ISO 3166-1 alpha-2 region such as GB or US"))
+            })?),
+        };
+
+        let max_in_flight = parse_number(get("D365_MAX_IN_FLIGHT"), "D365_MAX_IN_FLIGHT", 8, 1, 256)? as usize;
+        let secret_ttl = Duration::from_secs(parse_number(get("D365_SECRET_TTL_SECONDS"), "D365_SECRET_TTL_SECONDS", 300, 0, 86_400)?);
+
+        let webhook_auth = match get("D365_WEBHOOK_AUTH").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("hmac") => WebhookAuth::Hmac,
+            Some("none") => WebhookAuth::None,
+            Some(other) => return Err(ConfigError::new("D365_WEBHOOK_AUTH", format!("'{other}' is not one of hmac, none"))),
+        };
+
+        let authority_host = match get("D365_AUTHORITY_HOST") {
+            None => "https://login.microsoftonline.com".to_string(),
+            Some(url) => check_base_url(&url).map_err(|e| ConfigError::new("D365_AUTHORITY_HOST", e))?,
+        };
+        let dataverse_base_url = match get("D365_DATAVERSE_BASE_URL") {
+            None => None,
+            Some(url) => Some(check_base_url(&url).map_err(|e| ConfigError::new("D365_DATAVERSE_BASE_URL", e))?),
+        };
+
+        let trigger_name = match get("D365_TRIGGER_NAME") {
+            None => None,
+            Some(name) => Some(check_name(&name).map(|()| name).map_err(|e| ConfigError::new("D365_TRIGGER_NAME", e))?),
+        };
+
+        Ok(Settings {
+            trigger_name,
+            metrics_namespace: get("D365_METRICS_NAMESPACE").unwrap_or_else(|| "D365TriggerRelay".to_string()),
+            secret_id,
+            mapping,
+            default_phone_region,
+            max_in_flight,
+            secret_ttl,
+            webhook_auth,
+            authority_host,
+            dataverse_base_url,
+            idempotency_table: get("D365_IDEMPOTENCY_TABLE"),
+            idempotency_expires_after: Duration::from_secs(parse_number(
+                get("D365_IDEMPOTENCY_EXPIRES_AFTER_SECONDS"),
+                "D365_IDEMPOTENCY_EXPIRES_AFTER_SECONDS",
+                86_400,
+                60,
+                30 * 86_400,
+            )?),
+        })
+    }
+}
+
+fn parse_number(value: Option<String>, setting: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => match text.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ConfigError::new(setting, format!("'{text}' is not a whole number from {min} to {max}"))),
+        },
+    }
+}
+
+/// An ISO 3166-1 alpha-2 region the phone library knows.
+pub fn parse_region(text: &str) -> Option<phonenumber::country::Id> {
+    let text = text.trim();
+    if text.len() != 2 {
+        return None;
+    }
+    text.to_ascii_uppercase().parse().ok()
+}
+
+/// A base URL: `https://host[:port]`, or `http://` for a loopback host only.
+/// Returned without a trailing slash.
+pub fn check_base_url(url: &str) -> Result<String, String> {
+    let url = url.trim().trim_end_matches('/');
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("'{url}' is not an http(s) URL"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return Err(format!("'{url}' must be a scheme and host only, without a path, query or user"));
+    }
+    let host = host_of(rest);
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(url.to_string()),
+        "http" if is_loopback(host) => Ok(url.to_string()),
+        "http" => Err(format!("'{url}': http:// is accepted only for a loopback host (127.0.0.1, localhost, [::1])")),
+        _ => Err(format!("'{url}' is not an http(s) URL")),
+    }
+}
+
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    authority.split(':').next().unwrap_or("")
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host == "::1"
+        || host.parse::<std::net::Ipv4Addr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+
+/// Trigger and attribute names: `^[A-Za-z0-9_]+$`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(format!("'{name}' is not a valid name (letters, digits and '_' only)"))
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let s = settings(&[("D365_SECRET_ID", "d365/relay")]).unwrap();
+        assert_eq!(s.max_in_flight, 8);
+        assert_eq!(s.secret_ttl, Duration::from_secs(300));
+        assert_eq!(s.webhook_auth, WebhookAuth::Hmac);
+        assert_eq!(s.authority_host, "https://login.microsoftonline.com");
+        assert_eq!(s.mapping, Mapping::default_preset());
+        assert!(s.dataverse_base_url.is_none());
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let err = settings(&[]).unwrap_err();
+        assert_eq!(err.setting, "D365_SECRET_ID");
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_MAX_IN_FLIGHT", "0")]).unwrap_err();
+        assert_eq!(err.setting, "D365_MAX_IN_FLIGHT");
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_DEFAULT_PHONE_REGION", "Britain")]).unwrap_err();
+        assert_eq!(err.setting, "D365_DEFAULT_PHONE_REGION");
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_AUTHORITY_HOST", "http://login.example.com")]).unwrap_err();
+        assert_eq!(err.setting, "D365_AUTHORITY_HOST");
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_DATAVERSE_BASE_URL", "https://x.crm.dynamics.com/api")]).unwrap_err();
+        assert_eq!(err.setting, "D365_DATAVERSE_BASE_URL");
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_MAPPING", "{\"events\": 3}")]).unwrap_err();
+        assert_eq!(err.setting, "D365_MAPPING");
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_MAPPING_FILE", "/nonexistent/mapping.json")]).unwrap_err();
+        assert_eq!(err.setting, "D365_MAPPING_FILE");
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", "basic")]).unwrap_err();
+        assert_eq!(err.setting, "D365_WEBHOOK_AUTH");
+    }
+
+    #[test]
+    fn loopback_http_is_accepted_for_the_sandbox() {
+        let s = settings(&[
+            ("D365_SECRET_ID", "x"),
+            ("D365_AUTHORITY_HOST", "http://127.0.0.1:4566/"),
+            ("D365_DATAVERSE_BASE_URL", "http://localhost:4566"),
+        ])
+        .unwrap();
+        assert_eq!(s.authority_host, "http://127.0.0.1:4566");
+        assert_eq!(s.dataverse_base_url.as_deref(), Some("http://localhost:4566"));
+        assert!(check_base_url("http://[::1]:80").is_ok());
+        assert!(check_base_url("http://127.0.0.1.evil.com").is_err());
+    }
+
+}
