@@ -2,13 +2,14 @@
 //! DEBUG, and no secret, token, e-mail address or phone number in them. This test
 //! installs the process-wide subscriber, so it lives alone in this binary.
 
-mod common;
+#[path = "integration/helpers.rs"]
+mod helpers;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use helpers::*;
 use serde_json::json;
 
 /// A writer capturing log output for the hygiene test.

@@ -1,45 +1,12 @@
-//! Against moto's server on loopback (`pip install 'moto[server]'`; `make test`
-//! installs it), an AWS emulator independent of ours: cross-environment
-//! idempotency on DynamoDB, and the relay's secret fetch.
+//! Against moto's server on loopback, an AWS emulator independent of ours:
+//! cross-environment idempotency on DynamoDB, and the relay's secret fetch.
 
-mod common;
-
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
+use crate::moto::{moto, Moto};
 use relay::idempotency::{Claim, Idempotency};
 use serde_json::json;
-
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn moto() -> Moto {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with moto[server] installed (make test installs it)");
-    let url = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "moto did not start (pip install 'moto[server]')");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Moto { child, url }
-}
 
 async fn table(moto: &Moto, name: &str) -> aws_sdk_dynamodb::Client {
     use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
@@ -63,10 +30,10 @@ fn environment(client: &aws_sdk_dynamodb::Client, table: &str, expires_after: Du
 
 #[tokio::test]
 async fn claim_complete_release_and_expiry_across_environments() {
-    let moto = moto().await;
-    let client = table(&moto, "keys").await;
-    let a = environment(&client, "keys", Duration::from_secs(3600));
-    let b = environment(&client, "keys", Duration::from_secs(3600));
+    let moto = moto();
+    let client = table(&moto, "claims").await;
+    let a = environment(&client, "claims", Duration::from_secs(3600));
+    let b = environment(&client, "claims", Duration::from_secs(3600));
     let until = Instant::now() + Duration::from_secs(30);
 
     assert_eq!(a.claim("k1", until).await, Claim::Claimed);
@@ -82,7 +49,7 @@ async fn claim_complete_release_and_expiry_across_environments() {
     assert_eq!(b.claim("k2", until).await, Claim::Claimed);
 
     // A done key is forgotten after expires_after.
-    let short = environment(&client, "keys", Duration::from_secs(1));
+    let short = environment(&client, "claims", Duration::from_secs(1));
     assert_eq!(short.claim("k3", until).await, Claim::Claimed);
     short.complete("k3").await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -91,10 +58,10 @@ async fn claim_complete_release_and_expiry_across_environments() {
 
 #[tokio::test]
 async fn concurrent_claims_of_one_key_admit_exactly_one() {
-    let moto = moto().await;
-    let client = table(&moto, "keys").await;
+    let moto = moto();
+    let client = table(&moto, "concurrent-claims").await;
     let until = Instant::now() + Duration::from_secs(30);
-    let environments: Vec<Idempotency> = (0..16).map(|_| environment(&client, "keys", Duration::from_secs(3600))).collect();
+    let environments: Vec<Idempotency> = (0..16).map(|_| environment(&client, "concurrent-claims", Duration::from_secs(3600))).collect();
     let claims = join_all(environments.iter().map(|e| e.claim("same", until)).collect()).await;
     assert_eq!(claims.iter().filter(|c| **c == Claim::Claimed).count(), 1, "{claims:?}");
     assert_eq!(claims.iter().filter(|c| **c == Claim::InProgress).count(), 15);
@@ -126,12 +93,12 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
 
 #[tokio::test]
 async fn a_redelivered_batch_in_another_environment_raises_each_trigger_once() {
-    let moto = moto().await;
-    let client = table(&moto, "relay-keys").await;
-    let h = Harness::new(&[("D365_IDEMPOTENCY_TABLE", "relay-keys")]).await;
+    let moto = moto();
+    let client = table(&moto, "redelivered-batch").await;
+    let h = Harness::new(&[("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).await;
     let mapping = mapping_file();
-    let first = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "relay-keys")]).with_idempotency_table(client.clone());
-    let second = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "relay-keys")]).with_idempotency_table(client.clone());
+    let first = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).with_idempotency_table(client.clone());
+    let second = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).with_idempotency_table(client.clone());
     let bodies: Vec<String> = (0..10).map(|i| order(&format!("{i}")).to_string()).collect();
     let deadline = || Instant::now() + Duration::from_secs(30);
 
@@ -147,11 +114,11 @@ async fn a_redelivered_batch_in_another_environment_raises_each_trigger_once() {
 
 #[tokio::test]
 async fn a_failed_call_releases_its_claim_for_the_retry() {
-    let moto = moto().await;
-    let client = table(&moto, "relay-keys").await;
+    let moto = moto();
+    let client = table(&moto, "released-claims").await;
     let h = Harness::new(&[]).await;
     let mapping = mapping_file();
-    let relay = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "relay-keys")]).with_idempotency_table(client);
+    let relay = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "released-claims")]).with_idempotency_table(client);
     h.sandbox.set_faults(d365_sandbox::Faults { error_rate: 1.0, ..Default::default() });
     let batch = sqs_batch(&[order("a").to_string()], None);
     let response = relay.handle(batch.clone(), Instant::now() + Duration::from_secs(30)).await.unwrap();
@@ -164,7 +131,7 @@ async fn a_failed_call_releases_its_claim_for_the_retry() {
 
 #[tokio::test]
 async fn an_unreachable_table_fails_records_without_sending_them() {
-    let moto = moto().await;
+    let moto = moto();
     let client = relay::dynamodb_client_for_endpoint(&moto.url);
     let h = Harness::new(&[]).await;
     let mapping = mapping_file();
@@ -176,7 +143,7 @@ async fn an_unreachable_table_fails_records_without_sending_them() {
 
 #[tokio::test]
 async fn the_relay_reads_its_secret_from_moto() {
-    let moto = moto().await;
+    let moto = moto();
     let h = Harness::new(&[]).await;
     let secrets = relay::secrets_client_for_endpoint(&moto.url);
     let secret = sandbox_config().secrets["d365/relay-demo"].clone();

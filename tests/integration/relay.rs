@@ -1,11 +1,9 @@
 //! The relay end to end against the sandbox: SQS and direct invocations, the
 //! exact bodies Dynamics receives, and each fault's outcome.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use d365_sandbox::{App, Faults};
 use serde_json::{json, Value};
 
@@ -264,7 +262,7 @@ async fn token_endpoint_down_fails_the_batch_without_a_tight_loop() {
 }
 
 fn demo_secret() -> Value {
-    common::sandbox_config().secrets["d365/relay-demo"].clone()
+    crate::helpers::sandbox_config().secrets["d365/relay-demo"].clone()
 }
 
 #[tokio::test]

@@ -1,10 +1,8 @@
 //! Webhooks end to end: API Gateway REST (v1), HTTP API (v2) and function URL
 //! payloads through the real handler, against the sandbox.
 
-mod common;
-
 use base64::Engine;
-use common::*;
+use crate::helpers::*;
 use d365_sandbox::Faults;
 use serde_json::{json, Value};
 

@@ -3,13 +3,11 @@
 //! hostile input (log hygiene has its own binary, `tests/log_hygiene.rs`).
 //! `CHAOS_MESSAGES=N` changes the size of the chaos run.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use d365_sandbox::Faults;

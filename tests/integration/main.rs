@@ -1,0 +1,12 @@
+//! The integration tests, one binary (as zero-to-production's `tests/api/`):
+//! the real handler over loopback HTTP against `d365-sandbox`, and against
+//! moto for the AWS protocol. Log hygiene lives alone in `tests/log_hygiene.rs`
+//! because it installs a process-wide subscriber.
+
+mod helpers;
+mod moto;
+
+mod idempotency;
+mod relay;
+mod reliability;
+mod webhooks;
