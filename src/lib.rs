@@ -6,6 +6,7 @@
 //! - [`webhook`]: HTTP semantics and signatures
 //! - [`mapping`]: event → trigger body (pure)
 //! - [`delivery`]: concurrency, retries, FIFO order, deadline
+//! - [`deadline`]: the invocation's deadline, from whichever runtime serves it
 //! - [`dynamics`]: Entra token cache and Dataverse client
 //! - [`secrets`]: the Secrets Manager adapter
 //! - [`idempotency`]: the same event is raised once
@@ -13,6 +14,7 @@
 //! - [`sandbox`]: loopback emulation of Secrets Manager, Entra and Dataverse
 
 pub mod config;
+pub mod deadline;
 pub mod delivery;
 pub mod dynamics;
 pub mod idempotency;
