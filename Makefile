@@ -7,7 +7,7 @@ EVENT ?= events/direct.json
 ARCH ?= arm64
 SANDBOX_PORT ?= 8765
 
-.PHONY: demo test lint tools-moto tools-lambda tools-sam build validate sam-build sandbox invoke deploy bench chaos sign-events clean
+.PHONY: demo test lint tools-moto tools-lambda tools-sam build validate sam-build sandbox invoke smoke deploy bench chaos sign-events clean
 
 ## The relay against the sandbox on every sample event, showing what Dynamics received.
 demo:
@@ -50,8 +50,14 @@ sandbox:
 	$(CARGO) run --quiet --bin d365-sandbox -- --port $(SANDBOX_PORT)
 
 ## Local invocation through the Lambda Runtime API: cargo lambda watch + invoke, against the sandbox.
+## Fails when the answer reports failures; EVENT may name several files.
 invoke: tools-lambda
 	@scripts/local-invoke.sh $(EVENT)
+
+## Every sample event through cargo lambda's Runtime API (one function, one sandbox).
+SAMPLES := $(filter-out events/mapping.json,$(wildcard events/*.json))
+smoke: tools-lambda
+	@scripts/local-invoke.sh $(SAMPLES)
 
 ## Deploy to your AWS account (not run by CI).
 deploy: sam-build

@@ -21,20 +21,36 @@ const SAMPLES: &[(&str, &str, usize)] = &[
     ("function-url.json", "Lambda function URL, signed webhook", 2),
 ];
 
-const BOLD: &str = "\x1b[1m";
-const DIM: &str = "\x1b[2m";
-const GREEN: &str = "\x1b[32m";
-const RED: &str = "\x1b[31m";
-const RESET: &str = "\x1b[0m";
+/// ANSI styles: on a terminal only, and never when `NO_COLOR` is set (no-color.org).
+struct Style {
+    bold: &'static str,
+    dim: &'static str,
+    green: &'static str,
+    red: &'static str,
+    reset: &'static str,
+}
+
+impl Style {
+    fn for_stdout() -> Style {
+        use std::io::IsTerminal;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        if std::io::stdout().is_terminal() && !no_color {
+            Style { bold: "\x1b[1m", dim: "\x1b[2m", green: "\x1b[32m", red: "\x1b[31m", reset: "\x1b[0m" }
+        } else {
+            Style { bold: "", dim: "", green: "", red: "", reset: "" }
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() {
     lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
+    let Style { bold, dim, green, red, reset } = Style::for_stdout();
     let root = env!("CARGO_MANIFEST_DIR");
     let config: SandboxConfig = serde_json::from_str(&std::fs::read_to_string(format!("{root}/sandbox/config.json")).expect("sandbox/config.json")).expect("a sandbox config");
     let webhook_secret = config.secrets["d365/relay-demo"]["webhook_secret"].as_str().unwrap_or_default().to_string();
     let sandbox = Sandbox::start(config, 0).await.expect("the sandbox starts on loopback");
-    println!("{BOLD}d365-sandbox{RESET} on {} (Secrets Manager, Entra token endpoint, Dataverse)", sandbox.url());
+    println!("{bold}d365-sandbox{reset} on {} (Secrets Manager, Entra token endpoint, Dataverse)", sandbox.url());
 
     let mapping = format!("{root}/events/mapping.json");
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping)]);
@@ -46,7 +62,7 @@ async fn main() {
         let mut payload: Value = serde_json::from_str(&text).expect("sample is JSON");
         // Webhook samples are signed now: signatures are only valid for 5 minutes.
         relay::webhook::resign_event(&mut payload, webhook_secret.as_bytes(), chrono::Utc::now().timestamp_millis());
-        println!("\n{BOLD}── events/{file}{RESET}  {DIM}{what}{RESET}");
+        println!("\n{bold}── events/{file}{reset}  {dim}{what}{reset}");
         let before = sandbox.signals().len();
         let started = Instant::now();
         let result = relay.handle(payload, Instant::now() + Duration::from_secs(30)).await;
@@ -72,8 +88,8 @@ async fn main() {
         let received: Vec<_> = sandbox.signals().into_iter().skip(before).collect();
         println!("   Dynamics received {} call(s):", received.len());
         for signal in &received {
-            let colour = if signal.status == 204 { GREEN } else { RED };
-            println!("   {colour}{}{RESET} POST /api/data/v9.2/{BOLD}{}{RESET}  {DIM}at {}{RESET}", signal.status, signal.trigger, signal.received_at);
+            let colour = if signal.status == 204 { green } else { red };
+            println!("   {colour}{}{reset} POST /api/data/v9.2/{bold}{}{reset}  {dim}at {}{reset}", signal.status, signal.trigger, signal.received_at);
             println!("{}", indent(&serde_json::to_string_pretty(&signal.body).unwrap(), 8));
         }
         let accepted = received.iter().filter(|s| s.status == 204).count();
@@ -94,17 +110,17 @@ async fn main() {
 
     let stats = sandbox.stats();
     println!(
-        "\n{BOLD}Sandbox totals{RESET}: {} Dataverse call(s) {:?}, {} token request(s), {} secret fetch(es)",
+        "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} token request(s), {} secret fetch(es)",
         stats.calls(),
         stats.calls_by_status,
         stats.token_requests,
         stats.secret_requests
     );
     if problems.is_empty() {
-        println!("{GREEN}{BOLD}Every sample event arrived as expected.{RESET}");
+        println!("{green}{bold}Every sample event arrived as expected.{reset}");
     } else {
         for p in &problems {
-            println!("{RED}✗ {p}{RESET}");
+            println!("{red}✗ {p}{reset}");
         }
         std::process::exit(1);
     }

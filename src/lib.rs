@@ -6,12 +6,14 @@
 //! - [`webhook`]: HTTP semantics and signatures
 //! - [`mapping`]: event → trigger body (pure)
 //! - [`delivery`]: concurrency, retries, FIFO order, deadline
+//! - [`deadline`]: the invocation's deadline, from whichever runtime serves it
 //! - [`dynamics`]: Entra token cache and Dataverse client
 //! - [`secrets`]: the Secrets Manager adapter
 //! - [`idempotency`]: the same event is raised once
 //! - [`handler`]: the entry point, wired once per execution environment
 
 pub mod config;
+pub mod deadline;
 pub mod delivery;
 pub mod handler;
 pub mod dynamics;

@@ -2,8 +2,6 @@
 //! The Lambda function: wires the relay once per execution environment and
 //! serves invocations from the Lambda Runtime API.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use relay::config::Settings;
 use relay::Relay;
@@ -23,16 +21,9 @@ async fn main() -> Result<(), Error> {
         .with_metrics();
     let relay = &relay;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let deadline = instant_of(event.context.deadline);
+        // Local runtimes send durations or nothing here: see relay::deadline.
+        let deadline = relay::deadline::instant_of(event.context.deadline);
         relay.handle(event.payload, deadline).await.map_err(Error::from)
     }))
     .await
-}
-
-/// Lambda's deadline (epoch milliseconds) as a monotonic instant.
-fn instant_of(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    // Without a deadline (local runs), allow 15 minutes, Lambda's maximum.
-    let left = if deadline_ms == 0 { 900_000 } else { deadline_ms.saturating_sub(now_ms) };
-    Instant::now() + Duration::from_millis(left)
 }
