@@ -21,9 +21,10 @@ test: tools-moto
 tools-moto:
 	@python3 -c "import moto.server, flask, flask_cors" 2>/dev/null || $(PIP) install --quiet 'moto[server]'
 
+## rustfmt (rustfmt.toml) and clippy with warnings as errors, over the workspace.
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Tools from PyPI, installed on first use.
 tools-lambda:

@@ -31,7 +31,7 @@ fn environment(client: &aws_sdk_dynamodb::Client, table: &str, expires_after: Du
 #[tokio::test]
 async fn claim_complete_release_and_expiry_across_environments() {
     let moto = moto();
-    let client = table(&moto, "claims").await;
+    let client = table(moto, "claims").await;
     let a = environment(&client, "claims", Duration::from_secs(3600));
     let b = environment(&client, "claims", Duration::from_secs(3600));
     let until = Instant::now() + Duration::from_secs(30);
@@ -59,7 +59,7 @@ async fn claim_complete_release_and_expiry_across_environments() {
 #[tokio::test]
 async fn concurrent_claims_of_one_key_admit_exactly_one() {
     let moto = moto();
-    let client = table(&moto, "concurrent-claims").await;
+    let client = table(moto, "concurrent-claims").await;
     let until = Instant::now() + Duration::from_secs(30);
     let environments: Vec<Idempotency> = (0..16).map(|_| environment(&client, "concurrent-claims", Duration::from_secs(3600))).collect();
     let claims = join_all(environments.iter().map(|e| e.claim("same", until)).collect()).await;
@@ -94,7 +94,7 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
 #[tokio::test]
 async fn a_redelivered_batch_in_another_environment_raises_each_trigger_once() {
     let moto = moto();
-    let client = table(&moto, "redelivered-batch").await;
+    let client = table(moto, "redelivered-batch").await;
     let h = Harness::new(&[("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).await;
     let mapping = mapping_file();
     let first = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).with_idempotency_table(client.clone());
@@ -115,7 +115,7 @@ async fn a_redelivered_batch_in_another_environment_raises_each_trigger_once() {
 #[tokio::test]
 async fn a_failed_call_releases_its_claim_for_the_retry() {
     let moto = moto();
-    let client = table(&moto, "released-claims").await;
+    let client = table(moto, "released-claims").await;
     let h = Harness::new(&[]).await;
     let mapping = mapping_file();
     let relay = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "released-claims")]).with_idempotency_table(client);

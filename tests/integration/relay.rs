@@ -12,7 +12,7 @@ fn without_ingestion(mut body: Value) -> Value {
     let ingested = chrono::DateTime::parse_from_rfc3339(ingested.as_str().unwrap()).unwrap();
     let age = chrono::Utc::now().signed_duration_since(ingested);
     assert!(age.num_seconds().abs() < 60, "ingestion time is now: {ingested}");
-    assert!(ingested.to_rfc3339().len() > 0);
+    assert!(!ingested.to_rfc3339().is_empty());
     body
 }
 

@@ -75,20 +75,23 @@ async fn drain(relays: &[Relay], waiting: VecDeque<Message>, fifo: bool, seed: u
 async fn poll(relay: &Relay, queue: &Mutex<Queue>, fifo: bool, seed: u64, deadline_s: f64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     loop {
-        let batch: Vec<Message> = {
+        let next: Option<Vec<Message>> = {
             let mut q = queue.lock().unwrap();
             if q.waiting.is_empty() {
                 if q.in_flight == 0 {
                     return;
                 }
-                // Another poller's batch may come back.
-                drop(q);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
+                None
+            } else {
+                let size = rng.usize(1..=if fifo { 10 } else { 100 }).min(q.waiting.len());
+                q.in_flight += 1;
+                Some(q.waiting.drain(..size).collect())
             }
-            let size = rng.usize(1..=if fifo { 10 } else { 100 }).min(q.waiting.len());
-            q.in_flight += 1;
-            q.waiting.drain(..size).collect()
+        };
+        let Some(batch) = next else {
+            // Another poller's batch may come back.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
         };
         let bodies: Vec<String> = batch.iter().map(|m| m.body.clone()).collect();
         let groups: Vec<&str> = batch.iter().map(|m| m.group.as_str()).collect();
@@ -270,7 +273,7 @@ async fn chaos_webhooks_deliver_or_report_every_event() {
         for (i, event) in events.iter().enumerate() {
             let order = format!("ORD-{}", event["messageId"].as_str().unwrap());
             let was_delivered = delivered.contains(&order);
-            let was_reported = (200..300).contains(&status) == false && reported.contains(&(i as u64));
+            let was_reported = !(200..300).contains(&status) && reported.contains(&(i as u64));
             assert!(was_delivered || was_reported, "event {order} neither delivered nor reported (status {status})");
         }
         if status == 200 {
