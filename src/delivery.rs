@@ -4,10 +4,10 @@
 //! invocation's deadline.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::dynamics::DynamicsPort;
@@ -21,24 +21,37 @@ pub const MAX_TRANSIENT_ATTEMPTS: u32 = 4;
 pub const MAX_THROTTLED_ATTEMPTS: u32 = 8;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
+/// The longest pause a Retry-After can impose (upstream numbers are untrusted).
+pub const MAX_PAUSE: Duration = Duration::from_secs(300);
 
-/// When to stop starting calls, and when every record must be done.
+/// A std mutex whose poisoning is harmless: the state behind it stays consistent
+/// (every update is a few assignments), so a panic elsewhere must not fail every
+/// later invocation of the execution environment.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// When to stop starting calls, when every call must be done, and when the
+/// bookkeeping after them (the idempotency writes) must be done.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     pub start_cutoff: Instant,
     pub hard_cutoff: Instant,
+    pub settle_cutoff: Instant,
 }
 
 impl Budget {
     /// Leaves a reserve before `deadline` (a tenth of the time left, 200 ms to 1 s)
-    /// for the answer, and as much again in which no new call is started.
+    /// for the bookkeeping and the answer, and as much again in which no new call
+    /// is started; half the reserve is the bookkeeping's.
     pub fn until(deadline: Instant) -> Budget {
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
         let reserve = (left / 10).clamp(Duration::from_millis(200), Duration::from_secs(1));
         let hard_cutoff = deadline.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
         let start_cutoff = hard_cutoff.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
-        Budget { start_cutoff, hard_cutoff }
+        let settle_cutoff = (hard_cutoff + reserve / 2).min(deadline).max(hard_cutoff);
+        Budget { start_cutoff, hard_cutoff, settle_cutoff }
     }
 }
 
@@ -92,18 +105,18 @@ impl Pacer {
 
     /// The current concurrency limit.
     pub fn limit(&self) -> usize {
-        self.state.lock().unwrap().granted
+        lock(&self.state).granted
     }
 
     fn pause_until(&self) -> Option<Instant> {
-        let state = self.state.lock().unwrap();
+        let state = lock(&self.state);
         state.pause_until.filter(|p| *p > Instant::now())
     }
 
     /// Pauses new calls of the whole execution environment (Dataverse's limits are per user).
     pub fn pause(&self, for_: Duration) {
-        let until = Instant::now() + for_;
-        let mut state = self.state.lock().unwrap();
+        let until = Instant::now() + for_.min(MAX_PAUSE);
+        let mut state = lock(&self.state);
         if state.pause_until.is_none_or(|p| p < until) {
             state.pause_until = Some(until);
         }
@@ -132,9 +145,9 @@ impl Pacer {
     }
 
     fn on_success(&self, latency: Duration, dop_hint: Option<usize>) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = lock(&self.state);
         if let Some(hint) = dop_hint.filter(|h| *h > 0) {
-            state.hint = Some(hint);
+            state.hint = Some(hint.min(self.ceiling));
         }
         let best = *state.best_latency.get_or_insert(latency);
         state.best_latency = Some(best.min(latency));
@@ -151,7 +164,7 @@ impl Pacer {
     /// 5xx or a timeout: ×0.9, at most once per round trip (and per 100 ms), so a
     /// burst of errors from one round counts once.
     fn on_backpressure(&self) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = lock(&self.state);
         let now = Instant::now();
         let window = state.best_latency.unwrap_or(Duration::ZERO).max(Duration::from_millis(100));
         if state.last_decrease.is_some_and(|t| now.duration_since(t) < window) {
@@ -171,9 +184,9 @@ impl Pacer {
     /// execution-time limits the environment-wide pause is the remedy; the
     /// concurrency is left as it is.
     fn on_throttled(&self, retry_after: Duration, concurrency_limit: bool) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = lock(&self.state);
         let now = Instant::now();
-        state.hold_growth_until = Some(now + GROWTH_HOLD.max(retry_after));
+        state.hold_growth_until = Some(now + GROWTH_HOLD.max(retry_after.min(MAX_PAUSE)));
         if !concurrency_limit {
             return;
         }
@@ -214,7 +227,7 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut state = self.pacer.state.lock().unwrap();
+        let mut state = lock(&self.pacer.state);
         if state.owed > 0 {
             state.owed -= 1;
             if let Some(permit) = self.permit.take() {
@@ -259,6 +272,41 @@ impl Report {
     }
 }
 
+/// A record's turn among the records of the same idempotency key in one batch
+/// (SPEC §11): it waits for the previous one to finish (delivered, so this one
+/// is a duplicate, or failed and released, so this one is attempted), and lets
+/// the next one go when it is dropped.
+#[derive(Default)]
+struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    _done: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// Whether the previous record of the key finished before `until`.
+    async fn wait(&mut self, until: Instant) -> bool {
+        match self.after.take() {
+            // The sender is dropped when the previous record is done (or its task ended).
+            Some(after) => tokio::time::timeout_at(until.into(), after).await.is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// One turn per job, chained per idempotency key in job order.
+fn turns(jobs: &[Job]) -> Vec<Turn> {
+    let mut last: HashMap<&str, oneshot::Receiver<()>> = HashMap::new();
+    jobs.iter()
+        .map(|job| match (&job.key, &job.work) {
+            (Some(key), Work::Send(_)) => {
+                let (done, next) = oneshot::channel();
+                Turn { after: last.insert(key.as_str(), next), _done: Some(done) }
+            }
+            _ => Turn::default(),
+        })
+        .collect()
+}
+
 /// Delivers every job; the reports come back in job order, one per job.
 pub async fn deliver<P: DynamicsPort>(
     port: Arc<P>,
@@ -271,105 +319,125 @@ pub async fn deliver<P: DynamicsPort>(
     let count = jobs.len();
     let slots: Arc<Mutex<Vec<Option<Report>>>> = Arc::new(Mutex::new(vec![None; count]));
     let positions: HashMap<usize, usize> = jobs.iter().enumerate().map(|(pos, j)| (j.index, pos)).collect();
+    let turns = turns(&jobs);
 
     // Standard queues: every job on its own. FIFO: one sequence per message group.
-    let mut sequences: BTreeMap<String, Vec<Job>> = BTreeMap::new();
+    let mut sequences: BTreeMap<String, Vec<(Job, Turn)>> = BTreeMap::new();
     let mut singles = Vec::new();
-    for job in jobs {
+    for (job, turn) in jobs.into_iter().zip(turns) {
         if fifo {
-            sequences.entry(job.group.clone().unwrap_or_default()).or_default().push(job);
+            sequences.entry(job.group.clone().unwrap_or_default()).or_default().push((job, turn));
         } else {
-            singles.push(vec![job]);
+            singles.push(vec![(job, turn)]);
         }
     }
-    let runs: Vec<Vec<Job>> = singles.into_iter().chain(sequences.into_values()).collect();
+    let runs: Vec<Vec<(Job, Turn)>> = singles.into_iter().chain(sequences.into_values()).collect();
 
     let mut tasks = JoinSet::new();
-    let mut task_positions: HashMap<tokio::task::Id, Vec<usize>> = HashMap::new();
+    let mut task_positions: HashMap<tokio::task::Id, (Vec<usize>, Option<String>)> = HashMap::new();
     for run in runs {
         // Decided jobs outside FIFO need no task.
-        if !fifo && matches!(run[0].work, Work::Done(_)) {
-            let job = run.into_iter().next().expect("one job");
+        if !fifo && matches!(run[0].0.work, Work::Done(_)) {
+            let (job, _) = run.into_iter().next().expect("one job");
             let Work::Done(outcome) = job.work else { unreachable!() };
-            slots.lock().unwrap()[positions[&job.index]] = Some(Report::done(outcome));
+            lock(&slots)[positions[&job.index]] = Some(Report::done(outcome));
             continue;
         }
-        let run_positions: Vec<usize> = run.iter().map(|j| positions[&j.index]).collect();
+        let run_positions: Vec<usize> = run.iter().map(|(j, _)| positions[&j.index]).collect();
+        let group = run[0].0.group.clone();
         let (port, pacer, idempotency, slots) = (port.clone(), pacer.clone(), idempotency.clone(), slots.clone());
         let positions = run_positions.clone();
         let handle = tasks.spawn(async move {
             let mut blocked_by: Option<String> = None;
-            for (job, position) in run.into_iter().zip(positions) {
+            for ((job, mut turn), position) in run.into_iter().zip(positions) {
+                let mut claimed = None;
                 let report = match (&blocked_by, job.work) {
                     (Some(group), _) => Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone() })),
                     (None, Work::Done(outcome)) => Report::done(outcome),
-                    (None, Work::Send(call)) => deliver_idempotent(&*port, &pacer, &idempotency, job.key.as_deref(), &call, budget).await,
+                    (None, Work::Send(_)) if !turn.wait(budget.start_cutoff).await => Report::done(Outcome::Failed(DeliveryError::Deadline)),
+                    (None, Work::Send(call)) => match claim(&idempotency, job.key.as_deref(), budget).await {
+                        Err(report) => report,
+                        Ok(key) => {
+                            claimed = key;
+                            deliver_one(&*port, &pacer, &call, budget).await
+                        }
+                    },
                 };
                 if fifo && !report.outcome.is_success() {
                     blocked_by = Some(job.group.clone().unwrap_or_default());
                 }
-                slots.lock().unwrap()[position] = Some(report);
+                let delivered = report.outcome == Outcome::Delivered;
+                // The answer is known before the bookkeeping: a slow write cannot turn a delivery into a failure.
+                lock(&slots)[position] = Some(report);
+                if let Some(key) = claimed {
+                    settle(&idempotency, &key, delivered, budget).await;
+                }
+                drop(turn);
             }
         });
-        task_positions.insert(handle.id(), run_positions);
+        task_positions.insert(handle.id(), (run_positions, group));
     }
 
-    // Every attempt ends by the hard cut-off; the margin covers scheduling only.
+    // Every attempt ends by the hard cut-off and its bookkeeping by the settle
+    // cut-off; the margin covers scheduling only.
     let collect = async {
         while let Some(joined) = tasks.join_next_with_id().await {
             if let Err(error) = joined {
                 if error.is_panic() {
-                    let mut slots = slots.lock().unwrap();
-                    for &position in task_positions.get(&error.id()).into_iter().flatten() {
-                        if slots[position].is_none() {
+                    let mut slots = lock(&slots);
+                    let Some((run, group)) = task_positions.get(&error.id()) else { continue };
+                    let mut panicked = false;
+                    for &position in run {
+                        if slots[position].is_some() {
+                            continue;
+                        }
+                        if !panicked {
                             tracing::error!(message = "A record's work panicked; it is reported failed.", index = position);
                             slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::Internal("the record's work panicked".into()))));
-                            // Later records of a FIFO group must not run past it.
-                            break;
+                            panicked = true;
+                        } else {
+                            // Later records of a FIFO group do not run past it.
+                            slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone().unwrap_or_default() })));
                         }
                     }
                 }
             }
         }
     };
-    if tokio::time::timeout_at((budget.hard_cutoff + Duration::from_millis(50)).into(), collect).await.is_err() {
+    if tokio::time::timeout_at((budget.settle_cutoff + Duration::from_millis(25)).into(), collect).await.is_err() {
         tasks.abort_all();
     }
-    let slots = std::mem::take(&mut *slots.lock().unwrap());
+    let slots = std::mem::take(&mut *lock(&slots));
     slots
         .into_iter()
         .map(|slot| slot.unwrap_or_else(|| Report::done(Outcome::Failed(DeliveryError::Deadline))))
         .collect()
 }
 
-async fn deliver_idempotent<P: DynamicsPort>(
-    port: &P,
-    pacer: &Arc<Pacer>,
-    idempotency: &Idempotency,
-    key: Option<&str>,
-    call: &TriggerCall,
-    budget: Budget,
-) -> Report {
-    let Some(key) = key else { return deliver_one(port, pacer, call, budget).await };
-    match idempotency.claim(key, budget.hard_cutoff).await {
-        Claim::Done => return Report::done(Outcome::Duplicate),
-        Claim::InProgress => {
-            return Report::done(Outcome::Failed(DeliveryError::Transient {
-                status: None,
-                code: None,
-                detail: "the same event is being delivered by another invocation".into(),
-            }))
-        }
-        Claim::Unavailable(error) => return Report::done(Outcome::Failed(error)),
-        Claim::Claimed => {}
+/// Claims the record's idempotency key (SPEC §11): `Ok(Some(key))` to go ahead
+/// and settle the key afterwards, `Ok(None)` without a key, `Err` with the
+/// record's report when it must not be sent.
+async fn claim(idempotency: &Idempotency, key: Option<&str>, budget: Budget) -> Result<Option<String>, Report> {
+    let Some(key) = key else { return Ok(None) };
+    match idempotency.claim_within(key, budget.hard_cutoff, budget.start_cutoff).await {
+        Claim::Done => Err(Report::done(Outcome::Duplicate)),
+        Claim::InProgress => Err(Report::done(Outcome::Failed(DeliveryError::Transient {
+            status: None,
+            code: None,
+            detail: "the same event is being delivered by another invocation".into(),
+        }))),
+        Claim::Unavailable(error) => Err(Report::done(Outcome::Failed(error))),
+        Claim::Claimed => Ok(Some(key.to_string())),
     }
-    let report = deliver_one(port, pacer, call, budget).await;
-    if report.outcome == Outcome::Delivered {
-        idempotency.complete(key).await;
+}
+
+/// Marks the key done after a delivery, else releases it; bounded by the settle cut-off.
+async fn settle(idempotency: &Idempotency, key: &str, delivered: bool, budget: Budget) {
+    if delivered {
+        idempotency.complete_until(key, budget.settle_cutoff).await;
     } else {
-        idempotency.release(key).await;
+        idempotency.release_until(key, budget.settle_cutoff).await;
     }
-    report
 }
 
 /// One record, with the retries of SPEC §7.
@@ -396,7 +464,7 @@ async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &Trigg
         drop(slot);
         match &error {
             DeliveryError::Throttled { retry_after, code } => {
-                let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                let wait = retry_after.unwrap_or(Duration::from_secs(1)).min(MAX_PAUSE);
                 pacer.on_throttled(wait, code.as_deref() == Some(CONCURRENCY_LIMIT_CODE));
                 pacer.pause(wait);
                 throttled += 1;
@@ -582,6 +650,55 @@ mod tests {
         assert_eq!(reports[0].outcome, Outcome::Delivered);
         assert!(matches!(reports[1].outcome, Outcome::Failed(DeliveryError::Internal(_))));
         assert_eq!(reports[2].outcome, Outcome::Delivered);
+    }
+
+    #[tokio::test]
+    async fn after_a_panic_the_rest_of_its_fifo_group_is_blocked() {
+        let port = Scripted::new(1);
+        let jobs = vec![job(0, "a-ok", Some("a")), job(1, "panic", Some("a")), job(2, "a-later", Some("a")), job(3, "a-last", Some("a")), job(4, "b-ok", Some("b"))];
+        let reports = run(&port, Pacer::new(4, 4), jobs, true, budget(10)).await;
+        assert_eq!(reports[0].outcome, Outcome::Delivered);
+        assert!(matches!(reports[1].outcome, Outcome::Failed(DeliveryError::Internal(_))));
+        assert_eq!(reports[2].outcome, Outcome::Failed(DeliveryError::GroupBlocked { group: "a".into() }));
+        assert_eq!(reports[3].outcome, Outcome::Failed(DeliveryError::GroupBlocked { group: "a".into() }));
+        assert_eq!(reports[4].outcome, Outcome::Delivered);
+    }
+
+    #[tokio::test]
+    async fn a_key_twice_in_one_batch_waits_for_the_first() {
+        let port = Scripted::new(5);
+        let keyed = |index: usize, trigger: &str, key: &str| Job { key: Some(key.into()), ..job(index, trigger, None) };
+        port.script("fails", vec![Err(DeliveryError::Rejected { status: 400, code: None, message: "bad".into() })]);
+        let jobs = vec![keyed(0, "ok", "k1"), keyed(1, "ok", "k1"), keyed(2, "fails", "k2"), keyed(3, "fails", "k2"), keyed(4, "ok", "k1")];
+        let reports = run(&port, Pacer::new(8, 8), jobs, false, budget(10)).await;
+        let names: Vec<&str> = reports.iter().map(|r| r.outcome.name()).collect();
+        assert_eq!(names, ["delivered", "duplicate", "rejected", "delivered", "duplicate"]);
+    }
+
+    #[tokio::test]
+    async fn an_absurd_retry_after_does_not_poison_the_pacer() {
+        let port = Scripted::new(1);
+        port.script("t", vec![Err(DeliveryError::Throttled { retry_after: Some(Duration::from_secs(u64::MAX)), code: Some(CONCURRENCY_LIMIT_CODE.into()) })]);
+        let pacer = Arc::new(Pacer::new(4, 4));
+        let reports = deliver(port.clone(), pacer.clone(), Arc::new(Idempotency::in_memory()), vec![job(0, "t", None)], false, budget(5)).await;
+        assert!(matches!(reports[0].outcome, Outcome::Failed(DeliveryError::Throttled { .. })), "{:?}", reports[0]);
+        assert!(pacer.limit() >= 1);
+        pacer.pause(Duration::from_secs(u64::MAX));
+        pacer.on_throttled(Duration::MAX, true);
+    }
+
+    #[test]
+    fn a_poisoned_lock_is_recovered() {
+        let pacer = Arc::new(Pacer::new(4, 4));
+        let poisoner = pacer.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.state.lock().unwrap();
+            panic!("poison");
+        })
+        .join();
+        assert!(pacer.state.is_poisoned());
+        assert_eq!(pacer.limit(), 4);
+        pacer.on_backpressure();
     }
 
     #[test]
