@@ -2,7 +2,6 @@
 //! across warm invocations, the Dataverse custom-trigger call, and the
 //! classification of every answer into a [`DeliveryError`].
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,18 +30,7 @@ pub const TOKEN_LIFETIME_RANGE: (Duration, Duration) = (Duration::from_secs(60),
 /// The longest the secret may take when the caller gives no deadline.
 pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The port delivery talks to: one attempt at one trigger call, answered
-/// before `deadline`. A 401 is handled inside (token refreshed, retried once).
-pub trait DynamicsPort: Send + Sync + 'static {
-    fn send(&self, call: &TriggerCall, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send;
-}
-
-/// What a successful call tells about Dataverse's capacity.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Sent {
-    /// `x-ms-dop-hint`: the degree of parallelism Dataverse recommends.
-    pub dop_hint: Option<usize>,
-}
+pub use crate::delivery::port::{DynamicsPort, Sent};
 
 #[derive(Debug, Default)]
 pub struct Counters {
