@@ -2,7 +2,6 @@
 //! across warm invocations, the Dataverse custom-trigger call, and the
 //! classification of every answer into a [`DeliveryError`].
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,19 +23,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tokens are refreshed at least this long before they expire (as MSAL does).
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 const TOKEN_FETCH_ATTEMPTS: u32 = 3;
+/// The most of a Retry-After that is honoured (upstream numbers are untrusted).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Token lifetimes (`expires_in`, `refresh_in`) are kept within this range.
+pub const TOKEN_LIFETIME_RANGE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(24 * 3600));
+/// The longest the secret may take when the caller gives no deadline.
+pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The port delivery talks to: one attempt at one trigger call, answered
-/// before `deadline`. A 401 is handled inside (token refreshed, retried once).
-pub trait DynamicsPort: Send + Sync + 'static {
-    fn send(&self, call: &TriggerCall, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send;
-}
-
-/// What a successful call tells about Dataverse's capacity.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Sent {
-    /// `x-ms-dop-hint`: the degree of parallelism Dataverse recommends.
-    pub dop_hint: Option<usize>,
-}
+pub use crate::delivery::port::{DynamicsPort, Sent};
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -51,6 +45,8 @@ pub struct Dynamics {
     base_override: Option<String>,
     tokens: Mutex<TokenState>,
     invocation: AtomicU64,
+    /// `x-ms-dop-hint` is kept within 1..=this (`D365_MAX_IN_FLIGHT`).
+    max_dop: usize,
     pub counters: Counters,
 }
 
@@ -87,7 +83,7 @@ fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Err
     })
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 struct EntraError {
     #[serde(default)]
     error: String,
@@ -122,6 +118,7 @@ impl Dynamics {
             base_override: settings.dataverse_base_url.clone(),
             tokens: Mutex::new(TokenState::default()),
             invocation: AtomicU64::new(0),
+            max_dop: settings.max_in_flight.max(1),
             counters: Counters::default(),
         }
     }
@@ -135,8 +132,14 @@ impl Dynamics {
         self.invocation.load(Ordering::SeqCst)
     }
 
+    /// The credentials, within [`CREDENTIALS_TIMEOUT`].
     pub async fn credentials(&self) -> Result<Arc<Credentials>, ConfigError> {
-        self.secrets.get(self.current_invocation()).await
+        self.credentials_until(Instant::now() + CREDENTIALS_TIMEOUT).await
+    }
+
+    /// The credentials, answered by `deadline`.
+    pub async fn credentials_until(&self, deadline: Instant) -> Result<Arc<Credentials>, ConfigError> {
+        self.secrets.get(self.current_invocation(), deadline).await
     }
 
     pub fn secrets(&self) -> &SecretStore {
@@ -178,7 +181,7 @@ impl Dynamics {
                 Err(error @ DeliveryError::Credentials { .. }) if !rotation_checked => {
                     // The secret may have been rotated: fetch it once more before giving up.
                     rotation_checked = true;
-                    match self.secrets.refresh(invocation, &creds.version).await {
+                    match self.secrets.refresh(invocation, &creds.version, deadline).await {
                         Ok((fresh, true)) => {
                             tracing::info!(message = "Entra rejected the cached credentials; retrying with the rotated secret.");
                             creds = fresh;
@@ -221,9 +224,10 @@ impl Dynamics {
         let url = format!("{}/{}/oauth2/v2.0/token", self.authority, creds.tenant_id);
         let scope = format!("https://{}/.default", creds.org_url_host);
         let mut last = DeliveryError::TokenUnavailable { detail: "no attempt made".into() };
+        let mut wait_at_least: Option<Duration> = None;
         for attempt in 0..TOKEN_FETCH_ATTEMPTS {
             if attempt > 0 {
-                let pause = Duration::from_millis(200 * 4u64.pow(attempt - 1));
+                let pause = Duration::from_millis(200 * 4u64.pow(attempt - 1)).max(wait_at_least.take().unwrap_or_default());
                 if Instant::now() + pause + Duration::from_millis(100) >= deadline {
                     break;
                 }
@@ -246,6 +250,7 @@ impl Dynamics {
                 }
             };
             let status = response.status();
+            let headers = response.headers().clone();
             let body = match response.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
@@ -256,32 +261,21 @@ impl Dynamics {
             if status.is_success() {
                 let parsed: TokenResponse = serde_json::from_slice(&body)
                     .map_err(|_| DeliveryError::TokenUnavailable { detail: "the token endpoint's answer is not a token".into() })?;
-                let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599));
+                let (shortest, longest) = TOKEN_LIFETIME_RANGE;
+                let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599)).clamp(shortest, longest);
                 let mut refresh_after = if lifetime > TOKEN_REFRESH_MARGIN * 2 { lifetime - TOKEN_REFRESH_MARGIN } else { lifetime / 2 };
                 if let Some(refresh_in) = parsed.refresh_in {
-                    refresh_after = refresh_after.min(Duration::from_secs(refresh_in));
+                    refresh_after = refresh_after.min(Duration::from_secs(refresh_in).clamp(shortest, longest));
                 }
                 return Ok((SecretString::from(parsed.access_token), started + refresh_after));
             }
-            let error: EntraError = serde_json::from_slice(&body).unwrap_or_default();
-            let code = error
-                .error_codes
-                .first()
-                .map(|c| format!("AADSTS{c}"))
-                .unwrap_or_else(|| if error.error.is_empty() { format!("HTTP {}", status.as_u16()) } else { error.error.clone() });
-            let description: String = error.error_description.lines().next().unwrap_or("").chars().take(200).collect();
-            let detail = format!("{} (HTTP {}): {}", if error.error.is_empty() { "error" } else { &error.error }, status.as_u16(), description);
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                last = DeliveryError::TokenUnavailable { detail };
-                continue;
+            match classify_token_error(status, &headers, &body) {
+                TokenRefusal::Retry { error, retry_after } => {
+                    last = error;
+                    wait_at_least = retry_after;
+                }
+                TokenRefusal::Credentials(error) | TokenRefusal::Fail(error) => return Err(error),
             }
-            let credential_problem = error.error_codes.iter().any(|c| CREDENTIAL_CODES.contains(c))
-                || matches!(error.error.as_str(), "invalid_client" | "unauthorized_client" | "invalid_scope" | "invalid_request")
-                || status.is_client_error();
-            if credential_problem {
-                return Err(DeliveryError::Credentials { code, detail });
-            }
-            last = DeliveryError::TokenUnavailable { detail };
         }
         Err(last)
     }
@@ -308,8 +302,18 @@ impl Dynamics {
 
 impl DynamicsPort for Dynamics {
     async fn send(&self, call: &TriggerCall, deadline: Instant) -> Result<Sent, DeliveryError> {
+        // Every step below is bounded too; this is the guarantee that nothing outlives the deadline.
+        match tokio::time::timeout_at(deadline.into(), self.send_once(call, deadline)).await {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::Transient { status: None, code: None, detail: "no answer before the invocation's cut-off".into() }),
+        }
+    }
+}
+
+impl Dynamics {
+    async fn send_once(&self, call: &TriggerCall, deadline: Instant) -> Result<Sent, DeliveryError> {
         let invocation = self.current_invocation();
-        let creds = self.secrets.get(invocation).await.map_err(DeliveryError::Config)?;
+        let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
         let mut token = self.token(creds, deadline).await?;
         let mut refreshed = false;
         let mut rotation_checked = false;
@@ -317,7 +321,8 @@ impl DynamicsPort for Dynamics {
             let response = self.post(&token.creds, &token.value, call, deadline).await?;
             let status = response.status();
             if status.is_success() {
-                return Ok(Sent { dop_hint: header_number(response.headers(), "x-ms-dop-hint") });
+                let dop_hint = header_number(response.headers(), "x-ms-dop-hint").filter(|h| *h > 0).map(|h| h.min(self.max_dop));
+                return Ok(Sent { dop_hint });
             }
             let headers = response.headers().clone();
             let body = response.bytes().await.unwrap_or_default();
@@ -330,14 +335,14 @@ impl DynamicsPort for Dynamics {
                 refreshed = true;
             } else if !rotation_checked {
                 rotation_checked = true;
-                match self.secrets.refresh(invocation, &token.creds.version).await {
+                match self.secrets.refresh(invocation, &token.creds.version, deadline).await {
                     Ok((_, true)) => {}
                     _ => return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&headers, &body) }),
                 }
             } else {
                 return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&headers, &body) });
             }
-            let creds = self.secrets.get(invocation).await.map_err(DeliveryError::Config)?;
+            let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
             token = self.token(creds, deadline).await?;
         }
     }
@@ -368,6 +373,59 @@ fn header_number(headers: &HeaderMap, name: &str) -> Option<usize> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// `Retry-After` in seconds, at most [`MAX_RETRY_AFTER`]: a number no clock can
+/// add is clamped, not trusted (HTTP dates are not used by Dataverse or Entra).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// What a non-2xx answer of the token endpoint means (SPEC §7).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenRefusal {
+    /// The client credentials are wrong (or rotated): AADSTS7000215, 7000222,
+    /// 700016, 90002, `invalid_client`.
+    Credentials(DeliveryError),
+    /// 429 or 5xx: may pass after `retry_after` (clamped).
+    Retry { error: DeliveryError, retry_after: Option<Duration> },
+    /// Any other refusal: not the credentials (a wrong scope, a malformed request,
+    /// a proxy or the wrong host), and no retry will help within this invocation.
+    Fail(DeliveryError),
+}
+
+/// Classifies the token endpoint's refusal by Entra's `error` and AADSTS codes,
+/// not by the status alone: a 4xx is not necessarily bad credentials.
+pub fn classify_token_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> TokenRefusal {
+    let parsed: Option<EntraError> = serde_json::from_slice(body).ok().filter(|e: &EntraError| !e.error.is_empty() || !e.error_codes.is_empty());
+    let error = parsed.clone().unwrap_or_default();
+    let code = error
+        .error_codes
+        .first()
+        .map(|c| format!("AADSTS{c}"))
+        .unwrap_or_else(|| if error.error.is_empty() { format!("HTTP {}", status.as_u16()) } else { error.error.clone() });
+    let description: String = error.error_description.lines().next().unwrap_or("").chars().take(200).collect();
+    let detail = format!("{} (HTTP {}): {}", if error.error.is_empty() { "error" } else { &error.error }, status.as_u16(), description);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let retry_after = retry_after(headers);
+        return TokenRefusal::Retry { error: DeliveryError::TokenUnavailable { detail: format!("throttled by Entra, {detail}") }, retry_after };
+    }
+    if status.is_server_error() {
+        return TokenRefusal::Retry { error: DeliveryError::TokenUnavailable { detail }, retry_after: retry_after(headers) };
+    }
+    if error.error_codes.iter().any(|c| CREDENTIAL_CODES.contains(c)) || error.error == "invalid_client" {
+        return TokenRefusal::Credentials(DeliveryError::Credentials { code, detail });
+    }
+    let problem = match &parsed {
+        Some(_) => format!("Entra refused the token request, not for the credentials ({code}, {detail}): check org_url and tenant_id in the secret"),
+        None => format!("the token endpoint answered HTTP {} without Entra's error JSON: check D365_AUTHORITY_HOST and any proxy on the way", status.as_u16()),
+    };
+    TokenRefusal::Fail(DeliveryError::Config(ConfigError::new(if parsed.is_some() { "secret" } else { "D365_AUTHORITY_HOST" }, problem)))
+}
+
 /// Dataverse's `{"error": {"code", "message"}}`.
 fn dataverse_error(body: &[u8]) -> (Option<String>, String) {
     let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -390,10 +448,7 @@ fn unauthorized_detail(headers: &HeaderMap, body: &[u8]) -> String {
 pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> DeliveryError {
     let (code, message) = dataverse_error(body);
     match status.as_u16() {
-        429 => DeliveryError::Throttled {
-            retry_after: header_number(headers, RETRY_AFTER.as_str()).map(|s| Duration::from_secs(s as u64)),
-            code,
-        },
+        429 => DeliveryError::Throttled { retry_after: retry_after(headers), code },
         408 => DeliveryError::Transient { status: Some(408), code, detail: format!("Dataverse answered 408: {message}") },
         s @ 500..=599 if s != 501 => DeliveryError::Transient { status: Some(s), code, detail: format!("Dataverse answered {s}: {message}") },
         s => DeliveryError::Rejected { status: s, code, message },
@@ -403,6 +458,68 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Deliver
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entra(error: &str, codes: &[u64]) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"error": error, "error_description": format!("AADSTS{}: described.", codes.first().unwrap_or(&0)), "error_codes": codes})).unwrap()
+    }
+
+    #[test]
+    fn token_refusals_are_classified_by_entra_code_not_status() {
+        let h = HeaderMap::new();
+        for (error, code) in [("invalid_client", 7000215), ("invalid_client", 7000222), ("unauthorized_client", 700016), ("invalid_request", 90002)] {
+            let refusal = classify_token_error(StatusCode::BAD_REQUEST, &h, &entra(error, &[code]));
+            assert!(matches!(&refusal, TokenRefusal::Credentials(DeliveryError::Credentials { code: c, .. }) if *c == format!("AADSTS{code}")), "{refusal:?}");
+        }
+        assert!(matches!(classify_token_error(StatusCode::UNAUTHORIZED, &h, &entra("invalid_client", &[])), TokenRefusal::Credentials(_)));
+        // A wrong scope or a malformed request is not the credentials.
+        for (error, code) in [("invalid_scope", 500011), ("invalid_request", 900144)] {
+            match classify_token_error(StatusCode::BAD_REQUEST, &h, &entra(error, &[code])) {
+                TokenRefusal::Fail(DeliveryError::Config(e)) => {
+                    assert_eq!(e.setting, "secret");
+                    assert!(e.problem.contains(&format!("AADSTS{code}")) && e.problem.contains("not for the credentials"), "{e}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A 4xx without Entra's JSON: a proxy or the wrong host.
+        match classify_token_error(StatusCode::FORBIDDEN, &h, b"<html>Forbidden</html>") {
+            TokenRefusal::Fail(DeliveryError::Config(e)) => assert_eq!(e.setting, "D365_AUTHORITY_HOST"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(classify_token_error(StatusCode::NOT_FOUND, &h, b"{}"), TokenRefusal::Fail(DeliveryError::Config(_))));
+        // 429: throttled, with Retry-After clamped; 5xx: unavailable.
+        let mut throttled = HeaderMap::new();
+        throttled.insert(RETRY_AFTER, "18446744073709551615".parse().unwrap());
+        match classify_token_error(StatusCode::TOO_MANY_REQUESTS, &throttled, &entra("temporarily_unavailable", &[90033])) {
+            TokenRefusal::Retry { error: DeliveryError::TokenUnavailable { detail }, retry_after } => {
+                assert_eq!(retry_after, Some(MAX_RETRY_AFTER));
+                assert!(detail.contains("throttled"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(classify_token_error(StatusCode::SERVICE_UNAVAILABLE, &h, b""), TokenRefusal::Retry { retry_after: None, .. }));
+    }
+
+    #[test]
+    fn retry_after_is_clamped_where_it_is_parsed() {
+        let at = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, v.parse().unwrap());
+            retry_after(&h)
+        };
+        assert_eq!(at("7"), Some(Duration::from_secs(7)));
+        assert_eq!(at("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(at("99999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(at("999999999999999999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(at("-1"), None);
+        assert_eq!(at("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &{
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, "99999999999999".parse().unwrap());
+            h
+        }, b"{}");
+        assert_eq!(e, DeliveryError::Throttled { retry_after: Some(MAX_RETRY_AFTER), code: None });
+    }
 
     #[test]
     fn answers_are_classified_by_status() {

@@ -3,7 +3,7 @@
 //! released after a failure, so a retry can proceed.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,6 +15,13 @@ use crate::outcome::DeliveryError;
 pub const MEMORY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// At most this many keys are kept in memory per execution environment.
 pub const MEMORY_CAPACITY: usize = 100_000;
+/// The longest a table write may take when no cut-off is given.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The memory stays consistent through a panic elsewhere; poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -83,8 +90,13 @@ impl Idempotency {
 
     /// Claims `key` until `until` (the invocation's cut-off), after which a stale claim lapses.
     pub async fn claim(&self, key: &str, until: Instant) -> Claim {
+        self.claim_within(key, until, until.max(Instant::now() + WRITE_TIMEOUT)).await
+    }
+
+    /// As [`Idempotency::claim`], the table given up at `answer_by` (the key is then `Unavailable`).
+    pub async fn claim_within(&self, key: &str, until: Instant, answer_by: Instant) -> Claim {
         {
-            let mut memory = self.memory.lock().unwrap();
+            let mut memory = lock(&self.memory);
             let now = Instant::now();
             match memory.entries.get(key) {
                 Some((State::Done, expires)) if *expires > now => return Claim::Done,
@@ -94,33 +106,53 @@ impl Idempotency {
             memory.insert(key, State::InProgress, until.max(now) + Duration::from_secs(1));
         }
         let Some(table) = &self.table else { return Claim::Claimed };
-        let claim = table.claim(key, until).await;
+        let claim = match tokio::time::timeout_at(answer_by.into(), table.claim(key, until)).await {
+            Ok(claim) => claim,
+            Err(_) => {
+                tracing::warn!(message = "Idempotency table did not answer in time; the record is not sent.");
+                Claim::Unavailable(DeliveryError::Transient { status: None, code: None, detail: "the idempotency table did not answer in time".into() })
+            }
+        };
         match &claim {
             Claim::Claimed => {}
             Claim::Done => self.complete_in_memory(key),
             Claim::InProgress | Claim::Unavailable(_) => {
-                self.memory.lock().unwrap().entries.remove(key);
+                lock(&self.memory).entries.remove(key);
             }
         }
         claim
     }
 
     pub async fn complete(&self, key: &str) {
-        self.complete_in_memory(key);
-        if let Some(table) = &self.table {
-            table.complete(key).await;
-        }
+        self.complete_until(key, Instant::now() + WRITE_TIMEOUT).await;
     }
 
     pub async fn release(&self, key: &str) {
-        self.memory.lock().unwrap().entries.remove(key);
+        self.release_until(key, Instant::now() + WRITE_TIMEOUT).await;
+    }
+
+    /// Marks `key` done; the table write is given up at `until` (the claim then lapses at its expiry).
+    pub async fn complete_until(&self, key: &str, until: Instant) {
+        self.complete_in_memory(key);
         if let Some(table) = &self.table {
-            table.release(key).await;
+            if tokio::time::timeout_at(until.into(), table.complete(key)).await.is_err() {
+                tracing::warn!(message = "Could not mark an idempotency key done in time; the claim lapses at its expiry.");
+            }
+        }
+    }
+
+    /// Releases `key` after a failed call; the table write is given up at `until`.
+    pub async fn release_until(&self, key: &str, until: Instant) {
+        lock(&self.memory).entries.remove(key);
+        if let Some(table) = &self.table {
+            if tokio::time::timeout_at(until.into(), table.release(key)).await.is_err() {
+                tracing::warn!(message = "Could not release an idempotency key in time; it lapses at its expiry.");
+            }
         }
     }
 
     fn complete_in_memory(&self, key: &str) {
-        let mut memory = self.memory.lock().unwrap();
+        let mut memory = lock(&self.memory);
         let ttl = memory.ttl;
         memory.insert(key, State::Done, Instant::now() + ttl);
     }

@@ -28,9 +28,21 @@ pub mod webhook;
 
 pub use handler::Relay;
 
-/// The AWS configuration chain (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_*`).
+/// Time limits of every AWS call (Secrets Manager, DynamoDB): a peer that accepts
+/// and never answers is given up well inside an invocation. The callers bound
+/// each call by the invocation's deadline as well.
+pub fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .read_timeout(std::time::Duration::from_secs(2))
+        .operation_attempt_timeout(std::time::Duration::from_secs(2))
+        .operation_timeout(std::time::Duration::from_secs(5))
+        .build()
+}
+
+/// The AWS configuration chain (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_*`), with [`aws_timeouts`].
 pub async fn aws_config_from_env() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(aws_timeouts()).load().await
 }
 
 /// A DynamoDB client for an emulator on `endpoint` (moto), with static test credentials.
@@ -41,6 +53,7 @@ pub fn dynamodb_client_for_endpoint(endpoint: &str) -> aws_sdk_dynamodb::Client 
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
         .endpoint_url(endpoint)
+        .timeout_config(aws_timeouts())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }
@@ -54,6 +67,7 @@ pub fn secrets_client_for_endpoint(endpoint: &str) -> aws_sdk_secretsmanager::Cl
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("sandbox", "sandbox", None, None, "sandbox"))
         .endpoint_url(endpoint)
+        .timeout_config(aws_timeouts())
         .build();
     aws_sdk_secretsmanager::Client::from_conf(config)
 }

@@ -30,9 +30,10 @@ impl SecretStore {
     }
 
     /// The cached credentials, fetched when missing or older than the TTL.
-    /// Concurrent callers share one fetch.
-    pub async fn get(&self, invocation: u64) -> Result<Arc<Credentials>, ConfigError> {
-        let mut state = self.state.lock().await;
+    /// Concurrent callers share one fetch. Answered by `deadline`: a Secrets
+    /// Manager that does not answer in time counts as a failed fetch.
+    pub async fn get(&self, invocation: u64, deadline: Instant) -> Result<Arc<Credentials>, ConfigError> {
+        let mut state = self.lock_until(deadline).await?;
         if let Some((creds, fetched)) = &state.current {
             if fetched.elapsed() < self.ttl {
                 return Ok(creds.clone());
@@ -42,7 +43,7 @@ impl SecretStore {
         let result = if failed_already {
             Err(state.failure.as_ref().map(|(_, e)| e.clone()).expect("checked"))
         } else {
-            self.fetch_into(&mut state, invocation).await
+            self.fetch_into(&mut state, invocation, deadline).await
         };
         match (result, &state.current) {
             // A Secrets Manager outage does not stop delivery: the expired copy is still used.
@@ -59,14 +60,14 @@ impl SecretStore {
     /// Fetches the secret again unless someone already replaced `seen_version`
     /// (a rotated secret is picked up without a redeploy). Returns the credentials
     /// now current and whether they differ from `seen_version`.
-    pub async fn refresh(&self, invocation: u64, seen_version: &str) -> Result<(Arc<Credentials>, bool), ConfigError> {
-        let mut state = self.state.lock().await;
+    pub async fn refresh(&self, invocation: u64, seen_version: &str, deadline: Instant) -> Result<(Arc<Credentials>, bool), ConfigError> {
+        let mut state = self.lock_until(deadline).await?;
         if let Some((creds, _)) = &state.current {
             if creds.version != seen_version {
                 return Ok((creds.clone(), true));
             }
         }
-        let creds = self.fetch_into(&mut state, invocation).await?;
+        let creds = self.fetch_into(&mut state, invocation, deadline).await?;
         let changed = creds.version != seen_version;
         Ok((creds, changed))
     }
@@ -76,9 +77,19 @@ impl SecretStore {
         self.state.lock().await.fetches
     }
 
-    async fn fetch_into(&self, state: &mut State, invocation: u64) -> Result<Arc<Credentials>, ConfigError> {
+    /// The state, unless another caller's fetch holds it past `deadline`.
+    async fn lock_until(&self, deadline: Instant) -> Result<tokio::sync::MutexGuard<'_, State>, ConfigError> {
+        tokio::time::timeout_at(deadline.into(), self.state.lock()).await.map_err(|_| self.too_slow())
+    }
+
+    fn too_slow(&self) -> ConfigError {
+        ConfigError::new("D365_SECRET_ID", format!("cannot read secret '{}': Secrets Manager did not answer before the invocation's cut-off", self.secret_id))
+    }
+
+    async fn fetch_into(&self, state: &mut State, invocation: u64, deadline: Instant) -> Result<Arc<Credentials>, ConfigError> {
         state.fetches += 1;
-        match self.fetch().await {
+        let fetched = tokio::time::timeout_at(deadline.into(), self.fetch()).await.unwrap_or_else(|_| Err(self.too_slow()));
+        match fetched {
             Ok(creds) => {
                 let creds = Arc::new(creds);
                 state.current = Some((creds.clone(), Instant::now()));

@@ -145,7 +145,8 @@ pub fn verify_signature(secret: Option<&[u8]>, headers: &HeaderMap, body: &[u8],
     let timestamp = header("x-timestamp").ok_or("missing X-Timestamp header")?;
     let signature = header("x-signature").ok_or("missing X-Signature header")?;
     let sent_ms: i64 = timestamp.parse().map_err(|_| "X-Timestamp is not unix epoch milliseconds")?;
-    if (now_ms - sent_ms).abs() > SIGNATURE_WINDOW_MS {
+    // abs_diff: any i64 the sender puts in the header, without overflow.
+    if now_ms.abs_diff(sent_ms) > SIGNATURE_WINDOW_MS.unsigned_abs() {
         return Err("X-Timestamp is more than 5 minutes from now: re-sign the request (and check the sender's clock)".into());
     }
     let given = signature
@@ -212,6 +213,16 @@ mod tests {
         assert!(verify_signature(Some(b"whsec"), &headers(&ts, &good[7..]), body, now).is_err());
         assert!(verify_signature(Some(b"whsec"), &HeaderMap::new(), body, now).unwrap_err().contains("X-Timestamp"));
         assert!(verify_signature(None, &headers(&ts, &good), body, now).unwrap_err().contains("not configured"));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_refused_without_overflow() {
+        let body = b"{}";
+        for (ts, now) in [(i64::MIN, 1_780_000_000_000i64), (i64::MAX, -1), (i64::MIN, i64::MAX), (i64::MAX, i64::MIN)] {
+            let ts = ts.to_string();
+            let sig = sign(b"whsec", &ts, body);
+            assert!(verify_signature(Some(b"whsec"), &headers(&ts, &sig), body, now).unwrap_err().contains("5 minutes"), "{ts} at {now}");
+        }
     }
 
     #[test]

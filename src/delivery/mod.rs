@@ -1,0 +1,28 @@
+//! Delivery (SPEC §6–7): runs trigger calls concurrently within an adaptive
+//! limit, retries what may pass, honours Retry-After for the whole execution
+//! environment, keeps FIFO order per message group, and finishes before the
+//! invocation's deadline.
+//!
+//! Cut as Vector's sinks are: [`retry`] says what an error means (one
+//! classifier) and runs the retry loop, [`pacer`] is the concurrency
+//! controller, [`scheduler`] orders the work (FIFO runs, idempotency, budget),
+//! and [`port`] is what delivery needs from Dynamics.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+pub mod pacer;
+pub mod port;
+pub mod retry;
+pub mod scheduler;
+
+pub use pacer::{Pacer, Slot, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
+pub use port::{DynamicsPort, Sent};
+pub use retry::{class, RetryClass, MAX_THROTTLED_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS};
+pub use scheduler::{deliver, Budget, Job, Report, Work};
+
+/// A std mutex whose poisoning is harmless: the state behind it stays consistent
+/// (every update is a few assignments), so a panic elsewhere must not fail every
+/// later invocation of the execution environment.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,148 @@
+//! What an error means, and the retry loop (SPEC §7). One classifier,
+//! [`class`], derived from the error type; the retry loop, the pacer and the
+//! record's outcome all ask it (as Vector's `RetryLogic`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::pacer::{Pacer, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
+use super::port::DynamicsPort;
+use super::scheduler::{Budget, Report};
+use crate::mapping::TriggerCall;
+use crate::outcome::{DeliveryError, Outcome};
+
+/// At most this many attempts for 5xx, timeouts and connection errors (SPEC §7).
+pub const MAX_TRANSIENT_ATTEMPTS: u32 = 4;
+/// At most this many attempts of one record answered 429.
+pub const MAX_THROTTLED_ATTEMPTS: u32 = 8;
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(4);
+
+/// What a failed attempt means.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryClass {
+    /// Dataverse refused it for good (400/403/404…): not retried, `rejected`.
+    Permanent,
+    /// 500, 502, 504…: retried with backoff.
+    Transient,
+    /// No answer, 503 or 408: retried with backoff, and the limit shrinks.
+    BackPressure,
+    /// 429: retried after `retry_after` (clamped), which pauses the whole
+    /// environment; the concurrency limit (`0x80072326`) also lowers the limit.
+    Throttled { retry_after: Duration, concurrency_limit: bool },
+    /// Token or secret trouble, or a 401 to a fresh token: the Dynamics adapter
+    /// already refreshed and retried; not retried again here.
+    Auth,
+    /// Configuration, deadline, blocked group, internal error: not retried here.
+    Stop,
+}
+
+/// The one classifier.
+pub fn class(error: &DeliveryError) -> RetryClass {
+    match error {
+        DeliveryError::Rejected { .. } => RetryClass::Permanent,
+        DeliveryError::Throttled { retry_after, code } => RetryClass::Throttled {
+            retry_after: retry_after.unwrap_or(Duration::from_secs(1)).min(MAX_PAUSE),
+            concurrency_limit: code.as_deref() == Some(CONCURRENCY_LIMIT_CODE),
+        },
+        DeliveryError::Transient { status: None | Some(503) | Some(408), .. } => RetryClass::BackPressure,
+        DeliveryError::Transient { .. } => RetryClass::Transient,
+        DeliveryError::Unauthorized { .. } | DeliveryError::Credentials { .. } | DeliveryError::TokenUnavailable { .. } => RetryClass::Auth,
+        DeliveryError::Config(_) | DeliveryError::Deadline | DeliveryError::GroupBlocked { .. } | DeliveryError::Internal(_) => RetryClass::Stop,
+    }
+}
+
+/// The record's outcome after its last attempt: permanent errors are `rejected`, the rest `failed`.
+pub fn outcome_of(error: DeliveryError) -> Outcome {
+    match class(&error) {
+        RetryClass::Permanent => Outcome::Rejected(error),
+        _ => Outcome::Failed(error),
+    }
+}
+
+/// One record, with the retries of SPEC §7.
+pub(super) async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &TriggerCall, budget: Budget) -> Report {
+    let mut attempts = 0;
+    let mut transient = 0;
+    let mut throttled = 0;
+    let mut last: Option<DeliveryError> = None;
+    let first = Instant::now();
+    loop {
+        let Some(slot) = pacer.acquire(budget.start_cutoff).await else {
+            return Report::after(Outcome::Failed(last.unwrap_or(DeliveryError::Deadline)), attempts, throttled);
+        };
+        attempts += 1;
+        let started = Instant::now();
+        let error = match port.send(call, budget.hard_cutoff).await {
+            Ok(sent) => {
+                pacer.on_success(started.elapsed(), sent.dop_hint);
+                return Report { outcome: Outcome::Delivered, attempts, throttled, latency: Some(first.elapsed()) };
+            }
+            Err(error) => error,
+        };
+        drop(slot);
+        let class = class(&error);
+        pacer.on_error(&class);
+        match class {
+            // The pacer's pause is the wait.
+            RetryClass::Throttled { retry_after, .. } => {
+                throttled += 1;
+                if throttled >= MAX_THROTTLED_ATTEMPTS || Instant::now() + retry_after >= budget.start_cutoff {
+                    return Report::after(outcome_of(error), attempts, throttled);
+                }
+            }
+            RetryClass::Transient | RetryClass::BackPressure => {
+                transient += 1;
+                if transient >= MAX_TRANSIENT_ATTEMPTS {
+                    return Report::after(outcome_of(error), attempts, throttled);
+                }
+                let wait = backoff(transient);
+                if Instant::now() + wait >= budget.start_cutoff {
+                    return Report::after(outcome_of(error), attempts, throttled);
+                }
+                tokio::time::sleep(wait).await;
+            }
+            RetryClass::Permanent | RetryClass::Auth | RetryClass::Stop => return Report::after(outcome_of(error), attempts, throttled),
+        }
+        last = Some(error);
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait up to base × 2^(n−1), capped.
+fn backoff(retry: u32) -> Duration {
+    let ceiling = BACKOFF_BASE.saturating_mul(1 << (retry - 1).min(10)).min(BACKOFF_CAP);
+    let low = ceiling / 4;
+    low + Duration::from_millis(fastrand::u64(0..=(ceiling - low).as_millis() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for _ in 0..100 {
+            let first = backoff(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(200));
+            assert!(backoff(9) <= BACKOFF_CAP);
+        }
+    }
+
+    #[test]
+    fn one_classifier_for_every_error() {
+        let transient = |status| DeliveryError::Transient { status, code: None, detail: String::new() };
+        assert_eq!(class(&DeliveryError::Rejected { status: 404, code: None, message: String::new() }), RetryClass::Permanent);
+        assert_eq!(class(&transient(Some(500))), RetryClass::Transient);
+        assert_eq!(class(&transient(Some(503))), RetryClass::BackPressure);
+        assert_eq!(class(&transient(None)), RetryClass::BackPressure);
+        assert_eq!(
+            class(&DeliveryError::Throttled { retry_after: Some(Duration::MAX), code: Some(CONCURRENCY_LIMIT_CODE.into()) }),
+            RetryClass::Throttled { retry_after: MAX_PAUSE, concurrency_limit: true }
+        );
+        assert_eq!(class(&DeliveryError::Throttled { retry_after: None, code: None }), RetryClass::Throttled { retry_after: Duration::from_secs(1), concurrency_limit: false });
+        assert_eq!(class(&DeliveryError::TokenUnavailable { detail: String::new() }), RetryClass::Auth);
+        assert_eq!(class(&DeliveryError::Deadline), RetryClass::Stop);
+        assert!(matches!(outcome_of(DeliveryError::Rejected { status: 400, code: None, message: String::new() }), Outcome::Rejected(_)));
+        assert!(matches!(outcome_of(transient(Some(500))), Outcome::Failed(_)));
+    }
+}

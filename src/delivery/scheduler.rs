@@ -1,0 +1,435 @@
+//! Scheduling (SPEC §6, §11): FIFO runs per message group, the idempotency
+//! claim and its settling, records of the same key in turn, and the budget.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use super::lock;
+use super::pacer::Pacer;
+use super::port::DynamicsPort;
+use super::retry::deliver_one;
+use crate::idempotency::{Claim, Idempotency};
+use crate::mapping::TriggerCall;
+use crate::outcome::{DeliveryError, Outcome};
+
+/// When to stop starting calls, when every call must be done, and when the
+/// bookkeeping after them (the idempotency writes) must be done.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub start_cutoff: Instant,
+    pub hard_cutoff: Instant,
+    pub settle_cutoff: Instant,
+}
+
+impl Budget {
+    /// Leaves a reserve before `deadline` (a tenth of the time left, 200 ms to 1 s)
+    /// for the bookkeeping and the answer, and as much again in which no new call
+    /// is started; half the reserve is the bookkeeping's.
+    pub fn until(deadline: Instant) -> Budget {
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let reserve = (left / 10).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        let hard_cutoff = deadline.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
+        let start_cutoff = hard_cutoff.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
+        let settle_cutoff = (hard_cutoff + reserve / 2).min(deadline).max(hard_cutoff);
+        Budget { start_cutoff, hard_cutoff, settle_cutoff }
+    }
+}
+
+/// One record for delivery: a call to make, or an outcome already decided.
+pub struct Job {
+    pub index: usize,
+    /// FIFO message group.
+    pub group: Option<String>,
+    /// Idempotency key (SPEC §11).
+    pub key: Option<String>,
+    pub work: Work,
+}
+
+pub enum Work {
+    Send(TriggerCall),
+    Done(Outcome),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub attempts: u32,
+    /// Attempts answered 429.
+    pub throttled: u32,
+    /// From the first attempt to the 2xx (delivered records).
+    pub latency: Option<Duration>,
+}
+
+impl Report {
+    pub(super) fn done(outcome: Outcome) -> Report {
+        Report { outcome, attempts: 0, throttled: 0, latency: None }
+    }
+
+    pub(super) fn after(outcome: Outcome, attempts: u32, throttled: u32) -> Report {
+        Report { outcome, attempts, throttled, latency: None }
+    }
+}
+
+/// A record's turn among the records of the same idempotency key in one batch
+/// (SPEC §11): it waits for the previous one to finish (delivered, so this one
+/// is a duplicate, or failed and released, so this one is attempted), and lets
+/// the next one go when it is dropped.
+#[derive(Default)]
+struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    _done: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// Whether the previous record of the key finished before `until`.
+    async fn wait(&mut self, until: Instant) -> bool {
+        match self.after.take() {
+            // The sender is dropped when the previous record is done (or its task ended).
+            Some(after) => tokio::time::timeout_at(until.into(), after).await.is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// One turn per job, chained per idempotency key in job order.
+fn turns(jobs: &[Job]) -> Vec<Turn> {
+    let mut last: HashMap<&str, oneshot::Receiver<()>> = HashMap::new();
+    jobs.iter()
+        .map(|job| match (&job.key, &job.work) {
+            (Some(key), Work::Send(_)) => {
+                let (done, next) = oneshot::channel();
+                Turn { after: last.insert(key.as_str(), next), _done: Some(done) }
+            }
+            _ => Turn::default(),
+        })
+        .collect()
+}
+
+/// Delivers every job; the reports come back in job order, one per job.
+pub async fn deliver<P: DynamicsPort>(
+    port: Arc<P>,
+    pacer: Arc<Pacer>,
+    idempotency: Arc<Idempotency>,
+    jobs: Vec<Job>,
+    fifo: bool,
+    budget: Budget,
+) -> Vec<Report> {
+    let count = jobs.len();
+    let slots: Arc<Mutex<Vec<Option<Report>>>> = Arc::new(Mutex::new(vec![None; count]));
+    let positions: HashMap<usize, usize> = jobs.iter().enumerate().map(|(pos, j)| (j.index, pos)).collect();
+    let turns = turns(&jobs);
+
+    // Standard queues: every job on its own. FIFO: one sequence per message group.
+    let mut sequences: BTreeMap<String, Vec<(Job, Turn)>> = BTreeMap::new();
+    let mut singles = Vec::new();
+    for (job, turn) in jobs.into_iter().zip(turns) {
+        if fifo {
+            sequences.entry(job.group.clone().unwrap_or_default()).or_default().push((job, turn));
+        } else {
+            singles.push(vec![(job, turn)]);
+        }
+    }
+    let runs: Vec<Vec<(Job, Turn)>> = singles.into_iter().chain(sequences.into_values()).collect();
+
+    let mut tasks = JoinSet::new();
+    let mut task_positions: HashMap<tokio::task::Id, (Vec<usize>, Option<String>)> = HashMap::new();
+    for run in runs {
+        // Decided jobs outside FIFO need no task.
+        if !fifo && matches!(run[0].0.work, Work::Done(_)) {
+            let (job, _) = run.into_iter().next().expect("one job");
+            let Work::Done(outcome) = job.work else { unreachable!() };
+            lock(&slots)[positions[&job.index]] = Some(Report::done(outcome));
+            continue;
+        }
+        let run_positions: Vec<usize> = run.iter().map(|(j, _)| positions[&j.index]).collect();
+        let group = run[0].0.group.clone();
+        let (port, pacer, idempotency, slots) = (port.clone(), pacer.clone(), idempotency.clone(), slots.clone());
+        let positions = run_positions.clone();
+        let handle = tasks.spawn(async move {
+            let mut blocked_by: Option<String> = None;
+            for ((job, mut turn), position) in run.into_iter().zip(positions) {
+                let mut claimed = None;
+                let report = match (&blocked_by, job.work) {
+                    (Some(group), _) => Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone() })),
+                    (None, Work::Done(outcome)) => Report::done(outcome),
+                    (None, Work::Send(_)) if !turn.wait(budget.start_cutoff).await => Report::done(Outcome::Failed(DeliveryError::Deadline)),
+                    (None, Work::Send(call)) => match claim(&idempotency, job.key.as_deref(), budget).await {
+                        Err(report) => report,
+                        Ok(key) => {
+                            claimed = key;
+                            deliver_one(&*port, &pacer, &call, budget).await
+                        }
+                    },
+                };
+                if fifo && !report.outcome.is_success() {
+                    blocked_by = Some(job.group.clone().unwrap_or_default());
+                }
+                let delivered = report.outcome == Outcome::Delivered;
+                // The answer is known before the bookkeeping: a slow write cannot turn a delivery into a failure.
+                lock(&slots)[position] = Some(report);
+                if let Some(key) = claimed {
+                    settle(&idempotency, &key, delivered, budget).await;
+                }
+                drop(turn);
+            }
+        });
+        task_positions.insert(handle.id(), (run_positions, group));
+    }
+
+    // Every attempt ends by the hard cut-off and its bookkeeping by the settle
+    // cut-off; the margin covers scheduling only.
+    let collect = async {
+        while let Some(joined) = tasks.join_next_with_id().await {
+            if let Err(error) = joined {
+                if error.is_panic() {
+                    let mut slots = lock(&slots);
+                    let Some((run, group)) = task_positions.get(&error.id()) else { continue };
+                    let mut panicked = false;
+                    for &position in run {
+                        if slots[position].is_some() {
+                            continue;
+                        }
+                        if !panicked {
+                            tracing::error!(message = "A record's work panicked; it is reported failed.", index = position);
+                            slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::Internal("the record's work panicked".into()))));
+                            panicked = true;
+                        } else {
+                            // Later records of a FIFO group do not run past it.
+                            slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone().unwrap_or_default() })));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if tokio::time::timeout_at((budget.settle_cutoff + Duration::from_millis(25)).into(), collect).await.is_err() {
+        tasks.abort_all();
+    }
+    let slots = std::mem::take(&mut *lock(&slots));
+    slots
+        .into_iter()
+        .map(|slot| slot.unwrap_or_else(|| Report::done(Outcome::Failed(DeliveryError::Deadline))))
+        .collect()
+}
+
+/// Claims the record's idempotency key (SPEC §11): `Ok(Some(key))` to go ahead
+/// and settle the key afterwards, `Ok(None)` without a key, `Err` with the
+/// record's report when it must not be sent.
+async fn claim(idempotency: &Idempotency, key: Option<&str>, budget: Budget) -> Result<Option<String>, Report> {
+    let Some(key) = key else { return Ok(None) };
+    match idempotency.claim_within(key, budget.hard_cutoff, budget.start_cutoff).await {
+        Claim::Done => Err(Report::done(Outcome::Duplicate)),
+        Claim::InProgress => Err(Report::done(Outcome::Failed(DeliveryError::Transient {
+            status: None,
+            code: None,
+            detail: "the same event is being delivered by another invocation".into(),
+        }))),
+        Claim::Unavailable(error) => Err(Report::done(Outcome::Failed(error))),
+        Claim::Claimed => Ok(Some(key.to_string())),
+    }
+}
+
+/// Marks the key done after a delivery, else releases it; bounded by the settle cut-off.
+async fn settle(idempotency: &Idempotency, key: &str, delivered: bool, budget: Budget) {
+    if delivered {
+        idempotency.complete_until(key, budget.settle_cutoff).await;
+    } else {
+        idempotency.release_until(key, budget.settle_cutoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::pacer::CONCURRENCY_LIMIT_CODE;
+    use crate::delivery::port::Sent;
+    use serde_json::Map;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A Dynamics port answering from a script, tracking concurrency.
+    struct Scripted {
+        answers: Mutex<HashMap<String, Vec<Result<Sent, DeliveryError>>>>,
+        calls: Mutex<Vec<String>>,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+        latency: Duration,
+    }
+
+    impl Scripted {
+        fn new(latency_ms: u64) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                answers: Mutex::new(HashMap::new()),
+                calls: Mutex::new(Vec::new()),
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: AtomicUsize::new(0),
+                latency: Duration::from_millis(latency_ms),
+            })
+        }
+        fn script(&self, trigger: &str, answers: Vec<Result<Sent, DeliveryError>>) {
+            self.answers.lock().unwrap().insert(trigger.into(), answers);
+        }
+    }
+
+    impl DynamicsPort for Scripted {
+        async fn send(&self, call: &TriggerCall, _deadline: Instant) -> Result<Sent, DeliveryError> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            self.calls.lock().unwrap().push(call.trigger.clone());
+            tokio::time::sleep(self.latency).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if call.trigger == "panic" {
+                panic!("boom");
+            }
+            let mut answers = self.answers.lock().unwrap();
+            match answers.get_mut(&call.trigger) {
+                Some(list) if !list.is_empty() => list.remove(0),
+                _ => Ok(Sent::default()),
+            }
+        }
+    }
+
+    fn job(index: usize, trigger: &str, group: Option<&str>) -> Job {
+        Job { index, group: group.map(str::to_string), key: None, work: Work::Send(TriggerCall { trigger: trigger.into(), body: Map::new() }) }
+    }
+
+    fn budget(secs: u64) -> Budget {
+        Budget::until(Instant::now() + Duration::from_secs(secs))
+    }
+
+    async fn run(port: &Arc<Scripted>, pacer: Pacer, jobs: Vec<Job>, fifo: bool, budget: Budget) -> Vec<Report> {
+        deliver(port.clone(), Arc::new(pacer), Arc::new(Idempotency::in_memory()), jobs, fifo, budget).await
+    }
+
+    fn transient() -> DeliveryError {
+        DeliveryError::Transient { status: Some(503), code: None, detail: "503".into() }
+    }
+
+    #[tokio::test]
+    async fn concurrency_never_exceeds_the_ceiling() {
+        let port = Scripted::new(20);
+        let jobs = (0..40).map(|i| job(i, "t", None)).collect();
+        let reports = run(&port, Pacer::new(8, 8), jobs, false, budget(10)).await;
+        assert!(reports.iter().all(|r| r.outcome == Outcome::Delivered));
+        assert_eq!(port.max_in_flight.load(Ordering::SeqCst), 8);
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_at_most_four_times() {
+        let port = Scripted::new(1);
+        port.script("flaky", vec![Err(transient()), Err(transient()), Ok(Sent::default())]);
+        port.script("down", vec![Err(transient()); 10]);
+        let reports = run(&port, Pacer::new(4, 4), vec![job(0, "flaky", None), job(1, "down", None)], false, budget(30)).await;
+        assert_eq!((reports[0].outcome.clone(), reports[0].attempts), (Outcome::Delivered, 3));
+        assert_eq!(reports[1], Report::after(Outcome::Failed(transient()), 4, 0));
+    }
+
+    #[tokio::test]
+    async fn rejections_are_not_retried() {
+        let port = Scripted::new(1);
+        let rejected = DeliveryError::Rejected { status: 404, code: Some("0x8006088a".into()), message: "nope".into() };
+        port.script("gone", vec![Err(rejected.clone())]);
+        let reports = run(&port, Pacer::new(4, 4), vec![job(0, "gone", None)], false, budget(10)).await;
+        assert_eq!(reports[0], Report::after(Outcome::Rejected(rejected), 1, 0));
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured_when_it_fits_and_reported_when_not() {
+        let port = Scripted::new(1);
+        let throttled = |s| Err(DeliveryError::Throttled { retry_after: Some(Duration::from_secs(s)), code: None });
+        port.script("short", vec![throttled(1), Ok(Sent::default())]);
+        let started = Instant::now();
+        let reports = run(&port, Pacer::new(4, 4), vec![job(0, "short", None)], false, budget(10)).await;
+        assert_eq!(reports[0].outcome, Outcome::Delivered);
+        assert!(started.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
+
+        port.script("long", vec![throttled(60)]);
+        let started = Instant::now();
+        let reports = run(&port, Pacer::new(4, 4), vec![job(0, "long", None)], false, budget(5)).await;
+        assert!(matches!(reports[0].outcome, Outcome::Failed(DeliveryError::Throttled { .. })));
+        assert!(started.elapsed() < Duration::from_secs(1), "did not wait for a pause past the deadline");
+    }
+
+    #[tokio::test]
+    async fn fifo_stops_a_group_at_its_first_failure_and_other_groups_go_on() {
+        let port = Scripted::new(1);
+        let rejected = DeliveryError::Rejected { status: 400, code: None, message: "bad".into() };
+        port.script("a-bad", vec![Err(rejected.clone())]);
+        let jobs = vec![
+            job(0, "a-ok", Some("a")),
+            job(1, "a-bad", Some("a")),
+            job(2, "a-later", Some("a")),
+            job(3, "b-ok", Some("b")),
+            Job { index: 4, group: Some("b".into()), key: None, work: Work::Done(Outcome::Invalid { reason: "x".into() }) },
+            job(5, "b-later", Some("b")),
+            job(6, "c-ok", Some("c")),
+        ];
+        let reports = run(&port, Pacer::new(4, 4), jobs, true, budget(10)).await;
+        let names: Vec<&str> = reports.iter().map(|r| r.outcome.name()).collect();
+        assert_eq!(names, ["delivered", "rejected", "failed", "delivered", "invalid", "failed", "delivered"]);
+        assert_eq!(reports[2].outcome, Outcome::Failed(DeliveryError::GroupBlocked { group: "a".into() }));
+        let calls = port.calls.lock().unwrap().clone();
+        assert!(!calls.contains(&"a-later".to_string()) && !calls.contains(&"b-later".to_string()));
+    }
+
+    #[tokio::test]
+    async fn records_not_done_by_the_deadline_are_reported_failed() {
+        let port = Scripted::new(400);
+        let jobs = (0..10).map(|i| job(i, "t", None)).collect();
+        let started = Instant::now();
+        let reports = run(&port, Pacer::new(1, 1), jobs, false, Budget::until(Instant::now() + Duration::from_millis(1500))).await;
+        assert!(started.elapsed() < Duration::from_millis(1500), "answered before the deadline");
+        let delivered = reports.iter().filter(|r| r.outcome == Outcome::Delivered).count();
+        assert!((1..10).contains(&delivered), "{delivered}");
+        assert!(reports.iter().filter(|r| r.outcome != Outcome::Delivered).all(|r| r.outcome == Outcome::Failed(DeliveryError::Deadline)));
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_only_its_record() {
+        let port = Scripted::new(1);
+        let reports = run(&port, Pacer::new(4, 4), vec![job(0, "ok", None), job(1, "panic", None), job(2, "ok", None)], false, budget(10)).await;
+        assert_eq!(reports[0].outcome, Outcome::Delivered);
+        assert!(matches!(reports[1].outcome, Outcome::Failed(DeliveryError::Internal(_))));
+        assert_eq!(reports[2].outcome, Outcome::Delivered);
+    }
+
+    #[tokio::test]
+    async fn after_a_panic_the_rest_of_its_fifo_group_is_blocked() {
+        let port = Scripted::new(1);
+        let jobs = vec![job(0, "a-ok", Some("a")), job(1, "panic", Some("a")), job(2, "a-later", Some("a")), job(3, "a-last", Some("a")), job(4, "b-ok", Some("b"))];
+        let reports = run(&port, Pacer::new(4, 4), jobs, true, budget(10)).await;
+        assert_eq!(reports[0].outcome, Outcome::Delivered);
+        assert!(matches!(reports[1].outcome, Outcome::Failed(DeliveryError::Internal(_))));
+        assert_eq!(reports[2].outcome, Outcome::Failed(DeliveryError::GroupBlocked { group: "a".into() }));
+        assert_eq!(reports[3].outcome, Outcome::Failed(DeliveryError::GroupBlocked { group: "a".into() }));
+        assert_eq!(reports[4].outcome, Outcome::Delivered);
+    }
+
+    #[tokio::test]
+    async fn a_key_twice_in_one_batch_waits_for_the_first() {
+        let port = Scripted::new(5);
+        let keyed = |index: usize, trigger: &str, key: &str| Job { key: Some(key.into()), ..job(index, trigger, None) };
+        port.script("fails", vec![Err(DeliveryError::Rejected { status: 400, code: None, message: "bad".into() })]);
+        let jobs = vec![keyed(0, "ok", "k1"), keyed(1, "ok", "k1"), keyed(2, "fails", "k2"), keyed(3, "fails", "k2"), keyed(4, "ok", "k1")];
+        let reports = run(&port, Pacer::new(8, 8), jobs, false, budget(10)).await;
+        let names: Vec<&str> = reports.iter().map(|r| r.outcome.name()).collect();
+        assert_eq!(names, ["delivered", "duplicate", "rejected", "delivered", "duplicate"]);
+    }
+
+    #[tokio::test]
+    async fn an_absurd_retry_after_does_not_poison_the_pacer() {
+        let port = Scripted::new(1);
+        port.script("t", vec![Err(DeliveryError::Throttled { retry_after: Some(Duration::from_secs(u64::MAX)), code: Some(CONCURRENCY_LIMIT_CODE.into()) })]);
+        let pacer = Arc::new(Pacer::new(4, 4));
+        let reports = deliver(port.clone(), pacer.clone(), Arc::new(Idempotency::in_memory()), vec![job(0, "t", None)], false, budget(5)).await;
+        assert!(matches!(reports[0].outcome, Outcome::Failed(DeliveryError::Throttled { .. })), "{:?}", reports[0]);
+        assert!(pacer.limit() >= 1);
+        pacer.pause(Duration::from_secs(u64::MAX));
+        pacer.on_throttled(Duration::MAX, true);
+    }
+
+}
