@@ -527,7 +527,7 @@ mod tests {
         let body = br#"{"error":{"code":"0x8006088a","message":"Resource not found for the segment 'msdynmkt_X'."}}"#;
         let e = classify(StatusCode::NOT_FOUND, &h, body);
         assert_eq!(e, DeliveryError::Rejected { status: 404, code: Some("0x8006088a".into()), message: "Resource not found for the segment 'msdynmkt_X'.".into() });
-        assert!(!e.retryable());
+        assert_eq!(crate::delivery::retry::class(&e), crate::delivery::retry::RetryClass::Permanent);
         assert!(matches!(classify(StatusCode::BAD_REQUEST, &h, b"{}"), DeliveryError::Rejected { status: 400, .. }));
         assert!(matches!(classify(StatusCode::FORBIDDEN, &h, b"{}"), DeliveryError::Rejected { status: 403, .. }));
         assert!(matches!(classify(StatusCode::SERVICE_UNAVAILABLE, &h, b"oops"), DeliveryError::Transient { status: Some(503), .. }));
@@ -536,6 +536,6 @@ mod tests {
         h.insert(RETRY_AFTER, "7".parse().unwrap());
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &h, br#"{"error":{"code":"0x80072322","message":"limit"}}"#);
         assert_eq!(e, DeliveryError::Throttled { retry_after: Some(Duration::from_secs(7)), code: Some("0x80072322".into()) });
-        assert!(e.retryable());
+        assert!(matches!(crate::delivery::retry::class(&e), crate::delivery::retry::RetryClass::Throttled { .. }));
     }
 }

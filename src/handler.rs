@@ -89,9 +89,11 @@ impl Relay {
 
     /// Settings, credentials and the default trigger for one invocation, or
     /// the configuration error every record of it fails with (SPEC §2.1).
-    async fn prepare(&self) -> Result<Prepared<'_>, ConfigError> {
+    /// The secret is read within the invocation's budget: a stalled Secrets
+    /// Manager fails the records in time rather than outliving the invocation.
+    async fn prepare(&self, budget: &Budget) -> Result<Prepared<'_>, ConfigError> {
         let Wiring { settings, dynamics } = self.wiring.as_ref().map_err(Clone::clone)?;
-        let credentials = dynamics.credentials().await?;
+        let credentials = dynamics.credentials_until(budget.hard_cutoff).await?;
         let default_trigger = settings.trigger_name.clone().or_else(|| credentials.trigger_name.clone());
         settings.mapping.check_triggers(default_trigger.as_deref())?;
         Ok(Prepared { settings, dynamics, credentials, default_trigger })
@@ -144,7 +146,8 @@ impl Relay {
             Ok(body) => body,
             Err(answer) => return reject(answer),
         };
-        let prepared = match self.prepare().await {
+        let budget = Budget::until(deadline);
+        let prepared = match self.prepare(&budget).await {
             Ok(prepared) => prepared,
             Err(error) => {
                 tracing::error!(message = "Configuration error.", error = %error);
@@ -161,7 +164,7 @@ impl Relay {
             Ok(events) => events,
             Err(answer) => return reject(answer),
         };
-        let results = self.process(&prepared, intake::direct_records(events), false, Budget::until(deadline)).await;
+        let results = self.process(&prepared, intake::direct_records(events), false, budget).await;
         let tally = self.log_summary("webhook", &results, started, tokens_before);
         webhook::answer(&results, &tally)
     }
@@ -169,7 +172,7 @@ impl Relay {
     /// Prepares the invocation, then maps and delivers its records; with a
     /// configuration error every record fails (never silently dropped).
     async fn prepare_and_process(&self, records: Vec<Incoming>, fifo: bool, budget: Budget) -> Vec<RecordResult> {
-        match self.prepare().await {
+        match self.prepare(&budget).await {
             Ok(prepared) => self.process(&prepared, records, fifo, budget).await,
             Err(error) => {
                 tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());

@@ -67,10 +67,6 @@ impl DeliveryError {
         }
     }
 
-    /// Whether the record should be tried again later (webhook 503, SQS redelivery).
-    pub fn retryable(&self) -> bool {
-        !matches!(self, DeliveryError::Rejected { .. })
-    }
 }
 
 /// The outcome of one record.
@@ -90,14 +86,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn from_error(error: DeliveryError) -> Outcome {
-        if error.retryable() {
-            Outcome::Failed(error)
-        } else {
-            Outcome::Rejected(error)
-        }
-    }
-
     pub fn name(&self) -> &'static str {
         match self {
             Outcome::Delivered => "delivered",

@@ -10,3 +10,4 @@ mod idempotency;
 mod relay;
 mod reliability;
 mod webhooks;
+mod upstream;

@@ -1,7 +1,6 @@
 //! Untrusted upstreams: absurd numbers from Dataverse, a Secrets Manager that
 //! never answers, a slow DynamoDB, and duplicates within one batch.
 
-mod common;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
+use crate::helpers::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use relay::sandbox::Faults;
+use d365_sandbox::Faults;
 use relay::Relay;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -97,7 +96,7 @@ async fn a_retry_after_is_clamped_so_the_environment_recovers() {
 
 #[tokio::test]
 async fn a_secrets_manager_that_never_answers_does_not_outlive_the_invocation() {
-    let sandbox = relay::sandbox::Sandbox::start(sandbox_config(), 0).await.unwrap();
+    let sandbox = d365_sandbox::Sandbox::start(sandbox_config(), 0).await.unwrap();
     let silent = silent_server().await;
     let mapping = mapping_file();
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", mapping.as_str())]);
@@ -116,7 +115,7 @@ async fn a_secrets_manager_that_never_answers_does_not_outlive_the_invocation() 
 #[tokio::test]
 async fn a_slow_done_write_at_the_cut_off_still_reports_the_record_delivered() {
     let (dynamo, answered) = slow_done_dynamodb(Duration::from_millis(150)).await;
-    let sandbox = relay::sandbox::Sandbox::start(sandbox_config(), 0).await.unwrap();
+    let sandbox = d365_sandbox::Sandbox::start(sandbox_config(), 0).await.unwrap();
     let mapping = mapping_file();
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", mapping.as_str()), ("D365_IDEMPOTENCY_TABLE", "keys")]);
     let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
