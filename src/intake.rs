@@ -304,6 +304,50 @@ mod tests {
     }
 
     #[test]
+    fn sns_eventbridge_and_alb_are_told_apart() {
+        let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": "{\"event\":\"E\"}"}}]});
+        match classify(sns) {
+            Ok(Source::Async { source: AsyncSource::Sns, records }) => assert_eq!(records[0].event, Ok(json!({"event": "E", "messageId": "m"}))),
+            _ => panic!("an SNS subscription"),
+        }
+        let eb = json!({"detail-type": "D", "source": "s", "detail": {}, "id": "i"});
+        assert!(matches!(classify(eb), Ok(Source::Async { source: AsyncSource::EventBridge, .. })));
+        let alb = json!({"requestContext": {"elb": {"targetGroupArn": "arn"}}, "httpMethod": "POST", "multiValueHeaders": {"x-api-key": ["k"]},
+                         "multiValueQueryStringParameters": {"code": ["a%20b"]}, "body": "{}"});
+        match classify(alb) {
+            Ok(Source::Http(r)) => {
+                assert_eq!(r.flavour, Flavour::Alb { multi_value: true });
+                assert_eq!(r.headers.get("x-api-key").unwrap(), "k");
+                assert_eq!(r.code.as_deref(), Some("a b"), "ALB query values arrive URL-encoded");
+            }
+            _ => panic!("an ALB request"),
+        }
+        let v2 = json!({"version": "2.0", "rawQueryString": "x=1&code=k%2By", "queryStringParameters": {"code": "ignored"}, "requestContext": {"http": {"method": "POST"}}, "headers": {"bad header": "x", "ok": 5}});
+        match classify(v2) {
+            Ok(Source::Http(r)) => {
+                assert_eq!(r.code.as_deref(), Some("k+y"));
+                assert!(r.headers.is_empty(), "invalid names and non-string values are skipped");
+            }
+            _ => panic!("an HTTP API request"),
+        }
+        assert!(matches!(classify(json!({"Records": [{"EventSource": "aws:sns"}, {"eventSource": "aws:sqs", "messageId": "m"}]})), Err(IntakeError::MalformedSqs(_))));
+    }
+
+    #[test]
+    fn sqs_records_read_only_what_is_used() {
+        let sqs = json!({"Records": [
+            {"messageId": "a", "eventSource": "aws:sqs", "body": "{\"event\":\"E\"}", "attributes": null, "messageAttributes": {"x": {"binaryValue": "%%%"}}},
+            {"messageId": "b", "eventSource": "aws:sqs", "attributes": {"MessageGroupId": 5}},
+            {"messageId": "c", "eventSource": "aws:sqs", "body": "{\"message\":\"foo\"}", "attributes": {"MessageGroupId": "g"}}]});
+        let Ok(Source::Sqs { records, fifo: false }) = classify(sqs) else { panic!("an SQS batch") };
+        assert_eq!(records[0].event, Ok(json!({"event": "E"})));
+        assert_eq!(records[1].event, Err("the SQS message has no body".to_string()));
+        assert_eq!(records[1].group, None);
+        assert_eq!(records[2].event, Err(envelope::NOT_AN_EVENT.to_string()));
+        assert_eq!(records[2].group.as_deref(), Some("g"));
+    }
+
+    #[test]
     fn one_rule_for_lists_of_events() {
         assert_eq!(event_list(json!({"event": "E"})).unwrap().len(), 1);
         assert_eq!(event_list(json!({"batch": [{}, {}]})).unwrap().len(), 2);

@@ -99,3 +99,77 @@ pub fn eventbridge_event(map: &Map<String, Value>) -> Value {
     put("properties", Some(detail));
     Value::Object(event)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sns(message: &Value, id: &str) -> Value {
+        json!({"Type": "Notification", "MessageId": id, "Message": message.to_string(), "TopicArn": "t", "Signature": "x"})
+    }
+
+    #[test]
+    fn events_are_never_unwrapped() {
+        let event = json!({"type": "identify", "Type": "Notification", "Message": "{}", "detail-type": "x", "detail": {}});
+        assert_eq!(unwrap(event.clone()), Ok(event));
+        assert_eq!(unwrap(json!([1])), Ok(json!([1])), "not an object: judged by the mapping");
+    }
+
+    #[test]
+    fn sns_takes_the_inner_message_id_else_its_own() {
+        let with_id = json!({"event": "E", "messageId": "inner"});
+        assert_eq!(unwrap(sns(&with_id, "outer")).unwrap()["messageId"], "inner");
+        let without = json!({"event": "E", "messageId": ""});
+        assert_eq!(unwrap(sns(&without, "outer")).unwrap()["messageId"], "outer");
+        assert!(unwrap(json!({"Type": "Notification", "Message": "Hello\r\nworld!"})).unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn eventbridge_detail_is_the_event_or_builds_one() {
+        let segment = json!({"id": "eb-1", "detail-type": "Segment", "source": "s", "detail": {"type": "track", "event": "E", "userId": "u"}});
+        assert_eq!(unwrap(segment).unwrap(), json!({"type": "track", "event": "E", "userId": "u", "messageId": "eb-1"}));
+        let custom = json!({"id": "eb-2", "detail-type": "Order Completed", "source": "shop", "time": "2026-06-06T11:00:00Z",
+                            "detail": {"user_id": 7, "order_id": "O", "context": {"locale": "de-DE"}}});
+        assert_eq!(
+            unwrap(custom).unwrap(),
+            json!({"type": "track", "event": "Order Completed", "messageId": "eb-2", "timestamp": "2026-06-06T11:00:00Z", "userId": 7,
+                   "context": {"locale": "de-DE"}, "properties": {"user_id": 7, "order_id": "O", "context": {"locale": "de-DE"}}})
+        );
+        // Absent sources are left out, never null.
+        let bare = json!({"detail-type": "Ping", "detail": null});
+        assert_eq!(unwrap(bare).unwrap(), json!({"type": "track", "event": "Ping"}));
+    }
+
+    #[test]
+    fn envelopes_nest_and_anything_else_is_invalid() {
+        let eb = json!({"id": "eb-3", "detail-type": "Signed Up", "source": "s", "detail": {"userId": "u"}});
+        let nested = sns(&sns(&eb, "inner-sns"), "outer-sns");
+        assert_eq!(unwrap(nested).unwrap()["messageId"], "eb-3");
+        let dataverse = json!({"MessageName": "Created", "PrimaryEntityName": "lead", "PrimaryEntityId": "l-1", "OperationId": "op-1"});
+        assert_eq!(unwrap(sns(&dataverse, "s")).unwrap()["event"], "lead Create");
+        assert_eq!(unwrap(json!({"message": "foo"})), Err(NOT_AN_EVENT.to_string()));
+        assert_eq!(unwrap(json!({"Type": "SubscriptionConfirmation", "Message": "{}"})), Err(NOT_AN_EVENT.to_string()));
+        let mut deep = json!({"event": "E"});
+        for i in 0..=MAX_DEPTH {
+            deep = sns(&deep, &i.to_string());
+        }
+        assert!(unwrap(deep).unwrap_err().contains("nested"));
+    }
+
+    #[test]
+    fn the_remote_execution_context_becomes_the_row_s_event() {
+        let context: Value = serde_json::from_str(include_str!("../../tests/fixtures/dataverse-remote-execution-context.json")).unwrap();
+        let event = unwrap(context).unwrap();
+        assert_eq!(event["event"], "contact Update");
+        assert_eq!(event["messageId"], "3e8f5a2b-1c4d-4e6f-8a9b-0c1d2e3f4a5b");
+        assert_eq!(event["userId"], "7d4a2c6e-3b1f-4e0a-9c8d-2f6e5a4b3c21");
+        assert_eq!(event["timestamp"], "2026-06-06T10:00:01Z");
+        assert_eq!(
+            event["properties"],
+            json!({"firstname": "Jane", "contactid": "7d4a2c6e-3b1f-4e0a-9c8d-2f6e5a4b3c21", "fullname": "Jane Doe (sample)",
+                   "modifiedon": "2026-06-06T10:00:00Z", "modifiedby": "a1b2c3d4-0000-4000-8000-0000000000aa", "modifiedonbehalfby": null,
+                   "preferredcontactmethodcode": 2, "creditlimit": 2154.32, "emailaddress1": "jane.doe@example.com"})
+        );
+    }
+}
