@@ -19,7 +19,17 @@ const SAMPLES: &[(&str, &str, usize)] = &[
     ("apigw-rest.json", "API Gateway REST API (payload v1), signed webhook", 2),
     ("apigw-http.json", "API Gateway HTTP API (payload v2), signed webhook", 2),
     ("function-url.json", "Lambda function URL, signed webhook", 2),
+    ("sns.json", "SNS subscription invoking the function (a Product Added event in Sns.Message)", 1),
+    ("sqs-sns.json", "SNS topic -> SQS queue (raw delivery off): SNS notifications in SQS bodies", 2),
+    ("eventbridge.json", "EventBridge rule -> function: a custom shop event, detail-type as the event name", 1),
+    ("sqs-eventbridge.json", "EventBridge rule -> SQS queue: a Segment event as detail, and a custom one", 2),
+    ("alb.json", "Application Load Balancer (Lambda target), signed webhook", 2),
+    ("dataverse-webhook.json", "Dataverse webhook (RemoteExecutionContext, WebhookKey ?code=) to a function URL: contact Update", 1),
+    ("power-automate.json", "Power Automate HTTP action (X-Api-Key): the plain change-event form, contact Modified", 1),
 ];
+
+/// The demo accepts the signed samples (hmac) and the keyed ones (Dataverse, Power Automate).
+const WEBHOOK_AUTH: &str = "hmac,key";
 
 /// ANSI styles: on a terminal only, and never when `NO_COLOR` is set (no-color.org).
 struct Style {
@@ -53,7 +63,7 @@ async fn main() {
     println!("{bold}d365-sandbox{reset} on {} (Secrets Manager, Entra token endpoint, Dataverse)", sandbox.url());
 
     let mapping = format!("{root}/events/mapping.json");
-    let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping)]);
+    let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_WEBHOOK_AUTH", WEBHOOK_AUTH)]);
     let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client());
 
     let mut problems = Vec::new();

@@ -3,11 +3,12 @@
 
 usage: scripts/sign-events.py [--secret SECRET] [FILE ...]
 Defaults: the sandbox's webhook secret and events/apigw-rest.json,
-events/apigw-http.json, events/function-url.json. Standard library only.
+events/apigw-http.json, events/function-url.json, events/alb.json.
+Standard library only.
 """
 import argparse, base64, hashlib, hmac, json, time
 
-DEFAULT_FILES = ["events/apigw-rest.json", "events/apigw-http.json", "events/function-url.json"]
+DEFAULT_FILES = ["events/apigw-rest.json", "events/apigw-http.json", "events/function-url.json", "events/alb.json"]
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()

@@ -1,18 +1,18 @@
-//! The handler: one entry point for SQS, webhook and direct invocations, wired
-//! once per execution environment.
+//! The handler: one entry point for SQS, SNS, EventBridge, webhook (API Gateway,
+//! function URL, ALB) and direct invocations, wired once per execution environment.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::config::{ConfigError, Credentials, Settings, WebhookAuth};
 use crate::delivery::{self, Budget, Job, Pacer, Work};
 use crate::dynamics::Dynamics;
 use crate::idempotency::{self, Idempotency};
+use crate::auth::{self, SenderProof};
 use crate::intake::{self, HttpRequest, Incoming, IntakeError, Source};
 use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
@@ -51,7 +51,7 @@ impl Relay {
     pub fn new(settings: Result<Settings, ConfigError>, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Relay {
         let max_in_flight = settings.as_ref().map(|s| s.max_in_flight).unwrap_or(1);
         match &settings {
-            Ok(s) if s.webhook_auth == WebhookAuth::None => tracing::warn!(
+            Ok(s) if s.webhook_auth.contains(&WebhookAuth::None) => tracing::warn!(
                 message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer."
             ),
             Ok(_) => {}
@@ -104,7 +104,8 @@ impl Relay {
     }
 
     /// Handles one invocation. An `Err` makes Lambda retry the whole payload:
-    /// it is only returned for an SQS batch that cannot be answered safely.
+    /// it is only returned for a batch that cannot be answered safely, and for
+    /// an asynchronous invocation (SNS, EventBridge) with records not done.
     pub async fn handle(&self, payload: Value, deadline: Instant) -> Result<Value, IntakeError> {
         let started = Instant::now();
         let tokens_before = self.token_requests();
@@ -117,11 +118,20 @@ impl Relay {
                 tracing::error!(message = "Invocation rejected.", error = %error);
                 Err(error)
             }
-            Ok(Source::Sqs { event, fifo }) => {
-                let records = intake::sqs_records(event);
+            Ok(Source::Sqs { records, fifo }) => {
                 let results = self.prepare_and_process(records, fifo, Budget::until(deadline)).await;
                 self.log_summary(if fifo { "sqs-fifo" } else { "sqs" }, &results, started, tokens_before);
                 Ok(intake::sqs_response(&results))
+            }
+            Ok(Source::Async { source, records }) => {
+                let results = self.prepare_and_process(records, false, Budget::until(deadline)).await;
+                let tally = self.log_summary(source.name(), &results, started, tokens_before);
+                if tally.not_done() > 0 {
+                    let error = intake::not_delivered(source, &results, &tally);
+                    tracing::error!(message = "Invocation failed: Lambda retries it.", error = %error);
+                    return Err(error);
+                }
+                Ok(outcome::summary(&results, &tally))
             }
             Ok(Source::Direct(payload)) => {
                 let results = self.prepare_and_process(intake::direct_payload_records(payload), false, Budget::until(deadline)).await;
@@ -154,17 +164,20 @@ impl Relay {
                 return HttpAnswer::unavailable(format!("the relay is misconfigured ({})", error.setting), 60);
             }
         };
-        if prepared.settings.webhook_auth == WebhookAuth::Hmac {
-            let secret = prepared.credentials.webhook_secret.as_ref().map(|s| s.expose_secret().as_bytes());
-            if let Err(problem) = webhook::verify_signature(secret, &request.headers, &body, Utc::now().timestamp_millis()) {
-                return reject(HttpAnswer::error(401, problem));
-            }
-        }
+        let proof = SenderProof { headers: &request.headers, code: request.code.as_deref(), body: &body };
+        let accepted = match auth::authenticate(&prepared.settings.webhook_auth, &prepared.credentials, &proof, Utc::now().timestamp_millis()) {
+            Ok(accepted) => accepted,
+            Err(problem) => return reject(HttpAnswer::error(401, problem)),
+        };
         let events = match webhook::parse_events(&body) {
             Ok(events) => events,
             Err(answer) => return reject(answer),
         };
-        let results = self.process(&prepared, intake::direct_records(events), false, budget).await;
+        let mut records = intake::direct_records(events);
+        if let ([Incoming { event: Ok(event), .. }], Some(id)) = (records.as_mut_slice(), accepted.webhook_id.as_deref()) {
+            crate::envelope::fill_message_id(event, Some(id));
+        }
+        let results = self.process(&prepared, records, false, budget).await;
         let tally = self.log_summary("webhook", &results, started, tokens_before);
         webhook::answer(&results, &tally)
     }

@@ -1,12 +1,15 @@
-//! Intake: tells SQS batches, API Gateway / function URL requests and direct
-//! invocations apart by the payload's shape, turns them into records, and
-//! turns outcomes back into each source's answer (SPEC §5, §6, §8).
+//! Intake (SPEC §5, §6, §8, §12): tells the payload shapes apart — SQS batches,
+//! SNS subscriptions, EventBridge rules, API Gateway v1/v2, function URLs, ALB
+//! and direct invocations — turns them into records (each record's envelopes
+//! unwrapped, see [`crate::envelope`]), and turns outcomes back into each
+//! source's answer. Only the fields named here are read, from the JSON as it
+//! came: an odd field the relay does not use never fails a record or a batch.
 
-use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
-use aws_lambda_events::http::HeaderMap;
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use serde_json::Value;
+use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
+use serde_json::{Map, Value};
 
+use crate::envelope;
 use crate::outcome::RecordResult;
 
 /// A payload this function must not answer as if it were handled.
@@ -18,6 +21,12 @@ pub enum IntakeError {
     MissingMessageId { index: usize },
     #[error("HTTP event is malformed: {0}")]
     MalformedHttp(String),
+    /// An asynchronous invocation (SNS, EventBridge) with records neither
+    /// delivered, dropped nor duplicate: the error makes Lambda retry it and
+    /// finally hand it to the on-failure destination (delivered records come
+    /// back as duplicates).
+    #[error("{source_name}: {not_done} of {records} record(s) not delivered ({outcomes}); returned as an error so that Lambda's asynchronous retry and on-failure destination keep the event")]
+    NotDelivered { source_name: &'static str, not_done: u64, records: u64, outcomes: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +37,11 @@ pub enum Flavour {
     HttpApi,
     /// Lambda function URL (payload v2).
     FunctionUrl,
+    /// Application Load Balancer; `multi_value` when the target group sends multi-value headers.
+    Alb { multi_value: bool },
 }
 
-/// An HTTP request as API Gateway or a function URL delivers it.
+/// An HTTP request as API Gateway, a function URL or an ALB delivers it.
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
     pub flavour: Flavour,
@@ -38,10 +49,30 @@ pub struct HttpRequest {
     pub headers: HeaderMap,
     pub body: Option<String>,
     pub is_base64_encoded: bool,
+    /// The `code` query parameter, URL-decoded (the `key` sender scheme).
+    pub code: Option<String>,
+}
+
+/// An asynchronous invoker: its errors are retried by Lambda, not answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsyncSource {
+    Sns,
+    EventBridge,
+}
+
+impl AsyncSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            AsyncSource::Sns => "sns",
+            AsyncSource::EventBridge => "eventbridge",
+        }
+    }
 }
 
 pub enum Source {
-    Sqs { event: SqsEvent, fifo: bool },
+    Sqs { records: Vec<Incoming>, fifo: bool },
+    /// An SNS subscription or an EventBridge rule invoking the function.
+    Async { source: AsyncSource, records: Vec<Incoming> },
     Http(HttpRequest),
     /// Anything else: an event, a list of events or `{"batch": [...]}`.
     Direct(Value),
@@ -55,41 +86,63 @@ pub struct Incoming {
     pub sqs_id: Option<String>,
     /// FIFO `MessageGroupId`.
     pub group: Option<String>,
-    /// The event, or why it is not one.
+    /// The event (envelopes unwrapped), or why it is not one.
     pub event: Result<Value, String>,
 }
 
-pub fn classify(payload: Value) -> Result<Source, IntakeError> {
-    let is_object = payload.is_object();
-    let has = |key: &str| is_object && payload.get(key).is_some();
+fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
+    value.pointer(pointer).and_then(Value::as_str)
+}
 
-    if has("Records") {
-        let records = payload["Records"].as_array().ok_or_else(|| IntakeError::MalformedSqs("Records is not a list".into()))?;
-        for (i, r) in records.iter().enumerate() {
-            let source = r.get("eventSource").and_then(Value::as_str);
-            if source != Some("aws:sqs") {
-                return Err(IntakeError::MalformedSqs(format!("record {i} has eventSource {source:?}, expected \"aws:sqs\"")));
-            }
+pub fn classify(payload: Value) -> Result<Source, IntakeError> {
+    let Value::Object(map) = &payload else { return Ok(Source::Direct(payload)) };
+
+    if let Some(records) = map.get("Records") {
+        let records = records.as_array().ok_or_else(|| IntakeError::MalformedSqs("Records is not a list".into()))?;
+        let is_sns = |r: &Value| r.get("EventSource").and_then(Value::as_str) == Some("aws:sns");
+        let is_sqs = |r: &Value| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs");
+        if !records.is_empty() && records.iter().all(is_sns) {
+            return Ok(Source::Async { source: AsyncSource::Sns, records: sns_records(records) });
         }
-        let event: SqsEvent = serde_json::from_value(payload).map_err(|e| IntakeError::MalformedSqs(e.to_string()))?;
-        for (index, record) in event.records.iter().enumerate() {
-            if record.message_id.as_deref().is_none_or(|id| id.is_empty()) {
+        if let Some(i) = records.iter().position(|r| !is_sqs(r)) {
+            let source = records[i].get("eventSource").or_else(|| records[i].get("EventSource")).and_then(Value::as_str);
+            return Err(IntakeError::MalformedSqs(format!(
+                "record {i} has event source {source:?}: expected every record to be \"aws:sqs\" (eventSource) or every record \"aws:sns\" (EventSource)"
+            )));
+        }
+        for (index, record) in records.iter().enumerate() {
+            if record.get("messageId").and_then(Value::as_str).is_none_or(|id| id.is_empty()) {
                 return Err(IntakeError::MissingMessageId { index });
             }
         }
-        let fifo = event.records.iter().any(|r| r.event_source_arn.as_deref().is_some_and(|arn| arn.ends_with(".fifo")));
-        return Ok(Source::Sqs { event, fifo });
+        let fifo = records.iter().any(|r| r.get("eventSourceARN").and_then(Value::as_str).is_some_and(|arn| arn.ends_with(".fifo")));
+        return Ok(Source::Sqs { records: sqs_records(records), fifo });
     }
 
+    if map.get("detail-type").is_some_and(Value::is_string) && map.contains_key("source") && map.contains_key("detail") {
+        let event = envelope::unwrap(payload);
+        return Ok(Source::Async { source: AsyncSource::EventBridge, records: vec![Incoming { index: 0, sqs_id: None, group: None, event }] });
+    }
+
+    if payload.pointer("/requestContext/elb").is_some() {
+        let multi_value = map.get("multiValueHeaders").is_some_and(Value::is_object);
+        let code = query_param(map, "code").map(|raw| form_decode(&raw));
+        return Ok(Source::Http(http_request(&payload, Flavour::Alb { multi_value }, str_at(&payload, "/httpMethod"), code)));
+    }
+
+    let has = |key: &str| map.contains_key(key);
     if has("requestContext") || has("httpMethod") || has("routeKey") || has("rawPath") {
-        let v2 = payload.get("version").and_then(Value::as_str) == Some("2.0") || payload.pointer("/requestContext/http").is_some();
+        let v2 = str_at(&payload, "/version") == Some("2.0") || payload.pointer("/requestContext/http").is_some();
         let request = if v2 {
-            let r: ApiGatewayV2httpRequest = serde_json::from_value(payload).map_err(|e| IntakeError::MalformedHttp(e.to_string()))?;
-            let flavour = if r.request_context.domain_name.as_deref().is_some_and(|d| d.contains(".lambda-url.")) { Flavour::FunctionUrl } else { Flavour::HttpApi };
-            HttpRequest { flavour, method: r.request_context.http.method.to_string(), headers: r.headers, body: r.body, is_base64_encoded: r.is_base64_encoded }
+            let function_url = str_at(&payload, "/requestContext/domainName").is_some_and(|d| d.contains(".lambda-url."));
+            let flavour = if function_url { Flavour::FunctionUrl } else { Flavour::HttpApi };
+            let code = match str_at(&payload, "/rawQueryString") {
+                Some(raw) => form_urlencoded::parse(raw.as_bytes()).find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()),
+                None => query_param(map, "code"),
+            };
+            http_request(&payload, flavour, str_at(&payload, "/requestContext/http/method"), code)
         } else if has("httpMethod") {
-            let r: ApiGatewayProxyRequest = serde_json::from_value(payload).map_err(|e| IntakeError::MalformedHttp(e.to_string()))?;
-            HttpRequest { flavour: Flavour::Rest, method: r.http_method.to_string(), headers: r.headers, body: r.body, is_base64_encoded: r.is_base64_encoded }
+            http_request(&payload, Flavour::Rest, str_at(&payload, "/httpMethod"), query_param(map, "code"))
         } else {
             return Err(IntakeError::MalformedHttp("neither a REST (v1) nor an HTTP API (v2) payload".into()));
         };
@@ -97,6 +150,54 @@ pub fn classify(payload: Value) -> Result<Source, IntakeError> {
     }
 
     Ok(Source::Direct(payload))
+}
+
+fn http_request(payload: &Value, flavour: Flavour, method: Option<&str>, code: Option<String>) -> HttpRequest {
+    HttpRequest {
+        flavour,
+        method: method.unwrap_or_default().to_string(),
+        headers: headers_of(payload),
+        body: payload.get("body").and_then(Value::as_str).map(str::to_string),
+        is_base64_encoded: payload.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false),
+        code,
+    }
+}
+
+/// `headers`, then `multiValueHeaders` for names not already present; names or
+/// values that are not valid HTTP are skipped.
+fn headers_of(payload: &Value) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &str, value: &Value| {
+        if let (Ok(name), Some(Ok(value))) = (HeaderName::from_bytes(name.as_bytes()), value.as_str().map(HeaderValue::from_str)) {
+            headers.append(name, value);
+        }
+    };
+    if let Some(single) = payload.get("headers").and_then(Value::as_object) {
+        for (name, value) in single {
+            put(name, value);
+        }
+    }
+    let present: Vec<String> = payload.get("headers").and_then(Value::as_object).map(|h| h.keys().map(|k| k.to_ascii_lowercase()).collect()).unwrap_or_default();
+    if let Some(multi) = payload.get("multiValueHeaders").and_then(Value::as_object) {
+        for (name, values) in multi.iter().filter(|(n, _)| !present.contains(&n.to_ascii_lowercase())) {
+            for value in values.as_array().into_iter().flatten() {
+                put(name, value);
+            }
+        }
+    }
+    headers
+}
+
+/// A query parameter from `queryStringParameters`, else the first of `multiValueQueryStringParameters`.
+fn query_param(map: &Map<String, Value>, name: &str) -> Option<String> {
+    let single = map.get("queryStringParameters").and_then(|q| q.get(name)).and_then(Value::as_str);
+    let multi = || map.get("multiValueQueryStringParameters").and_then(|q| q.get(name)).and_then(|v| v.get(0)).and_then(Value::as_str);
+    single.or_else(multi).map(str::to_string)
+}
+
+/// ALB passes query values as sent (still URL-encoded); API Gateway decodes them.
+fn form_decode(raw: &str) -> String {
+    form_urlencoded::parse(format!("v={raw}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }
 
 /// The one rule for a list of events (direct payloads, webhook bodies): an
@@ -113,25 +214,43 @@ pub fn event_list(payload: Value) -> Result<Vec<Value>, String> {
     }
 }
 
-pub fn sqs_records(event: SqsEvent) -> Vec<Incoming> {
-    event
-        .records
-        .into_iter()
+/// SQS records: `messageId`, `body`, `attributes.MessageGroupId` are all that is read.
+fn sqs_records(records: &[Value]) -> Vec<Incoming> {
+    records
+        .iter()
         .enumerate()
         .map(|(index, record)| Incoming {
             index,
-            group: record.attributes.get("MessageGroupId").cloned(),
-            event: match record.body.as_deref() {
+            sqs_id: record.get("messageId").and_then(Value::as_str).map(str::to_string),
+            group: str_at(record, "/attributes/MessageGroupId").map(str::to_string),
+            event: match record.get("body").and_then(Value::as_str) {
                 None => Err("the SQS message has no body".into()),
-                Some(body) => serde_json::from_str(body).map_err(|e| format!("the body is not JSON: {e}")),
+                Some(body) => serde_json::from_str(body).map_err(|e| format!("the body is not JSON: {e}")).and_then(envelope::unwrap),
             },
-            sqs_id: record.message_id,
         })
         .collect()
 }
 
+/// SNS records (a subscription invoking the function): `Sns.Message` and `Sns.MessageId`.
+fn sns_records(records: &[Value]) -> Vec<Incoming> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| Incoming {
+            index,
+            sqs_id: None,
+            group: None,
+            event: match str_at(record, "/Sns/Message") {
+                None => Err("the SNS record has no Message".into()),
+                Some(message) => envelope::sns_message(message, str_at(record, "/Sns/MessageId").filter(|id| !id.is_empty()), 0),
+            },
+        })
+        .collect()
+}
+
+/// Records of a list of events (direct payloads, webhook bodies), each unwrapped.
 pub fn direct_records(events: Vec<Value>) -> Vec<Incoming> {
-    events.into_iter().enumerate().map(|(index, event)| Incoming { index, sqs_id: None, group: None, event: Ok(event) }).collect()
+    events.into_iter().enumerate().map(|(index, event)| Incoming { index, sqs_id: None, group: None, event: envelope::unwrap(event) }).collect()
 }
 
 /// A direct payload's records; a payload that is not a list of events is one invalid record.
@@ -140,6 +259,17 @@ pub fn direct_payload_records(payload: Value) -> Vec<Incoming> {
         Ok(events) => direct_records(events),
         Err(reason) => vec![Incoming { index: 0, sqs_id: None, group: None, event: Err(reason) }],
     }
+}
+
+/// The error of an asynchronous invocation whose records are not all done.
+pub fn not_delivered(source: AsyncSource, results: &[RecordResult], tally: &crate::outcome::Tally) -> IntakeError {
+    let outcomes: Vec<String> = results
+        .iter()
+        .filter(|r| !r.outcome.is_success())
+        .take(5)
+        .map(|r| format!("record {} {}: {}", r.index, r.outcome.name(), crate::redact::scrub(&r.outcome.detail().unwrap_or_default())))
+        .collect();
+    IntakeError::NotDelivered { source_name: source.name(), not_done: tally.not_done(), records: tally.records, outcomes: outcomes.join("; ") }
 }
 
 /// `{"batchItemFailures": [...]}`: exactly the records neither delivered nor deliberately skipped.
@@ -171,6 +301,50 @@ mod tests {
         let v2 = json!({"version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "headers": {}, "requestContext": {"http": {"method": "POST"}}, "body": "{}"});
         assert!(matches!(classify(v2), Ok(Source::Http(HttpRequest { flavour: Flavour::HttpApi, .. }))));
         assert!(matches!(classify(json!({"event": "E"})), Ok(Source::Direct(_))));
+    }
+
+    #[test]
+    fn sns_eventbridge_and_alb_are_told_apart() {
+        let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": "{\"event\":\"E\"}"}}]});
+        match classify(sns) {
+            Ok(Source::Async { source: AsyncSource::Sns, records }) => assert_eq!(records[0].event, Ok(json!({"event": "E", "messageId": "m"}))),
+            _ => panic!("an SNS subscription"),
+        }
+        let eb = json!({"detail-type": "D", "source": "s", "detail": {}, "id": "i"});
+        assert!(matches!(classify(eb), Ok(Source::Async { source: AsyncSource::EventBridge, .. })));
+        let alb = json!({"requestContext": {"elb": {"targetGroupArn": "arn"}}, "httpMethod": "POST", "multiValueHeaders": {"x-api-key": ["k"]},
+                         "multiValueQueryStringParameters": {"code": ["a%20b"]}, "body": "{}"});
+        match classify(alb) {
+            Ok(Source::Http(r)) => {
+                assert_eq!(r.flavour, Flavour::Alb { multi_value: true });
+                assert_eq!(r.headers.get("x-api-key").unwrap(), "k");
+                assert_eq!(r.code.as_deref(), Some("a b"), "ALB query values arrive URL-encoded");
+            }
+            _ => panic!("an ALB request"),
+        }
+        let v2 = json!({"version": "2.0", "rawQueryString": "x=1&code=k%2By", "queryStringParameters": {"code": "ignored"}, "requestContext": {"http": {"method": "POST"}}, "headers": {"bad header": "x", "ok": 5}});
+        match classify(v2) {
+            Ok(Source::Http(r)) => {
+                assert_eq!(r.code.as_deref(), Some("k+y"));
+                assert!(r.headers.is_empty(), "invalid names and non-string values are skipped");
+            }
+            _ => panic!("an HTTP API request"),
+        }
+        assert!(matches!(classify(json!({"Records": [{"EventSource": "aws:sns"}, {"eventSource": "aws:sqs", "messageId": "m"}]})), Err(IntakeError::MalformedSqs(_))));
+    }
+
+    #[test]
+    fn sqs_records_read_only_what_is_used() {
+        let sqs = json!({"Records": [
+            {"messageId": "a", "eventSource": "aws:sqs", "body": "{\"event\":\"E\"}", "attributes": null, "messageAttributes": {"x": {"binaryValue": "%%%"}}},
+            {"messageId": "b", "eventSource": "aws:sqs", "attributes": {"MessageGroupId": 5}},
+            {"messageId": "c", "eventSource": "aws:sqs", "body": "{\"message\":\"foo\"}", "attributes": {"MessageGroupId": "g"}}]});
+        let Ok(Source::Sqs { records, fifo: false }) = classify(sqs) else { panic!("an SQS batch") };
+        assert_eq!(records[0].event, Ok(json!({"event": "E"})));
+        assert_eq!(records[1].event, Err("the SQS message has no body".to_string()));
+        assert_eq!(records[1].group, None);
+        assert_eq!(records[2].event, Err(envelope::NOT_AN_EVENT.to_string()));
+        assert_eq!(records[2].group.as_deref(), Some("g"));
     }
 
     #[test]

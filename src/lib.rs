@@ -3,7 +3,9 @@
 //! Lambda invocations.
 //!
 //! - [`intake`]: Lambda payloads in, each source's answer out
-//! - [`webhook`]: HTTP semantics and signatures
+//! - [`envelope`]: SNS, EventBridge and Dataverse envelopes unwrapped to events
+//! - [`webhook`]: HTTP semantics and answers
+//! - [`auth`]: sender authentication schemes (hmac, standard, segment, key, none)
 //! - [`mapping`]: event → trigger body (pure)
 //! - [`delivery`]: concurrency, retries, FIFO order, deadline
 //! - [`deadline`]: the invocation's deadline, from whichever runtime serves it
@@ -12,11 +14,13 @@
 //! - [`idempotency`]: the same event is raised once
 //! - [`handler`]: the entry point, wired once per execution environment
 
+pub mod auth;
 pub mod config;
 pub mod deadline;
 pub mod delivery;
 pub mod handler;
 pub mod dynamics;
+pub mod envelope;
 pub mod idempotency;
 pub mod intake;
 pub mod mapping;

@@ -1,5 +1,6 @@
-//! Webhooks (SPEC §5): method, size, signature and body checks, in that order,
-//! and the HTTP answer for API Gateway REST (v1), HTTP API (v2) and function URLs.
+//! Webhooks (SPEC §5, §12): method, size, signature and body checks, in that order,
+//! and the HTTP answer for API Gateway REST (v1), HTTP API (v2), function URLs
+//! and Application Load Balancers. The sender schemes are in [`crate::auth`].
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -49,6 +50,9 @@ impl HttpAnswer {
         if let Some(seconds) = self.retry_after {
             headers.insert("retry-after", HeaderValue::from(seconds));
         }
+        if let Flavour::Alb { multi_value } = flavour {
+            return alb_response(self.status, &headers, self.body.to_string(), multi_value);
+        }
         let body = Some(Body::Text(self.body.to_string()));
         match flavour {
             Flavour::Rest => {
@@ -58,7 +62,7 @@ impl HttpAnswer {
                 r.body = body;
                 serde_json::to_value(r)
             }
-            Flavour::HttpApi | Flavour::FunctionUrl => {
+            Flavour::HttpApi | Flavour::FunctionUrl | Flavour::Alb { .. } => {
                 let mut r = ApiGatewayV2httpResponse::default();
                 r.status_code = self.status.into();
                 r.headers = headers;
@@ -68,6 +72,25 @@ impl HttpAnswer {
         }
         .expect("the HTTP response serialises")
     }
+}
+
+/// An ALB target's answer: `statusDescription` is required, and the headers go in
+/// `multiValueHeaders` when the target group sends multi-value headers.
+fn alb_response(status: u16, headers: &HeaderMap, body: String, multi_value: bool) -> Value {
+    let reason = aws_lambda_events::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let pairs = headers.iter().filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())));
+    let mut response = json!({
+        "statusCode": status,
+        "statusDescription": format!("{status} {reason}").trim_end(),
+        "body": body,
+        "isBase64Encoded": false,
+    });
+    if multi_value {
+        response["multiValueHeaders"] = Value::Object(pairs.map(|(k, v)| (k, json!([v]))).collect());
+    } else {
+        response["headers"] = Value::Object(pairs.map(|(k, v)| (k, json!(v))).collect());
+    }
+    response
 }
 
 /// Method and size (405, 413), then the raw body bytes (base64 decoded).
@@ -164,6 +187,8 @@ pub fn verify_signature(secret: Option<&[u8]>, headers: &HeaderMap, body: &[u8],
 /// The events of a body by the rule of [`intake::event_list`], within this
 /// endpoint's limits (400 or 413 otherwise).
 pub fn parse_events(body: &[u8]) -> Result<Vec<Value>, HttpAnswer> {
+    // .NET senders (Dataverse, Power Automate) may lead with a UTF-8 byte order mark.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let value: Value = serde_json::from_slice(body).map_err(|e| HttpAnswer::error(400, format!("the body is not JSON: {e}")))?;
     let events = intake::event_list(value).map_err(|problem| HttpAnswer::error(400, problem))?;
     if events.is_empty() {
@@ -245,8 +270,29 @@ mod tests {
     }
 
     #[test]
+    fn alb_answers_carry_a_status_description_and_the_request_s_header_form() {
+        let answer = HttpAnswer::unavailable("busy", 7);
+        let single = answer.clone().into_response(Flavour::Alb { multi_value: false });
+        assert_eq!(single["statusCode"], 503);
+        assert_eq!(single["statusDescription"], "503 Service Unavailable");
+        assert_eq!(single["headers"]["retry-after"], "7");
+        assert_eq!(single["isBase64Encoded"], false);
+        assert!(single.get("multiValueHeaders").is_none());
+        let multi = HttpAnswer::error(200, "x").into_response(Flavour::Alb { multi_value: true });
+        assert_eq!(multi["statusDescription"], "200 OK");
+        assert_eq!(multi["multiValueHeaders"]["content-type"], json!(["application/json"]));
+        assert!(multi.get("headers").is_none());
+        assert_eq!(serde_json::from_str::<Value>(multi["body"].as_str().unwrap()).unwrap(), json!({"error": "x"}));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_json() {
+        assert_eq!(parse_events(b"\xEF\xBB\xBF{\"event\":\"E\"}").unwrap().len(), 1);
+    }
+
+    #[test]
     fn method_and_size_come_first() {
-        let req = |method: &str, body: String, b64: bool| HttpRequest { flavour: Flavour::Rest, method: method.into(), headers: HeaderMap::new(), body: Some(body), is_base64_encoded: b64 };
+        let req = |method: &str, body: String, b64: bool| HttpRequest { flavour: Flavour::Rest, method: method.into(), headers: HeaderMap::new(), body: Some(body), is_base64_encoded: b64, code: None };
         assert_eq!(raw_body(&req("GET", "{}".into(), false)).unwrap_err().status, 405);
         assert_eq!(raw_body(&req("POST", "x".repeat(MAX_BODY_BYTES + 1), false)).unwrap_err().status, 413);
         assert_eq!(raw_body(&req("POST", "e30=".into(), true)).unwrap(), b"{}");

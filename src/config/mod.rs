@@ -24,10 +24,51 @@ impl ConfigError {
     }
 }
 
+/// A sender authentication scheme of `D365_WEBHOOK_AUTH` (SPEC §5, §12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookAuth {
+    /// `X-Timestamp` + `X-Signature: sha256=…` (SPEC §5).
     Hmac,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    Standard,
+    /// Segment's `X-Signature`: hex HMAC-SHA1 of the body.
+    Segment,
+    /// A shared key: `?code=` or `X-Api-Key` (Dataverse webhooks, Power Automate).
+    Key,
+    /// Nothing: only behind an API Gateway authorizer.
     None,
+}
+
+impl WebhookAuth {
+    pub const ALL: [WebhookAuth; 5] = [WebhookAuth::Hmac, WebhookAuth::Standard, WebhookAuth::Segment, WebhookAuth::Key, WebhookAuth::None];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WebhookAuth::Hmac => "hmac",
+            WebhookAuth::Standard => "standard",
+            WebhookAuth::Segment => "segment",
+            WebhookAuth::Key => "key",
+            WebhookAuth::None => "none",
+        }
+    }
+
+    /// `D365_WEBHOOK_AUTH`: a comma-separated list, in order, without repeats.
+    pub fn parse_list(text: &str) -> Result<Vec<WebhookAuth>, String> {
+        let mut schemes = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let scheme = WebhookAuth::ALL
+                .into_iter()
+                .find(|s| s.name().eq_ignore_ascii_case(item))
+                .ok_or_else(|| format!("'{item}' is not one of hmac, standard, segment, key, none"))?;
+            if !schemes.contains(&scheme) {
+                schemes.push(scheme);
+            }
+        }
+        if schemes.is_empty() {
+            return Err("names no scheme; use a comma-separated list of hmac, standard, segment, key, none".into());
+        }
+        Ok(schemes)
+    }
 }
 
 /// Settings read from the function's environment (SPEC §2.1).
@@ -38,7 +79,8 @@ pub struct Settings {
     pub default_phone_region: Option<phonenumber::country::Id>,
     pub max_in_flight: usize,
     pub secret_ttl: Duration,
-    pub webhook_auth: WebhookAuth,
+    /// Accepted sender schemes, in the order listed (a request passes if one accepts it).
+    pub webhook_auth: Vec<WebhookAuth>,
     /// Entra authority, without a trailing slash.
     pub authority_host: String,
     /// Dataverse base URL override (sandbox and tests only), without a trailing slash.
@@ -85,10 +127,9 @@ impl Settings {
         let max_in_flight = parse_number(get("D365_MAX_IN_FLIGHT"), "D365_MAX_IN_FLIGHT", 8, 1, 256)? as usize;
         let secret_ttl = Duration::from_secs(parse_number(get("D365_SECRET_TTL_SECONDS"), "D365_SECRET_TTL_SECONDS", 300, 0, 86_400)?);
 
-        let webhook_auth = match get("D365_WEBHOOK_AUTH").as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("hmac") => WebhookAuth::Hmac,
-            Some("none") => WebhookAuth::None,
-            Some(other) => return Err(ConfigError::new("D365_WEBHOOK_AUTH", format!("'{other}' is not one of hmac, none"))),
+        let webhook_auth = match get("D365_WEBHOOK_AUTH") {
+            None => vec![WebhookAuth::Hmac],
+            Some(list) => WebhookAuth::parse_list(&list).map_err(|e| ConfigError::new("D365_WEBHOOK_AUTH", e))?,
         };
 
         let authority_host = match get("D365_AUTHORITY_HOST") {
@@ -203,7 +244,7 @@ mod tests {
         let s = settings(&[("D365_SECRET_ID", "d365/relay")]).unwrap();
         assert_eq!(s.max_in_flight, 8);
         assert_eq!(s.secret_ttl, Duration::from_secs(300));
-        assert_eq!(s.webhook_auth, WebhookAuth::Hmac);
+        assert_eq!(s.webhook_auth, vec![WebhookAuth::Hmac]);
         assert_eq!(s.authority_host, "https://login.microsoftonline.com");
         assert_eq!(s.mapping, Mapping::default_preset());
         assert!(s.dataverse_base_url.is_none());
@@ -241,6 +282,18 @@ mod tests {
         assert_eq!(s.dataverse_base_url.as_deref(), Some("http://localhost:4566"));
         assert!(check_base_url("http://[::1]:80").is_ok());
         assert!(check_base_url("http://127.0.0.1.evil.com").is_err());
+    }
+
+    #[test]
+    fn webhook_auth_is_a_list_of_schemes() {
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", " HMAC, standard,segment ,key,none,hmac")]).unwrap();
+        assert_eq!(s.webhook_auth, WebhookAuth::ALL.to_vec());
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", "key")]).unwrap();
+        assert_eq!(s.webhook_auth, vec![WebhookAuth::Key]);
+        for bad in ["hmac,basic", ",", "sha1"] {
+            let err = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", bad)]).unwrap_err();
+            assert_eq!(err.setting, "D365_WEBHOOK_AUTH", "{bad}");
+        }
     }
 
 }

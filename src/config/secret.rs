@@ -19,6 +19,8 @@ pub struct Credentials {
     pub org_url_host: String,
     pub trigger_name: Option<String>,
     pub webhook_secret: Option<SecretString>,
+    /// The shared key of the `key` sender scheme (SPEC §12).
+    pub webhook_key: Option<SecretString>,
     /// Secrets Manager's VersionId, to tell a rotated secret from the one in use.
     pub version: String,
 }
@@ -43,6 +45,7 @@ struct RawCredentials {
     org_url_host: Option<String>,
     trigger_name: Option<String>,
     webhook_secret: Option<String>,
+    webhook_key: Option<String>,
 }
 
 impl Credentials {
@@ -74,6 +77,7 @@ impl Credentials {
             org_url_host,
             trigger_name,
             webhook_secret: raw.webhook_secret.filter(|s| !s.is_empty()).map(SecretString::from),
+            webhook_key: raw.webhook_key.filter(|s| !s.is_empty()).map(SecretString::from),
             version: version.to_string(),
         })
     }

@@ -9,5 +9,6 @@ mod moto;
 mod idempotency;
 mod relay;
 mod reliability;
+mod sources;
 mod webhooks;
 mod upstream;

@@ -11,6 +11,7 @@ use crate::helpers::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use d365_sandbox::Faults;
+use relay::intake::IntakeError;
 use relay::Relay;
 use serde_json::{json, Value};
 
@@ -300,6 +301,20 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just("event".to_string()),
         Just("userId".to_string()),
         Just("properties".to_string()),
+        Just("EventSource".to_string()),
+        Just("Sns".to_string()),
+        Just("Message".to_string()),
+        Just("MessageId".to_string()),
+        Just("Type".to_string()),
+        Just("detail-type".to_string()),
+        Just("detail".to_string()),
+        Just("source".to_string()),
+        Just("elb".to_string()),
+        Just("multiValueHeaders".to_string()),
+        Just("messageAttributes".to_string()),
+        Just("MessageName".to_string()),
+        Just("PrimaryEntityName".to_string()),
+        Just("InputParameters".to_string()),
         "[a-z]{1,6}",
     ];
     let leaf = prop_oneof![
@@ -307,7 +322,18 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        prop_oneof![Just("aws:sqs".to_string()), Just("2.0".to_string()), Just("Order Completed".to_string()), Just("POST".to_string()), ".{0,12}"].prop_map(Value::from),
+        prop_oneof![
+            Just("aws:sqs".to_string()),
+            Just("aws:sns".to_string()),
+            Just("Notification".to_string()),
+            Just("2.0".to_string()),
+            Just("Order Completed".to_string()),
+            Just("POST".to_string()),
+            Just("/Date(1506409448000-0700)/".to_string()),
+            Just(r#"{"event":"Order Completed","userId":"u"}"#.to_string()),
+            ".{0,12}"
+        ]
+        .prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 48, 6, move |inner| {
         prop_oneof![
@@ -330,9 +356,21 @@ fn any_json_payload_gets_a_well_formed_answer_for_its_source() {
                 .map(|r| r.iter().filter_map(|x| x["messageId"].as_str().map(str::to_string)).collect())
                 .unwrap_or_default();
             let is_http = ["requestContext", "httpMethod", "routeKey", "rawPath"].iter().any(|k| payload.get(*k).is_some());
+            let is_async = match payload.get("Records") {
+                Some(records) => records.as_array().is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["EventSource"] == "aws:sns")),
+                None => payload.get("detail-type").is_some_and(Value::is_string) && payload.get("source").is_some() && payload.get("detail").is_some(),
+            };
             let result = runtime.block_on(h.invoke_within(payload, 5.0));
             match result {
-                Err(_) => prop_assert!(is_sqs || is_http, "only SQS and HTTP payloads may fail the invocation"),
+                // SPEC's only invocation errors: an SQS batch that cannot be answered safely, an
+                // asynchronous invocation (SNS, EventBridge) with records not done, an HTTP-looking
+                // payload of no known HTTP shape.
+                Err(IntakeError::NotDelivered { not_done, .. }) => prop_assert!(is_async && not_done > 0, "NotDelivered for an asynchronous invocation only"),
+                Err(IntakeError::MalformedSqs(_) | IntakeError::MissingMessageId { .. }) => prop_assert!(is_sqs && !is_async, "an SQS error for a Records payload only"),
+                Err(IntakeError::MalformedHttp(_)) => prop_assert!(is_http, "an HTTP error for an HTTP payload only"),
+                Ok(answer) if is_async => {
+                    prop_assert!(answer["failed"].as_array().is_some_and(Vec::is_empty), "an asynchronous success has nothing failed: {answer}");
+                }
                 Ok(answer) if is_sqs => {
                     for failure in answer["batchItemFailures"].as_array().expect("an SQS answer") {
                         let id = failure["itemIdentifier"].as_str().expect("a string identifier");
@@ -345,6 +383,61 @@ fn any_json_payload_gets_a_well_formed_answer_for_its_source() {
                 }
                 Ok(answer) => {
                     prop_assert!(answer["delivered"].is_u64() && answer["failed"].is_array(), "a summary: {answer}");
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Arbitrary content inside each envelope (SNS notification, EventBridge event,
+/// Dataverse change event), alone or nested.
+fn arb_enveloped() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        arb_json().prop_map(|v| json!({"event": "Order Completed", "userId": "u", "properties": v})),
+        arb_json(),
+        (arb_json(), arb_json(), arb_json(), prop_oneof![Just("Update"), Just("Modified"), Just("Win")]).prop_map(|(target, images, when, message)| {
+            json!({"MessageName": message, "PrimaryEntityName": "contact", "PrimaryEntityId": "c-1",
+                   "InputParameters": [{"key": "Target", "value": target}], "PostEntityImages": images, "OperationCreatedOn": when})
+        }),
+    ];
+    leaf.prop_recursive(3, 12, 1, |inner| {
+        prop_oneof![
+            (inner.clone(), prop::option::of("[a-z0-9-]{0,8}")).prop_map(|(m, id)| json!({"Type": "Notification", "MessageId": id, "Message": m.to_string()})),
+            (inner, prop::option::of("[a-z0-9-]{0,8}"), arb_json()).prop_map(|(d, id, time)| json!({"detail-type": "Order Completed", "source": "s", "id": id, "time": time, "detail": d})),
+        ]
+    })
+}
+
+#[test]
+fn no_payload_inside_any_envelope_fails_the_invocation_unless_spec_says_so() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let h = runtime.block_on(Harness::new(&[]));
+    let strategy = (prop::collection::vec(arb_enveloped(), 1..4), 0..3usize);
+    let mut runner = TestRunner::new(Config { cases: 200, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&strategy, |(items, shape)| {
+            let bodies: Vec<String> = items.iter().map(Value::to_string).collect();
+            match shape {
+                // In SQS bodies: never an invocation error; only real identifiers are listed.
+                0 => {
+                    let answer = runtime.block_on(h.invoke_within(sqs_batch(&bodies, None), 5.0)).expect("an SQS answer, never an error");
+                    for id in failures(&answer) {
+                        prop_assert!(id.starts_with("sqs-"), "unknown identifier {id}");
+                    }
+                }
+                // SNS subscription records: the summary, or NotDelivered when some record is not done.
+                1 => {
+                    let records: Vec<Value> = bodies.iter().enumerate().map(|(i, m)| json!({"EventSource": "aws:sns", "Sns": {"MessageId": format!("n-{i}"), "Message": m}})).collect();
+                    match runtime.block_on(h.invoke_within(json!({"Records": records}), 5.0)) {
+                        Ok(answer) => prop_assert!(answer["failed"].as_array().is_some_and(Vec::is_empty), "{answer}"),
+                        Err(e) => prop_assert!(matches!(e, IntakeError::NotDelivered { .. }), "{e}"),
+                    }
+                }
+                // A direct invocation: always the summary.
+                _ => {
+                    let answer = runtime.block_on(h.invoke_within(json!(items), 5.0)).expect("a summary, never an error");
+                    prop_assert!(answer["delivered"].is_u64() && answer["failed"].is_array());
                 }
             }
             Ok(())
