@@ -10,6 +10,7 @@
 //! - [`dynamics`]: Entra token cache and Dataverse client
 //! - [`secrets`]: the Secrets Manager adapter
 //! - [`idempotency`]: the same event is raised once
+//! - [`enqueue`]: durable webhooks, checked and queued to SQS
 //! - [`handler`]: the entry point, wired once per execution environment
 
 pub mod config;
@@ -17,6 +18,7 @@ pub mod deadline;
 pub mod delivery;
 pub mod handler;
 pub mod dynamics;
+pub mod enqueue;
 pub mod idempotency;
 pub mod intake;
 pub mod mapping;
