@@ -327,3 +327,19 @@ async fn queued_events_raise_each_trigger_once_through_the_queue_path() {
     assert_eq!(first.body["msdynmkt_signaltimestamp"], "2026-06-06T15:30:00Z");
     assert_eq!(first.body["msdynmkt_ordertotal"], 10.5);
 }
+
+#[tokio::test]
+async fn enqueue_mode_without_a_queue_is_a_configuration_error_not_inline_delivery() {
+    // D365_WEBHOOK_MODE=enqueue without D365_QUEUE_URL: 503 naming the setting, nothing delivered.
+    let h = Harness::new(&[("D365_WEBHOOK_MODE", "enqueue")]).await;
+    let (status, retry_after, body) = post(&h.relay, signed_http(&json!([order("c-1")]).to_string())).await;
+    assert_eq!((status, retry_after.as_deref()), (503, Some("60")));
+    assert!(body["error"].as_str().unwrap().contains("D365_QUEUE_URL"), "{body}");
+
+    // Enqueue mode wired without an SQS client (a wiring mistake): 503 too, never a silent inline delivery.
+    let h = Harness::new(&[("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/q")]).await;
+    let (status, _, body) = post(&h.relay, signed_http(&json!([order("c-2")]).to_string())).await;
+    assert_eq!(status, 503);
+    assert!(body["error"].as_str().unwrap().contains("enqueue"), "{body}");
+    assert_eq!(h.sandbox.stats().calls(), 0);
+}
