@@ -3,6 +3,7 @@
 //! and peak RSS of the release binary through a minimal Lambda Runtime API on
 //! loopback. Writes a Markdown table to `target/bench.md`.
 
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -121,6 +122,49 @@ async fn sources_scenario(line: &mut impl FnMut(String)) {
             sns / raw
         ));
     }
+}
+
+/// A webhook request of `n` events, signed now with the sandbox's webhook secret.
+fn webhook(n: usize, tag: &str) -> Value {
+    let events: Vec<Value> = (0..n)
+        .map(|i| json!({"type": "track", "event": "Order Completed", "messageId": format!("{tag}-{i}"), "userId": format!("user-{i}"),
+            "timestamp": "2026-06-06T15:30:00Z", "properties": {"order_id": format!("ORD-{tag}-{i}"), "revenue": 10.5, "currency": "GBP"}}))
+        .collect();
+    let body = json!({ "batch": events }).to_string();
+    let ts = chrono::Utc::now().timestamp_millis().to_string();
+    let signature = relay::webhook::sign(b"sandbox-webhook-secret", &ts, body.as_bytes());
+    json!({"version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "headers": {"content-type": "application/json", "x-timestamp": ts, "x-signature": signature},
+           "requestContext": {"http": {"method": "POST", "path": "/events"}, "domainName": "bench.execute-api.us-east-1.amazonaws.com"}, "body": body, "isBase64Encoded": false})
+}
+
+/// The webhook's answer time for `n` events (median, min, max of `runs` warm
+/// requests) in deliver mode (C concurrent Dataverse calls) or enqueue mode
+/// (the sandbox's SQS on loopback), with the statuses seen.
+async fn webhook_answer(n: usize, enqueue: bool, in_flight: usize, runs: usize) -> (Vec<Duration>, BTreeSet<u64>) {
+    let sandbox = Sandbox::start(config(Faults { latency_ms: LATENCY_MS, ..Faults::default() }), 0).await.unwrap();
+    let mapping = format!("{ROOT}/events/mapping.json");
+    let queue = sandbox.queue_url("bench-events");
+    let c = in_flight.to_string();
+    let mut overrides = vec![("D365_MAPPING_FILE", mapping.as_str()), ("D365_MAX_IN_FLIGHT", c.as_str())];
+    if enqueue {
+        overrides.extend([("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", queue.as_str())]);
+    }
+    let settings = relay::sandbox_settings(&sandbox.url(), &overrides);
+    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
+        .with_queue(relay::enqueue::sqs_client_for_endpoint(&sandbox.url()));
+    relay::mapping::warm_phone_metadata();
+    relay.handle(webhook(1, "warm"), Instant::now() + Duration::from_secs(60)).await.unwrap();
+    let mut times = Vec::new();
+    let mut statuses = BTreeSet::new();
+    for run in 0..runs {
+        let request = webhook(n, &format!("run{run}"));
+        let started = Instant::now();
+        let response = relay.handle(request, Instant::now() + Duration::from_secs(60)).await.unwrap();
+        times.push(started.elapsed());
+        statuses.insert(response["statusCode"].as_u64().unwrap_or(0));
+    }
+    times.sort();
+    (times, statuses)
 }
 
 /// A minimal Lambda Runtime API: serves `event` on the first `next`, reports when
@@ -270,6 +314,25 @@ async fn main() {
         r.failures,
         r.token_requests
     ));
+
+    // The webhook's answer time, 100 events: delivered inline vs. queued (SPEC §15).
+    line(String::new());
+    line("| webhook answer, 100 events (median of 9 warm requests, min–max) | mode | answer time | statuses | ÷ enqueue |".into());
+    line("|---|---|---|---|---|".into());
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (queued, statuses) = webhook_answer(100, true, 8, 9).await;
+    let enqueue_median = ms(queued[4]);
+    line(format!("| enqueue, the sandbox's SQS on loopback (10 SendMessageBatch calls) | enqueue | **{:.1} ms** ({:.1}–{:.1}) | {statuses:?} | 1 |", enqueue_median, ms(queued[0]), ms(queued[8])));
+    for c in [8, 32] {
+        let (times, statuses) = webhook_answer(100, false, c, 9).await;
+        line(format!(
+            "| deliver, Dataverse at {LATENCY_MS} ms, C = {c} | deliver | **{:.1} ms** ({:.1}–{:.1}) | {statuses:?} | {:.0}× |",
+            ms(times[4]),
+            ms(times[0]),
+            ms(times[8]),
+            ms(times[4]) / enqueue_median
+        ));
+    }
 
     // Cold start and peak RSS of the release binary through the Runtime API.
     let sandbox = Sandbox::start(config(latency.clone()), 0).await.unwrap();

@@ -1,6 +1,8 @@
 //! The demo: starts the sandbox, runs the relay's real handler on every sample
 //! event in `events/`, and shows what Dynamics received — like an event
-//! debugger. Exits non-zero if anything did not arrive as expected.
+//! debugger; then one webhook in enqueue mode (SPEC §15) end to end, with the
+//! sandbox's SQS emulation standing in for Amazon SQS. Exits non-zero if
+//! anything did not arrive as expected.
 //!
 //! `cargo run --example demo` (or `make demo`).
 
@@ -118,6 +120,10 @@ async fn main() {
         }
     }
 
+    if let Err(problem) = enqueue_mode(&sandbox, root, webhook_secret.as_bytes()).await {
+        problems.push(problem);
+    }
+
     let stats = sandbox.stats();
     println!(
         "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} token request(s), {} secret fetch(es)",
@@ -134,6 +140,76 @@ async fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// One webhook in enqueue mode (SPEC §15), end to end, with the sandbox's SQS
+/// standing in for Amazon SQS: the sender gets 202 at once, the events wait on
+/// the queue, and the queue path (the same function, invoked by Lambda's SQS
+/// event source) raises the triggers.
+async fn enqueue_mode(sandbox: &Sandbox, root: &str, webhook_secret: &[u8]) -> Result<(), String> {
+    let Style { bold, dim, green, red, reset } = Style::for_stdout();
+    let file = "apigw-http.json";
+    println!("\n{bold}── enqueue mode: events/{file}{reset}  {dim}D365_WEBHOOK_MODE=enqueue; the sandbox's SQS (SendMessageBatch, ReceiveMessage) stands in for Amazon SQS{reset}");
+    let queue_url = sandbox.queue_url("relay-events");
+    let mapping = format!("{root}/events/mapping.json");
+    let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", &queue_url)]);
+    let sqs = relay::enqueue::sqs_client_for_endpoint(&sandbox.url());
+    // Another deployment of the function: its own execution environment and idempotency memory.
+    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client()).with_queue(sqs.clone());
+
+    let mut payload: Value = serde_json::from_str(&std::fs::read_to_string(format!("{root}/events/{file}")).expect("sample event")).expect("sample is JSON");
+    relay::webhook::resign_event(&mut payload, webhook_secret, chrono::Utc::now().timestamp_millis());
+    let before = sandbox.signals().len();
+    let started = Instant::now();
+    let response = relay.handle(payload, Instant::now() + Duration::from_secs(30)).await.map_err(|e| format!("enqueue mode: invocation error: {e}"))?;
+    let elapsed = started.elapsed();
+    let status = response["statusCode"].clone();
+    let body: Value = response["body"].as_str().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+    println!("   1. the webhook answered in {} ms: HTTP {status}  {dim}(its first secret fetch included; nothing sent to Dynamics yet){reset}", elapsed.as_millis());
+    println!("{}", indent(&serde_json::to_string_pretty(&body).unwrap(), 6));
+    let inline = sandbox.signals().len() - before;
+    if status != 202 || inline != 0 {
+        return Err(format!("enqueue mode: expected 202 and no Dataverse call, got {status} and {inline} call(s)"));
+    }
+
+    let mut records = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .map_err(|e| format!("enqueue mode: ReceiveMessage failed: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for m in messages {
+            records.push(serde_json::json!({
+                "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:relay-events", "awsRegion": "us-east-1",
+            }));
+        }
+    }
+    println!("   2. the queue held {} message(s):", records.len());
+    for r in &records {
+        println!("      {dim}{}{reset}", r["body"].as_str().unwrap_or(""));
+    }
+
+    let response = relay.handle(serde_json::json!({ "Records": records }), Instant::now() + Duration::from_secs(30)).await.map_err(|e| format!("enqueue mode: SQS invocation error: {e}"))?;
+    println!("   3. Lambda's SQS event source invoked the function with them: {response}");
+    let received: Vec<_> = sandbox.signals().into_iter().skip(before).collect();
+    println!("   Dynamics received {} call(s):", received.len());
+    for signal in &received {
+        let colour = if signal.status == 204 { green } else { red };
+        println!("   {colour}{}{reset} POST /api/data/v9.2/{bold}{}{reset}  {dim}at {}{reset}", signal.status, signal.trigger, signal.received_at);
+    }
+    let failures = response["batchItemFailures"].as_array().map_or(usize::MAX, Vec::len);
+    if records.len() != 2 || received.len() != 2 || received.iter().any(|s| s.status != 204) || failures != 0 {
+        return Err(format!("enqueue mode: expected 2 messages and 2 accepted calls, got {} message(s), {} call(s), {failures} batch item failure(s)", records.len(), received.len()));
+    }
+    Ok(())
 }
 
 fn indent(text: &str, by: usize) -> String {

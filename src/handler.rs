@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::config::{ConfigError, Credentials, Settings, WebhookAuth};
+use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
 use crate::delivery::{self, Budget, Job, Pacer, Work};
 use crate::dynamics::Dynamics;
+use crate::enqueue::Queue;
 use crate::idempotency::{self, Idempotency};
 use crate::auth::{self, SenderProof};
 use crate::intake::{self, HttpRequest, Incoming, IntakeError, Source};
@@ -29,6 +30,8 @@ pub struct Relay {
     idempotency: Arc<Idempotency>,
     /// EMF lines on stdout (on in Lambda; off in tests and the demo).
     emit_metrics: bool,
+    /// The queue of `D365_WEBHOOK_MODE=enqueue` (SPEC §15).
+    queue: Option<Queue>,
 }
 
 /// What a well-configured execution environment holds.
@@ -63,7 +66,17 @@ impl Relay {
             pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight)),
             idempotency: Arc::new(Idempotency::in_memory()),
             emit_metrics: false,
+            queue: None,
         }
+    }
+
+    /// Adds the SQS client of `D365_WEBHOOK_MODE=enqueue` (ignored in deliver mode).
+    pub fn with_queue(mut self, client: aws_sdk_sqs::Client) -> Relay {
+        if let Ok(Wiring { settings: Settings { webhook_mode: WebhookMode::Enqueue(target), .. }, .. }) = &self.wiring {
+            tracing::info!(message = "Webhook events are queued, not delivered inline.", queue_url = %target.url, fifo = target.fifo);
+            self.queue = Some(Queue::new(client, target.clone()));
+        }
+        self
     }
 
     /// Adds the DynamoDB idempotency table of `D365_IDEMPOTENCY_TABLE` (if set).
@@ -173,9 +186,19 @@ impl Relay {
             Ok(events) => events,
             Err(answer) => return reject(answer),
         };
+        // Enqueue mode queues the unwrapped events; an item that is no event is
+        // queued as received, so the queue path reports it invalid (and the DLQ keeps it).
+        let originals = matches!(prepared.settings.webhook_mode, WebhookMode::Enqueue(_)).then(|| events.clone());
         let mut records = intake::direct_records(events);
         if let ([Incoming { event: Ok(event), .. }], Some(id)) = (records.as_mut_slice(), accepted.webhook_id.as_deref()) {
             crate::envelope::fill_message_id(event, Some(id));
+        }
+        if let Some(originals) = originals {
+            let events: Vec<serde_json::Value> = records.into_iter().zip(originals).map(|(r, original)| r.event.unwrap_or(original)).collect();
+            return match &self.queue {
+                Some(queue) => queue.accept(&events, &[], deadline).await,
+                None => HttpAnswer::unavailable("the relay is misconfigured (D365_WEBHOOK_MODE=enqueue without an SQS client)", 60),
+            };
         }
         let results = self.process(&prepared, records, false, budget).await;
         let tally = self.log_summary("webhook", &results, started, tokens_before);

@@ -12,6 +12,7 @@
 //! - [`dynamics`]: Entra token cache and Dataverse client
 //! - [`secrets`]: the Secrets Manager adapter
 //! - [`idempotency`]: the same event is raised once
+//! - [`enqueue`]: durable webhooks, checked and queued to SQS
 //! - [`handler`]: the entry point, wired once per execution environment
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod delivery;
 pub mod handler;
 pub mod dynamics;
 pub mod envelope;
+pub mod enqueue;
 pub mod idempotency;
 pub mod intake;
 pub mod mapping;

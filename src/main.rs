@@ -3,7 +3,7 @@
 //! serves invocations from the Lambda Runtime API.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use relay::config::Settings;
+use relay::config::{Settings, WebhookMode};
 use relay::Relay;
 use serde_json::Value;
 
@@ -15,10 +15,14 @@ async fn main() -> Result<(), Error> {
     // load) is parsed in the background meanwhile.
     std::thread::spawn(relay::mapping::warm_phone_metadata);
     let settings = Settings::from_env();
+    let enqueue = settings.as_ref().is_ok_and(|s| matches!(s.webhook_mode, WebhookMode::Enqueue(_)));
     let aws = relay::aws_config_from_env().await;
-    let relay = Relay::new(settings, aws_sdk_secretsmanager::Client::new(&aws), relay::dynamics::http_client())
+    let mut relay = Relay::new(settings, aws_sdk_secretsmanager::Client::new(&aws), relay::dynamics::http_client())
         .with_idempotency_table(aws_sdk_dynamodb::Client::new(&aws))
         .with_metrics();
+    if enqueue {
+        relay = relay.with_queue(relay::enqueue::sqs_client(&aws));
+    }
     let relay = &relay;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Local runtimes send durations or nothing here: see relay::deadline.

@@ -83,6 +83,10 @@ pub struct Faults {
     pub token_status: Option<u16>,
     /// Secrets Manager answers this status instead of secrets.
     pub secrets_status: Option<u16>,
+    /// SQS answers this status to every call.
+    pub sqs_status: Option<u16>,
+    /// Share of SendMessageBatch entries SQS refuses (listed under `Failed`).
+    pub sqs_refuse_rate: f64,
 }
 
 /// One Dataverse call as the sandbox received it.

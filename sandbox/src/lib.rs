@@ -1,5 +1,6 @@
 //! The sandbox (SPEC §10): Secrets Manager `GetSecretValue`, the Entra token
-//! endpoint and the Dataverse custom-trigger API on one loopback port, with
+//! endpoint and the Dataverse custom-trigger API on one loopback port (and SQS
+//! `SendMessageBatch`/`ReceiveMessage` for enqueue mode, SPEC §15), with
 //! seeded fault injection and admin endpoints listing what it received.
 
 
@@ -8,6 +9,7 @@ mod config;
 mod dataverse;
 mod entra;
 mod secrets_manager;
+mod sqs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 pub use config::{App, Faults, Parameter, SandboxConfig, Signal, Stats, TokenRequest, TriggerDef};
+pub use sqs::QueuedMessage;
 
 
 struct StoredSecret {
@@ -46,6 +49,7 @@ struct State {
     secret_requests: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    queues: Mutex<sqs::Queues>,
 }
 
 /// A running sandbox; stopped when dropped.
@@ -96,6 +100,7 @@ impl Sandbox {
             secret_requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            queues: Mutex::new(sqs::Queues::default()),
         });
         let derived_apps = config.apps.is_empty();
         for (name, value) in &config.secrets {
@@ -171,6 +176,16 @@ impl Sandbox {
         *self.state.token_lifetime.lock().unwrap() = lifetime;
     }
 
+    /// The messages an emulated SQS queue holds (by name, e.g. `relay-events`), not yet received.
+    pub fn queued(&self, queue: &str) -> Vec<QueuedMessage> {
+        self.state.queues.lock().unwrap().peek(queue)
+    }
+
+    /// `http://127.0.0.1:{port}/000000000000/{name}`: a queue URL the emulated SQS serves.
+    pub fn queue_url(&self, name: &str) -> String {
+        format!("{}/000000000000/{name}", self.url())
+    }
+
     /// Forgets issued tokens (as if they had all expired).
     pub fn revoke_tokens(&self) {
         self.state.tokens.lock().unwrap().clear();
@@ -214,6 +229,7 @@ impl State {
         self.calls_by_status.lock().unwrap().clear();
         self.token_requests.store(0, Ordering::SeqCst);
         self.secret_requests.store(0, Ordering::SeqCst);
+        *self.queues.lock().unwrap() = sqs::Queues::default();
         self.max_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
@@ -250,6 +266,7 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
+        (&Method::POST, [..]) if target.as_deref().is_some_and(|t| t.starts_with("AmazonSQS.")) => Ok(sqs::handle(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [""]) if target.is_some() => Ok(secrets_manager::get_secret_value(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [tenant, "oauth2", "v2.0", "token"]) => Ok(entra::token(&state, tenant, &body)),
         (&Method::POST, ["api", "data", "v9.2", trigger]) => dataverse::trigger(&state, trigger, &path, &headers, &body).await,

@@ -71,6 +71,23 @@ impl WebhookAuth {
     }
 }
 
+/// `D365_WEBHOOK_MODE` (SPEC §15): deliver inline, or check and queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookMode {
+    /// Webhook events are delivered to Dataverse within the request (default).
+    Deliver,
+    /// Webhook events are checked, then sent to `D365_QUEUE_URL` and answered 202.
+    Enqueue(QueueTarget),
+}
+
+/// The SQS queue of enqueue mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueTarget {
+    pub url: String,
+    /// The URL ends in `.fifo`: messages carry a group and a deduplication id.
+    pub fifo: bool,
+}
+
 /// Settings read from the function's environment (SPEC §2.1).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -81,6 +98,8 @@ pub struct Settings {
     pub secret_ttl: Duration,
     /// Accepted sender schemes, in the order listed (a request passes if one accepts it).
     pub webhook_auth: Vec<WebhookAuth>,
+    /// `D365_WEBHOOK_MODE` with `D365_QUEUE_URL`.
+    pub webhook_mode: WebhookMode,
     /// Entra authority, without a trailing slash.
     pub authority_host: String,
     /// Dataverse base URL override (sandbox and tests only), without a trailing slash.
@@ -132,6 +151,16 @@ impl Settings {
             Some(list) => WebhookAuth::parse_list(&list).map_err(|e| ConfigError::new("D365_WEBHOOK_AUTH", e))?,
         };
 
+        let webhook_mode = match get("D365_WEBHOOK_MODE").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("deliver") => WebhookMode::Deliver,
+            Some("enqueue") => {
+                let url = get("D365_QUEUE_URL")
+                    .ok_or_else(|| ConfigError::new("D365_QUEUE_URL", "is required with D365_WEBHOOK_MODE=enqueue: the URL of the SQS queue the relay reads"))?;
+                WebhookMode::Enqueue(check_queue_url(&url).map_err(|e| ConfigError::new("D365_QUEUE_URL", e))?)
+            }
+            Some(other) => return Err(ConfigError::new("D365_WEBHOOK_MODE", format!("'{other}' is not one of deliver, enqueue"))),
+        };
+
         let authority_host = match get("D365_AUTHORITY_HOST") {
             None => "https://login.microsoftonline.com".to_string(),
             Some(url) => check_base_url(&url).map_err(|e| ConfigError::new("D365_AUTHORITY_HOST", e))?,
@@ -155,6 +184,7 @@ impl Settings {
             max_in_flight,
             secret_ttl,
             webhook_auth,
+            webhook_mode,
             authority_host,
             dataverse_base_url,
             idempotency_table: get("D365_IDEMPOTENCY_TABLE"),
@@ -203,6 +233,26 @@ pub fn check_base_url(url: &str) -> Result<String, String> {
         "http" => Err(format!("'{url}': http:// is accepted only for a loopback host (127.0.0.1, localhost, [::1])")),
         _ => Err(format!("'{url}' is not an http(s) URL")),
     }
+}
+
+/// An SQS queue URL: `https://{host}/{account}/{name}` (`http://` for a loopback
+/// emulator only); FIFO when the name ends in `.fifo`.
+pub fn check_queue_url(url: &str) -> Result<QueueTarget, String> {
+    let url = url.trim().trim_end_matches('/');
+    let shape = || format!("'{url}' is not an SQS queue URL such as https://sqs.eu-west-1.amazonaws.com/123456789012/relay-events");
+    let (scheme, rest) = url.split_once("://").ok_or_else(shape)?;
+    let (authority, path) = rest.split_once('/').ok_or_else(shape)?;
+    let name = path.rsplit('/').next().unwrap_or("");
+    if authority.is_empty() || name.is_empty() || rest.contains(['?', '#', '@']) {
+        return Err(shape());
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => {}
+        "http" if is_loopback(host_of(authority)) => {}
+        "http" => return Err(format!("'{url}': http:// is accepted only for a loopback host (an emulator)")),
+        _ => return Err(shape()),
+    }
+    Ok(QueueTarget { url: url.to_string(), fifo: name.ends_with(".fifo") })
 }
 
 fn host_of(authority: &str) -> &str {
@@ -268,6 +318,27 @@ mod tests {
         assert_eq!(err.setting, "D365_MAPPING_FILE");
         let err = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", "basic")]).unwrap_err();
         assert_eq!(err.setting, "D365_WEBHOOK_AUTH");
+    }
+
+    #[test]
+    fn enqueue_mode_needs_a_queue_url() {
+        assert_eq!(settings(&[("D365_SECRET_ID", "x")]).unwrap().webhook_mode, WebhookMode::Deliver);
+        let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/relay-events";
+        // The queue URL alone does not switch the mode (the template sets it in both modes).
+        assert_eq!(settings(&[("D365_SECRET_ID", "x"), ("D365_QUEUE_URL", url)]).unwrap().webhook_mode, WebhookMode::Deliver);
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_MODE", "Enqueue"), ("D365_QUEUE_URL", url)]).unwrap();
+        assert_eq!(s.webhook_mode, WebhookMode::Enqueue(QueueTarget { url: url.into(), fifo: false }));
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", "http://127.0.0.1:4566/000000000000/events.fifo/")]).unwrap();
+        assert_eq!(s.webhook_mode, WebhookMode::Enqueue(QueueTarget { url: "http://127.0.0.1:4566/000000000000/events.fifo".into(), fifo: true }));
+
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_MODE", "enqueue")]).unwrap_err();
+        assert_eq!(err.setting, "D365_QUEUE_URL");
+        for bad in ["relay-events", "https://sqs.eu-west-1.amazonaws.com", "http://sqs.eu-west-1.amazonaws.com/1/q", "ftp://h/1/q", "https://h/1/q?x=1"] {
+            let err = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", bad)]).unwrap_err();
+            assert_eq!(err.setting, "D365_QUEUE_URL", "{bad}");
+        }
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_MODE", "queue")]).unwrap_err();
+        assert_eq!(err.setting, "D365_WEBHOOK_MODE");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod helpers;
 mod moto;
 
+mod enqueue;
 mod idempotency;
 mod relay;
 mod reliability;
