@@ -7,6 +7,7 @@ mod helpers;
 mod moto;
 
 mod idempotency;
+mod learned_cap;
 mod relay;
 mod reliability;
 mod webhooks;
