@@ -85,9 +85,10 @@ impl Pacer {
         }
     }
 
-    /// How long a concurrency cap learned from a `0x80072326` 429 is kept (zero: not kept).
+    /// How long a concurrency cap learned from a `0x80072326` 429 is kept (zero:
+    /// not kept; at most a day, as `D365_LEARNED_CAP_SECONDS`).
     pub fn with_learned_cap_period(mut self, period: Duration) -> Pacer {
-        self.learned_cap_period = period;
+        self.learned_cap_period = period.min(Duration::from_secs(86_400));
         self
     }
 
@@ -172,7 +173,7 @@ impl Pacer {
             }
             // A whole round above the cap went through: Dataverse allows more now.
             if hint_rose || learned.above_cap > learned.cap {
-                tracing::info!(message = "Learned concurrency cap released.", cap = learned.cap, by_hint = hint_rose);
+                tracing::debug!(message = "Learned concurrency cap released.", cap = learned.cap, by_hint = hint_rose);
                 state.learned = None;
             }
         }
@@ -231,7 +232,7 @@ impl Pacer {
         if !self.learned_cap_period.is_zero() {
             let cap = state.granted;
             if state.learned.is_none_or(|l| l.cap != cap) {
-                tracing::info!(message = "Concurrency cap learned.", cap, keep_seconds = self.learned_cap_period.as_secs());
+                tracing::debug!(message = "Concurrency cap learned.", cap, keep_seconds = self.learned_cap_period.as_secs());
             }
             let last_hint = state.hint;
             state.learned = Some(LearnedCap { cap, probe_at: now + self.learned_cap_period, last_hint, above_cap: 0 });
