@@ -89,12 +89,32 @@ async fn run_batches(sizes: &[usize], in_flight: usize, faults: Faults) -> Vec<R
     runs
 }
 
-/// An SQS batch of as many bench records as fit in `bytes` (Lambda's payload limit is 6 MiB).
+/// The bench batch, each event with the context a Segment browser source sends
+/// (library, user agent, page, IP): about 1.3 KB a record, as production events.
+fn batch_with_context(n: usize, tag: &str) -> Value {
+    let mut value = batch(n, tag);
+    for record in value["Records"].as_array_mut().unwrap() {
+        let mut event: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+        event["context"]["library"] = json!({"name": "analytics.js", "version": "next-1.81.0"});
+        event["context"]["userAgent"] = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/137.0.0.0 Safari/537.36".into();
+        event["context"]["ip"] = "203.0.113.42".into();
+        event["context"]["page"] = json!({"path": "/checkout/complete", "referrer": "https://shop.example.com/checkout/payment?step=3&session=8f14e45fceea167a5a36dedd4bea2543",
+            "title": "Thank you for your order", "url": "https://shop.example.com/checkout/complete?order=ORD-12345&utm_source=newsletter&utm_medium=email&utm_campaign=summer"});
+        event["anonymousId"] = format!("anon-{tag}-{}", record["messageId"]).into();
+        record["body"] = event.to_string().into();
+        record["attributes"] = json!({"ApproximateReceiveCount": "1", "SentTimestamp": "1780759800000", "SenderId": "AIDAIENQZJOLO23YVJ4VO", "ApproximateFirstReceiveTimestamp": "1780759800100"});
+        record["md5OfBody"] = "e4e68fb7bd0e697a0ae8f1bb342846b3".into();
+        record["receiptHandle"] = "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a...".into();
+    }
+    value
+}
+
+/// An SQS batch of as many context-rich records as fit in `bytes` (Lambda's payload limit is 6 MiB).
 fn batch_of_size(bytes: usize, tag: &str) -> (Value, usize, usize) {
-    let per_record = batch(100, tag).to_string().len() / 100;
+    let per_record = batch_with_context(100, tag).to_string().len() / 100;
     let mut n = bytes / per_record;
     loop {
-        let candidate = batch(n, tag);
+        let candidate = batch_with_context(n, tag);
         let size = candidate.to_string().len();
         if size <= bytes {
             return (candidate, n, size);
