@@ -2,6 +2,13 @@
 //! the sandbox, reported as ratios to the bound ceil(N ÷ C) × latency; cold start
 //! and peak RSS of the release binary through a minimal Lambda Runtime API on
 //! loopback. Writes a Markdown table to `target/bench.md`.
+//!
+//! `BENCH_ONLY=capped,rss` runs some scenarios only: `uncapped` (batches of 10,
+//! 100, 1,000 at C = 8 and 32), `capped` (three 1,000-record batches in one
+//! environment against a Dataverse cap of 16), `binary` (cold start, size, peak
+//! RSS of a 1,000-record batch), `6mb` (peak RSS and wall time of a 6 MiB SQS batch),
+//! `sources` (100 records as SNS notifications in SQS against the same sent raw),
+//! `webhook` (the webhook's answer time for 100 events, enqueue vs. deliver mode).
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -71,7 +78,13 @@ async fn run(n: usize, in_flight: usize, faults: Faults) -> Run {
     run_with(n, in_flight, faults, false).await
 }
 
+/// One warm invocation of N records, sent raw or (`sns`) as SNS notifications in SQS bodies.
 async fn run_with(n: usize, in_flight: usize, faults: Faults, sns: bool) -> Run {
+    run_batches(&[n], in_flight, faults, sns).await.remove(0)
+}
+
+/// Warm invocations of `sizes` records one after another in one execution environment.
+async fn run_batches(sizes: &[usize], in_flight: usize, faults: Faults, sns: bool) -> Vec<Run> {
     let sandbox = Sandbox::start(config(faults), 0).await.unwrap();
     let mapping = format!("{ROOT}/events/mapping.json");
     let c = in_flight.to_string();
@@ -80,20 +93,58 @@ async fn run_with(n: usize, in_flight: usize, faults: Faults, sns: bool) -> Run 
     relay::mapping::warm_phone_metadata();
     // Warm (one record): the secret and token are fetched; the limiter learns nothing yet.
     relay.handle(batch(1, "warm"), Instant::now() + Duration::from_secs(60)).await.unwrap();
-    let before = sandbox.stats();
-    // The payload is built before the clock starts: Lambda hands the function parsed JSON.
-    let payload = batch_of(n, "run", sns);
-    let started = Instant::now();
-    let response = relay.handle(payload, Instant::now() + Duration::from_secs(120)).await.unwrap();
-    let wall = started.elapsed();
-    let stats = sandbox.stats();
-    Run {
-        wall,
-        failures: response["batchItemFailures"].as_array().unwrap().len(),
-        // For the whole run, warm-up included.
-        token_requests: stats.token_requests,
-        calls: stats.calls() - before.calls(),
-        throttled: stats.calls_with(429) - before.calls_with(429),
+    let mut runs = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let before = sandbox.stats();
+        // The payload is built before the clock starts: Lambda hands the function parsed JSON.
+        let batch = batch_of(n, &format!("run{i}"), sns);
+        let started = Instant::now();
+        let response = relay.handle(batch, Instant::now() + Duration::from_secs(120)).await.unwrap();
+        let wall = started.elapsed();
+        let stats = sandbox.stats();
+        runs.push(Run {
+            wall,
+            failures: response["batchItemFailures"].as_array().unwrap().len(),
+            // For the whole run, warm-up included.
+            token_requests: stats.token_requests,
+            calls: stats.calls() - before.calls(),
+            throttled: stats.calls_with(429) - before.calls_with(429),
+        });
+    }
+    runs
+}
+
+/// The bench batch, each event with the context a Segment browser source sends
+/// (library, user agent, page, IP): about 1.3 KB a record, as production events.
+fn batch_with_context(n: usize, tag: &str) -> Value {
+    let mut value = batch(n, tag);
+    for record in value["Records"].as_array_mut().unwrap() {
+        let mut event: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+        event["context"]["library"] = json!({"name": "analytics.js", "version": "next-1.81.0"});
+        event["context"]["userAgent"] = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/137.0.0.0 Safari/537.36".into();
+        event["context"]["ip"] = "203.0.113.42".into();
+        event["context"]["page"] = json!({"path": "/checkout/complete", "referrer": "https://shop.example.com/checkout/payment?step=3&session=8f14e45fceea167a5a36dedd4bea2543",
+            "title": "Thank you for your order", "url": "https://shop.example.com/checkout/complete?order=ORD-12345&utm_source=newsletter&utm_medium=email&utm_campaign=summer"});
+        event["anonymousId"] = format!("anon-{tag}-{}", record["messageId"]).into();
+        record["body"] = event.to_string().into();
+        record["attributes"] = json!({"ApproximateReceiveCount": "1", "SentTimestamp": "1780759800000", "SenderId": "AIDAIENQZJOLO23YVJ4VO", "ApproximateFirstReceiveTimestamp": "1780759800100"});
+        record["md5OfBody"] = "e4e68fb7bd0e697a0ae8f1bb342846b3".into();
+        record["receiptHandle"] = "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a...".into();
+    }
+    value
+}
+
+/// An SQS batch of as many context-rich records as fit in `bytes` (Lambda's payload limit is 6 MiB).
+fn batch_of_size(bytes: usize, tag: &str) -> (Value, usize, usize) {
+    let per_record = batch_with_context(100, tag).to_string().len() / 100;
+    let mut n = bytes / per_record;
+    loop {
+        let candidate = batch_with_context(n, tag);
+        let size = candidate.to_string().len();
+        if size <= bytes {
+            return (candidate, n, size);
+        }
+        n -= n / 100 + 1;
     }
 }
 
@@ -172,7 +223,7 @@ async fn webhook_answer(n: usize, enqueue: bool, in_flight: usize, runs: usize) 
 struct RuntimeApi {
     addr: std::net::SocketAddr,
     next_asked: mpsc::UnboundedReceiver<Instant>,
-    responses: mpsc::UnboundedReceiver<Value>,
+    responses: mpsc::UnboundedReceiver<(Instant, Value)>,
 }
 
 async fn runtime_api(event: Option<Value>) -> RuntimeApi {
@@ -208,7 +259,7 @@ async fn runtime_api(event: Option<Value>) -> RuntimeApi {
                             );
                         }
                         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let _ = resp_tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                        let _ = resp_tx.send((Instant::now(), serde_json::from_slice(&body).unwrap_or(Value::Null)));
                         Ok(hyper::Response::builder().status(202).body(Full::new(Bytes::new())).unwrap())
                     }
                 });
@@ -257,6 +308,28 @@ async fn cold_start(sandbox: &str) -> f64 {
     asked.duration_since(started).as_secs_f64() * 1000.0
 }
 
+struct ProcessRun {
+    peak_rss_kib: u64,
+    /// Event handed to the function → its response received.
+    wall: Duration,
+    failures: usize,
+}
+
+/// One invocation of the release binary with `event` through the Runtime API.
+async fn process_run(event: Value, sandbox: &str) -> ProcessRun {
+    let mut api = runtime_api(Some(event)).await;
+    let mut child = relay_process(api.addr, sandbox).spawn().unwrap();
+    let pid = child.id();
+    let served = tokio::time::timeout(Duration::from_secs(10), api.next_asked.recv()).await.expect("the runtime asked for an event").unwrap();
+    let (answered, response) = tokio::time::timeout(Duration::from_secs(60), api.responses.recv()).await.expect("a response").unwrap();
+    // The runtime asks for the next event after answering; then the peak is final.
+    let _ = tokio::time::timeout(Duration::from_secs(5), api.next_asked.recv()).await;
+    let peak_rss_kib = peak_rss_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    ProcessRun { peak_rss_kib, wall: answered.duration_since(served), failures: response["batchItemFailures"].as_array().map_or(usize::MAX, Vec::len) }
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -276,98 +349,115 @@ async fn main() {
     line(format!("Machine: {cores} cores, {}; sandbox latency {LATENCY_MS} ms; release build.\n", std::env::consts::ARCH));
     line("| scenario | N | C | wall | bound | wall ÷ bound | 429 share | failures | token requests |".into());
     line("|---|---|---|---|---|---|---|---|---|".into());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |scenario: &str| only.is_empty() || only.split(',').any(|s| s.trim() == scenario);
     let latency = Faults { latency_ms: LATENCY_MS, ..Faults::default() };
-    // `BENCH_ONLY=sources`: only the SNS-in-SQS scenario.
-    let only_sources = std::env::var("BENCH_ONLY").as_deref() == Ok("sources");
-    sources_scenario(&mut line).await;
-    if only_sources {
-        std::fs::create_dir_all(format!("{ROOT}/target")).unwrap();
-        std::fs::write(format!("{ROOT}/target/bench.md"), &table).unwrap();
-        return;
+    if wanted("uncapped") {
+        for c in [8, 32] {
+            for n in [10, 100, 1_000] {
+                let r = run(n, c, latency.clone()).await;
+                let b = bound(n, c);
+                line(format!(
+                    "| batch | {n} | {c} | {:.0} ms | {} ms | **{:.3}** | {:.1}% | {} | {} |",
+                    r.wall.as_secs_f64() * 1000.0,
+                    b.as_millis(),
+                    r.wall.as_secs_f64() / b.as_secs_f64(),
+                    100.0 * r.throttled as f64 / r.calls.max(1) as f64,
+                    r.failures,
+                    r.token_requests
+                ));
+            }
+        }
     }
-    for c in [8, 32] {
-        for n in [10, 100, 1_000] {
-            let r = run(n, c, latency.clone()).await;
-            let b = bound(n, c);
+    if wanted("capped") {
+        // Three batches back to back in one warm environment: the first discovers the cap.
+        let capped = Faults { latency_ms: LATENCY_MS, max_concurrency: Some(16), retry_after_secs: Some(1), ..Faults::default() };
+        let b = bound(1_000, 16);
+        for (i, r) in run_batches(&[1_000; 3], 32, capped, false).await.iter().enumerate() {
             line(format!(
-                "| batch | {n} | {c} | {:.0} ms | {} ms | **{:.3}** | {:.1}% | {} | {} |",
+                "| capped at 16 (429, Retry-After 1), batch {} of 3 in one environment | 1000 | 32 | {:.0} ms | {} ms (C = 16) | **{:.3}** | {:.1}% ({} of {}) | {} | {} |",
+                i + 1,
                 r.wall.as_secs_f64() * 1000.0,
                 b.as_millis(),
                 r.wall.as_secs_f64() / b.as_secs_f64(),
                 100.0 * r.throttled as f64 / r.calls.max(1) as f64,
+                r.throttled,
+                r.calls,
                 r.failures,
                 r.token_requests
             ));
         }
     }
-    let capped = Faults { latency_ms: LATENCY_MS, max_concurrency: Some(16), retry_after_secs: Some(1), ..Faults::default() };
-    let r = run(1_000, 32, capped).await;
-    let b = bound(1_000, 16);
-    line(format!(
-        "| capped at 16 (429, Retry-After 1) | 1000 | 32 | {:.0} ms | {} ms (C = 16) | **{:.3}** | {:.1}% ({} of {}) | {} | {} |",
-        r.wall.as_secs_f64() * 1000.0,
-        b.as_millis(),
-        r.wall.as_secs_f64() / b.as_secs_f64(),
-        100.0 * r.throttled as f64 / r.calls.max(1) as f64,
-        r.throttled,
-        r.calls,
-        r.failures,
-        r.token_requests
-    ));
 
-    // The webhook's answer time, 100 events: delivered inline vs. queued (SPEC §15).
-    line(String::new());
-    line("| webhook answer, 100 events (median of 9 warm requests, min–max) | mode | answer time | statuses | ÷ enqueue |".into());
-    line("|---|---|---|---|---|".into());
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (queued, statuses) = webhook_answer(100, true, 8, 9).await;
-    let enqueue_median = ms(queued[4]);
-    line(format!("| enqueue, the sandbox's SQS on loopback (10 SendMessageBatch calls) | enqueue | **{:.1} ms** ({:.1}–{:.1}) | {statuses:?} | 1 |", enqueue_median, ms(queued[0]), ms(queued[8])));
-    for c in [8, 32] {
-        let (times, statuses) = webhook_answer(100, false, c, 9).await;
-        line(format!(
-            "| deliver, Dataverse at {LATENCY_MS} ms, C = {c} | deliver | **{:.1} ms** ({:.1}–{:.1}) | {statuses:?} | {:.0}× |",
-            ms(times[4]),
-            ms(times[0]),
-            ms(times[8]),
-            ms(times[4]) / enqueue_median
-        ));
-    }
-
-    // Cold start and peak RSS of the release binary through the Runtime API.
+    // The release binary through the Runtime API.
     let sandbox = Sandbox::start(config(latency.clone()), 0).await.unwrap();
     let url = sandbox.url();
-    let _ = cold_start(&url).await; // page cache
-    let mut starts = Vec::new();
-    for _ in 0..9 {
-        starts.push(cold_start(&url).await);
+    let mut rows = Vec::new();
+    if wanted("sources") {
+        sources_scenario(&mut line).await;
     }
-    starts.sort_by(f64::total_cmp);
-    let binary = std::fs::metadata(format!("{ROOT}/target/release/d365-trigger-relay")).map(|m| m.len()).unwrap_or(0);
-
-    let mut api = runtime_api(Some(batch(1_000, "rss"))).await;
-    let child = relay_process(api.addr, &url).spawn().unwrap();
-    let pid = child.id();
-    let response = tokio::time::timeout(Duration::from_secs(60), api.responses.recv()).await.expect("a response").unwrap();
-    // The runtime asks for the next event after answering; then the peak is final.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        api.next_asked.recv().await;
-        api.next_asked.recv().await
-    })
-    .await;
-    let rss = peak_rss_kib(pid);
-    let mut child = child;
-    let _ = child.kill();
-    let _ = child.wait();
-    let failures = response["batchItemFailures"].as_array().map_or(usize::MAX, Vec::len);
-
-    line(String::new());
-    line("| release binary | figure |".into());
-    line("|---|---|".into());
-    line(format!("| cold start: process start → first Runtime API `next` (median of 9, min–max) | **{:.1} ms** ({:.1}–{:.1}) |", starts[4], starts[0], starts[8]));
-    line(format!("| binary size (x86_64, LTO, stripped) | {:.1} MB |", binary as f64 / 1e6));
-    line(format!("| peak RSS, 1,000-record SQS batch through the Runtime API | {:.1} MB (batch item failures: {failures}) |", rss as f64 / 1024.0));
-    line(format!("| token requests for that process | {} |", sandbox.stats().token_requests));
+    if wanted("webhook") {
+        // The webhook's answer time, 100 events: delivered inline vs. queued (SPEC §15).
+        line(String::new());
+        line("| webhook answer, 100 events (median of 9 warm requests, min–max) | mode | answer time | statuses | ÷ enqueue |".into());
+        line("|---|---|---|---|---|".into());
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (queued, statuses) = webhook_answer(100, true, 8, 9).await;
+        let enqueue_median = ms(queued[4]);
+        line(format!("| enqueue, the sandbox's SQS on loopback (10 SendMessageBatch calls) | enqueue | **{:.1} ms** ({:.1}–{:.1}) | {statuses:?} | 1 |", enqueue_median, ms(queued[0]), ms(queued[8])));
+        for c in [8, 32] {
+            let (times, statuses) = webhook_answer(100, false, c, 9).await;
+            line(format!(
+                "| deliver, Dataverse at {LATENCY_MS} ms, C = {c} | deliver | **{:.1} ms** ({:.1}–{:.1}) | {statuses:?} | {:.0}× |",
+                ms(times[4]),
+                ms(times[0]),
+                ms(times[8]),
+                ms(times[4]) / enqueue_median
+            ));
+        }
+    }
+    if wanted("binary") {
+        let _ = cold_start(&url).await; // page cache
+        let mut starts = Vec::new();
+        for _ in 0..9 {
+            starts.push(cold_start(&url).await);
+        }
+        starts.sort_by(f64::total_cmp);
+        let binary = std::fs::metadata(format!("{ROOT}/target/release/d365-trigger-relay")).map(|m| m.len()).unwrap_or(0);
+        let r = process_run(batch(1_000, "rss"), &url).await;
+        rows.push(format!("| cold start: process start → first Runtime API `next` (median of 9, min–max) | **{:.1} ms** ({:.1}–{:.1}) |", starts[4], starts[0], starts[8]));
+        rows.push(format!("| binary size (x86_64, LTO, stripped) | {:.1} MB |", binary as f64 / 1e6));
+        rows.push(format!("| peak RSS, 1,000-record SQS batch through the Runtime API | {:.1} MB (batch item failures: {}) |", r.peak_rss_kib as f64 / 1024.0, r.failures));
+        rows.push(format!("| token requests for that process | {} |", sandbox.stats().token_requests));
+    }
+    if wanted("6mb") {
+        const SIX_MIB: usize = 6 * 1024 * 1024;
+        let (event, n, bytes) = batch_of_size(SIX_MIB, "big");
+        let payload_mib = bytes as f64 / (1024.0 * 1024.0);
+        let r = process_run(event, &url).await;
+        let rss_mib = r.peak_rss_kib as f64 / 1024.0;
+        let b = bound(n, 32);
+        rows.push(format!(
+            "| peak RSS, 6 MiB SQS batch ({n} records, {payload_mib:.2} MiB) through the Runtime API | **{rss_mib:.1} MiB** = {:.1}× the payload (target ≤ 3× + 20 MiB = {:.1} MiB; batch item failures: {}) |",
+            rss_mib / payload_mib,
+            3.0 * payload_mib + 20.0,
+            r.failures
+        ));
+        rows.push(format!(
+            "| wall time of that batch, C = 32 (event handed over → response) | {:.0} ms = **{:.3}×** the bound {} ms |",
+            r.wall.as_secs_f64() * 1000.0,
+            r.wall.as_secs_f64() / b.as_secs_f64(),
+            b.as_millis()
+        ));
+    }
+    if !rows.is_empty() {
+        line(String::new());
+        line("| release binary | figure |".into());
+        line("|---|---|".into());
+        for row in rows {
+            line(row);
+        }
+    }
     std::fs::create_dir_all(format!("{ROOT}/target")).unwrap();
     std::fs::write(format!("{ROOT}/target/bench.md"), &table).unwrap();
     println!("\nwritten to target/bench.md");

@@ -53,6 +53,7 @@ impl Relay {
     /// invocation then reports its records failed, with one clear log line.
     pub fn new(settings: Result<Settings, ConfigError>, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Relay {
         let max_in_flight = settings.as_ref().map(|s| s.max_in_flight).unwrap_or(1);
+        let learned_cap_period = settings.as_ref().map_or(delivery::pacer::LEARNED_CAP_PERIOD, |s| s.learned_cap_period);
         match &settings {
             Ok(s) if s.webhook_auth.contains(&WebhookAuth::None) => tracing::warn!(
                 message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer."
@@ -63,7 +64,7 @@ impl Relay {
         let wiring = settings.map(|settings| Wiring { dynamics: Arc::new(Dynamics::new(&settings, secrets_client, http)), settings });
         Relay {
             wiring,
-            pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight)),
+            pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight).with_learned_cap_period(learned_cap_period)),
             idempotency: Arc::new(Idempotency::in_memory()),
             emit_metrics: false,
             queue: None,

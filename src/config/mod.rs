@@ -95,6 +95,9 @@ pub struct Settings {
     pub mapping: Mapping,
     pub default_phone_region: Option<phonenumber::country::Id>,
     pub max_in_flight: usize,
+    /// `D365_LEARNED_CAP_SECONDS`: how long a concurrency cap learned from a
+    /// `0x80072326` 429 is kept before one probe above it (300 s; 0: not kept).
+    pub learned_cap_period: Duration,
     pub secret_ttl: Duration,
     /// Accepted sender schemes, in the order listed (a request passes if one accepts it).
     pub webhook_auth: Vec<WebhookAuth>,
@@ -144,6 +147,7 @@ impl Settings {
         };
 
         let max_in_flight = parse_number(get("D365_MAX_IN_FLIGHT"), "D365_MAX_IN_FLIGHT", 8, 1, 256)? as usize;
+        let learned_cap_period = Duration::from_secs(parse_number(get("D365_LEARNED_CAP_SECONDS"), "D365_LEARNED_CAP_SECONDS", 300, 0, 86_400)?);
         let secret_ttl = Duration::from_secs(parse_number(get("D365_SECRET_TTL_SECONDS"), "D365_SECRET_TTL_SECONDS", 300, 0, 86_400)?);
 
         let webhook_auth = match get("D365_WEBHOOK_AUTH") {
@@ -182,6 +186,7 @@ impl Settings {
             mapping,
             default_phone_region,
             max_in_flight,
+            learned_cap_period,
             secret_ttl,
             webhook_auth,
             webhook_mode,
@@ -298,6 +303,17 @@ mod tests {
         assert_eq!(s.authority_host, "https://login.microsoftonline.com");
         assert_eq!(s.mapping, Mapping::default_preset());
         assert!(s.dataverse_base_url.is_none());
+        assert_eq!(s.learned_cap_period, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_learned_cap_period_may_be_zero_but_not_negative_or_huge() {
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_LEARNED_CAP_SECONDS", "0")]).unwrap();
+        assert_eq!(s.learned_cap_period, Duration::ZERO);
+        for bad in ["-1", "86401", "5m"] {
+            let err = settings(&[("D365_SECRET_ID", "x"), ("D365_LEARNED_CAP_SECONDS", bad)]).unwrap_err();
+            assert_eq!(err.setting, "D365_LEARNED_CAP_SECONDS", "{bad}");
+        }
     }
 
     #[test]

@@ -15,9 +15,12 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(300);
 
 /// The execution environment's concurrency governor: an AIMD limit (as Vector's
 /// Adaptive Request Concurrency) under `ceiling`, capped further by Dataverse's
-/// `x-ms-dop-hint`, plus a pause shared by every record after a 429.
+/// `x-ms-dop-hint` and by a concurrency cap learned from a `0x80072326` 429,
+/// plus a pause shared by every record after a 429.
 pub struct Pacer {
     ceiling: usize,
+    /// How long a learned concurrency cap is kept before one probe above it.
+    learned_cap_period: Duration,
     permits: Arc<Semaphore>,
     state: Mutex<PaceState>,
 }
@@ -34,7 +37,26 @@ struct PaceState {
     /// No growth until then: probing past a limit Dataverse enforced costs a Retry-After pause.
     hold_growth_until: Option<Instant>,
     best_latency: Option<Duration>,
+    learned: Option<LearnedCap>,
 }
+
+/// Dataverse's concurrency limit, as a `0x80072326` 429 revealed it. It belongs
+/// to the application user, not to the moment, so the limit stays at or under
+/// it until `probe_at`; then one step above it is tried. A full round of calls
+/// above it that all succeed, or an `x-ms-dop-hint` that rises above it, releases it;
+/// another concurrency 429 learns it again for another period.
+#[derive(Debug, Clone, Copy)]
+struct LearnedCap {
+    cap: usize,
+    probe_at: Instant,
+    /// The latest `x-ms-dop-hint` since the cap was learned: only a rise above the cap is news.
+    last_hint: Option<usize>,
+    /// Successes while more than `cap` calls were in flight, since the probe began.
+    above_cap: usize,
+}
+
+/// `D365_LEARNED_CAP_SECONDS`'s default.
+pub const LEARNED_CAP_PERIOD: Duration = Duration::from_secs(300);
 
 /// After a 429 the limit does not grow for at least this long.
 const GROWTH_HOLD: Duration = Duration::from_secs(5);
@@ -47,6 +69,7 @@ impl Pacer {
         let initial = initial.clamp(1, ceiling);
         Pacer {
             ceiling,
+            learned_cap_period: LEARNED_CAP_PERIOD,
             permits: Arc::new(Semaphore::new(initial)),
             state: Mutex::new(PaceState {
                 limit: initial as f64,
@@ -57,8 +80,21 @@ impl Pacer {
                 last_decrease: None,
                 hold_growth_until: None,
                 best_latency: None,
+                learned: None,
             }),
         }
+    }
+
+    /// How long a concurrency cap learned from a `0x80072326` 429 is kept (zero:
+    /// not kept; at most a day, as `D365_LEARNED_CAP_SECONDS`).
+    pub fn with_learned_cap_period(mut self, period: Duration) -> Pacer {
+        self.learned_cap_period = period.min(Duration::from_secs(86_400));
+        self
+    }
+
+    /// The concurrency cap learned from Dataverse and still kept, if any.
+    pub fn learned_cap(&self) -> Option<usize> {
+        lock(&self.state).learned.map(|l| l.cap)
     }
 
     /// The current concurrency limit.
@@ -117,16 +153,36 @@ impl Pacer {
     }
 
     pub(super) fn on_success(&self, latency: Duration, dop_hint: Option<usize>) {
+        self.on_success_at(Instant::now(), latency, dop_hint);
+    }
+
+    fn on_success_at(&self, now: Instant, latency: Duration, dop_hint: Option<usize>) {
         let mut state = lock(&self.state);
-        if let Some(hint) = dop_hint.filter(|h| *h > 0) {
-            state.hint = Some(hint.min(self.ceiling));
+        let dop_hint = dop_hint.filter(|h| *h > 0).map(|h| h.min(self.ceiling));
+        if dop_hint.is_some() {
+            state.hint = dop_hint;
+        }
+        let held = self.held(&state);
+        if let Some(learned) = state.learned.as_mut() {
+            let hint_rose = dop_hint.is_some_and(|h| h > learned.cap && learned.last_hint.is_some_and(|last| h > last));
+            if dop_hint.is_some() {
+                learned.last_hint = dop_hint;
+            }
+            if now >= learned.probe_at && held > learned.cap {
+                learned.above_cap += 1;
+            }
+            // A whole round above the cap went through: Dataverse allows more now.
+            if hint_rose || learned.above_cap > learned.cap {
+                tracing::debug!(message = "Learned concurrency cap released.", cap = learned.cap, by_hint = hint_rose);
+                state.learned = None;
+            }
         }
         let best = *state.best_latency.get_or_insert(latency);
         state.best_latency = Some(best.min(latency));
-        let cap = self.cap(&state);
+        let cap = self.cap_at(&state, now);
         // Grow (about +1 per round of calls) only while at the limit and latency is not rising.
         let at_limit = self.permits.available_permits() == 0;
-        let holding = state.hold_growth_until.is_some_and(|t| Instant::now() < t);
+        let holding = state.hold_growth_until.is_some_and(|t| now < t);
         if at_limit && !holding && latency <= best * 2 + Duration::from_millis(5) && state.limit < cap as f64 {
             state.limit = (state.limit + 1.0 / state.limit).min(cap as f64);
         }
@@ -144,7 +200,7 @@ impl Pacer {
         }
         state.last_decrease = Some(now);
         state.limit = (state.limit * 0.9).max(1.0);
-        let cap = self.cap(&state);
+        let cap = self.cap_at(&state, now);
         self.rebalance(&mut state, cap);
     }
 
@@ -155,22 +211,47 @@ impl Pacer {
     /// over-wide round lands on the real cap at once. For the request-rate and
     /// execution-time limits the environment-wide pause is the remedy; the
     /// concurrency is left as it is.
+    ///
+    /// The level a concurrency 429 lands on is Dataverse's cap for this user: it
+    /// is kept for the learned-cap period (see [`LearnedCap`]).
     pub(super) fn on_throttled(&self, retry_after: Duration, concurrency_limit: bool) {
+        self.on_throttled_at(Instant::now(), retry_after, concurrency_limit);
+    }
+
+    fn on_throttled_at(&self, now: Instant, retry_after: Duration, concurrency_limit: bool) {
         let mut state = lock(&self.state);
-        let now = Instant::now();
         state.hold_growth_until = Some(now + GROWTH_HOLD.max(retry_after.min(MAX_PAUSE)));
         if !concurrency_limit {
             return;
         }
-        let held = (state.granted + state.owed).saturating_sub(self.permits.available_permits());
+        let held = self.held(&state);
         state.last_decrease = Some(now);
         state.limit = (state.limit - 1.0).min(held as f64).max(1.0);
-        let cap = self.cap(&state);
+        let cap = self.cap_at(&state, now);
         self.rebalance(&mut state, cap);
+        if !self.learned_cap_period.is_zero() {
+            let cap = state.granted;
+            if state.learned.is_none_or(|l| l.cap != cap) {
+                tracing::debug!(message = "Concurrency cap learned.", cap, keep_seconds = self.learned_cap_period.as_secs());
+            }
+            let last_hint = state.hint;
+            state.learned = Some(LearnedCap { cap, probe_at: now + self.learned_cap_period, last_hint, above_cap: 0 });
+        }
     }
 
-    fn cap(&self, state: &PaceState) -> usize {
-        state.hint.map_or(self.ceiling, |h| h.min(self.ceiling)).max(1)
+    /// Calls in flight (slots held).
+    fn held(&self, state: &PaceState) -> usize {
+        (state.granted + state.owed).saturating_sub(self.permits.available_permits())
+    }
+
+    /// The highest limit allowed at `now`: the ceiling, the hint, and a learned
+    /// cap (one above it once its period is over: the probe).
+    fn cap_at(&self, state: &PaceState, now: Instant) -> usize {
+        let mut cap = state.hint.map_or(self.ceiling, |h| h.min(self.ceiling));
+        if let Some(learned) = state.learned {
+            cap = cap.min(if now >= learned.probe_at { learned.cap + 1 } else { learned.cap });
+        }
+        cap.max(1)
     }
 
     fn rebalance(&self, state: &mut PaceState, cap: usize) {
@@ -276,6 +357,137 @@ mod tests {
         }
         assert!(pacer.limit() > 2, "grew from 2 to {}", pacer.limit());
         assert!(pacer.limit() <= 8);
+    }
+
+    /// `calls` successes of a steady stream at the limit (every slot busy, each
+    /// freed slot taken again), as Dataverse would answer them at `now`.
+    async fn steady(pacer: &Arc<Pacer>, now: Instant, calls: usize, hint: Option<usize>) {
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut slots = Vec::new();
+        for _ in 0..calls {
+            while pacer.permits.available_permits() > 0 {
+                slots.push(pacer.acquire(until).await.unwrap());
+            }
+            pacer.on_success_at(now, Duration::from_millis(50), hint);
+            slots.pop();
+        }
+    }
+
+    /// The limit is full and Dataverse, whose cap is `cap`, refuses the calls above it.
+    async fn refused_above(pacer: &Arc<Pacer>, now: Instant, cap: usize) {
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut slots = Vec::new();
+        while pacer.permits.available_permits() > 0 {
+            slots.push(pacer.acquire(until).await.unwrap());
+        }
+        while slots.len() > cap {
+            drop(slots.pop());
+            pacer.on_throttled_at(now, Duration::from_secs(1), true);
+        }
+    }
+
+    const PERIOD: Duration = Duration::from_secs(300);
+
+    fn after(t0: Instant, seconds: u64) -> Instant {
+        t0 + Duration::from_secs(seconds)
+    }
+
+    #[tokio::test]
+    async fn a_learned_cap_is_held_for_its_period_then_probed_once() {
+        let pacer = Arc::new(Pacer::new(32, 32).with_learned_cap_period(PERIOD));
+        let t0 = Instant::now();
+        refused_above(&pacer, t0, 16).await;
+        assert_eq!((pacer.limit(), pacer.learned_cap()), (16, Some(16)));
+        // Long after the growth hold, steady latency at the limit: no growth past the cap.
+        steady(&pacer, after(t0, 10), 2_000, None).await;
+        steady(&pacer, after(t0, 299), 2_000, None).await;
+        assert_eq!(pacer.limit(), 16);
+        // The period is over: one step above it (a round at 17 would release the cap).
+        steady(&pacer, after(t0, 300), 20, None).await;
+        assert_eq!((pacer.limit(), pacer.learned_cap()), (17, Some(16)), "the probe");
+        // Refused: learned again, for another period from now.
+        refused_above(&pacer, after(t0, 301), 16).await;
+        assert_eq!((pacer.limit(), pacer.learned_cap()), (16, Some(16)));
+        steady(&pacer, after(t0, 600), 2_000, None).await;
+        assert_eq!(pacer.limit(), 16, "no second probe within the period");
+        steady(&pacer, after(t0, 601), 20, None).await;
+        assert_eq!(pacer.limit(), 17, "the next period's probe");
+    }
+
+    #[tokio::test]
+    async fn without_a_learned_cap_the_limit_probes_past_it_after_the_hold() {
+        // D365_LEARNED_CAP_SECONDS=0: the behaviour before the learned cap.
+        let pacer = Arc::new(Pacer::new(32, 32).with_learned_cap_period(Duration::ZERO));
+        let t0 = Instant::now();
+        refused_above(&pacer, t0, 16).await;
+        assert_eq!((pacer.limit(), pacer.learned_cap()), (16, None));
+        steady(&pacer, after(t0, 10), 2_000, None).await;
+        assert!(pacer.limit() > 16, "grew to {}", pacer.limit());
+    }
+
+    #[tokio::test]
+    async fn a_successful_probe_releases_the_cap() {
+        let pacer = Arc::new(Pacer::new(32, 32).with_learned_cap_period(PERIOD));
+        let t0 = Instant::now();
+        refused_above(&pacer, t0, 16).await;
+        steady(&pacer, after(t0, 300), 20, None).await;
+        assert_eq!((pacer.limit(), pacer.learned_cap()), (17, Some(16)));
+        // Dataverse admitted 17 at once for a whole round: the cap is gone and growth resumes.
+        steady(&pacer, after(t0, 301), 17, None).await;
+        assert_eq!(pacer.learned_cap(), None);
+        steady(&pacer, after(t0, 302), 2_000, None).await;
+        assert!(pacer.limit() > 17, "grew to {}", pacer.limit());
+    }
+
+    #[tokio::test]
+    async fn a_rising_hint_releases_the_cap_and_a_steady_one_does_not() {
+        let pacer = Arc::new(Pacer::new(32, 64).with_learned_cap_period(PERIOD));
+        let t0 = Instant::now();
+        steady(&pacer, t0, 1, Some(40)).await;
+        refused_above(&pacer, t0, 16).await;
+        assert_eq!(pacer.learned_cap(), Some(16));
+        // Dataverse keeps recommending 40, as it did when it refused the 17th call: no news.
+        steady(&pacer, after(t0, 10), 2_000, Some(40)).await;
+        assert_eq!((pacer.limit(), pacer.learned_cap()), (16, Some(16)));
+        // It now recommends more: the cap is released, the limit grows toward the hint.
+        steady(&pacer, after(t0, 11), 1, Some(48)).await;
+        assert_eq!(pacer.learned_cap(), None);
+        steady(&pacer, after(t0, 12), 2_000, Some(48)).await;
+        assert!(pacer.limit() > 16 && pacer.limit() <= 48, "grew to {}", pacer.limit());
+    }
+
+    #[tokio::test]
+    async fn a_hint_first_seen_after_the_cap_is_a_baseline_not_news() {
+        // A cold environment: the 429s arrive before any answer with a hint.
+        let pacer = Arc::new(Pacer::new(32, 64).with_learned_cap_period(PERIOD));
+        let t0 = Instant::now();
+        refused_above(&pacer, t0, 16).await;
+        steady(&pacer, after(t0, 10), 2_000, Some(52)).await;
+        assert_eq!((pacer.limit(), pacer.learned_cap()), (16, Some(16)));
+    }
+
+    #[tokio::test]
+    async fn request_rate_and_execution_time_429s_learn_no_cap() {
+        let pacer = Arc::new(Pacer::new(32, 32).with_learned_cap_period(PERIOD));
+        let t0 = Instant::now();
+        pacer.on_throttled_at(t0, Duration::from_secs(1), false);
+        assert_eq!((pacer.limit(), pacer.learned_cap()), (32, None));
+        let pacer = Arc::new(Pacer::new(8, 32).with_learned_cap_period(PERIOD));
+        pacer.on_throttled_at(t0, Duration::from_secs(1), false);
+        steady(&pacer, after(t0, 10), 2_000, None).await;
+        assert!(pacer.limit() > 8, "grows after the hold as before: {}", pacer.limit());
+    }
+
+    #[tokio::test]
+    async fn backpressure_under_a_learned_cap_grows_back_to_it_only() {
+        let pacer = Arc::new(Pacer::new(32, 32).with_learned_cap_period(PERIOD));
+        // Long enough ago that the 5xx below is a new round trip.
+        let t0 = Instant::now() - Duration::from_secs(1);
+        refused_above(&pacer, t0, 16).await;
+        pacer.on_backpressure();
+        assert_eq!(pacer.limit(), 14);
+        steady(&pacer, after(t0, 10), 2_000, None).await;
+        assert_eq!(pacer.limit(), 16);
     }
 
 }
