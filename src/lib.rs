@@ -5,6 +5,9 @@
 //! - [`intake`]: Lambda payloads in, each source's answer out
 //! - [`webhook`]: HTTP semantics and signatures
 //! - [`mapping`]: event → trigger body (pure)
+//! - [`schema`]: a trigger's definition; a body coerced to it (pure)
+//! - [`check`]: the deployment check (`check` command, `{"check": true}`)
+//! - [`cli`]: the shell commands of the same binary
 //! - [`delivery`]: concurrency, retries, FIFO order, deadline
 //! - [`deadline`]: the invocation's deadline, from whichever runtime serves it
 //! - [`dynamics`]: Entra token cache and Dataverse client
@@ -12,6 +15,8 @@
 //! - [`idempotency`]: the same event is raised once
 //! - [`handler`]: the entry point, wired once per execution environment
 
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod deadline;
 pub mod delivery;
@@ -23,6 +28,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod outcome;
 pub mod redact;
+pub mod schema;
 pub mod secrets;
 pub mod webhook;
 
