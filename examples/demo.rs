@@ -19,6 +19,7 @@ const SAMPLES: &[(&str, &str, usize)] = &[
     ("apigw-rest.json", "API Gateway REST API (payload v1), signed webhook", 2),
     ("apigw-http.json", "API Gateway HTTP API (payload v2), signed webhook", 2),
     ("function-url.json", "Lambda function URL, signed webhook", 2),
+    ("direct-schema.json", "direct invocation, values coerced to each trigger's types; contact points left out of a contact-bound trigger", 2),
 ];
 
 /// ANSI styles: on a terminal only, and never when `NO_COLOR` is set (no-color.org).
@@ -92,6 +93,9 @@ async fn main() {
             println!("   {colour}{}{reset} POST /api/data/v9.2/{bold}{}{reset}  {dim}at {}{reset}", signal.status, signal.trigger, signal.received_at);
             println!("{}", indent(&serde_json::to_string_pretty(&signal.body).unwrap(), 8));
         }
+        if *file == "direct-schema.json" {
+            schema_notes(&received, &mut problems, (green, bold, reset));
+        }
         let accepted = received.iter().filter(|s| s.status == 204).count();
         if accepted != *expected_calls || received.len() != *expected_calls {
             problems.push(format!("{file}: expected {expected_calls} accepted call(s), Dynamics received {} ({} accepted)", received.len(), accepted));
@@ -110,9 +114,10 @@ async fn main() {
 
     let stats = sandbox.stats();
     println!(
-        "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} token request(s), {} secret fetch(es)",
+        "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} trigger definition read(s), {} token request(s), {} secret fetch(es)",
         stats.calls(),
         stats.calls_by_status,
+        stats.metadata_requests,
         stats.token_requests,
         stats.secret_requests
     );
@@ -123,6 +128,19 @@ async fn main() {
             println!("{red}✗ {p}{reset}");
         }
         std::process::exit(1);
+    }
+}
+
+/// What the trigger schema (SPEC §13) changed in the schema sample: one coerced
+/// value and one omitted parameter, shown and checked.
+fn schema_notes(received: &[d365_sandbox::Signal], problems: &mut Vec<String>, (green, bold, reset): (&str, &str, &str)) {
+    let cart = received.iter().find(|s| s.trigger == "msdynmkt_CartAbandoned").map(|s| &s.body);
+    match cart {
+        Some(body) if body["msdynmkt_carttotal"] == serde_json::json!(129.0) && body.get("contactpoint_email").is_none() => {
+            println!("   {green}coerced{reset}: msdynmkt_carttotal \"129.00\" (a string) → {bold}129.0{reset} (the trigger's Decimal)");
+            println!("   {green}omitted{reset}: {bold}contactpoint_email{reset} (msdynmkt_CartAbandoned is bound to contacts: it has no contact-point parameters)");
+        }
+        _ => problems.push("direct-schema.json: msdynmkt_CartAbandoned did not receive a coerced total without contactpoint_email".into()),
     }
 }
 

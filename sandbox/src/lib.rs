@@ -44,6 +44,7 @@ struct State {
     calls_by_status: Mutex<BTreeMap<u16, u64>>,
     token_requests: AtomicU64,
     secret_requests: AtomicU64,
+    metadata_requests: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -94,6 +95,7 @@ impl Sandbox {
             calls_by_status: Mutex::new(BTreeMap::new()),
             token_requests: AtomicU64::new(0),
             secret_requests: AtomicU64::new(0),
+            metadata_requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         });
@@ -205,6 +207,7 @@ impl State {
             secret_requests: self.secret_requests.load(Ordering::SeqCst),
             calls_by_status: self.calls_by_status.lock().unwrap().clone(),
             max_concurrency_seen: self.max_in_flight.load(Ordering::SeqCst),
+            metadata_requests: self.metadata_requests.load(Ordering::SeqCst),
         }
     }
 
@@ -214,6 +217,7 @@ impl State {
         self.calls_by_status.lock().unwrap().clear();
         self.token_requests.store(0, Ordering::SeqCst);
         self.secret_requests.store(0, Ordering::SeqCst);
+        self.metadata_requests.store(0, Ordering::SeqCst);
         self.max_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
@@ -241,6 +245,7 @@ fn dataverse_error(status: u16, code: &str, message: &str) -> Reply {
 async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
     let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
     let headers: BTreeMap<String, String> =
         request.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
@@ -252,6 +257,7 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
     match (&method, segments.as_slice()) {
         (&Method::POST, [""]) if target.is_some() => Ok(secrets_manager::get_secret_value(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [tenant, "oauth2", "v2.0", "token"]) => Ok(entra::token(&state, tenant, &body)),
+        (&Method::GET, ["api", "data", "v9.2", "customapis"]) => Ok(dataverse::custom_apis(&state, &query, &headers)),
         (&Method::POST, ["api", "data", "v9.2", trigger]) => dataverse::trigger(&state, trigger, &path, &headers, &body).await,
         (_, ["_sandbox", rest @ ..]) => Ok(admin::handle(&state, &method, rest, &body)),
         (&Method::POST, [""]) => Ok(json_response(400, &json!({"__type": "MissingAction", "message": "X-Amz-Target is required."}))),
