@@ -173,6 +173,11 @@ impl Sandbox {
         *self.state.token_lifetime.lock().unwrap() = lifetime;
     }
 
+    /// Replaces the trigger definitions (a trigger republished with other parameters).
+    pub fn set_triggers(&self, triggers: Vec<TriggerDef>) {
+        self.state.set_triggers(triggers);
+    }
+
     /// Forgets issued tokens (as if they had all expired).
     pub fn revoke_tokens(&self) {
         self.state.tokens.lock().unwrap().clear();

@@ -9,4 +9,5 @@ mod moto;
 mod idempotency;
 mod relay;
 mod reliability;
+mod schema;
 mod webhooks;
