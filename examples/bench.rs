@@ -47,6 +47,8 @@ struct Run {
     token_requests: u64,
     calls: u64,
     throttled: u64,
+    /// Trigger-definition reads, warm-up included.
+    metadata: u64,
 }
 
 /// One warm invocation of N records through the real handler.
@@ -71,6 +73,7 @@ async fn run(n: usize, in_flight: usize, faults: Faults) -> Run {
         token_requests: stats.token_requests,
         calls: stats.calls() - before.calls(),
         throttled: stats.calls_with(429) - before.calls_with(429),
+        metadata: stats.metadata_requests,
     }
 }
 
@@ -181,21 +184,24 @@ async fn main() {
     };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     line(format!("Machine: {cores} cores, {}; sandbox latency {LATENCY_MS} ms; release build.\n", std::env::consts::ARCH));
-    line("| scenario | N | C | wall | bound | wall ÷ bound | 429 share | failures | token requests |".into());
-    line("|---|---|---|---|---|---|---|---|---|".into());
+    line("| scenario | N | C | wall | bound | wall ÷ bound | 429 share | failures | token requests | Dataverse requests ÷ event |".into());
+    line("|---|---|---|---|---|---|---|---|---|---|".into());
     let latency = Faults { latency_ms: LATENCY_MS, ..Faults::default() };
     for c in [8, 32] {
         for n in [10, 100, 1_000] {
             let r = run(n, c, latency.clone()).await;
             let b = bound(n, c);
             line(format!(
-                "| batch | {n} | {c} | {:.0} ms | {} ms | **{:.3}** | {:.1}% | {} | {} |",
+                "| batch | {n} | {c} | {:.0} ms | {} ms | **{:.3}** | {:.1}% | {} | {} | {:.3} ({} calls + {} definition read) |",
                 r.wall.as_secs_f64() * 1000.0,
                 b.as_millis(),
                 r.wall.as_secs_f64() / b.as_secs_f64(),
                 100.0 * r.throttled as f64 / r.calls.max(1) as f64,
                 r.failures,
-                r.token_requests
+                r.token_requests,
+                (r.calls + r.metadata) as f64 / n as f64,
+                r.calls,
+                r.metadata
             ));
         }
     }
@@ -203,7 +209,7 @@ async fn main() {
     let r = run(1_000, 32, capped).await;
     let b = bound(1_000, 16);
     line(format!(
-        "| capped at 16 (429, Retry-After 1) | 1000 | 32 | {:.0} ms | {} ms (C = 16) | **{:.3}** | {:.1}% ({} of {}) | {} | {} |",
+        "| capped at 16 (429, Retry-After 1) | 1000 | 32 | {:.0} ms | {} ms (C = 16) | **{:.3}** | {:.1}% ({} of {}) | {} | {} | {:.3} |",
         r.wall.as_secs_f64() * 1000.0,
         b.as_millis(),
         r.wall.as_secs_f64() / b.as_secs_f64(),
@@ -211,7 +217,8 @@ async fn main() {
         r.throttled,
         r.calls,
         r.failures,
-        r.token_requests
+        r.token_requests,
+        (r.calls + r.metadata) as f64 / 1_000.0
     ));
 
     // Cold start and peak RSS of the release binary through the Runtime API.

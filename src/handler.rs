@@ -15,7 +15,7 @@ use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
 use crate::idempotency::{self, Idempotency};
 use crate::intake::{self, HttpRequest, Incoming, IntakeError, Source};
-use crate::mapping::{self, Decision, MapContext, TriggerCall};
+use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
 use crate::outcome::{self, DeliveryError, Outcome, RecordResult, Tally};
 use crate::webhook::{self, HttpAnswer};
@@ -235,10 +235,8 @@ impl Relay {
         let definitions = prepared.schemas.lookup_all(prepared.dynamics, wanted, budget.start_cutoff).await;
         for job in &mut jobs {
             if let Work::Send(call) = &mut job.work {
-                let mapped = std::mem::replace(call, TriggerCall { trigger: String::new(), body: Default::default() });
-                match prepared.schemas.apply(definitions.get(&mapped.trigger), mapped) {
-                    Ok(fitted) => *call = fitted,
-                    Err(outcome) => job.work = Work::Done(outcome),
+                if let Err(outcome) = prepared.schemas.apply(definitions.get(&call.trigger), call) {
+                    job.work = Work::Done(outcome);
                 }
             }
         }

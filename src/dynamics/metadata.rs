@@ -95,11 +95,12 @@ impl Schemas {
             }
             Err(error) => {
                 if !self.warned_unreadable.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        message = "Trigger definition unreadable: records are sent as mapped. Give the application user Read on Custom API and Custom API Request Parameter (run `d365-trigger-relay check`).",
-                        trigger,
-                        error = %error
-                    );
+                    let fix = if error.status() == Some(403) {
+                        "give the application user Read on Custom API and Custom API Request Parameter"
+                    } else {
+                        "it is read again in 60 s; `d365-trigger-relay check` shows the cause"
+                    };
+                    tracing::warn!(message = "Trigger definition unreadable: records are sent as mapped.", trigger, fix, error = %error);
                 }
                 entry.failed_at = Some((base, Instant::now(), error.clone()));
                 Lookup::Unreadable(error)
@@ -133,31 +134,30 @@ impl Schemas {
         futures_util::future::join_all(reads).await.into_iter().collect()
     }
 
-    /// Fits one call to its trigger's definition: the call to send, or the
-    /// record's outcome when it must not be sent.
-    pub fn apply(&self, lookup: Option<&Lookup>, call: TriggerCall) -> Result<TriggerCall, Outcome> {
+    /// Fits one call to its trigger's definition in place, or says why the
+    /// record must not be sent.
+    pub fn apply(&self, lookup: Option<&Lookup>, call: &mut TriggerCall) -> Result<(), Outcome> {
         match lookup {
-            None | Some(Lookup::Unreadable(_)) => Ok(call),
+            None | Some(Lookup::Unreadable(_)) => Ok(()),
             Some(Lookup::Missing) => Err(Outcome::Rejected(DeliveryError::Rejected {
                 status: 404,
                 code: Some("0x8006088a".into()),
                 message: format!("no custom API named '{}' in this environment (read from its metadata); not sent", call.trigger),
             })),
-            Some(Lookup::Found(definition)) => match schema::fit(definition, call.body) {
-                Err(reason) => Err(Outcome::Invalid { reason }),
-                Ok(fitted) => {
-                    if !fitted.omitted.is_empty() {
-                        self.omitted.fetch_add(fitted.omitted.len() as u64, Ordering::Relaxed);
-                        let mut warned = self.warned.lock().unwrap();
-                        for parameter in &fitted.omitted {
-                            if warned.insert((call.trigger.clone(), parameter.clone())) {
-                                tracing::warn!(message = "Parameter omitted: the trigger does not have it.", trigger = %call.trigger, parameter = %parameter);
-                            }
+            Some(Lookup::Found(definition)) => {
+                let fitted = schema::fit(definition, std::mem::take(&mut call.body)).map_err(|reason| Outcome::Invalid { reason })?;
+                if !fitted.omitted.is_empty() {
+                    self.omitted.fetch_add(fitted.omitted.len() as u64, Ordering::Relaxed);
+                    let mut warned = self.warned.lock().unwrap();
+                    for parameter in &fitted.omitted {
+                        if warned.insert((call.trigger.clone(), parameter.clone())) {
+                            tracing::warn!(message = "Parameter omitted: the trigger does not have it.", trigger = %call.trigger, parameter = %parameter);
                         }
                     }
-                    Ok(TriggerCall { trigger: call.trigger, body: fitted.body })
                 }
-            },
+                call.body = fitted.body;
+                Ok(())
+            }
         }
     }
 
