@@ -71,6 +71,8 @@ struct Run {
     token_requests: u64,
     calls: u64,
     throttled: u64,
+    /// Trigger-definition reads, warm-up included.
+    metadata: u64,
 }
 
 /// One warm invocation of N records through the real handler.
@@ -109,6 +111,8 @@ async fn run_batches(sizes: &[usize], in_flight: usize, faults: Faults, sns: boo
             token_requests: stats.token_requests,
             calls: stats.calls() - before.calls(),
             throttled: stats.calls_with(429) - before.calls_with(429),
+            // Definition reads of this batch (the first batch counts the warm-up's read too).
+            metadata: if i == 0 { stats.metadata_requests } else { stats.metadata_requests - before.metadata_requests },
         });
     }
     runs
@@ -347,8 +351,8 @@ async fn main() {
     };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     line(format!("Machine: {cores} cores, {}; sandbox latency {LATENCY_MS} ms; release build.\n", std::env::consts::ARCH));
-    line("| scenario | N | C | wall | bound | wall ÷ bound | 429 share | failures | token requests |".into());
-    line("|---|---|---|---|---|---|---|---|---|".into());
+    line("| scenario | N | C | wall | bound | wall ÷ bound | 429 share | failures | token requests | Dataverse requests ÷ event |".into());
+    line("|---|---|---|---|---|---|---|---|---|---|".into());
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |scenario: &str| only.is_empty() || only.split(',').any(|s| s.trim() == scenario);
     let latency = Faults { latency_ms: LATENCY_MS, ..Faults::default() };
@@ -358,13 +362,16 @@ async fn main() {
                 let r = run(n, c, latency.clone()).await;
                 let b = bound(n, c);
                 line(format!(
-                    "| batch | {n} | {c} | {:.0} ms | {} ms | **{:.3}** | {:.1}% | {} | {} |",
+                    "| batch | {n} | {c} | {:.0} ms | {} ms | **{:.3}** | {:.1}% | {} | {} | {:.3} ({} calls + {} definition read) |",
                     r.wall.as_secs_f64() * 1000.0,
                     b.as_millis(),
                     r.wall.as_secs_f64() / b.as_secs_f64(),
                     100.0 * r.throttled as f64 / r.calls.max(1) as f64,
                     r.failures,
-                    r.token_requests
+                    r.token_requests,
+                    (r.calls + r.metadata) as f64 / n as f64,
+                    r.calls,
+                    r.metadata
                 ));
             }
         }
@@ -375,7 +382,7 @@ async fn main() {
         let b = bound(1_000, 16);
         for (i, r) in run_batches(&[1_000; 3], 32, capped, false).await.iter().enumerate() {
             line(format!(
-                "| capped at 16 (429, Retry-After 1), batch {} of 3 in one environment | 1000 | 32 | {:.0} ms | {} ms (C = 16) | **{:.3}** | {:.1}% ({} of {}) | {} | {} |",
+                "| capped at 16 (429, Retry-After 1), batch {} of 3 in one environment | 1000 | 32 | {:.0} ms | {} ms (C = 16) | **{:.3}** | {:.1}% ({} of {}) | {} | {} | {:.3} |",
                 i + 1,
                 r.wall.as_secs_f64() * 1000.0,
                 b.as_millis(),
@@ -384,7 +391,8 @@ async fn main() {
                 r.throttled,
                 r.calls,
                 r.failures,
-                r.token_requests
+                r.token_requests,
+                (r.calls + r.metadata) as f64 / 1_000.0
             ));
         }
     }

@@ -28,6 +28,7 @@ const SAMPLES: &[(&str, &str, usize)] = &[
     ("alb.json", "Application Load Balancer (Lambda target), signed webhook", 2),
     ("dataverse-webhook.json", "Dataverse webhook (RemoteExecutionContext, WebhookKey ?code=) to a function URL: contact Update", 1),
     ("power-automate.json", "Power Automate HTTP action (X-Api-Key): the plain change-event form, contact Modified", 1),
+    ("direct-schema.json", "direct invocation, values coerced to each trigger's types; contact points left out of a contact-bound trigger", 2),
 ];
 
 /// The demo accepts the signed samples (hmac) and the keyed ones (Dataverse, Power Automate).
@@ -104,6 +105,9 @@ async fn main() {
             println!("   {colour}{}{reset} POST /api/data/v9.2/{bold}{}{reset}  {dim}at {}{reset}", signal.status, signal.trigger, signal.received_at);
             println!("{}", indent(&serde_json::to_string_pretty(&signal.body).unwrap(), 8));
         }
+        if *file == "direct-schema.json" {
+            schema_notes(&received, &mut problems, (green, bold, reset));
+        }
         let accepted = received.iter().filter(|s| s.status == 204).count();
         if accepted != *expected_calls || received.len() != *expected_calls {
             problems.push(format!("{file}: expected {expected_calls} accepted call(s), Dynamics received {} ({} accepted)", received.len(), accepted));
@@ -126,9 +130,10 @@ async fn main() {
 
     let stats = sandbox.stats();
     println!(
-        "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} token request(s), {} secret fetch(es)",
+        "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} trigger definition read(s), {} token request(s), {} secret fetch(es)",
         stats.calls(),
         stats.calls_by_status,
+        stats.metadata_requests,
         stats.token_requests,
         stats.secret_requests
     );
@@ -210,6 +215,19 @@ async fn enqueue_mode(sandbox: &Sandbox, root: &str, webhook_secret: &[u8]) -> R
         return Err(format!("enqueue mode: expected 2 messages and 2 accepted calls, got {} message(s), {} call(s), {failures} batch item failure(s)", records.len(), received.len()));
     }
     Ok(())
+}
+
+/// What the trigger schema (SPEC §13) changed in the schema sample: one coerced
+/// value and one omitted parameter, shown and checked.
+fn schema_notes(received: &[d365_sandbox::Signal], problems: &mut Vec<String>, (green, bold, reset): (&str, &str, &str)) {
+    let cart = received.iter().find(|s| s.trigger == "msdynmkt_CartAbandoned").map(|s| &s.body);
+    match cart {
+        Some(body) if body["msdynmkt_carttotal"] == serde_json::json!(129.0) && body.get("contactpoint_email").is_none() => {
+            println!("   {green}coerced{reset}: msdynmkt_carttotal \"129.00\" (a string) → {bold}129.0{reset} (the trigger's Decimal)");
+            println!("   {green}omitted{reset}: {bold}contactpoint_email{reset} (msdynmkt_CartAbandoned is bound to contacts: it has no contact-point parameters)");
+        }
+        _ => problems.push("direct-schema.json: msdynmkt_CartAbandoned did not receive a coerced total without contactpoint_email".into()),
+    }
 }
 
 fn indent(text: &str, by: usize) -> String {

@@ -18,6 +18,8 @@ use crate::mapping::TriggerCall;
 use crate::outcome::DeliveryError;
 use crate::secrets::SecretStore;
 
+pub mod metadata;
+
 /// The longest a single Dataverse or Entra request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tokens are refreshed at least this long before they expire (as MSAL does).

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
 use crate::delivery::{self, Budget, Job, Pacer, Work};
+use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
 use crate::enqueue::Queue;
 use crate::idempotency::{self, Idempotency};
@@ -38,12 +39,15 @@ pub struct Relay {
 struct Wiring {
     settings: Settings,
     dynamics: Arc<Dynamics>,
+    /// Trigger definitions read from Dataverse (SPEC §13).
+    schemas: Arc<Schemas>,
 }
 
 /// What one invocation works with, read once by [`Relay::prepare`].
 struct Prepared<'a> {
     settings: &'a Settings,
     dynamics: &'a Arc<Dynamics>,
+    schemas: &'a Schemas,
     credentials: Arc<Credentials>,
     default_trigger: Option<String>,
 }
@@ -61,7 +65,11 @@ impl Relay {
             Ok(_) => {}
             Err(error) => tracing::error!(message = "Configuration error: every record will fail until it is fixed.", error = %error),
         }
-        let wiring = settings.map(|settings| Wiring { dynamics: Arc::new(Dynamics::new(&settings, secrets_client, http)), settings });
+        let wiring = settings.map(|settings| Wiring {
+            dynamics: Arc::new(Dynamics::new(&settings, secrets_client, http)),
+            schemas: Arc::new(Schemas::new(settings.schema_ttl)),
+            settings,
+        });
         Relay {
             wiring,
             pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight).with_learned_cap_period(learned_cap_period)),
@@ -106,11 +114,22 @@ impl Relay {
     /// The secret is read within the invocation's budget: a stalled Secrets
     /// Manager fails the records in time rather than outliving the invocation.
     async fn prepare(&self, budget: &Budget) -> Result<Prepared<'_>, ConfigError> {
-        let Wiring { settings, dynamics } = self.wiring.as_ref().map_err(Clone::clone)?;
+        let Wiring { settings, dynamics, schemas } = self.wiring.as_ref().map_err(Clone::clone)?;
         let credentials = dynamics.credentials_until(budget.hard_cutoff).await?;
         let default_trigger = settings.trigger_name.clone().or_else(|| credentials.trigger_name.clone());
         settings.mapping.check_triggers(default_trigger.as_deref())?;
-        Ok(Prepared { settings, dynamics, credentials, default_trigger })
+        Ok(Prepared { settings, dynamics, schemas, credentials, default_trigger })
+    }
+
+    /// The trigger definitions this execution environment has read (SPEC §13).
+    pub fn schemas(&self) -> Option<&Arc<Schemas>> {
+        self.wiring.as_ref().ok().map(|w| &w.schemas)
+    }
+
+    /// The deployment check (SPEC §13) as a direct invocation answers it.
+    pub async fn check(&self, event: Option<Value>, deadline: Instant) -> Value {
+        let wiring = self.wiring.as_ref().map(|w| (&w.settings, &*w.dynamics, &*w.schemas));
+        crate::check::run(wiring, event.as_ref(), deadline).await.to_json()
     }
 
     pub fn pacer(&self) -> &Arc<Pacer> {
@@ -126,6 +145,9 @@ impl Relay {
         // Failures remembered for the previous invocation (secret, token) are retried now.
         if let Some(dynamics) = self.dynamics() {
             dynamics.begin_invocation();
+        }
+        if let Some(event) = crate::check::direct_request(&payload) {
+            return Ok(self.check(event, deadline).await);
         }
         match intake::classify(payload) {
             Err(error) => {
@@ -248,12 +270,26 @@ impl Relay {
             jobs.push(Job { index: record.index, group: record.group.clone(), key, work });
         }
 
+        // Each trigger's definition, once per invocation: omit, coerce, check (SPEC §13).
+        let wanted = jobs.iter().filter_map(|j| if let Work::Send(call) = &j.work { Some(call.trigger.clone()) } else { None }).collect();
+        let definitions = prepared.schemas.lookup_all(prepared.dynamics, wanted, budget.start_cutoff).await;
+        for job in &mut jobs {
+            if let Work::Send(call) = &mut job.work {
+                if let Err(outcome) = prepared.schemas.apply(definitions.get(&call.trigger), call) {
+                    job.work = Work::Done(outcome);
+                }
+            }
+        }
+
         let reports = delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await;
         records
             .iter()
             .zip(reports)
             .zip(triggers)
             .map(|((record, report), trigger)| {
+                if let (Outcome::Rejected(error), Some(trigger)) = (&report.outcome, &trigger) {
+                    prepared.schemas.note_rejection(trigger, error);
+                }
                 let mut result = result_of(record, trigger, report.outcome, report.attempts);
                 result.throttled = report.throttled;
                 result.latency = report.latency;
@@ -273,6 +309,7 @@ impl Relay {
             source,
             tally: Tally::of(results),
             token_refreshes: self.token_requests().saturating_sub(tokens_before),
+            omitted_attributes: self.schemas().map_or(0, |s| s.omitted.swap(0, Ordering::Relaxed)),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         };
         let t = &metrics.tally;
@@ -289,6 +326,7 @@ impl Relay {
             retries = t.retries,
             throttled = t.throttled,
             token_refreshes = metrics.token_refreshes,
+            omitted_attributes = metrics.omitted_attributes,
             concurrency_limit = self.pacer.limit(),
             duration_ms = metrics.duration_ms as u64,
         );

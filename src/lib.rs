@@ -7,6 +7,9 @@
 //! - [`webhook`]: HTTP semantics and answers
 //! - [`auth`]: sender authentication schemes (hmac, standard, segment, key, none)
 //! - [`mapping`]: event → trigger body (pure)
+//! - [`schema`]: a trigger's definition; a body coerced to it (pure)
+//! - [`check`]: the deployment check (`check` command, `{"check": true}`)
+//! - [`cli`]: the shell commands of the same binary
 //! - [`delivery`]: concurrency, retries, FIFO order, deadline
 //! - [`deadline`]: the invocation's deadline, from whichever runtime serves it
 //! - [`dynamics`]: Entra token cache and Dataverse client
@@ -16,6 +19,8 @@
 //! - [`handler`]: the entry point, wired once per execution environment
 
 pub mod auth;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod deadline;
 pub mod delivery;
@@ -29,6 +34,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod outcome;
 pub mod redact;
+pub mod schema;
 pub mod secrets;
 pub mod webhook;
 

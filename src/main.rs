@@ -1,6 +1,8 @@
 #![recursion_limit = "256"]
 //! The Lambda function: wires the relay once per execution environment and
-//! serves invocations from the Lambda Runtime API.
+//! serves invocations from the Lambda Runtime API. Run from a shell (no
+//! `AWS_LAMBDA_RUNTIME_API`) with arguments, or with `--help`, it runs one of
+//! the commands of [`relay::cli`] instead.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use relay::config::{Settings, WebhookMode};
@@ -9,6 +11,10 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if relay::cli::wanted(&args) {
+        std::process::exit(relay::cli::run(args).await);
+    }
     lambda_runtime::tracing::init_default_subscriber();
     // Only parsing and client construction happen before the first event; the
     // secret and token are fetched on first use. The phone metadata (~75 ms to

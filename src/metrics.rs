@@ -16,6 +16,8 @@ pub struct InvocationMetrics {
     pub source: &'static str,
     pub tally: Tally,
     pub token_refreshes: u64,
+    /// Parameters left out because their trigger lacks them (SPEC §13).
+    pub omitted_attributes: u64,
     pub duration_ms: f64,
 }
 
@@ -23,7 +25,7 @@ impl InvocationMetrics {
     /// The EMF document, dimensioned by source (sqs, sqs-fifo, webhook, direct).
     pub fn to_emf(&self, namespace: &str, timestamp_ms: i64) -> Value {
         let t = &self.tally;
-        let counts: [(&str, u64); 11] = [
+        let counts: [(&str, u64); 12] = [
             ("Records", t.records),
             ("Delivered", t.delivered),
             ("Dropped", t.dropped),
@@ -35,6 +37,7 @@ impl InvocationMetrics {
             ("ThrottledResponses", t.throttled),
             ("TokenRefreshes", self.token_refreshes),
             ("BatchItemFailures", t.not_done()),
+            ("OmittedAttributes", self.omitted_attributes),
         ];
         let mut root = Map::new();
         let mut definitions = Vec::new();
@@ -101,11 +104,12 @@ mod tests {
     #[test]
     fn the_document_follows_the_emf_specification() {
         let tally = Tally { records: 3, delivered: 2, failed: 1, retries: 4, throttled: 1, delivery_latency_ms: (0..150).map(f64::from).collect(), ..Default::default() };
-        let metrics = InvocationMetrics { source: "sqs", tally, token_refreshes: 1, duration_ms: 12.5 };
+        let metrics = InvocationMetrics { source: "sqs", tally, token_refreshes: 1, omitted_attributes: 2, duration_ms: 12.5 };
         let doc = metrics.to_emf("D365TriggerRelay", 1_780_000_000_000);
         assert_valid_emf(&doc);
         assert_eq!(doc["Delivered"], 2);
         assert_eq!(doc["BatchItemFailures"], 1);
+        assert_eq!(doc["OmittedAttributes"], 2);
         assert_eq!(doc["DeliveryLatency"].as_array().unwrap().len(), 100);
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "D365TriggerRelay");
         assert!(!doc.to_string().contains('\n'), "one line");

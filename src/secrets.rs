@@ -14,6 +14,8 @@ pub struct SecretStore {
     secret_id: String,
     ttl: Duration,
     state: Mutex<State>,
+    /// `D365_SECRET_FILE` (CLI commands only): the secret's JSON read from a file instead.
+    file: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -26,7 +28,13 @@ struct State {
 
 impl SecretStore {
     pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: String, ttl: Duration) -> Self {
-        SecretStore { client, secret_id, ttl, state: Mutex::new(State::default()) }
+        SecretStore { client, secret_id, ttl, state: Mutex::new(State::default()), file: None }
+    }
+
+    /// Reads the secret's JSON from `path` instead of Secrets Manager (SPEC §16).
+    pub fn with_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
     }
 
     /// The cached credentials, fetched when missing or older than the TTL.
@@ -104,6 +112,10 @@ impl SecretStore {
     }
 
     async fn fetch(&self) -> Result<Credentials, ConfigError> {
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new("D365_SECRET_FILE", format!("cannot read {}: {e}", path.display())))?;
+            return Credentials::parse(&text, "file");
+        }
         let output = self
             .client
             .get_secret_value()

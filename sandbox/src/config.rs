@@ -37,16 +37,35 @@ pub struct TriggerDef {
     /// Parameter name → type and required flag.
     #[serde(default)]
     pub parameters: BTreeMap<String, Parameter>,
+    /// What the trigger's profile id names: `profile` (a CI-Data profile: the
+    /// trigger also takes `contactpoint_email` and `contactpoint_phone`, the
+    /// default), `contact` or `lead` (no contact-point parameters).
+    #[serde(default = "profile_binding")]
+    pub binding: String,
+}
+
+fn profile_binding() -> String {
+    "profile".into()
+}
+
+impl TriggerDef {
+    /// Whether the trigger takes the contact-point fallbacks (bound to a CI-Data profile).
+    pub fn has_contact_points(&self) -> bool {
+        self.binding == "profile"
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Parameter {
-    /// Custom API parameter type: String, Integer, Decimal, Float, Money, Boolean, DateTime, Guid, StringArray, Picklist.
+    /// Custom API parameter type: String, Integer, Decimal, Float, Money, Boolean, DateTime, Guid, StringArray, Picklist, EntityReference.
     #[serde(rename = "type", default = "string_type")]
     pub kind: String,
     #[serde(default)]
     pub required: bool,
+    /// The table an EntityReference refers to (`logicalentityname`, e.g. `account`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
 }
 
 fn string_type() -> String {
@@ -87,6 +106,8 @@ pub struct Faults {
     pub sqs_status: Option<u16>,
     /// Share of SendMessageBatch entries SQS refuses (listed under `Failed`).
     pub sqs_refuse_rate: f64,
+    /// The `customapis` metadata query answers this status (403: the app user may not read Custom APIs).
+    pub metadata_status: Option<u16>,
 }
 
 /// One Dataverse call as the sandbox received it.
@@ -119,6 +140,9 @@ pub struct Stats {
     pub secret_requests: u64,
     pub calls_by_status: BTreeMap<u16, u64>,
     pub max_concurrency_seen: usize,
+    /// `customapis` metadata queries received (not counted in `calls_by_status`).
+    #[serde(default)]
+    pub metadata_requests: u64,
 }
 
 impl Stats {

@@ -134,45 +134,106 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
     }
 }
 
-/// The system parameters every trigger takes.
+/// The system parameters of a custom trigger: the first four on every
+/// trigger, the contact-point fallbacks only on triggers bound to a CI-Data
+/// profile (Dataverse answers 400 "not a valid parameter" elsewhere).
 const SYSTEM_PARAMETERS: &[(&str, &str, bool)] = &[
     ("msdynmkt_profileid", "String", true),
     ("msdynmkt_signaluserauthid", "String", false),
     ("msdynmkt_signaltimestamp", "DateTime", false),
     ("msdynmkt_signalingestiontimestamp", "DateTime", false),
-    ("contactpoint_email", "String", false),
-    ("contactpoint_phone", "String", false),
 ];
+const CONTACT_POINT_PARAMETERS: &[(&str, &str, bool)] = &[("contactpoint_email", "String", false), ("contactpoint_phone", "String", false)];
+
+/// Every parameter of a trigger: (name, type, required, entity).
+fn parameters_of(definition: &TriggerDef) -> Vec<(String, String, bool, Option<String>)> {
+    let contact_points = if definition.has_contact_points() { CONTACT_POINT_PARAMETERS } else { &[] };
+    SYSTEM_PARAMETERS
+        .iter()
+        .chain(contact_points)
+        .map(|(n, k, r)| (n.to_string(), k.to_string(), *r, None))
+        .chain(definition.parameters.iter().map(|(n, p)| (n.clone(), p.kind.clone(), p.required, p.entity.clone())))
+        .collect()
+}
+
+/// Dataverse's code of a Custom API parameter type.
+fn type_code(kind: &str) -> i64 {
+    match kind {
+        "Boolean" => 0,
+        "DateTime" => 1,
+        "Decimal" => 2,
+        "Entity" => 3,
+        "EntityCollection" => 4,
+        "EntityReference" => 5,
+        "Float" => 6,
+        "Integer" => 7,
+        "Money" => 8,
+        "Picklist" => 9,
+        "StringArray" => 11,
+        "Guid" => 12,
+        _ => 10,
+    }
+}
+
+/// `GET /api/data/v9.2/customapis?$filter=uniquename eq '…'&$select=…&$expand=CustomAPIRequestParameters(…)`:
+/// a trigger's definition as Dataverse describes it (SPEC §13), or `{"value": []}`.
+pub(crate) fn custom_apis(state: &State, query: &str, headers: &BTreeMap<String, String>) -> Reply {
+    state.metadata_requests.fetch_add(1, Ordering::SeqCst);
+    let token = headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    let valid = state.tokens.lock().unwrap().get(token).is_some_and(|(expires, _)| *expires > Instant::now());
+    if !valid {
+        return dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired.");
+    }
+    if let Some(status) = state.faults.lock().unwrap().metadata_status {
+        return match status {
+            403 => dataverse_error(403, "0x80040220", "Principal user is missing prvReadCustomAPI privilege (sandbox fault)."),
+            s => dataverse_error(s, "0x80040216", &format!("Scripted metadata answer {s}.")),
+        };
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim().to_string());
+    let filter = get("$filter").unwrap_or_default();
+    let Some(name) = filter.strip_prefix("uniquename eq '").and_then(|f| f.strip_suffix('\'')) else {
+        return dataverse_error(400, "0x80060888", &format!("The query parameter $filter '{filter}' is not supported by this sandbox (uniquename eq '…')."));
+    };
+    let name = name.replace("''", "'");
+    if !get("$expand").is_some_and(|e| e.starts_with("CustomAPIRequestParameters")) {
+        return dataverse_error(400, "0x80060888", "This sandbox answers customapis queries that $expand CustomAPIRequestParameters.");
+    }
+    // Dataverse compares unique names without regard to case here; the trigger call does not.
+    let definition = state.triggers.lock().unwrap().values().find(|t| t.name.eq_ignore_ascii_case(&name)).cloned();
+    let rows: Vec<Value> = definition
+        .map(|d| {
+            let parameters: Vec<Value> = parameters_of(&d)
+                .into_iter()
+                .map(|(n, kind, required, entity)| serde_json::json!({"uniquename": n, "type": type_code(&kind), "isoptional": !required, "logicalentityname": entity}))
+                .collect();
+            serde_json::json!({"uniquename": d.name, "CustomAPIRequestParameters": parameters})
+        })
+        .into_iter()
+        .collect();
+    crate::json_response(200, &serde_json::json!({"@odata.context": "$metadata#customapis(uniquename,CustomAPIRequestParameters(uniquename,type,isoptional,logicalentityname))", "value": rows}))
+}
 
 /// Dataverse's 400s: unknown parameter, null, wrong type, missing required.
 fn check_body(definition: &TriggerDef, body: &Value) -> Option<(&'static str, String)> {
     let Some(object) = body.as_object() else {
         return Some(("0x80048d19", "Error identified in Payload provided by the user for Entity :'', the request body is not a JSON object.".into()));
     };
-    let lookup = |name: &str| -> Option<(String, bool)> {
-        SYSTEM_PARAMETERS
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(_, kind, required)| (kind.to_string(), *required))
-            .or_else(|| definition.parameters.get(name).map(|p| (p.kind.clone(), p.required)))
-    };
+    let parameters = parameters_of(definition);
+    let lookup = |name: &str| parameters.iter().find(|(n, ..)| n == name).map(|(_, kind, _, entity)| (kind.clone(), entity.clone()));
     for (name, value) in object {
-        let Some((kind, _)) = lookup(name) else {
+        let Some((kind, entity)) = lookup(name) else {
             return Some(("0x80060888", format!("The parameter '{name}' in the request payload is not a valid parameter for the operation '{}'.", definition.name)));
         };
         if value.is_null() {
             return Some(("0x80040203", format!("Parameter '{name}' cannot be null.")));
         }
-        if !type_matches(&kind, value) {
+        if !type_matches(&kind, entity.as_deref(), value) {
             return Some(("0x80048d19", format!("Cannot convert the literal for parameter '{name}' to the expected type 'Edm.{kind}'.")));
         }
     }
-    let required = SYSTEM_PARAMETERS
-        .iter()
-        .filter(|(_, _, r)| *r)
-        .map(|(n, _, _)| n.to_string())
-        .chain(definition.parameters.iter().filter(|(_, p)| p.required).map(|(n, _)| n.clone()));
-    for name in required {
+    for name in parameters.iter().filter(|(_, _, required, _)| *required).map(|(n, ..)| n.clone()) {
         if !object.contains_key(&name) {
             return Some(("0x80040203", format!("Required field '{name}' is missing")));
         }
@@ -180,11 +241,16 @@ fn check_body(definition: &TriggerDef, body: &Value) -> Option<(&'static str, St
     None
 }
 
-fn type_matches(kind: &str, value: &Value) -> bool {
+fn type_matches(kind: &str, entity: Option<&str>, value: &Value) -> bool {
     match kind {
+        "EntityReference" => {
+            let entity = entity.unwrap_or("");
+            value.get("@odata.type").and_then(Value::as_str) == Some(&format!("Microsoft.Dynamics.CRM.{entity}"))
+                && value.get(format!("{entity}id")).and_then(Value::as_str).is_some()
+        }
+        "Integer" | "Picklist" => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
         "String" | "Guid" => value.is_string(),
         "DateTime" => value.as_str().is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()),
-        "Integer" | "Picklist" => value.is_i64() || value.is_u64(),
         "Decimal" | "Float" | "Money" => value.is_number(),
         "Boolean" => value.is_boolean(),
         "StringArray" => value.as_array().is_some_and(|a| a.iter().all(Value::is_string)),

@@ -47,6 +47,7 @@ struct State {
     calls_by_status: Mutex<BTreeMap<u16, u64>>,
     token_requests: AtomicU64,
     secret_requests: AtomicU64,
+    metadata_requests: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     queues: Mutex<sqs::Queues>,
@@ -98,6 +99,7 @@ impl Sandbox {
             calls_by_status: Mutex::new(BTreeMap::new()),
             token_requests: AtomicU64::new(0),
             secret_requests: AtomicU64::new(0),
+            metadata_requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             queues: Mutex::new(sqs::Queues::default()),
@@ -186,6 +188,11 @@ impl Sandbox {
         format!("{}/000000000000/{name}", self.url())
     }
 
+    /// Replaces the trigger definitions (a trigger republished with other parameters).
+    pub fn set_triggers(&self, triggers: Vec<TriggerDef>) {
+        self.state.set_triggers(triggers);
+    }
+
     /// Forgets issued tokens (as if they had all expired).
     pub fn revoke_tokens(&self) {
         self.state.tokens.lock().unwrap().clear();
@@ -220,6 +227,7 @@ impl State {
             secret_requests: self.secret_requests.load(Ordering::SeqCst),
             calls_by_status: self.calls_by_status.lock().unwrap().clone(),
             max_concurrency_seen: self.max_in_flight.load(Ordering::SeqCst),
+            metadata_requests: self.metadata_requests.load(Ordering::SeqCst),
         }
     }
 
@@ -230,6 +238,7 @@ impl State {
         self.token_requests.store(0, Ordering::SeqCst);
         self.secret_requests.store(0, Ordering::SeqCst);
         *self.queues.lock().unwrap() = sqs::Queues::default();
+        self.metadata_requests.store(0, Ordering::SeqCst);
         self.max_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
@@ -257,6 +266,7 @@ fn dataverse_error(status: u16, code: &str, message: &str) -> Reply {
 async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
     let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
     let headers: BTreeMap<String, String> =
         request.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
@@ -269,6 +279,7 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
         (&Method::POST, [..]) if target.as_deref().is_some_and(|t| t.starts_with("AmazonSQS.")) => Ok(sqs::handle(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [""]) if target.is_some() => Ok(secrets_manager::get_secret_value(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [tenant, "oauth2", "v2.0", "token"]) => Ok(entra::token(&state, tenant, &body)),
+        (&Method::GET, ["api", "data", "v9.2", "customapis"]) => Ok(dataverse::custom_apis(&state, &query, &headers)),
         (&Method::POST, ["api", "data", "v9.2", trigger]) => dataverse::trigger(&state, trigger, &path, &headers, &body).await,
         (_, ["_sandbox", rest @ ..]) => Ok(admin::handle(&state, &method, rest, &body)),
         (&Method::POST, [""]) => Ok(json_response(400, &json!({"__type": "MissingAction", "message": "X-Amz-Target is required."}))),

@@ -286,3 +286,59 @@ async fn the_sandbox_binary_serves_its_config_file() {
     let _ = child.wait();
     assert_eq!(faults["latency_ms"], 5, "flags override the config file");
 }
+
+async fn custom_apis(s: &Sandbox, name: &str, token: Option<&str>) -> (u16, Value) {
+    let url = format!(
+        "{}/api/data/v9.2/customapis?$filter=uniquename eq '{name}'&$select=uniquename&$expand=CustomAPIRequestParameters($select=uniquename,type,isoptional,logicalentityname)",
+        s.url()
+    );
+    let mut request = http().get(url);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let r = request.send().await.unwrap();
+    (r.status().as_u16(), serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn dataverse_answers_the_customapis_query_with_type_codes_and_contact_points_per_binding() {
+    let s = sandbox().await;
+    let t = token(&s).await;
+    assert_eq!(custom_apis(&s, "msdynmkt_CartAbandoned", None).await.0, 401);
+    let (status, answer) = custom_apis(&s, "msdynmkt_CartAbandoned", Some(&t)).await;
+    assert_eq!(status, 200);
+    let row = &answer["value"][0];
+    assert_eq!(row["uniquename"], "msdynmkt_CartAbandoned");
+    let parameters = row["CustomAPIRequestParameters"].as_array().unwrap();
+    let names: Vec<&str> = parameters.iter().map(|p| p["uniquename"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"contactpoint_email") && !names.contains(&"contactpoint_phone"), "bound to contacts: {names:?}");
+    assert!(parameters.contains(&json!({"uniquename": "msdynmkt_cartid", "type": 10, "isoptional": false, "logicalentityname": null})));
+    assert!(parameters.contains(&json!({"uniquename": "msdynmkt_carttotal", "type": 2, "isoptional": true, "logicalentityname": null})));
+    assert!(parameters.contains(&json!({"uniquename": "msdynmkt_profileid", "type": 10, "isoptional": false, "logicalentityname": null})));
+
+    let (_, answer) = custom_apis(&s, "msdynmkt_SubscriptionRenewed", Some(&t)).await;
+    let parameters = answer["value"][0]["CustomAPIRequestParameters"].as_array().unwrap().clone();
+    let code = |name: &str| parameters.iter().find(|p| p["uniquename"] == name).map(|p| p["type"].clone()).unwrap();
+    for (name, expected) in [
+        ("msdynmkt_autorenew", 0), ("msdynmkt_renewsat", 1), ("msdynmkt_discount", 2), ("msdynmkt_account", 5), ("msdynmkt_score", 6),
+        ("msdynmkt_seats", 7), ("msdynmkt_amount", 8), ("msdynmkt_tier", 9), ("msdynmkt_plan", 10), ("msdynmkt_features", 11),
+        ("msdynmkt_subscriptionid", 12), ("contactpoint_email", 10),
+    ] {
+        assert_eq!(code(name), json!(expected), "{name}");
+    }
+    assert!(parameters.iter().any(|p| p["uniquename"] == "msdynmkt_account" && p["logicalentityname"] == "account"));
+
+    assert_eq!(custom_apis(&s, "msdynmkt_Nope", Some(&t)).await, (200, json!({"@odata.context": "$metadata#customapis(uniquename,CustomAPIRequestParameters(uniquename,type,isoptional,logicalentityname))", "value": []})));
+
+    // A contact-bound trigger refuses contact points, as Dataverse does.
+    let body = json!({"msdynmkt_profileid": "u", "msdynmkt_cartid": "C1", "contactpoint_email": "a@example.com"});
+    let (status, answer, _) = call(&s, "msdynmkt_CartAbandoned", Some(&t), &body).await;
+    assert_eq!(status, 400);
+    assert!(answer["error"]["message"].as_str().unwrap().contains("'contactpoint_email' in the request payload is not a valid parameter"));
+
+    s.set_faults(Faults { metadata_status: Some(403), ..Faults::default() });
+    let (status, answer) = custom_apis(&s, "msdynmkt_CartAbandoned", Some(&t)).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("0x80040220")));
+    assert_eq!(s.stats().metadata_requests, 5);
+    assert_eq!(s.stats().calls(), 1, "metadata reads are not trigger calls");
+}

@@ -114,6 +114,8 @@ pub struct Settings {
     pub trigger_name: Option<String>,
     /// `D365_METRICS_NAMESPACE`: CloudWatch namespace of the EMF metrics.
     pub metrics_namespace: String,
+    /// `D365_SCHEMA_TTL_SECONDS`: how long a trigger's definition is reused (SPEC §13).
+    pub schema_ttl: Duration,
 }
 
 impl Settings {
@@ -179,7 +181,10 @@ impl Settings {
             Some(name) => Some(check_name(&name).map(|()| name).map_err(|e| ConfigError::new("D365_TRIGGER_NAME", e))?),
         };
 
+        let schema_ttl = Duration::from_secs(parse_number(get("D365_SCHEMA_TTL_SECONDS"), "D365_SCHEMA_TTL_SECONDS", 900, 0, 86_400)?);
+
         Ok(Settings {
+            schema_ttl,
             trigger_name,
             metrics_namespace: get("D365_METRICS_NAMESPACE").unwrap_or_else(|| "D365TriggerRelay".to_string()),
             secret_id,
@@ -303,6 +308,9 @@ mod tests {
         assert_eq!(s.authority_host, "https://login.microsoftonline.com");
         assert_eq!(s.mapping, Mapping::default_preset());
         assert!(s.dataverse_base_url.is_none());
+        assert_eq!(s.schema_ttl, Duration::from_secs(900));
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_SCHEMA_TTL_SECONDS", "soon")]).unwrap_err();
+        assert_eq!(err.setting, "D365_SCHEMA_TTL_SECONDS");
         assert_eq!(s.learned_cap_period, Duration::from_secs(300));
     }
 

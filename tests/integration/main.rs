@@ -12,5 +12,6 @@ mod learned_cap;
 mod relay;
 mod reliability;
 mod sources;
+mod schema;
 mod webhooks;
 mod upstream;

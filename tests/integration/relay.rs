@@ -145,7 +145,14 @@ async fn batch_item_failures_list_exactly_the_records_not_delivered() {
     let response = h.invoke(sqs_batch(&bodies, None)).await;
     assert_eq!(failures(&response), ["sqs-1", "sqs-2", "sqs-3", "sqs-4"]);
     assert_eq!(h.sandbox.accepted().len(), 2);
-    assert_eq!(h.sandbox.stats().calls_with(400), 1, "the wrong type reached Dataverse once and was not retried");
+    assert_eq!(response_reason(&h, &bodies[3]).await, "parameter msdynmkt_ordertotal (Decimal): a string that is not a number");
+    assert_eq!(h.sandbox.stats().calls_with(400), 0, "the wrong type is invalid before it is sent (SPEC §13)");
+}
+
+/// The reason a direct invocation gives for one event.
+async fn response_reason(h: &Harness, body: &str) -> String {
+    let answer = h.invoke(serde_json::from_str(body).unwrap()).await;
+    answer["failed"][0]["error"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test]
@@ -154,6 +161,13 @@ async fn unknown_trigger_is_rejected_with_the_dataverse_code() {
     let response = h.invoke(json!([order("a")])).await;
     assert_eq!(response["failed"][0]["outcome"], "rejected");
     assert_eq!(response["failed"][0]["status"], 404);
+    assert_eq!(response["failed"][0]["code"], "0x8006088a");
+    assert_eq!(h.sandbox.stats().calls_with(404), 0, "the trigger's definition says it does not exist: no POST (SPEC §13)");
+    // With the definition unreadable the call is made, and Dataverse's own 404 is not retried.
+    let h = Harness::new(&[("D365_MAPPING", r#"{"events":{"Order Completed":{"trigger":"msdynmkt_Misspelt"}}}"#)]).await;
+    h.sandbox.set_faults(Faults { metadata_status: Some(403), ..Faults::default() });
+    let response = h.invoke(json!([order("a")])).await;
+    assert_eq!(response["failed"][0]["outcome"], "rejected");
     assert_eq!(response["failed"][0]["code"], "0x8006088a");
     assert_eq!(h.sandbox.stats().calls_with(404), 1, "not retried");
 }

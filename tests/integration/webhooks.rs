@@ -229,6 +229,8 @@ async fn configuration_errors_answer_503_and_deliver_nothing() {
 #[tokio::test]
 async fn a_rejected_event_is_422() {
     let h = Harness::new(&[]).await;
+    // The definition unreadable, the wrong type reaches Dataverse, which rejects it.
+    h.sandbox.set_faults(Faults { metadata_status: Some(403), ..Faults::default() });
     let mut bad = order("1");
     bad["properties"]["revenue"] = json!("not a number");
     let (status, _, body) = answer(&h.invoke(signed(Shape::HttpApi, &bad.to_string())).await);
