@@ -19,6 +19,7 @@ use crate::outcome::DeliveryError;
 use crate::secrets::SecretStore;
 
 pub mod metadata;
+pub mod rows;
 
 /// The longest a single Dataverse or Entra request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

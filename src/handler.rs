@@ -14,6 +14,7 @@ use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
 use crate::enqueue::Queue;
 use crate::idempotency::{self, Idempotency};
+use crate::identity::Identities;
 use crate::auth::{self, SenderProof};
 use crate::intake::{self, HttpRequest, Incoming, IntakeError, Source};
 use crate::mapping::{self, Decision, MapContext};
@@ -41,6 +42,8 @@ struct Wiring {
     dynamics: Arc<Dynamics>,
     /// Trigger definitions read from Dataverse (SPEC §13).
     schemas: Arc<Schemas>,
+    /// Resolved profile ids (SPEC §14).
+    identities: Arc<Identities>,
 }
 
 /// What one invocation works with, read once by [`Relay::prepare`].
@@ -48,6 +51,7 @@ struct Prepared<'a> {
     settings: &'a Settings,
     dynamics: &'a Arc<Dynamics>,
     schemas: &'a Schemas,
+    identities: &'a Identities,
     credentials: Arc<Credentials>,
     default_trigger: Option<String>,
 }
@@ -68,6 +72,7 @@ impl Relay {
         let wiring = settings.map(|settings| Wiring {
             dynamics: Arc::new(Dynamics::new(&settings, secrets_client, http)),
             schemas: Arc::new(Schemas::new(settings.schema_ttl)),
+            identities: Arc::new(Identities::new(settings.identity_ttl)),
             settings,
         });
         Relay {
@@ -114,11 +119,16 @@ impl Relay {
     /// The secret is read within the invocation's budget: a stalled Secrets
     /// Manager fails the records in time rather than outliving the invocation.
     async fn prepare(&self, budget: &Budget) -> Result<Prepared<'_>, ConfigError> {
-        let Wiring { settings, dynamics, schemas } = self.wiring.as_ref().map_err(Clone::clone)?;
+        let Wiring { settings, dynamics, schemas, identities } = self.wiring.as_ref().map_err(Clone::clone)?;
         let credentials = dynamics.credentials_until(budget.hard_cutoff).await?;
         let default_trigger = settings.trigger_name.clone().or_else(|| credentials.trigger_name.clone());
         settings.mapping.check_triggers(default_trigger.as_deref())?;
-        Ok(Prepared { settings, dynamics, schemas, credentials, default_trigger })
+        Ok(Prepared { settings, dynamics, schemas, identities, credentials, default_trigger })
+    }
+
+    /// The profile ids this execution environment has resolved (SPEC §14).
+    pub fn identities(&self) -> Option<&Arc<Identities>> {
+        self.wiring.as_ref().ok().map(|w| &w.identities)
     }
 
     /// The trigger definitions this execution environment has read (SPEC §13).
@@ -269,6 +279,10 @@ impl Relay {
             triggers.push(trigger);
             jobs.push(Job { index: record.index, group: record.group.clone(), key, work });
         }
+
+        // ── Identity and consent (SPEC §14) ── the profile id of each call that needs one
+        // (lookups, create) fills both profile fields; identify events update the profile.
+        crate::identity::stage(prepared.identities, prepared.dynamics, &self.pacer, &settings.mapping, &records, &mut jobs, budget).await;
 
         // Each trigger's definition, once per invocation: omit, coerce, check (SPEC §13).
         let wanted = jobs.iter().filter_map(|j| if let Work::Send(call) = &j.work { Some(call.trigger.clone()) } else { None }).collect();

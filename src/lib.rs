@@ -29,6 +29,7 @@ pub mod dynamics;
 pub mod envelope;
 pub mod enqueue;
 pub mod idempotency;
+pub mod identity;
 pub mod intake;
 pub mod mapping;
 pub mod metrics;

@@ -71,18 +71,26 @@ pub fn map_event(event: &Value, ctx: &MapContext<'_>) -> Decision {
             return Decision::Drop { reason };
         }
     }
+    // Consent comes next: an event without it is dropped, whatever else is wrong with it (SPEC §14).
+    if let Some(category) = consent_refused(event, entry, ctx.mapping) {
+        return Decision::Drop { reason: format!("{NO_CONSENT}{category}") };
+    }
     let Some(trigger) = ctx.mapping.trigger_for(entry, ctx.default_trigger) else {
         return Decision::Invalid { reason: "no trigger: the mapping names none and the secret has no trigger_name".into() };
     };
 
-    let Some(user_id) = id_field(event, "userId", "user_id") else {
+    // With an `identity` section the profile id is resolved after mapping; a `userId` is not needed.
+    let user_id = id_field(event, "userId", "user_id");
+    if user_id.is_none() && ctx.mapping.identity.is_none() {
         return Decision::Invalid { reason: "missing userId".into() };
-    };
+    }
 
     let mut warnings = Vec::new();
     let mut body = Map::new();
-    body.insert("msdynmkt_profileid".into(), Value::String(user_id.clone()));
-    body.insert("msdynmkt_signaluserauthid".into(), Value::String(user_id));
+    if let Some(user_id) = user_id {
+        body.insert("msdynmkt_profileid".into(), Value::String(user_id.clone()));
+        body.insert("msdynmkt_signaluserauthid".into(), Value::String(user_id));
+    }
     body.insert("msdynmkt_signaltimestamp".into(), Value::String(signal_timestamp(object, ctx.now, &mut warnings)));
     body.insert("msdynmkt_signalingestiontimestamp".into(), Value::String(format_timestamp(ctx.now)));
 
@@ -119,6 +127,19 @@ pub fn map_event(event: &Value, ctx: &MapContext<'_>) -> Decision {
     }
 
     Decision::Raise { call: TriggerCall { trigger: trigger.to_string(), body }, warnings }
+}
+
+/// The reason prefix of events dropped for want of consent (metric `NoConsent`).
+pub const NO_CONSENT: &str = "no consent: ";
+
+/// The first consent category the event does not grant: the entry's `consent`, else the document's.
+pub fn consent_refused<'m>(event: &Value, entry: Option<&'m EventMapping>, mapping: &'m Mapping) -> Option<&'m str> {
+    entry.and_then(|e| e.consent.as_ref()).or(mapping.consent.as_ref())?.refused(event)
+}
+
+/// The event's `userId` (camelCase or snake_case; a number as its decimal string).
+pub fn user_id(event: &Value) -> Option<String> {
+    id_field(event, "userId", "user_id")
 }
 
 /// Follows a dotted path through objects (and arrays, by index).
@@ -399,6 +420,33 @@ mod tests {
         let e = json!({"event":"Signed Up","userId":"u"});
         let Decision::Raise { call, .. } = map_with(&Mapping::default_preset(), None, e) else { panic!() };
         assert_eq!(call.body["msdynmkt_signaltimestamp"], json!("2026-06-06T15:00:00.123Z"));
+    }
+
+    #[test]
+    fn consent_is_judged_after_mapping_and_before_validity() {
+        let mapping = Mapping::parse(r#"{"consent":{"categories":["Marketing"]},"events":{"E":{"attributes":{"a":"properties.a"},"required":["a"]},"F":{"consent":{"categories":["Sales"],"missing":"deny"}}}}"#).unwrap();
+        let granted = json!({"categoryPreferences": {"Marketing": true}});
+        // Denied: dropped, even though the event lacks userId and a required attribute.
+        let e = json!({"event":"E","context":{"consent":{"categoryPreferences":{"Marketing":false}}}});
+        assert_eq!(map_with(&mapping, None, e), Decision::Drop { reason: "no consent: Marketing".into() });
+        // Unmapped comes first.
+        let e = json!({"event":"Z","context":{"consent":{"categoryPreferences":{}}}});
+        assert_eq!(map_with(&mapping, None, e), Decision::Drop { reason: "event 'Z' is not in the mapping".into() });
+        // Granted: validated as usual.
+        let e = json!({"event":"E","userId":"u","context":{"consent": granted}});
+        assert_eq!(map_with(&mapping, None, e), Decision::Invalid { reason: "missing required attribute a".into() });
+        // Missing preferences: allowed by default, denied where the entry says so.
+        assert!(matches!(map_with(&mapping, None, json!({"event":"E","userId":"u","properties":{"a":1}})), Decision::Raise { .. }));
+        assert_eq!(map_with(&mapping, None, json!({"event":"F","userId":"u"})), Decision::Drop { reason: "no consent: Sales".into() });
+    }
+
+    #[test]
+    fn with_an_identity_section_no_user_id_is_needed() {
+        let mapping = Mapping::parse(r#"{"identity":{"lookup":[{"entity":"contacts","attribute":"emailaddress1","from":"context.traits.email"}]},"events":{"E":{}}}"#).unwrap();
+        let Decision::Raise { call, .. } = map_with(&mapping, None, json!({"event":"E","context":{"traits":{"email":"a@b.io"}}})) else { panic!() };
+        assert!(!call.body.contains_key("msdynmkt_profileid"), "filled by identity resolution");
+        let Decision::Raise { call, .. } = map_with(&mapping, None, json!({"event":"E","userId":"x"})) else { panic!() };
+        assert_eq!(call.body["msdynmkt_profileid"], json!("x"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ impl InvocationMetrics {
     /// The EMF document, dimensioned by source (sqs, sqs-fifo, webhook, direct).
     pub fn to_emf(&self, namespace: &str, timestamp_ms: i64) -> Value {
         let t = &self.tally;
-        let counts: [(&str, u64); 12] = [
+        let counts: [(&str, u64); 13] = [
             ("Records", t.records),
             ("Delivered", t.delivered),
             ("Dropped", t.dropped),
@@ -38,6 +38,7 @@ impl InvocationMetrics {
             ("TokenRefreshes", self.token_refreshes),
             ("BatchItemFailures", t.not_done()),
             ("OmittedAttributes", self.omitted_attributes),
+            ("NoConsent", t.no_consent),
         ];
         let mut root = Map::new();
         let mut definitions = Vec::new();

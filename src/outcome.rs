@@ -143,6 +143,8 @@ pub struct Tally {
     pub records: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Dropped for want of consent (SPEC §14), counted in `dropped` too.
+    pub no_consent: u64,
     pub duplicates: u64,
     pub invalid: u64,
     pub rejected: u64,
@@ -170,7 +172,12 @@ impl Tally {
                         tally.delivery_latency_ms.push(latency.as_secs_f64() * 1000.0);
                     }
                 }
-                Outcome::Dropped { .. } => tally.dropped += 1,
+                Outcome::Dropped { reason } => {
+                    tally.dropped += 1;
+                    if reason.starts_with(crate::mapping::NO_CONSENT) {
+                        tally.no_consent += 1;
+                    }
+                }
                 Outcome::Duplicate => tally.duplicates += 1,
                 Outcome::Invalid { .. } => tally.invalid += 1,
                 Outcome::Rejected(_) => tally.rejected += 1,

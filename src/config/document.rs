@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::identity::{self, Consent, IdentitySpec, RawConsent, RawIdentity, RawWrite, WriteSpec};
 use super::{check_name, ConfigError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +21,12 @@ pub struct Mapping {
     pub trigger: Option<String>,
     pub events: BTreeMap<String, EventMapping>,
     pub default_action: DefaultAction,
+    /// How a profile id is found from an e-mail or a customer number (SPEC §14).
+    pub identity: Option<IdentitySpec>,
+    /// How `identify` events update the profile (SPEC §14).
+    pub identify: Option<WriteSpec>,
+    /// Consent every mapped event needs, unless its entry has its own (SPEC §14).
+    pub consent: Option<Consent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -28,6 +35,8 @@ pub struct EventMapping {
     /// Dataverse parameter → candidate paths (each split on '.'); the first present wins.
     pub attributes: Vec<(String, Vec<Vec<String>>)>,
     pub required: Vec<String>,
+    /// This event's consent, over the document's.
+    pub consent: Option<Consent>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +47,9 @@ struct RawMapping {
     events: BTreeMap<String, RawEventMapping>,
     #[serde(default)]
     defaults: Option<RawDefaults>,
+    identity: Option<RawIdentity>,
+    identify: Option<RawWrite>,
+    consent: Option<RawConsent>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +60,7 @@ struct RawEventMapping {
     attributes: BTreeMap<String, Value>,
     #[serde(default)]
     required: Vec<String>,
+    consent: Option<RawConsent>,
 }
 
 #[derive(Deserialize)]
@@ -136,9 +149,13 @@ impl Mapping {
                     return Err(format!("{}: '{required}' is not one of the event's attributes", at("required")));
                 }
             }
-            events.insert(name, EventMapping { trigger: raw_event.trigger, attributes, required: raw_event.required });
+            let consent = raw_event.consent.map(|c| identity::consent(c, &at("consent"))).transpose()?;
+            events.insert(name, EventMapping { trigger: raw_event.trigger, attributes, required: raw_event.required, consent });
         }
-        Ok(Mapping { trigger: raw.trigger, events, default_action })
+        let consent = raw.consent.map(|c| identity::consent(c, "consent")).transpose()?;
+        let identify = raw.identify.map(identity::identify).transpose()?;
+        let identity = raw.identity.map(identity::identity).transpose()?;
+        Ok(Mapping { trigger: raw.trigger, events, default_action, identity, identify, consent })
     }
 
     /// The trigger an event raises: the event's own, else the document's, else the secret's.
@@ -178,6 +195,22 @@ mod tests {
         assert!(Mapping::parse(r#"{"events":{"A":{"attributes":{"x":[1]}}}}"#).is_err());
         assert!(Mapping::parse(r#"{"defaults":{"action":"keep"}}"#).is_err());
         assert!(Mapping::parse(r#"{"evnts":{}}"#).is_err(), "unknown keys are typos, not ignored");
+        let m = Mapping::parse(r#"{"identity":{"lookup":[{"entity":"contacts","attribute":"emailaddress1","from":"context.traits.email"}],"create":{"entity":"contacts","attributes":{"emailaddress1":"context.traits.email"}}},"identify":{"entity":"contacts","attributes":{"firstname":"traits.first_name"}},"consent":{"categories":["Marketing"],"missing":"deny"},"events":{"A":{"consent":{"categories":["Sales"]}}}}"#).unwrap();
+        assert_eq!(m.identity.as_ref().unwrap().lookups[0].attribute, "emailaddress1");
+        assert_eq!(m.identify.as_ref().unwrap().attributes, vec![("firstname".to_string(), "traits.first_name".to_string())]);
+        assert!(!m.consent.as_ref().unwrap().allow_missing);
+        assert!(m.events["A"].consent.as_ref().unwrap().allow_missing);
+        for bad in [
+            r#"{"identity":{}}"#,
+            r#"{"identity":{"lookup":[{"entity":"Contacts","attribute":"x","from":"userId"}]}}"#,
+            r#"{"identity":{"lookup":[{"entity":"contacts","attribute":"bad name","from":"userId"}]}}"#,
+            r#"{"identity":{"lookup":[{"entity":"contacts","attribute":"x","from":"a..b"}]}}"#,
+            r#"{"identity":{"lookup":[{"entity":"contacts","attribute":"x","from":"userId","extra":1}]}}"#,
+            r#"{"consent":{"categories":[]}}"#,
+            r#"{"consent":{"categories":["M"],"missing":"maybe"}}"#,
+        ] {
+            assert!(Mapping::parse(bad).is_err(), "{bad}");
+        }
         let preset = Mapping::default_preset();
         assert!(preset.check_triggers(None).is_err());
         assert!(preset.check_triggers(Some("msdynmkt_OrderCompleted")).is_ok());

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 pub mod document;
+pub mod identity;
 pub mod secret;
 
 pub use document::{DefaultAction, EventMapping, Mapping, DEFAULT_PRESET};
@@ -116,6 +117,8 @@ pub struct Settings {
     pub metrics_namespace: String,
     /// `D365_SCHEMA_TTL_SECONDS`: how long a trigger's definition is reused (SPEC §13).
     pub schema_ttl: Duration,
+    /// `D365_IDENTITY_TTL_SECONDS`: how long a resolved profile id is reused (SPEC §14).
+    pub identity_ttl: Duration,
 }
 
 impl Settings {
@@ -183,7 +186,10 @@ impl Settings {
 
         let schema_ttl = Duration::from_secs(parse_number(get("D365_SCHEMA_TTL_SECONDS"), "D365_SCHEMA_TTL_SECONDS", 900, 0, 86_400)?);
 
+        let identity_ttl = Duration::from_secs(parse_number(get("D365_IDENTITY_TTL_SECONDS"), "D365_IDENTITY_TTL_SECONDS", 3600, 0, 86_400)?);
+
         Ok(Settings {
+            identity_ttl,
             schema_ttl,
             trigger_name,
             metrics_namespace: get("D365_METRICS_NAMESPACE").unwrap_or_else(|| "D365TriggerRelay".to_string()),

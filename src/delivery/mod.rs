@@ -17,7 +17,7 @@ pub mod scheduler;
 
 pub use pacer::{Pacer, Slot, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
 pub use port::{DynamicsPort, Sent};
-pub use retry::{class, RetryClass, MAX_THROTTLED_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS};
+pub use retry::{class, outcome_of, with_retries, Attempts, RetryClass, MAX_THROTTLED_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS};
 pub use scheduler::{deliver, Budget, Job, Report, Work};
 
 /// A std mutex whose poisoning is harmless: the state behind it stays consistent

@@ -2,11 +2,12 @@
 //! [`class`], derived from the error type; the retry loop, the pacer and the
 //! record's outcome all ask it (as Vector's `RetryLogic`).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::pacer::{Pacer, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
-use super::port::DynamicsPort;
+use super::port::{DynamicsPort, Sent};
 use super::scheduler::{Budget, Report};
 use crate::mapping::TriggerCall;
 use crate::outcome::{DeliveryError, Outcome};
@@ -62,21 +63,50 @@ pub fn outcome_of(error: DeliveryError) -> Outcome {
 
 /// One record, with the retries of SPEC §7.
 pub(super) async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &TriggerCall, budget: Budget) -> Report {
+    let run = with_retries(pacer, budget, |deadline| async move { port.send(call, deadline).await.map(|sent| ((), sent)) }).await;
+    match run.result {
+        Ok(()) => Report { outcome: Outcome::Delivered, attempts: run.attempts, throttled: run.throttled, latency: run.latency },
+        Err(error) => Report::after(outcome_of(error), run.attempts, run.throttled),
+    }
+}
+
+/// What [`with_retries`] did: the last answer and how many attempts it took.
+#[derive(Debug)]
+pub struct Attempts<T> {
+    pub result: Result<T, DeliveryError>,
+    pub attempts: u32,
+    /// Attempts answered 429.
+    pub throttled: u32,
+    /// From the first attempt to the success.
+    pub latency: Option<Duration>,
+}
+
+/// One Dataverse request with the retries of SPEC §7, for every remote call
+/// (trigger calls, identity lookups, creates and updates): each attempt takes
+/// a pacer slot, its error is classified by [`class`], a 429 pauses the
+/// environment, transient errors back off, and nothing starts after the
+/// budget's start cut-off. `attempt` gets the hard cut-off its request must end by.
+pub async fn with_retries<T, F, Fut>(pacer: &Arc<Pacer>, budget: Budget, mut attempt: F) -> Attempts<T>
+where
+    F: FnMut(Instant) -> Fut,
+    Fut: Future<Output = Result<(T, Sent), DeliveryError>>,
+{
     let mut attempts = 0;
     let mut transient = 0;
     let mut throttled = 0;
     let mut last: Option<DeliveryError> = None;
     let first = Instant::now();
+    let done = |result, attempts, throttled| Attempts { result, attempts, throttled, latency: None };
     loop {
         let Some(slot) = pacer.acquire(budget.start_cutoff).await else {
-            return Report::after(Outcome::Failed(last.unwrap_or(DeliveryError::Deadline)), attempts, throttled);
+            return done(Err(last.unwrap_or(DeliveryError::Deadline)), attempts, throttled);
         };
         attempts += 1;
         let started = Instant::now();
-        let error = match port.send(call, budget.hard_cutoff).await {
-            Ok(sent) => {
+        let error = match attempt(budget.hard_cutoff).await {
+            Ok((value, sent)) => {
                 pacer.on_success(started.elapsed(), sent.dop_hint);
-                return Report { outcome: Outcome::Delivered, attempts, throttled, latency: Some(first.elapsed()) };
+                return Attempts { result: Ok(value), attempts, throttled, latency: Some(first.elapsed()) };
             }
             Err(error) => error,
         };
@@ -88,21 +118,21 @@ pub(super) async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, c
             RetryClass::Throttled { retry_after, .. } => {
                 throttled += 1;
                 if throttled >= MAX_THROTTLED_ATTEMPTS || Instant::now() + retry_after >= budget.start_cutoff {
-                    return Report::after(outcome_of(error), attempts, throttled);
+                    return done(Err(error), attempts, throttled);
                 }
             }
             RetryClass::Transient | RetryClass::BackPressure => {
                 transient += 1;
                 if transient >= MAX_TRANSIENT_ATTEMPTS {
-                    return Report::after(outcome_of(error), attempts, throttled);
+                    return done(Err(error), attempts, throttled);
                 }
                 let wait = backoff(transient);
                 if Instant::now() + wait >= budget.start_cutoff {
-                    return Report::after(outcome_of(error), attempts, throttled);
+                    return done(Err(error), attempts, throttled);
                 }
                 tokio::time::sleep(wait).await;
             }
-            RetryClass::Permanent | RetryClass::Auth | RetryClass::Stop => return Report::after(outcome_of(error), attempts, throttled),
+            RetryClass::Permanent | RetryClass::Auth | RetryClass::Stop => return done(Err(error), attempts, throttled),
         }
         last = Some(error);
     }

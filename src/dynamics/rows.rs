@@ -1,0 +1,75 @@
+//! Dataverse table rows (SPEC §14): the Web API requests identity resolution
+//! makes — a filtered `GET`, a `POST` that creates, a `PATCH` that updates —
+//! with the cached token (refreshed once after a 401), answered before a deadline.
+
+use std::time::Instant;
+
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use super::{classify, network_detail, time_left, Dynamics};
+use crate::outcome::DeliveryError;
+
+/// A 2xx answer: its headers and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Dynamics {
+    /// `{method} {base}/api/data/v9.2/{path_and_query}` with `body` as JSON and
+    /// `headers`; a non-2xx answer is classified as a trigger call's is (SPEC §7).
+    pub async fn row_request(&self, method: Method, path_and_query: &str, body: Option<&Value>, headers: &[(&str, &str)], deadline: Instant) -> Result<Answer, DeliveryError> {
+        let request = self.row_request_once(method, path_and_query, body, headers, deadline);
+        match tokio::time::timeout_at(deadline.into(), request).await {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::Transient { status: None, code: None, detail: "no answer before the invocation's cut-off".into() }),
+        }
+    }
+
+    async fn row_request_once(&self, method: Method, path_and_query: &str, body: Option<&Value>, headers: &[(&str, &str)], deadline: Instant) -> Result<Answer, DeliveryError> {
+        let invocation = self.current_invocation();
+        let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
+        let mut token = self.token(creds, deadline).await?;
+        for attempt in 0..2 {
+            let timeout = time_left(deadline).ok_or(DeliveryError::Deadline)?;
+            let url = format!("{}/api/data/v9.2/{}", self.base_url(&token.creds), path_and_query);
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .header(AUTHORIZATION, format!("Bearer {}", token.value.expose_secret()))
+                .header(ACCEPT, "application/json")
+                .header("OData-MaxVersion", "4.0")
+                .header("OData-Version", "4.0")
+                .timeout(timeout);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            if let Some(body) = body {
+                request = request.header(CONTENT_TYPE, "application/json").body(serde_json::to_vec(body).expect("JSON serialises"));
+            }
+            let response = request.send().await.map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.map(|b| b.to_vec()).map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
+            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
+                self.invalidate_token(token.serial).await;
+                let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
+                token = self.token(creds, deadline).await?;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED {
+                return Err(DeliveryError::Unauthorized { detail: "Dataverse refused a fresh token for a table request".into() });
+            }
+            if !status.is_success() {
+                return Err(classify(status, &headers, &body));
+            }
+            return Ok(Answer { status, headers, body });
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+}

@@ -1,0 +1,196 @@
+//! Resolved profile ids of one execution environment: kept for
+//! `D365_IDENTITY_TTL_SECONDS`, misses for [`MISS_TTL`], at most [`MAX_ENTRIES`]
+//! keys; concurrent records with the same key share one resolution (lookups
+//! and a create alike).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Map, Value};
+
+use super::plan::{is_guid, Plan, Step};
+use crate::config::identity::{id_column, WriteSpec};
+use crate::delivery::{outcome_of, with_retries, Budget, Pacer, Sent};
+use crate::dynamics::Dynamics;
+use crate::outcome::{DeliveryError, Outcome};
+
+/// How long "no match" and "ambiguous" are remembered.
+pub const MISS_TTL: Duration = Duration::from_secs(60);
+/// The most keys kept; past it, expired keys go, then the oldest half.
+pub const MAX_ENTRIES: usize = 50_000;
+
+/// What a resolution found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolved {
+    Id(String),
+    /// Not found or ambiguous: the record is `invalid` with this reason.
+    Unresolved(String),
+}
+
+struct Cached {
+    found: Resolved,
+    at: Instant,
+}
+
+pub struct Identities {
+    hit_ttl: Duration,
+    entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+    /// Lookups (`GET`) made.
+    pub lookups: AtomicU64,
+    /// Creates (`POST`) made.
+    pub creates: AtomicU64,
+    /// Updates (`PATCH`) made.
+    pub updates: AtomicU64,
+}
+
+impl Identities {
+    pub fn new(hit_ttl: Duration) -> Identities {
+        Identities { hit_ttl, entries: Mutex::default(), lookups: AtomicU64::new(0), creates: AtomicU64::new(0), updates: AtomicU64::new(0) }
+    }
+
+    /// Dataverse requests made for identity (lookups, creates, updates).
+    pub fn requests(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed) + self.creates.load(Ordering::Relaxed) + self.updates.load(Ordering::Relaxed)
+    }
+
+    fn slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Option<Cached>>> {
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(slot) = entries.get(key) {
+            return slot.clone();
+        }
+        if entries.len() >= MAX_ENTRIES {
+            let hit_ttl = self.hit_ttl;
+            entries.retain(|_, slot| slot.try_lock().map_or(true, |c| c.as_ref().is_some_and(|c| c.at.elapsed() < ttl_of(&c.found, hit_ttl))));
+            if entries.len() >= MAX_ENTRIES {
+                let mut ages: Vec<(String, Instant)> = entries.iter().filter_map(|(k, s)| s.try_lock().ok().and_then(|c| c.as_ref().map(|c| (k.clone(), c.at)))).collect();
+                ages.sort_by_key(|(_, at)| *at);
+                for (k, _) in ages.into_iter().take(MAX_ENTRIES / 2) {
+                    entries.remove(&k);
+                }
+            }
+        }
+        entries.entry(key.to_string()).or_default().clone()
+    }
+
+    /// The plan's profile id: from the cache, else its lookups in order, else a
+    /// create (when the document has one). `Err` is the record's outcome.
+    pub async fn resolve(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, plan: &Plan, create: Option<&WriteSpec>, budget: Budget) -> Result<String, Outcome> {
+        if let Some(id) = &plan.known {
+            return Ok(id.clone());
+        }
+        let slot = self.slot(&plan.key);
+        // One resolution per key at a time: the others wait for its answer.
+        let mut entry = match tokio::time::timeout_at(budget.start_cutoff.into(), slot.lock()).await {
+            Ok(entry) => entry,
+            Err(_) => return Err(Outcome::Failed(DeliveryError::Deadline)),
+        };
+        if let Some(cached) = entry.as_ref().filter(|c| c.at.elapsed() < ttl_of(&c.found, self.hit_ttl)) {
+            return into_result(&cached.found);
+        }
+        let found = self.find(dynamics, pacer, plan, create, budget).await?;
+        *entry = Some(Cached { found: found.clone(), at: Instant::now() });
+        into_result(&found)
+    }
+
+    async fn find(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, plan: &Plan, create: Option<&WriteSpec>, budget: Budget) -> Result<Resolved, Outcome> {
+        for step in &plan.steps {
+            let rows = self.lookup(dynamics, pacer, step, budget).await?;
+            match rows.as_slice() {
+                [] => continue,
+                [id] => return Ok(Resolved::Id(id.clone())),
+                _ => {
+                    return Ok(Resolved::Unresolved(format!(
+                        "ambiguous: {} {}s have {} = {} (make the value unique in Dataverse, or look up by another attribute first)",
+                        rows.len(),
+                        step.noun(),
+                        step.attribute,
+                        step.shown()
+                    )))
+                }
+            }
+        }
+        let tried: Vec<String> = plan.steps.iter().map(|s| format!("{} = {}", s.attribute, s.shown())).collect();
+        let noun = plan.steps.first().map_or_else(|| "profile".to_string(), Step::noun);
+        match (create, &plan.create) {
+            (Some(spec), Some(attributes)) => self.create(dynamics, pacer, &spec.entity, attributes, budget).await.map(Resolved::Id),
+            _ => Ok(Resolved::Unresolved(format!("no {noun} matches {} (add identity.create to create one)", tried.join(" or ")))),
+        }
+    }
+
+    /// One lookup: the ids of at most two rows.
+    async fn lookup(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, step: &Step, budget: Budget) -> Result<Vec<String>, Outcome> {
+        let query = step.query();
+        let column = id_column(&step.entity);
+        let run = with_retries(pacer, budget, |deadline| {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            let query = query.clone();
+            async move { dynamics.row_request(Method::GET, &query, None, &[], deadline).await.map(|answer| (answer, Sent::default())) }
+        })
+        .await;
+        let answer = run.result.map_err(outcome_of)?;
+        let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        let Some(rows) = value.get("value").and_then(Value::as_array) else {
+            return Err(Outcome::Failed(DeliveryError::Transient { status: Some(answer.status.as_u16()), code: None, detail: format!("the {} lookup's answer has no value list", step.entity) }));
+        };
+        Ok(rows.iter().filter_map(|r| r.get(&column).and_then(Value::as_str)).map(str::to_string).collect())
+    }
+
+    /// `POST {entity}` with `Prefer: return=representation`: the new row's id.
+    async fn create(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, entity: &str, attributes: &Map<String, Value>, budget: Budget) -> Result<String, Outcome> {
+        let body = Value::Object(attributes.clone());
+        let run = with_retries(pacer, budget, |deadline| {
+            self.creates.fetch_add(1, Ordering::Relaxed);
+            let body = &body;
+            async move { dynamics.row_request(Method::POST, entity, Some(body), &[("Prefer", "return=representation")], deadline).await.map(|a| (a, Sent::default())) }
+        })
+        .await;
+        let answer = run.result.map_err(outcome_of)?;
+        let column = id_column(entity);
+        let from_body = serde_json::from_slice::<Value>(&answer.body).ok().and_then(|v| v.get(&column).and_then(Value::as_str).map(str::to_string));
+        // Without the representation, Dataverse names the new row in OData-EntityId: …/contacts(<id>).
+        let from_header = || {
+            let header = answer.headers.get("odata-entityid")?.to_str().ok()?;
+            let id = header.rsplit_once('(')?.1.trim_end_matches(')');
+            is_guid(id).then(|| id.to_string())
+        };
+        let id = from_body.or_else(from_header).ok_or_else(|| {
+            Outcome::Failed(DeliveryError::Transient { status: Some(answer.status.as_u16()), code: None, detail: format!("the {entity} create answered without the new row's {column}") })
+        })?;
+        tracing::info!(message = "Profile created.", entity, id = %id);
+        Ok(id)
+    }
+
+    /// `PATCH {entity}({id})` with `If-Match: *` (update only, never an upsert).
+    /// Nothing to write is no request.
+    pub async fn update(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, entity: &str, id: &str, attributes: &Map<String, Value>, budget: Budget) -> Result<(), Outcome> {
+        if attributes.is_empty() {
+            return Ok(());
+        }
+        let body = Value::Object(attributes.clone());
+        let path = format!("{entity}({id})");
+        let run = with_retries(pacer, budget, |deadline| {
+            self.updates.fetch_add(1, Ordering::Relaxed);
+            let (body, path) = (&body, &path);
+            async move { dynamics.row_request(Method::PATCH, path, Some(body), &[("If-Match", "*")], deadline).await.map(|a| (a, Sent::default())) }
+        })
+        .await;
+        run.result.map(|_| ()).map_err(outcome_of)
+    }
+}
+
+fn ttl_of(found: &Resolved, hit_ttl: Duration) -> Duration {
+    match found {
+        Resolved::Id(_) => hit_ttl,
+        Resolved::Unresolved(_) => MISS_TTL.min(hit_ttl),
+    }
+}
+
+fn into_result(found: &Resolved) -> Result<String, Outcome> {
+    match found {
+        Resolved::Id(id) => Ok(id.clone()),
+        Resolved::Unresolved(reason) => Err(Outcome::Invalid { reason: reason.clone() }),
+    }
+}

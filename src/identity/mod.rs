@@ -1,0 +1,104 @@
+//! Identity and consent (SPEC §14): the Dataverse profile id for events that
+//! carry an e-mail address or a shop's customer number instead of a GUID, and
+//! the profile update of `identify` events.
+//!
+//! [`plan`] is pure (what to look up, from the event and the document);
+//! [`Identities`] resolves plans against Dataverse with a per-environment
+//! cache and one request per key in flight; [`stage`] is the handler's step
+//! between mapping and delivery. Every request goes through
+//! [`delivery::with_retries`]: the pacer, the retry classifier, Retry-After
+//! pauses and the invocation's budget. Only ids and normalised lookup values
+//! are kept, in memory.
+
+mod cache;
+mod plan;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+pub use cache::{Identities, Resolved, MAX_ENTRIES, MISS_TTL};
+pub use plan::{is_guid, plan, update_body, Plan, Step};
+
+use crate::config::Mapping;
+use crate::delivery::{Budget, Job, Pacer, Work};
+use crate::dynamics::Dynamics;
+use crate::intake::Incoming;
+use crate::mapping::{self, NO_CONSENT};
+use crate::outcome::Outcome;
+
+/// The step between mapping and delivery: resolves the profile id of every
+/// trigger call that needs one (filling `msdynmkt_profileid` and
+/// `msdynmkt_signaluserauthid`), and carries out `identify` events (PATCH).
+/// A record that cannot be resolved gets its outcome here and is not sent.
+pub async fn stage(identities: &Identities, dynamics: &Dynamics, pacer: &Arc<Pacer>, mapping: &Mapping, records: &[Incoming], jobs: &mut [Job], budget: Budget) {
+    if mapping.identity.is_none() && mapping.identify.is_none() {
+        return;
+    }
+    let mut work = Vec::new();
+    for (position, (record, job)) in records.iter().zip(jobs.iter_mut()).enumerate() {
+        let Ok(event) = &record.event else { continue };
+        match &job.work {
+            Work::Send(_) => match mapping.identity.as_ref().map(|spec| plan(event, spec)) {
+                None | Some(Ok(None)) => {}
+                Some(Ok(Some(plan))) => work.push((position, plan, None)),
+                Some(Err(reason)) => job.work = Work::Done(Outcome::Invalid { reason }),
+            },
+            Work::Done(Outcome::Dropped { .. }) if is_identify(event) => {
+                let Some(update) = &mapping.identify else { continue };
+                if let Some(category) = mapping::consent_refused(event, None, mapping) {
+                    job.work = Work::Done(Outcome::Dropped { reason: format!("{NO_CONSENT}{category}") });
+                    continue;
+                }
+                let body = update_body(event, update);
+                let planned = match &mapping.identity {
+                    _ if mapping::user_id(event).is_some_and(|u| is_guid(&u)) => Ok(None),
+                    Some(spec) => plan(event, spec),
+                    None => Err("identify: the event's userId is not a Dataverse id and the mapping has no identity section to find one".to_string()),
+                };
+                match planned {
+                    Err(reason) => job.work = Work::Done(Outcome::Invalid { reason }),
+                    Ok(None) => work.push((position, Plan::known(mapping::user_id(event).unwrap_or_default()), Some(body))),
+                    Ok(Some(plan)) => work.push((position, plan, Some(body))),
+                }
+            }
+            Work::Done(_) => {}
+        }
+    }
+    if work.is_empty() {
+        return;
+    }
+    let create = mapping.identity.as_ref().and_then(|spec| spec.create.as_ref());
+    let identify_entity = mapping.identify.as_ref().map(|u| u.entity.as_str()).unwrap_or("contacts");
+    let results = futures_util::future::join_all(work.into_iter().map(|(position, plan, update)| async move {
+        let resolved = identities.resolve(dynamics, pacer, &plan, create, budget).await;
+        let outcome = match (resolved, update) {
+            (Err(outcome), _) => Err(outcome),
+            (Ok(id), None) => Ok(id),
+            (Ok(id), Some(body)) => match identities.update(dynamics, pacer, identify_entity, &id, &body, budget).await {
+                Ok(()) => Err(Outcome::Delivered),
+                Err(outcome) => Err(outcome),
+            },
+        };
+        (position, outcome)
+    }))
+    .await;
+    for (position, outcome) in results {
+        let job = &mut jobs[position];
+        match (outcome, &mut job.work) {
+            (Ok(id), Work::Send(call)) => fill_profile(&mut call.body, &id),
+            (Err(outcome), _) => job.work = Work::Done(outcome),
+            (Ok(_), Work::Done(_)) => {}
+        }
+    }
+}
+
+fn is_identify(event: &Value) -> bool {
+    event.get("type").and_then(Value::as_str) == Some("identify")
+}
+
+/// The resolved id fills both profile fields (SPEC §14).
+pub fn fill_profile(body: &mut Map<String, Value>, id: &str) {
+    body.insert("msdynmkt_profileid".into(), Value::String(id.to_string()));
+    body.insert("msdynmkt_signaluserauthid".into(), Value::String(id.to_string()));
+}
