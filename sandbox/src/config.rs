@@ -15,6 +15,8 @@ pub struct SandboxConfig {
     /// App registrations Entra accepts; when empty, derived from the secrets.
     pub apps: Vec<App>,
     pub triggers: Vec<TriggerDef>,
+    /// Table rows by entity set (`contacts`, `leads`): what identity lookups find (SPEC §14).
+    pub rows: BTreeMap<String, Vec<Value>>,
     /// Lifetime of issued tokens (default 3599 s).
     pub token_lifetime_secs: Option<u64>,
     pub faults: Faults,
@@ -108,6 +110,25 @@ pub struct Faults {
     pub sqs_refuse_rate: f64,
     /// The `customapis` metadata query answers this status (403: the app user may not read Custom APIs).
     pub metadata_status: Option<u16>,
+    /// Statuses for the next table-row requests (lookups, creates, updates), in order; 0 drops the connection.
+    pub rows_script: Vec<u16>,
+    /// Added to every table-row request.
+    pub rows_latency_ms: u64,
+}
+
+/// One table-row request (lookup, create, update) as the sandbox received it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowRequest {
+    pub method: String,
+    /// `contacts`, or `contacts({id})` for an update.
+    pub path: String,
+    /// Decoded query parameters (`$filter`, `$select`, `$top`).
+    pub query: BTreeMap<String, String>,
+    /// `prefer`, `if-match` and `content-type` only.
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
+    pub status: u16,
+    pub received_at: String,
 }
 
 /// One Dataverse call as the sandbox received it.
@@ -143,6 +164,9 @@ pub struct Stats {
     /// `customapis` metadata queries received (not counted in `calls_by_status`).
     #[serde(default)]
     pub metadata_requests: u64,
+    /// Table-row requests received: identity lookups, creates, updates (not counted in `calls_by_status`).
+    #[serde(default)]
+    pub row_requests: u64,
 }
 
 impl Stats {

@@ -8,6 +8,7 @@ mod admin;
 mod config;
 mod dataverse;
 mod entra;
+mod rows;
 mod secrets_manager;
 mod sqs;
 
@@ -25,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-pub use config::{App, Faults, Parameter, SandboxConfig, Signal, Stats, TokenRequest, TriggerDef};
+pub use config::{App, Faults, Parameter, RowRequest, SandboxConfig, Signal, Stats, TokenRequest, TriggerDef};
 pub use sqs::QueuedMessage;
 
 
@@ -48,6 +49,9 @@ struct State {
     token_requests: AtomicU64,
     secret_requests: AtomicU64,
     metadata_requests: AtomicU64,
+    rows: Mutex<BTreeMap<String, Vec<Value>>>,
+    row_log: Mutex<Vec<RowRequest>>,
+    row_requests: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     queues: Mutex<sqs::Queues>,
@@ -100,6 +104,9 @@ impl Sandbox {
             token_requests: AtomicU64::new(0),
             secret_requests: AtomicU64::new(0),
             metadata_requests: AtomicU64::new(0),
+            rows: Mutex::new(rows::DEFAULT_SETS.iter().map(|s| (s.to_string(), Vec::new())).chain(config.rows.clone()).collect()),
+            row_log: Mutex::new(Vec::new()),
+            row_requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             queues: Mutex::new(sqs::Queues::default()),
@@ -193,6 +200,21 @@ impl Sandbox {
         self.state.set_triggers(triggers);
     }
 
+    /// Every table-row request received (identity lookups, creates, updates), in order.
+    pub fn row_requests(&self) -> Vec<RowRequest> {
+        self.state.row_log.lock().unwrap().clone()
+    }
+
+    /// The rows of an entity set as they are now (created and updated ones included).
+    pub fn rows(&self, set: &str) -> Vec<Value> {
+        self.state.rows.lock().unwrap().get(set).cloned().unwrap_or_default()
+    }
+
+    /// Replaces the rows of an entity set.
+    pub fn set_rows(&self, set: &str, rows: Vec<Value>) {
+        self.state.rows.lock().unwrap().insert(set.to_string(), rows);
+    }
+
     /// Forgets issued tokens (as if they had all expired).
     pub fn revoke_tokens(&self) {
         self.state.tokens.lock().unwrap().clear();
@@ -228,6 +250,7 @@ impl State {
             calls_by_status: self.calls_by_status.lock().unwrap().clone(),
             max_concurrency_seen: self.max_in_flight.load(Ordering::SeqCst),
             metadata_requests: self.metadata_requests.load(Ordering::SeqCst),
+            row_requests: self.row_requests.load(Ordering::SeqCst),
         }
     }
 
@@ -239,6 +262,8 @@ impl State {
         self.secret_requests.store(0, Ordering::SeqCst);
         *self.queues.lock().unwrap() = sqs::Queues::default();
         self.metadata_requests.store(0, Ordering::SeqCst);
+        self.row_requests.store(0, Ordering::SeqCst);
+        self.row_log.lock().unwrap().clear();
         self.max_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
@@ -280,6 +305,7 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
         (&Method::POST, [""]) if target.is_some() => Ok(secrets_manager::get_secret_value(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [tenant, "oauth2", "v2.0", "token"]) => Ok(entra::token(&state, tenant, &body)),
         (&Method::GET, ["api", "data", "v9.2", "customapis"]) => Ok(dataverse::custom_apis(&state, &query, &headers)),
+        (&Method::GET | &Method::POST | &Method::PATCH, ["api", "data", "v9.2", set]) if rows::is_table(&state, set) => rows::handle(&state, method.as_str(), set, &query, &headers, &body).await,
         (&Method::POST, ["api", "data", "v9.2", trigger]) => dataverse::trigger(&state, trigger, &path, &headers, &body).await,
         (_, ["_sandbox", rest @ ..]) => Ok(admin::handle(&state, &method, rest, &body)),
         (&Method::POST, [""]) => Ok(json_response(400, &json!({"__type": "MissingAction", "message": "X-Amz-Target is required."}))),

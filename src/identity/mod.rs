@@ -68,6 +68,11 @@ pub async fn stage(identities: &Identities, dynamics: &Dynamics, pacer: &Arc<Pac
     if work.is_empty() {
         return;
     }
+    // Resolution gets at most half the time left for starting calls: a stalled
+    // lookup fails its own records, and the others still have time to be delivered.
+    let now = std::time::Instant::now();
+    let half = now + budget.start_cutoff.saturating_duration_since(now) / 2;
+    let budget = Budget { start_cutoff: half, hard_cutoff: half, settle_cutoff: half };
     let create = mapping.identity.as_ref().and_then(|spec| spec.create.as_ref());
     let identify_entity = mapping.identify.as_ref().map(|u| u.entity.as_str()).unwrap_or("contacts");
     let results = futures_util::future::join_all(work.into_iter().map(|(position, plan, update)| async move {

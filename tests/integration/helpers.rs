@@ -20,7 +20,25 @@ pub fn event_file(name: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The demo mapping (`events/mapping.json`) without its `identity` and
+/// `identify` sections: the tests' events carry ids such as `user-1` that are
+/// sent as they are. Identity tests (identity.rs) bring their own document.
 pub fn mapping_file() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let mut document: Value = serde_json::from_str(&std::fs::read_to_string(demo_mapping_file()).unwrap()).unwrap();
+        let object = document.as_object_mut().unwrap();
+        object.remove("identity");
+        object.remove("identify");
+        let path = std::env::temp_dir().join(format!("d365-relay-tests-mapping-{}.json", std::process::id()));
+        std::fs::write(&path, document.to_string()).unwrap();
+        path.to_string_lossy().into_owned()
+    })
+    .clone()
+}
+
+/// `events/mapping.json` as the demo and smoke use it (identity included).
+pub fn demo_mapping_file() -> String {
     format!("{ROOT}/events/mapping.json")
 }
 

@@ -8,6 +8,7 @@ mod moto;
 
 mod enqueue;
 mod idempotency;
+mod identity;
 mod learned_cap;
 mod relay;
 mod reliability;
