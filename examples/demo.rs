@@ -29,6 +29,7 @@ const SAMPLES: &[(&str, &str, usize)] = &[
     ("dataverse-webhook.json", "Dataverse webhook (RemoteExecutionContext, WebhookKey ?code=) to a function URL: contact Update", 1),
     ("power-automate.json", "Power Automate HTTP action (X-Api-Key): the plain change-event form, contact Modified", 1),
     ("direct-schema.json", "direct invocation, values coerced to each trigger's types; contact points left out of a contact-bound trigger", 2),
+    ("direct-identity.json", "direct invocation, an order identified by e-mail only (contact looked up) and an identify event (contact updated)", 1),
 ];
 
 /// The demo accepts the signed samples (hmac) and the keyed ones (Dataverse, Power Automate).
@@ -77,6 +78,7 @@ async fn main() {
         relay::webhook::resign_event(&mut payload, webhook_secret.as_bytes(), chrono::Utc::now().timestamp_millis());
         println!("\n{bold}── events/{file}{reset}  {dim}{what}{reset}");
         let before = sandbox.signals().len();
+        let rows_seen = sandbox.row_requests().len();
         let started = Instant::now();
         let result = relay.handle(payload, Instant::now() + Duration::from_secs(30)).await;
         let elapsed = started.elapsed();
@@ -105,6 +107,21 @@ async fn main() {
             println!("   {colour}{}{reset} POST /api/data/v9.2/{bold}{}{reset}  {dim}at {}{reset}", signal.status, signal.trigger, signal.received_at);
             println!("{}", indent(&serde_json::to_string_pretty(&signal.body).unwrap(), 8));
         }
+        let rows: Vec<_> = sandbox.row_requests().into_iter().skip(rows_seen).collect();
+        if !rows.is_empty() {
+            println!("   Identity resolution made {} table request(s):", rows.len());
+            for r in &rows {
+                let filter = r.query.get("$filter").map(|f| format!("?$filter={f}")).unwrap_or_default();
+                let if_match = r.headers.get("if-match").map(|m| format!("  If-Match: {m}")).unwrap_or_default();
+                println!("   {dim}{} {} /api/data/v9.2/{}{filter}{if_match}{reset}", r.status, r.method, r.path);
+                if r.method != "GET" {
+                    println!("{}", indent(&serde_json::to_string_pretty(&r.body).unwrap(), 8));
+                }
+            }
+        }
+        if *file == "direct-identity.json" {
+            identity_notes(&received, &rows, &mut problems, (green, bold, reset));
+        }
         if *file == "direct-schema.json" {
             schema_notes(&received, &mut problems, (green, bold, reset));
         }
@@ -130,10 +147,11 @@ async fn main() {
 
     let stats = sandbox.stats();
     println!(
-        "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} trigger definition read(s), {} token request(s), {} secret fetch(es)",
+        "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} trigger definition read(s), {} table request(s) for identity, {} token request(s), {} secret fetch(es)",
         stats.calls(),
         stats.calls_by_status,
         stats.metadata_requests,
+        stats.row_requests,
         stats.token_requests,
         stats.secret_requests
     );
@@ -144,6 +162,20 @@ async fn main() {
             println!("{red}✗ {p}{reset}");
         }
         std::process::exit(1);
+    }
+}
+
+/// The identity sample: the e-mail-only order reached Priya's contact id, and
+/// the identify event updated Sam's contact with If-Match (SPEC §14).
+fn identity_notes(received: &[d365_sandbox::Signal], rows: &[d365_sandbox::RowRequest], problems: &mut Vec<String>, (green, bold, reset): (&str, &str, &str)) {
+    let priya = "5e1c0a7e-0003-4c0e-9a11-000000000003";
+    let sam = "5e1c0a7e-0002-4c0e-9a11-000000000002";
+    let order_ok = received.iter().any(|s| s.body["msdynmkt_profileid"] == priya && s.body["msdynmkt_signaluserauthid"] == priya);
+    let patch_ok = rows.iter().any(|r| r.method == "PATCH" && r.path == format!("contacts({sam})") && r.headers.get("if-match").map(String::as_str) == Some("*") && r.status == 204);
+    if order_ok && patch_ok {
+        println!("   {green}✓{reset} {bold}identity{reset}: priya@… → contact {priya}; identify cust-2 → PATCH contacts({sam})");
+    } else {
+        problems.push(format!("direct-identity.json: order resolved to the contact: {order_ok}; identify PATCHed the contact: {patch_ok}"));
     }
 }
 
