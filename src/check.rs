@@ -52,13 +52,19 @@ pub struct Report {
     /// With an event: what would happen to it, and the body.
     pub event: Option<Value>,
     pub event_problems: Vec<Problem>,
+    /// The identity setup (SPEC §14): each entity and attribute the mapping reads or writes.
+    pub identity: Vec<Value>,
+    pub identity_problems: Vec<Problem>,
     /// The settings or the secret are wrong (CLI exit status 2).
     pub config_error: bool,
 }
 
 impl Report {
     pub fn problems(&self) -> usize {
-        self.steps.iter().filter(|s| !s.ok).count() + self.triggers.iter().map(|t| t.problems.len()).sum::<usize>() + self.event_problems.len()
+        self.steps.iter().filter(|s| !s.ok).count()
+            + self.triggers.iter().map(|t| t.problems.len()).sum::<usize>()
+            + self.event_problems.len()
+            + self.identity_problems.len()
     }
 
     pub fn ok(&self) -> bool {
@@ -95,6 +101,9 @@ impl Report {
                 "notes": t.notes,
             })).collect::<Vec<_>>(),
         });
+        if !self.identity.is_empty() {
+            report["identity"] = json!({"checks": self.identity, "problems": problems(&self.identity_problems)});
+        }
         if let Some(event) = &self.event {
             let mut event = event.clone();
             event["problems"] = json!(problems(&self.event_problems));
@@ -140,7 +149,27 @@ impl Report {
                 line(format!("  note    {note}"));
             }
         }
+        if !self.identity.is_empty() {
+            line("\nidentity (SPEC §14)".into());
+            for check in &self.identity {
+                line(format!(
+                    "  {} {}.{} ({}): {}",
+                    if check["ok"] == true { "ok     " } else { "PROBLEM" },
+                    check["entity"].as_str().unwrap_or(""),
+                    check["attribute"].as_str().unwrap_or(""),
+                    check["use"].as_str().unwrap_or(""),
+                    check["detail"].as_str().unwrap_or("")
+                ));
+            }
+            for problem in &self.identity_problems {
+                line(format!("  PROBLEM {}", problem.problem));
+                line(format!("          fix: {}", problem.fix));
+            }
+        }
         if let Some(event) = &self.event {
+            if let Some(profile) = event.get("profile").and_then(Value::as_str) {
+                line(format!("\nprofile: {profile}"));
+            }
             line(format!(
                 "\nevent {} → {}: {}",
                 event.get("event").and_then(Value::as_str).unwrap_or("(no name)"),
@@ -254,6 +283,8 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
         definitions.insert(trigger.clone(), read);
     }
 
+    check_identity(settings, dynamics, deadline, &mut report).await;
+
     if let Some(event) = event {
         let ctx = MapContext { mapping: &settings.mapping, default_trigger: default_trigger.as_deref(), default_phone_region: settings.default_phone_region, now: Utc::now() };
         let name = mapping::event_name(event).map(str::to_string);
@@ -268,8 +299,26 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
                 view["reason"] = json!(reason);
                 report.event_problems.push(Problem { problem: format!("the event would be invalid: {reason}"), fix: "fix the event (its producer) or the mapping".into() });
             }
-            Decision::Raise { call, warnings } => {
+            Decision::Raise { mut call, warnings } => {
                 view["trigger"] = json!(call.trigger);
+                // The profile is resolved first, as the function does (SPEC §14): reads only.
+                if let Some(spec) = &settings.mapping.identity {
+                    let profile = resolve_sample(spec, event, dynamics, deadline).await;
+                    match &profile {
+                        Ok(Some(id)) => crate::identity::fill_profile(&mut call.body, id),
+                        // A row would be created: the body shows where its id would go.
+                        Err((_, false)) => crate::identity::fill_profile(&mut call.body, "<the new row's id>"),
+                        _ => {}
+                    }
+                    view["profile"] = json!(match &profile {
+                        Ok(Some(id)) => format!("resolves to {id}"),
+                        Ok(None) => "no lookup needed".to_string(),
+                        Err((reason, _)) => reason.clone(),
+                    });
+                    if let Err((reason, true)) = &profile {
+                        report.event_problems.push(Problem { problem: format!("the event's profile: {reason}"), fix: "check the lookup values the event carries and the identity section of the mapping".into() });
+                    }
+                }
                 view["warnings"] = json!(warnings);
                 if !definitions.contains_key(&call.trigger) {
                     let read = schemas.read(dynamics, &call.trigger, deadline).await;
@@ -307,6 +356,75 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
         report.event = Some(view);
     }
     report
+}
+
+/// Reads each entity and attribute the identity setup uses (`$top=1`, the
+/// attribute selected): a 400 about a property names a wrong attribute, a 404
+/// a wrong entity set, a 403 a missing privilege. Nothing is written.
+async fn check_identity(settings: &Settings, dynamics: &Dynamics, deadline: Instant, report: &mut Report) {
+    use crate::config::identity::id_column;
+    let mapping = &settings.mapping;
+    let mut uses: Vec<(String, String, &'static str)> = Vec::new();
+    if let Some(spec) = &mapping.identity {
+        for lookup in &spec.lookups {
+            uses.push((lookup.entity.clone(), lookup.attribute.clone(), "lookup"));
+        }
+        if let Some(create) = &spec.create {
+            uses.extend(create.attributes.iter().map(|(column, _)| (create.entity.clone(), column.clone(), "create")));
+        }
+    }
+    if let Some(identify) = &mapping.identify {
+        uses.extend(identify.attributes.iter().map(|(column, _)| (identify.entity.clone(), column.clone(), "identify")));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (entity, attribute, use_) in uses {
+        if !seen.insert((entity.clone(), attribute.clone(), use_)) {
+            continue;
+        }
+        let query = format!("{entity}?$select={},{attribute}&$top=1", id_column(&entity));
+        let (ok, detail, fix) = match dynamics.row_request(reqwest::Method::GET, &query, None, &[], deadline).await {
+            Ok(_) => (true, "readable".to_string(), None),
+            Err(error) => {
+                let fix = match error.status() {
+                    Some(400) => format!("'{attribute}' is not a column of {entity}: use the column's logical name (lowercase, e.g. emailaddress1, or new_… for a custom column)"),
+                    Some(404) => format!("'{entity}' is not an entity set: use the plural entity set name (contacts, leads)"),
+                    Some(403) => format!("give the application user Read (and, for create/identify, Create/Write) on {entity}"),
+                    _ => "check that Dataverse is reachable and run the check again".to_string(),
+                };
+                (false, error.to_string(), Some(fix))
+            }
+        };
+        if let Some(fix) = fix {
+            report.identity_problems.push(Problem { problem: format!("{use_}: cannot read {entity}.{attribute}: {detail}"), fix });
+        }
+        report.identity.push(json!({"entity": entity, "attribute": attribute, "use": use_, "ok": ok, "detail": detail}));
+    }
+}
+
+/// The sample event's profile: its lookups run (reads only; nothing is created).
+/// `Err((reason, problem))`: `problem` is false when the outcome is fine (a row would be created).
+async fn resolve_sample(spec: &crate::config::identity::IdentitySpec, event: &Value, dynamics: &Dynamics, deadline: Instant) -> Result<Option<String>, (String, bool)> {
+    use crate::config::identity::id_column;
+    let Some(plan) = crate::identity::plan(event, spec).map_err(|reason| (reason, true))? else { return Ok(None) };
+    if let Some(id) = plan.known {
+        return Ok(Some(id));
+    }
+    for step in &plan.steps {
+        let answer = dynamics.row_request(reqwest::Method::GET, &step.query(), None, &[], deadline).await.map_err(|e| (format!("the {} lookup failed: {e}", step.entity), true))?;
+        let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        let column = id_column(&step.entity);
+        let ids: Vec<&str> = value.get("value").and_then(Value::as_array).map(|rows| rows.iter().filter_map(|r| r.get(&column).and_then(Value::as_str)).collect()).unwrap_or_default();
+        match ids.as_slice() {
+            [] => continue,
+            [id] => return Ok(Some(id.to_string())),
+            _ => return Err((format!("ambiguous: {} {}s have {} = {}", ids.len(), step.noun(), step.attribute, step.shown()), true)),
+        }
+    }
+    let tried: Vec<String> = plan.steps.iter().map(|s| format!("{} = {}", s.attribute, s.shown())).collect();
+    Err(match (&spec.create, &plan.create) {
+        (Some(create), Some(_)) => (format!("no match for {}: a row of {} would be created (nothing was created)", tried.join(" or "), create.entity), false),
+        _ => (format!("no match for {}: the event would be invalid (add identity.create to create one)", tried.join(" or ")), true),
+    })
 }
 
 /// One trigger's definition against the events that raise it.

@@ -248,3 +248,40 @@ async fn consent_allows_denies_and_decides_when_missing() {
     let answer = direct(&allow, vec![order("missing", None, Some("alex@example.net")), with("no", json!({"Marketing": false}))]).await;
     assert_eq!((answer["delivered"].as_u64(), answer["dropped"].as_u64()), (Some(1), Some(1)), "missing: allow is the default");
 }
+
+#[tokio::test]
+async fn check_reports_the_identity_setup_and_a_sample_events_profile_without_writing() {
+    let create = json!({"create": {"entity": "contacts", "attributes": {"emailaddress1": "context.traits.email"}}});
+    let mut extra = json!({"identity": {
+        "lookup": [
+            { "entity": "contacts", "attribute": "emailaddress1", "from": "context.traits.email" },
+            { "entity": "contacts", "attribute": "new_customernumber", "from": "userId" }
+        ]
+    }});
+    extra["identity"]["create"] = create["create"].clone();
+    let h = harness(extra, json!({})).await;
+    let answer = h.invoke(json!({"check": true, "event": order("k1", None, Some("Alex@Example.net"))})).await;
+    assert_eq!(answer["ok"], true, "{answer:#}");
+    let checks = answer["identity"]["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 3, "two lookups and the create's column: {answer:#}");
+    assert!(checks.iter().all(|c| c["ok"] == true), "{answer:#}");
+    assert_eq!(answer["event"]["profile"], format!("resolves to {ALEX}"));
+    assert_eq!(answer["event"]["body"]["msdynmkt_profileid"], ALEX, "the body shows the resolved id");
+    // An unknown address: the create is reported, not made.
+    let answer = h.invoke(json!({"check": true, "event": order("k2", None, Some("new@example.com"))})).await;
+    assert_eq!(answer["ok"], true, "a create is no problem: {answer:#}");
+    assert!(answer["event"]["profile"].as_str().unwrap().contains("would be created (nothing was created)"), "{answer:#}");
+    assert!(h.sandbox.row_requests().iter().all(|r| r.method == "GET"), "a check writes nothing");
+    assert!(h.sandbox.signals().is_empty(), "a check raises nothing");
+}
+
+#[tokio::test]
+async fn check_names_a_lookup_attribute_the_entity_lacks() {
+    let extra = json!({"identity": {"lookup": [{ "entity": "contacts", "attribute": "emailaddress9", "from": "context.traits.email" }]}});
+    let h = harness(extra, json!({})).await;
+    let answer = h.invoke(json!({"check": true})).await;
+    assert_eq!(answer["ok"], false, "{answer:#}");
+    let problem = &answer["identity"]["problems"][0];
+    assert!(problem["problem"].as_str().unwrap().starts_with("lookup: cannot read contacts.emailaddress9"), "{answer:#}");
+    assert!(problem["fix"].as_str().unwrap().contains("is not a column of contacts"), "{answer:#}");
+}
