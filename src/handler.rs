@@ -33,6 +33,8 @@ pub struct Relay {
     emit_metrics: bool,
     /// The queue of `D365_WEBHOOK_MODE=enqueue` (SPEC §15).
     queue: Option<Queue>,
+    /// `send --dry-run` (SPEC §16): records are mapped and coerced, nothing is sent or claimed.
+    dry_run: bool,
 }
 
 /// What a well-configured execution environment holds.
@@ -76,6 +78,7 @@ impl Relay {
             idempotency: Arc::new(Idempotency::in_memory()),
             emit_metrics: false,
             queue: None,
+            dry_run: false,
         }
     }
 
@@ -99,6 +102,38 @@ impl Relay {
         self
     }
 
+    /// `send --dry-run`: every record that would be sent ends `dry-run` with its
+    /// body; no trigger call, no write to Dataverse, no idempotency claim.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Relay {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Whether this relay only shows what it would send (`send --dry-run`).
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Reads the secret's JSON from `path` instead of Secrets Manager (`D365_SECRET_FILE`, CLI only).
+    pub fn with_secret_file(mut self, path: impl Into<std::path::PathBuf>) -> Relay {
+        if let Ok(wiring) = &mut self.wiring {
+            if let Some(dynamics) = Arc::get_mut(&mut wiring.dynamics) {
+                dynamics.use_secret_file(path);
+            }
+        }
+        self
+    }
+
+    /// Caps trigger-call starts at `per_second` (`send --rate`).
+    pub fn with_rate(mut self, per_second: f64) -> Relay {
+        // The pacer is not shared before the relay serves.
+        self.pacer = match Arc::try_unwrap(self.pacer) {
+            Ok(pacer) => Arc::new(pacer.with_rate(per_second)),
+            Err(shared) => shared,
+        };
+        self
+    }
+
     /// Writes one CloudWatch EMF line per invocation to stdout.
     pub fn with_metrics(mut self) -> Relay {
         self.emit_metrics = true;
@@ -119,6 +154,18 @@ impl Relay {
         let default_trigger = settings.trigger_name.clone().or_else(|| credentials.trigger_name.clone());
         settings.mapping.check_triggers(default_trigger.as_deref())?;
         Ok(Prepared { settings, dynamics, schemas, credentials, default_trigger })
+    }
+
+    /// Whether the relay can work (settings, secret, default trigger), as an
+    /// invocation would find out (`send` checks it before the first record).
+    pub async fn ready(&self, budget: &Budget) -> Result<(), ConfigError> {
+        self.prepare(budget).await.map(|_| ())
+    }
+
+    /// Maps and delivers records as one invocation would (`send`, SPEC §16):
+    /// one result per record, in order.
+    pub async fn process_events(&self, records: Vec<Incoming>, budget: Budget) -> Vec<RecordResult> {
+        self.prepare_and_process(records, false, budget).await
     }
 
     /// The trigger definitions this execution environment has read (SPEC §13).
@@ -281,7 +328,11 @@ impl Relay {
             }
         }
 
-        let reports = delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await;
+        let reports = if self.dry_run {
+            jobs.into_iter().map(dry_run_report).collect()
+        } else {
+            delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await
+        };
         records
             .iter()
             .zip(reports)
@@ -338,6 +389,15 @@ impl Relay {
     }
 }
 
+/// What `send --dry-run` reports for a job: its body where it would be sent.
+fn dry_run_report(job: Job) -> delivery::Report {
+    let outcome = match job.work {
+        Work::Send(call) => Outcome::DryRun { body: call.body },
+        Work::Done(outcome) => outcome,
+    };
+    delivery::Report { outcome, attempts: 0, throttled: 0, latency: None }
+}
+
 fn result_of(record: &Incoming, trigger: Option<String>, outcome: Outcome, attempts: u32) -> RecordResult {
     let event = record.event.as_ref().ok();
     RecordResult {
@@ -363,7 +423,7 @@ fn log_record(result: &RecordResult) {
     let code = result.outcome.error().and_then(DeliveryError::code).unwrap_or("");
     let error = crate::redact::scrub(&result.outcome.detail().unwrap_or_default());
     match &result.outcome {
-        Outcome::Delivered => {}
+        Outcome::Delivered | Outcome::DryRun { .. } => {}
         Outcome::Dropped { .. } | Outcome::Duplicate => {
             tracing::info!(message = "Record not sent.", message_id, event, outcome, error = %error)
         }
