@@ -35,7 +35,7 @@ use progress::Progress;
 use report::{Done, Line};
 
 /// Records per [`Relay::process_events`] call.
-pub const WINDOW: usize = 1024;
+pub const WINDOW: usize = 512;
 /// Windows under way at once: the next one starts while the last calls of the previous finish.
 pub const DEPTH: usize = 3;
 /// A window is started with fewer records when the input is slower than this (standard input).
@@ -129,7 +129,7 @@ pub async fn command(args: &[String]) -> i32 {
     }
     let relay = Arc::new(relay);
     let interrupt = interrupt_on_ctrl_c(&relay);
-    let summary = run(relay, input::spawn_reader(input, 2 * WINDOW), total, &done, out, interrupt).await;
+    let summary = run(relay, input::spawn_reader(input, WINDOW), total, &done, out, interrupt).await;
     summary.finish(&report_name)
 }
 
