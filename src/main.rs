@@ -9,20 +9,12 @@ use relay::config::{Settings, WebhookMode};
 use relay::Relay;
 use serde_json::Value;
 
-fn main() -> Result<(), Error> {
+#[tokio::main]
+async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if relay::cli::wanted(&args) {
-        // Shell commands run on one thread: `send` waits on Dataverse, not on the
-        // CPU, and one thread's allocations stay in one malloc arena, so a long
-        // backfill's memory does not creep up across the workers' arenas.
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        std::process::exit(runtime.block_on(relay::cli::run(args)));
+        std::process::exit(relay::cli::run(args).await);
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())
-}
-
-/// Serves Lambda invocations.
-async fn serve() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     // Only parsing and client construction happen before the first event; the
     // secret and token are fetched on first use. The phone metadata (~75 ms to
