@@ -144,6 +144,9 @@ async fn main() {
     if let Err(problem) = enqueue_mode(&sandbox, root, webhook_secret.as_bytes()).await {
         problems.push(problem);
     }
+    if let Err(problem) = backfill(&sandbox, root).await {
+        problems.push(problem);
+    }
 
     let stats = sandbox.stats();
     println!(
@@ -245,6 +248,36 @@ async fn enqueue_mode(sandbox: &Sandbox, root: &str, webhook_secret: &[u8]) -> R
     let failures = response["batchItemFailures"].as_array().map_or(usize::MAX, Vec::len);
     if records.len() != 2 || received.len() != 2 || received.iter().any(|s| s.status != 204) || failures != 0 {
         return Err(format!("enqueue mode: expected 2 messages and 2 accepted calls, got {} message(s), {} call(s), {failures} batch item failure(s)", records.len(), received.len()));
+    }
+    Ok(())
+}
+
+/// `d365-trigger-relay send events/backfill.ndjson --report …` (SPEC §16), in
+/// process: the relay's own send code, with a fresh relay as a shell would have.
+async fn backfill(sandbox: &Sandbox, root: &str) -> Result<(), String> {
+    let Style { bold, dim, green, red, reset } = Style::for_stdout();
+    let file = "backfill.ndjson";
+    println!("\n{bold}── send events/{file}{reset}  {dim}the backfill command: a file of events (an SNS and an EventBridge envelope, a blank line, a line cut short, an unmapped page, a duplicate, a record missing a required attribute){reset}");
+    let mapping = format!("{root}/events/mapping.json");
+    let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping)]);
+    let relay = std::sync::Arc::new(Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client()));
+    let input = std::fs::File::open(format!("{root}/events/{file}")).map_err(|e| format!("send: {e}"))?;
+    let report_path = format!("{}/backfill-report.ndjson", std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target")));
+    let report = std::fs::File::create(&report_path).map_err(|e| format!("send: {report_path}: {e}"))?;
+    let before = sandbox.signals().len();
+    let (_never, interrupt) = tokio::sync::watch::channel(false);
+    let items = relay::send::input::spawn_reader(Box::new(input), 64);
+    let summary = relay::send::run(relay, items, None, &Default::default(), Box::new(report), interrupt).await;
+    let code = summary.finish(&report_path);
+    for line in std::fs::read_to_string(&report_path).unwrap_or_default().lines() {
+        let colour = if line.contains("\"outcome\":\"delivered\"") { green } else { red };
+        println!("   {colour}{line}{reset}");
+    }
+    let accepted = sandbox.signals().into_iter().skip(before).filter(|s| s.status == 204).count();
+    let counts = &summary.progress.counts;
+    println!("   Dynamics accepted {accepted} call(s); exit status {code} (1: two lines are invalid, and say so with their numbers)");
+    if (counts.delivered, counts.duplicate, counts.dropped, counts.invalid, accepted, code) != (7, 1, 1, 2, 7, 1) {
+        return Err(format!("send {file}: expected 7 delivered, 1 duplicate, 1 dropped, 2 invalid and exit 1; got {counts:?}, {accepted} accepted, exit {code}"));
     }
     Ok(())
 }

@@ -307,7 +307,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
                     match &profile {
                         Ok(Some(id)) => crate::identity::fill_profile(&mut call.body, id),
                         // A row would be created: the body shows where its id would go.
-                        Err((_, false)) => crate::identity::fill_profile(&mut call.body, "<the new row's id>"),
+                        Err((_, false)) => crate::identity::fill_profile(&mut call.body, crate::identity::NEW_ROW),
                         _ => {}
                     }
                     view["profile"] = json!(match &profile {

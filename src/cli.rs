@@ -32,6 +32,14 @@ with --event, the exact body that event would raise (nothing is sent)",
         usage: "schema TRIGGER [--json]",
         summary: "print TRIGGER's parameters (type, required) and a starter mapping-document entry for it",
     },
+    Command {
+        name: "send",
+        usage: "send [FILE|-] [--report FILE] [--resume FILE] [--dry-run] [--rate N] [--max-in-flight N]",
+        summary: "send a file of events (NDJSON, or one JSON array; - or none: standard input) through the function's mapping, schema, \
+idempotency and delivery, without a deadline; one report line per record to --report FILE (else standard output); \
+--resume FILE skips the lines a previous report lists as delivered or duplicate and appends to it; \
+--dry-run sends nothing and reports each body; --rate N caps starts per second",
+    },
 ];
 
 /// How long a command may take in all.
@@ -55,12 +63,12 @@ settings in the environment (D365_SECRET_ID or D365_SECRET_FILE, D365_MAPPING or
     text.push_str(
         "\nD365_SECRET_FILE=path reads the secret's JSON from a file instead of Secrets Manager.\n\
 Logs go to standard error, the report to standard output. Exit status: 0 nothing wrong, 1 problems found,\n\
-2 usage or configuration error.\n",
+2 usage or configuration error, 130 send interrupted (Ctrl-C).\n",
     );
     text
 }
 
-fn usage_error(message: &str) -> i32 {
+pub(crate) fn usage_error(message: &str) -> i32 {
     eprintln!("d365-trigger-relay: {message}\nRun `d365-trigger-relay --help` for the commands.");
     2
 }
@@ -88,6 +96,7 @@ pub async fn run(args: Vec<String>) -> i32 {
     match command.as_str() {
         "check" => check(rest).await,
         "schema" => schema_command(rest).await,
+        "send" => crate::send::command(rest).await,
         other => usage_error(&format!("unknown command '{other}'")),
     }
 }
@@ -120,9 +129,15 @@ fn parse(args: &[String], allowed: &[&str]) -> Result<Parsed, String> {
 
 /// Settings from the environment; `D365_SECRET_FILE` stands in for `D365_SECRET_ID`.
 fn settings() -> (Result<Settings, ConfigError>, Option<String>) {
+    settings_with(&[])
+}
+
+/// As [`settings`], with `overrides` (a command's options) on top of the environment.
+pub(crate) fn settings_with(overrides: &[(&str, String)]) -> (Result<Settings, ConfigError>, Option<String>) {
     let file = std::env::var("D365_SECRET_FILE").ok().filter(|f| !f.trim().is_empty());
     let settings = Settings::from_lookup(|key| {
-        let value = std::env::var(key).ok().filter(|v| !v.trim().is_empty());
+        let overridden = overrides.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+        let value = overridden.or_else(|| std::env::var(key).ok()).filter(|v| !v.trim().is_empty());
         match (key, &value, &file) {
             ("D365_SECRET_ID", None, Some(path)) => Some(format!("file:{path}")),
             _ => value,

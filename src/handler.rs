@@ -34,6 +34,8 @@ pub struct Relay {
     emit_metrics: bool,
     /// The queue of `D365_WEBHOOK_MODE=enqueue` (SPEC §15).
     queue: Option<Queue>,
+    /// `send --dry-run` (SPEC §16): records are mapped and coerced, nothing is sent or claimed.
+    dry_run: bool,
 }
 
 /// What a well-configured execution environment holds.
@@ -81,6 +83,7 @@ impl Relay {
             idempotency: Arc::new(Idempotency::in_memory()),
             emit_metrics: false,
             queue: None,
+            dry_run: false,
         }
     }
 
@@ -101,6 +104,38 @@ impl Relay {
                 self.idempotency = Arc::new(store);
             }
         }
+        self
+    }
+
+    /// `send --dry-run`: every record that would be sent ends `dry-run` with its
+    /// body; no trigger call, no write to Dataverse, no idempotency claim.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Relay {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Whether this relay only shows what it would send (`send --dry-run`).
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Reads the secret's JSON from `path` instead of Secrets Manager (`D365_SECRET_FILE`, CLI only).
+    pub fn with_secret_file(mut self, path: impl Into<std::path::PathBuf>) -> Relay {
+        if let Ok(wiring) = &mut self.wiring {
+            if let Some(dynamics) = Arc::get_mut(&mut wiring.dynamics) {
+                dynamics.use_secret_file(path);
+            }
+        }
+        self
+    }
+
+    /// Caps trigger-call starts at `per_second` (`send --rate`).
+    pub fn with_rate(mut self, per_second: f64) -> Relay {
+        // The pacer is not shared before the relay serves.
+        self.pacer = match Arc::try_unwrap(self.pacer) {
+            Ok(pacer) => Arc::new(pacer.with_rate(per_second)),
+            Err(shared) => shared,
+        };
         self
     }
 
@@ -129,6 +164,18 @@ impl Relay {
     /// The profile ids this execution environment has resolved (SPEC §14).
     pub fn identities(&self) -> Option<&Arc<Identities>> {
         self.wiring.as_ref().ok().map(|w| &w.identities)
+    }
+
+    /// Whether the relay can work (settings, secret, default trigger), as an
+    /// invocation would find out (`send` checks it before the first record).
+    pub async fn ready(&self, budget: &Budget) -> Result<(), ConfigError> {
+        self.prepare(budget).await.map(|_| ())
+    }
+
+    /// Maps and delivers records as one invocation would (`send`, SPEC §16):
+    /// one result per record, in order.
+    pub async fn process_events(&self, records: Vec<Incoming>, budget: Budget) -> Vec<RecordResult> {
+        self.prepare_and_process(records, false, budget).await
     }
 
     /// The trigger definitions this execution environment has read (SPEC §13).
@@ -282,7 +329,7 @@ impl Relay {
 
         // ── Identity and consent (SPEC §14) ── the profile id of each call that needs one
         // (lookups, create) fills both profile fields; identify events update the profile.
-        crate::identity::stage(prepared.identities, prepared.dynamics, &self.pacer, &settings.mapping, &records, &mut jobs, budget).await;
+        crate::identity::stage(prepared.identities, prepared.dynamics, &self.pacer, &settings.mapping, &records, &mut jobs, budget, self.dry_run).await;
 
         // Each trigger's definition, once per invocation: omit, coerce, check (SPEC §13).
         let wanted = jobs.iter().filter_map(|j| if let Work::Send(call) = &j.work { Some(call.trigger.clone()) } else { None }).collect();
@@ -295,7 +342,11 @@ impl Relay {
             }
         }
 
-        let reports = delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await;
+        let reports = if self.dry_run {
+            jobs.into_iter().map(dry_run_report).collect()
+        } else {
+            delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await
+        };
         records
             .iter()
             .zip(reports)
@@ -352,6 +403,15 @@ impl Relay {
     }
 }
 
+/// What `send --dry-run` reports for a job: its body where it would be sent.
+fn dry_run_report(job: Job) -> delivery::Report {
+    let outcome = match job.work {
+        Work::Send(call) => Outcome::DryRun { body: call.body },
+        Work::Done(outcome) => outcome,
+    };
+    delivery::Report { outcome, attempts: 0, throttled: 0, latency: None }
+}
+
 fn result_of(record: &Incoming, trigger: Option<String>, outcome: Outcome, attempts: u32) -> RecordResult {
     let event = record.event.as_ref().ok();
     RecordResult {
@@ -377,7 +437,7 @@ fn log_record(result: &RecordResult) {
     let code = result.outcome.error().and_then(DeliveryError::code).unwrap_or("");
     let error = crate::redact::scrub(&result.outcome.detail().unwrap_or_default());
     match &result.outcome {
-        Outcome::Delivered => {}
+        Outcome::Delivered | Outcome::DryRun { .. } => {}
         Outcome::Dropped { .. } | Outcome::Duplicate => {
             tracing::info!(message = "Record not sent.", message_id, event, outcome, error = %error)
         }

@@ -10,6 +10,7 @@
 //! - [`schema`]: a trigger's definition; a body coerced to it (pure)
 //! - [`check`]: the deployment check (`check` command, `{"check": true}`)
 //! - [`cli`]: the shell commands of the same binary
+//! - [`send`]: the `send` command: a file of events through the same engine (backfill, replay)
 //! - [`delivery`]: concurrency, retries, FIFO order, deadline
 //! - [`deadline`]: the invocation's deadline, from whichever runtime serves it
 //! - [`dynamics`]: Entra token cache and Dataverse client
@@ -37,6 +38,7 @@ pub mod outcome;
 pub mod redact;
 pub mod schema;
 pub mod secrets;
+pub mod send;
 pub mod webhook;
 
 pub use handler::Relay;

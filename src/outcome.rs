@@ -83,6 +83,8 @@ pub enum Outcome {
     Rejected(DeliveryError),
     /// May pass later.
     Failed(DeliveryError),
+    /// `send --dry-run` (SPEC §16): would be sent with this body; nothing was. A success.
+    DryRun { body: serde_json::Map<String, Value> },
 }
 
 impl Outcome {
@@ -94,12 +96,13 @@ impl Outcome {
             Outcome::Invalid { .. } => "invalid",
             Outcome::Rejected(_) => "rejected",
             Outcome::Failed(_) => "failed",
+            Outcome::DryRun { .. } => "dry-run",
         }
     }
 
     /// Delivered, dropped and duplicate are successes; the rest are batch item failures.
     pub fn is_success(&self) -> bool {
-        matches!(self, Outcome::Delivered | Outcome::Dropped { .. } | Outcome::Duplicate)
+        matches!(self, Outcome::Delivered | Outcome::Dropped { .. } | Outcome::Duplicate | Outcome::DryRun { .. })
     }
 
     pub fn error(&self) -> Option<&DeliveryError> {
@@ -112,7 +115,7 @@ impl Outcome {
     /// A one-line explanation for reports.
     pub fn detail(&self) -> Option<String> {
         match self {
-            Outcome::Delivered | Outcome::Duplicate => None,
+            Outcome::Delivered | Outcome::Duplicate | Outcome::DryRun { .. } => None,
             Outcome::Dropped { reason } | Outcome::Invalid { reason } => Some(reason.clone()),
             Outcome::Rejected(e) | Outcome::Failed(e) => Some(e.to_string()),
         }
@@ -149,6 +152,8 @@ pub struct Tally {
     pub invalid: u64,
     pub rejected: u64,
     pub failed: u64,
+    /// `send --dry-run`: would have been sent.
+    pub dry_run: u64,
     /// Attempts beyond the first, over all records.
     pub retries: u64,
     /// Attempts answered 429.
@@ -181,6 +186,7 @@ impl Tally {
                 Outcome::Duplicate => tally.duplicates += 1,
                 Outcome::Invalid { .. } => tally.invalid += 1,
                 Outcome::Rejected(_) => tally.rejected += 1,
+                Outcome::DryRun { .. } => tally.dry_run += 1,
                 Outcome::Failed(error) => {
                     tally.failed += 1;
                     if let DeliveryError::Throttled { retry_after: Some(after), .. } = error {

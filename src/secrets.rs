@@ -37,6 +37,11 @@ impl SecretStore {
         self
     }
 
+    /// As [`SecretStore::with_file`], in place.
+    pub fn use_file(&mut self, path: impl Into<std::path::PathBuf>) {
+        self.file = Some(path.into());
+    }
+
     /// The cached credentials, fetched when missing or older than the TTL.
     /// Concurrent callers share one fetch. Answered by `deadline`: a Secrets
     /// Manager that does not answer in time counts as a failed fetch.

@@ -23,6 +23,11 @@ pub struct Pacer {
     learned_cap_period: Duration,
     permits: Arc<Semaphore>,
     state: Mutex<PaceState>,
+    /// `send --rate N` (SPEC §16): at most N starts per second, evenly spaced.
+    rate: Option<Duration>,
+    next_start: Mutex<Option<Instant>>,
+    /// Set once: no call starts any more (`send` interrupted).
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 struct PaceState {
@@ -71,6 +76,9 @@ impl Pacer {
             ceiling,
             learned_cap_period: LEARNED_CAP_PERIOD,
             permits: Arc::new(Semaphore::new(initial)),
+            rate: None,
+            next_start: Mutex::new(None),
+            stopped: tokio::sync::watch::channel(false).0,
             state: Mutex::new(PaceState {
                 limit: initial as f64,
                 granted: initial,
@@ -90,6 +98,23 @@ impl Pacer {
     pub fn with_learned_cap_period(mut self, period: Duration) -> Pacer {
         self.learned_cap_period = period.min(Duration::from_secs(86_400));
         self
+    }
+
+    /// At most `per_second` starts (attempts) per second, evenly spaced (`send --rate`).
+    pub fn with_rate(mut self, per_second: f64) -> Pacer {
+        if per_second.is_finite() && per_second > 0.0 {
+            self.rate = Some(Duration::from_secs_f64(1.0 / per_second));
+        }
+        self
+    }
+
+    /// No call starts from now on; calls in flight finish (`send` interrupted).
+    pub fn stop(&self) {
+        self.stopped.send_replace(true);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.stopped.borrow()
     }
 
     /// The concurrency cap learned from Dataverse and still kept, if any.
@@ -116,8 +141,31 @@ impl Pacer {
         }
     }
 
-    /// Waits for the pause and a slot; `None` if neither comes before `until`.
+    /// Waits for the pause, a slot and (with a rate) a start time; `None` if
+    /// they do not come before `until`, or once the pacer is stopped.
     pub async fn acquire(self: &Arc<Self>, until: Instant) -> Option<Slot> {
+        let mut stopped = self.stopped.subscribe();
+        let slot = tokio::select! {
+            slot = self.acquire_slot(until) => slot,
+            _ = stopped.wait_for(|s| *s) => None,
+        }?;
+        let Some(interval) = self.rate else { return Some(slot) };
+        let start = {
+            let mut next = lock(&self.next_start);
+            let start = next.map_or(Instant::now(), |n| n.max(Instant::now()));
+            *next = Some(start + interval);
+            start
+        };
+        if start >= until {
+            return None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(start.into()) => Some(slot),
+            _ = stopped.wait_for(|s| *s) => None,
+        }
+    }
+
+    async fn acquire_slot(self: &Arc<Self>, until: Instant) -> Option<Slot> {
         loop {
             if let Some(pause) = self.pause_until() {
                 if pause >= until {
@@ -490,4 +538,39 @@ mod tests {
         assert_eq!(pacer.limit(), 16);
     }
 
+    #[tokio::test]
+    async fn a_rate_spaces_the_starts_evenly() {
+        let pacer = Arc::new(Pacer::new(8, 8).with_rate(20.0));
+        let until = Instant::now() + Duration::from_secs(5);
+        let started = Instant::now();
+        for _ in 0..6 {
+            drop(pacer.acquire(until).await.expect("a slot"));
+        }
+        let elapsed = started.elapsed();
+        // Six starts at 20 per second: the sixth 250 ms after the first.
+        assert!(elapsed >= Duration::from_millis(240) && elapsed < Duration::from_millis(600), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn stopping_wakes_every_waiter_and_refuses_new_starts() {
+        let pacer = Arc::new(Pacer::new(1, 1));
+        let until = Instant::now() + Duration::from_secs(60);
+        let held = pacer.acquire(until).await.expect("the one slot");
+        let waiter = tokio::spawn({
+            let pacer = pacer.clone();
+            async move { pacer.acquire(until).await.is_some() }
+        });
+        pacer.pause(Duration::from_secs(60));
+        let paused = tokio::spawn({
+            let pacer = pacer.clone();
+            async move { pacer.acquire(until).await.is_some() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        pacer.stop();
+        assert!(!waiter.await.unwrap() && !paused.await.unwrap());
+        assert!(started.elapsed() < Duration::from_millis(500));
+        drop(held);
+        assert!(pacer.acquire(until).await.is_none() && pacer.is_stopped());
+    }
 }

@@ -14,7 +14,8 @@ use crate::outcome::{DeliveryError, Outcome};
 
 /// At most this many attempts for 5xx, timeouts and connection errors (SPEC §7).
 pub const MAX_TRANSIENT_ATTEMPTS: u32 = 4;
-/// At most this many attempts of one record answered 429.
+/// At most this many attempts of one record answered 429 within an invocation
+/// (without a deadline, [`Budget::unbounded`], there is no such limit).
 pub const MAX_THROTTLED_ATTEMPTS: u32 = 8;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
@@ -117,7 +118,7 @@ where
             // The pacer's pause is the wait.
             RetryClass::Throttled { retry_after, .. } => {
                 throttled += 1;
-                if throttled >= MAX_THROTTLED_ATTEMPTS || Instant::now() + retry_after >= budget.start_cutoff {
+                if throttled >= budget.throttled_attempts || Instant::now() + retry_after >= budget.start_cutoff {
                     return done(Err(error), attempts, throttled);
                 }
             }
@@ -174,5 +175,28 @@ mod tests {
         assert_eq!(class(&DeliveryError::Deadline), RetryClass::Stop);
         assert!(matches!(outcome_of(DeliveryError::Rejected { status: 400, code: None, message: String::new() }), Outcome::Rejected(_)));
         assert!(matches!(outcome_of(transient(Some(500))), Outcome::Failed(_)));
+    }
+
+    /// Answers 429 (Retry-After 0) `throttles` times, then 204.
+    struct Throttling(std::sync::atomic::AtomicU32);
+
+    impl DynamicsPort for Throttling {
+        async fn send(&self, _call: &TriggerCall, _deadline: Instant) -> Result<super::super::Sent, DeliveryError> {
+            if self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                return Err(DeliveryError::Throttled { retry_after: Some(Duration::ZERO), code: None });
+            }
+            Ok(super::super::Sent::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_deadline_429s_do_not_use_up_the_attempts() {
+        let call = TriggerCall { trigger: "t".into(), body: serde_json::Map::new() };
+        let pacer = Arc::new(Pacer::new(1, 1));
+        let bounded = deliver_one(&Throttling(12.into()), &pacer, &call, Budget::until(Instant::now() + Duration::from_secs(10))).await;
+        assert!(matches!(bounded.outcome, Outcome::Failed(DeliveryError::Throttled { .. })));
+        assert_eq!((bounded.attempts, bounded.throttled), (MAX_THROTTLED_ATTEMPTS, MAX_THROTTLED_ATTEMPTS));
+        let unbounded = deliver_one(&Throttling(12.into()), &pacer, &call, Budget::unbounded()).await;
+        assert_eq!((unbounded.outcome, unbounded.attempts, unbounded.throttled), (Outcome::Delivered, 13, 12));
     }
 }

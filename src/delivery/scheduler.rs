@@ -23,6 +23,8 @@ pub struct Budget {
     pub start_cutoff: Instant,
     pub hard_cutoff: Instant,
     pub settle_cutoff: Instant,
+    /// Attempts of one record answered 429 before it is reported failed.
+    pub throttled_attempts: u32,
 }
 
 impl Budget {
@@ -36,7 +38,14 @@ impl Budget {
         let hard_cutoff = deadline.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
         let start_cutoff = hard_cutoff.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
         let settle_cutoff = (hard_cutoff + reserve / 2).min(deadline).max(hard_cutoff);
-        Budget { start_cutoff, hard_cutoff, settle_cutoff }
+        Budget { start_cutoff, hard_cutoff, settle_cutoff, throttled_attempts: super::retry::MAX_THROTTLED_ATTEMPTS }
+    }
+
+    /// No invocation deadline (`send`, SPEC §16): the cut-offs a year away, and
+    /// 429s retried after their Retry-After for as long as Dataverse answers them.
+    pub fn unbounded() -> Budget {
+        let budget = Budget::until(Instant::now() + Duration::from_secs(365 * 86_400));
+        Budget { throttled_attempts: u32::MAX, ..budget }
     }
 }
 

@@ -234,4 +234,9 @@ impl Dynamics {
         self.secrets = self.secrets.with_file(path);
         self
     }
+
+    /// As [`Dynamics::with_secret_file`], in place.
+    pub fn use_secret_file(&mut self, path: impl Into<std::path::PathBuf>) {
+        self.secrets.use_file(path);
+    }
 }

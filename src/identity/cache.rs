@@ -35,6 +35,9 @@ struct Cached {
     at: Instant,
 }
 
+/// The profile id a dry run shows for a row it would create.
+pub const NEW_ROW: &str = "<the new row's id>";
+
 pub struct Identities {
     hit_ttl: Duration,
     entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
@@ -77,7 +80,9 @@ impl Identities {
 
     /// The plan's profile id: from the cache, else its lookups in order, else a
     /// create (when the document has one). `Err` is the record's outcome.
-    pub async fn resolve(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, plan: &Plan, create: Option<&WriteSpec>, budget: Budget) -> Result<String, Outcome> {
+    /// In a dry run (`send --dry-run`) lookups run but nothing is created: a row
+    /// that would be created is named [`NEW_ROW`], and nothing is cached.
+    pub async fn resolve(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, plan: &Plan, create: Option<&WriteSpec>, budget: Budget, dry_run: bool) -> Result<String, Outcome> {
         if let Some(id) = &plan.known {
             return Ok(id.clone());
         }
@@ -90,12 +95,14 @@ impl Identities {
         if let Some(cached) = entry.as_ref().filter(|c| c.at.elapsed() < ttl_of(&c.found, self.hit_ttl)) {
             return into_result(&cached.found);
         }
-        let found = self.find(dynamics, pacer, plan, create, budget).await?;
-        *entry = Some(Cached { found: found.clone(), at: Instant::now() });
+        let found = self.find(dynamics, pacer, plan, create, budget, dry_run).await?;
+        if !dry_run {
+            *entry = Some(Cached { found: found.clone(), at: Instant::now() });
+        }
         into_result(&found)
     }
 
-    async fn find(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, plan: &Plan, create: Option<&WriteSpec>, budget: Budget) -> Result<Resolved, Outcome> {
+    async fn find(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, plan: &Plan, create: Option<&WriteSpec>, budget: Budget, dry_run: bool) -> Result<Resolved, Outcome> {
         for step in &plan.steps {
             let rows = self.lookup(dynamics, pacer, step, budget).await?;
             match rows.as_slice() {
@@ -115,6 +122,7 @@ impl Identities {
         let tried: Vec<String> = plan.steps.iter().map(|s| format!("{} = {}", s.attribute, s.shown())).collect();
         let noun = plan.steps.first().map_or_else(|| "profile".to_string(), Step::noun);
         match (create, &plan.create) {
+            (Some(_), Some(_)) if dry_run => Ok(Resolved::Id(NEW_ROW.to_string())),
             (Some(spec), Some(attributes)) => self.create(dynamics, pacer, &spec.entity, attributes, budget).await.map(Resolved::Id),
             _ => Ok(Resolved::Unresolved(format!("no {noun} matches {} (add identity.create to create one)", tried.join(" or ")))),
         }

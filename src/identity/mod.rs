@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-pub use cache::{Identities, Resolved, MAX_ENTRIES, MISS_TTL};
+pub use cache::{Identities, Resolved, MAX_ENTRIES, MISS_TTL, NEW_ROW};
 pub use plan::{is_guid, plan, update_body, Plan, Step};
 
 use crate::config::Mapping;
@@ -31,7 +31,9 @@ use crate::outcome::Outcome;
 /// trigger call that needs one (filling `msdynmkt_profileid` and
 /// `msdynmkt_signaluserauthid`), and carries out `identify` events (PATCH).
 /// A record that cannot be resolved gets its outcome here and is not sent.
-pub async fn stage(identities: &Identities, dynamics: &Dynamics, pacer: &Arc<Pacer>, mapping: &Mapping, records: &[Incoming], jobs: &mut [Job], budget: Budget) {
+/// A dry run reads (lookups) but writes nothing: no create, no PATCH.
+#[allow(clippy::too_many_arguments)]
+pub async fn stage(identities: &Identities, dynamics: &Dynamics, pacer: &Arc<Pacer>, mapping: &Mapping, records: &[Incoming], jobs: &mut [Job], budget: Budget, dry_run: bool) {
     if mapping.identity.is_none() && mapping.identify.is_none() {
         return;
     }
@@ -72,14 +74,15 @@ pub async fn stage(identities: &Identities, dynamics: &Dynamics, pacer: &Arc<Pac
     // lookup fails its own records, and the others still have time to be delivered.
     let now = std::time::Instant::now();
     let half = now + budget.start_cutoff.saturating_duration_since(now) / 2;
-    let budget = Budget { start_cutoff: half, hard_cutoff: half, settle_cutoff: half };
+    let budget = Budget { start_cutoff: half, hard_cutoff: half, settle_cutoff: half, ..budget };
     let create = mapping.identity.as_ref().and_then(|spec| spec.create.as_ref());
     let identify_entity = mapping.identify.as_ref().map(|u| u.entity.as_str()).unwrap_or("contacts");
     let results = futures_util::future::join_all(work.into_iter().map(|(position, plan, update)| async move {
-        let resolved = identities.resolve(dynamics, pacer, &plan, create, budget).await;
+        let resolved = identities.resolve(dynamics, pacer, &plan, create, budget, dry_run).await;
         let outcome = match (resolved, update) {
             (Err(outcome), _) => Err(outcome),
             (Ok(id), None) => Ok(id),
+            (Ok(_), Some(body)) if dry_run => Err(Outcome::DryRun { body }),
             (Ok(id), Some(body)) => match identities.update(dynamics, pacer, identify_entity, &id, &body, budget).await {
                 Ok(()) => Err(Outcome::Delivered),
                 Err(outcome) => Err(outcome),

@@ -285,3 +285,24 @@ async fn check_names_a_lookup_attribute_the_entity_lacks() {
     assert!(problem["problem"].as_str().unwrap().starts_with("lookup: cannot read contacts.emailaddress9"), "{answer:#}");
     assert!(problem["fix"].as_str().unwrap().contains("is not a column of contacts"), "{answer:#}");
 }
+
+#[tokio::test]
+async fn a_dry_run_looks_up_but_creates_and_updates_nothing() {
+    let extra = json!({
+        "identity": {
+            "lookup": [{ "entity": "contacts", "attribute": "emailaddress1", "from": "context.traits.email" }],
+            "create": {"entity": "contacts", "attributes": {"emailaddress1": "context.traits.email"}}
+        },
+        "identify": {"entity": "contacts", "attributes": {"firstname": "traits.first_name"}}
+    });
+    let h = harness(extra.clone(), json!({})).await;
+    let relay = crate::helpers::relay_for(&h.sandbox, &[("D365_MAPPING", &document(extra))]).with_dry_run(true);
+    let identify = json!({"type": "identify", "userId": ALEX, "messageId": "id-dry", "traits": {"first_name": "Alexandra"}});
+    let answer = relay
+        .handle(json!({"batch": [order("d1", None, Some("new@example.com")), identify]}), Instant::now() + Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(answer["failed"], json!([]), "{answer:#}");
+    assert!(h.sandbox.row_requests().iter().all(|r| r.method == "GET"), "no POST, no PATCH in a dry run: {:?}", h.sandbox.row_requests());
+    assert!(h.sandbox.signals().is_empty(), "no trigger raised");
+}

@@ -14,5 +14,6 @@ mod relay;
 mod reliability;
 mod sources;
 mod schema;
+mod send;
 mod webhooks;
 mod upstream;
