@@ -70,6 +70,7 @@ impl AsyncSource {
 }
 
 pub enum Source {
+    /// SQS records keep their bodies as text until each is mapped ([`Pending::Text`]).
     Sqs { records: Vec<Incoming>, fifo: bool },
     /// An SNS subscription or an EventBridge rule invoking the function.
     Async { source: AsyncSource, records: Vec<Incoming> },
@@ -87,14 +88,35 @@ pub struct Incoming {
     /// FIFO `MessageGroupId`.
     pub group: Option<String>,
     /// The event (envelopes unwrapped), or why it is not one.
-    pub event: Result<Value, String>,
+    pub event: Pending,
+}
+
+/// A record's event. An SQS body stays the text it came as until its record is
+/// mapped ([`Pending::resolve`]), so a batch never holds every event's tree at
+/// once: memory follows the record being mapped, not the payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pending {
+    /// An SQS message body, not parsed yet.
+    Text(String),
+    /// The event (envelopes unwrapped), or why it is not one.
+    Ready(Result<Value, String>),
+}
+
+impl Pending {
+    /// The event (envelopes unwrapped), or why it is not one; a body is parsed here, once.
+    pub fn resolve(self) -> Result<Value, String> {
+        match self {
+            Pending::Text(body) => serde_json::from_str(&body).map_err(|e| format!("the body is not JSON: {e}")).and_then(envelope::unwrap),
+            Pending::Ready(event) => event,
+        }
+    }
 }
 
 fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
 
-pub fn classify(payload: Value) -> Result<Source, IntakeError> {
+pub fn classify(mut payload: Value) -> Result<Source, IntakeError> {
     let Value::Object(map) = &payload else { return Ok(Source::Direct(payload)) };
 
     if let Some(records) = map.get("Records") {
@@ -116,12 +138,14 @@ pub fn classify(payload: Value) -> Result<Source, IntakeError> {
             }
         }
         let fifo = records.iter().any(|r| r.get("eventSourceARN").and_then(Value::as_str).is_some_and(|arn| arn.ends_with(".fifo")));
+        // The records are taken out of the payload, not copied; the rest of it is dropped here.
+        let Value::Array(records) = payload["Records"].take() else { unreachable!("Records is a list") };
         return Ok(Source::Sqs { records: sqs_records(records), fifo });
     }
 
     if map.get("detail-type").is_some_and(Value::is_string) && map.contains_key("source") && map.contains_key("detail") {
         let event = envelope::unwrap(payload);
-        return Ok(Source::Async { source: AsyncSource::EventBridge, records: vec![Incoming { index: 0, sqs_id: None, group: None, event }] });
+        return Ok(Source::Async { source: AsyncSource::EventBridge, records: vec![Incoming { index: 0, sqs_id: None, group: None, event: Pending::Ready(event) }] });
     }
 
     if payload.pointer("/requestContext/elb").is_some() {
@@ -214,18 +238,24 @@ pub fn event_list(payload: Value) -> Result<Vec<Value>, String> {
     }
 }
 
-/// SQS records: `messageId`, `body`, `attributes.MessageGroupId` are all that is read.
-fn sqs_records(records: &[Value]) -> Vec<Incoming> {
+/// SQS records: `messageId`, `body`, `attributes.MessageGroupId` are all that is
+/// read. The strings are moved out of the records, and each record's other
+/// fields are dropped as soon as it is read.
+fn sqs_records(records: Vec<Value>) -> Vec<Incoming> {
+    let take = |record: &mut Value, key: &str| match record.get_mut(key).map(Value::take) {
+        Some(Value::String(text)) => Some(text),
+        _ => None,
+    };
     records
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(index, record)| Incoming {
+        .map(|(index, mut record)| Incoming {
             index,
-            sqs_id: record.get("messageId").and_then(Value::as_str).map(str::to_string),
-            group: str_at(record, "/attributes/MessageGroupId").map(str::to_string),
-            event: match record.get("body").and_then(Value::as_str) {
-                None => Err("the SQS message has no body".into()),
-                Some(body) => serde_json::from_str(body).map_err(|e| format!("the body is not JSON: {e}")).and_then(envelope::unwrap),
+            sqs_id: take(&mut record, "messageId"),
+            group: str_at(&record, "/attributes/MessageGroupId").map(str::to_string),
+            event: match take(&mut record, "body") {
+                None => Pending::Ready(Err("the SQS message has no body".into())),
+                Some(body) => Pending::Text(body),
             },
         })
         .collect()
@@ -240,24 +270,24 @@ fn sns_records(records: &[Value]) -> Vec<Incoming> {
             index,
             sqs_id: None,
             group: None,
-            event: match str_at(record, "/Sns/Message") {
+            event: Pending::Ready(match str_at(record, "/Sns/Message") {
                 None => Err("the SNS record has no Message".into()),
                 Some(message) => envelope::sns_message(message, str_at(record, "/Sns/MessageId").filter(|id| !id.is_empty()), 0),
-            },
+            }),
         })
         .collect()
 }
 
 /// Records of a list of events (direct payloads, webhook bodies), each unwrapped.
 pub fn direct_records(events: Vec<Value>) -> Vec<Incoming> {
-    events.into_iter().enumerate().map(|(index, event)| Incoming { index, sqs_id: None, group: None, event: envelope::unwrap(event) }).collect()
+    events.into_iter().enumerate().map(|(index, event)| Incoming { index, sqs_id: None, group: None, event: Pending::Ready(envelope::unwrap(event)) }).collect()
 }
 
 /// A direct payload's records; a payload that is not a list of events is one invalid record.
 pub fn direct_payload_records(payload: Value) -> Vec<Incoming> {
     match event_list(payload) {
         Ok(events) => direct_records(events),
-        Err(reason) => vec![Incoming { index: 0, sqs_id: None, group: None, event: Err(reason) }],
+        Err(reason) => vec![Incoming { index: 0, sqs_id: None, group: None, event: Pending::Ready(Err(reason)) }],
     }
 }
 
@@ -307,7 +337,7 @@ mod tests {
     fn sns_eventbridge_and_alb_are_told_apart() {
         let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": "{\"event\":\"E\"}"}}]});
         match classify(sns) {
-            Ok(Source::Async { source: AsyncSource::Sns, records }) => assert_eq!(records[0].event, Ok(json!({"event": "E", "messageId": "m"}))),
+            Ok(Source::Async { source: AsyncSource::Sns, records }) => assert_eq!(records[0].event, Pending::Ready(Ok(json!({"event": "E", "messageId": "m"})))),
             _ => panic!("an SNS subscription"),
         }
         let eb = json!({"detail-type": "D", "source": "s", "detail": {}, "id": "i"});
@@ -340,10 +370,13 @@ mod tests {
             {"messageId": "b", "eventSource": "aws:sqs", "attributes": {"MessageGroupId": 5}},
             {"messageId": "c", "eventSource": "aws:sqs", "body": "{\"message\":\"foo\"}", "attributes": {"MessageGroupId": "g"}}]});
         let Ok(Source::Sqs { records, fifo: false }) = classify(sqs) else { panic!("an SQS batch") };
-        assert_eq!(records[0].event, Ok(json!({"event": "E"})));
-        assert_eq!(records[1].event, Err("the SQS message has no body".to_string()));
+        assert_eq!(records[0].sqs_id.as_deref(), Some("a"));
+        assert_eq!(records[0].event, Pending::Text("{\"event\":\"E\"}".into()), "a body is parsed when its record is mapped");
+        let events: Vec<Result<Value, String>> = records.iter().map(|r| r.event.clone().resolve()).collect();
+        assert_eq!(events[0], Ok(json!({"event": "E"})));
+        assert_eq!(events[1], Err("the SQS message has no body".to_string()));
         assert_eq!(records[1].group, None);
-        assert_eq!(records[2].event, Err(envelope::NOT_AN_EVENT.to_string()));
+        assert_eq!(events[2], Err(envelope::NOT_AN_EVENT.to_string()));
         assert_eq!(records[2].group.as_deref(), Some("g"));
     }
 
@@ -356,7 +389,7 @@ mod tests {
         assert!(event_list(json!("text")).is_err());
         let records = direct_payload_records(json!(42));
         assert_eq!(records.len(), 1);
-        assert!(records[0].event.is_err(), "not an event: one invalid record, never a silent success");
+        assert!(matches!(records[0].event, Pending::Ready(Err(_))), "not an event: one invalid record, never a silent success");
     }
 
     #[test]
