@@ -238,6 +238,111 @@ pub fn event_list(payload: Value) -> Result<Vec<Value>, String> {
     }
 }
 
+/// The invocation's payload, read by the runtime straight from its bytes: the
+/// same `Value` as `serde_json` builds, except that each element of a top-level
+/// `Records` list keeps only the fields intake reads (SQS: `messageId`, `body`,
+/// `eventSource`, `eventSourceARN`, `attributes.MessageGroupId`; SNS:
+/// `EventSource`, `Sns.Message`, `Sns.MessageId`). A 6 MiB batch then never
+/// exists as a tree of every record's attributes and receipt handle: each
+/// record's tree is cut down as soon as it is read.
+pub struct Payload(pub Value);
+
+impl<'de> serde::Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
+        deserializer.deserialize_any(Lean::Top).map(Payload)
+    }
+}
+
+/// Where [`Payload`] is reading: the top level (a map whose `Records` is lean),
+/// a top-level `Records` value (whose elements are pruned), or anywhere else (as is).
+#[derive(Clone, Copy)]
+enum Lean {
+    Top,
+    Records,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Lean {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Lean {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        match self {
+            Lean::Top => serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)),
+            Lean::Records => {
+                let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(record) = seq.next_element::<Value>()? {
+                    records.push(lean_record(record));
+                }
+                Ok(Value::Array(records))
+            }
+        }
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        match self {
+            Lean::Records => serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map)),
+            Lean::Top => {
+                let mut object = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = if key == "Records" { map.next_value_seed(Lean::Records)? } else { map.next_value::<Value>()? };
+                    object.insert(key, value);
+                }
+                Ok(Value::Object(object))
+            }
+        }
+    }
+}
+
+/// A record cut down to the fields [`classify`], [`sqs_records`] and [`sns_records`] read.
+fn lean_record(record: Value) -> Value {
+    let Value::Object(mut full) = record else { return record };
+    let mut kept = Map::new();
+    for key in ["messageId", "body", "eventSource", "eventSourceARN", "EventSource"] {
+        if let Some(value) = full.remove(key) {
+            kept.insert(key.into(), value);
+        }
+    }
+    for (outer, inner) in [("attributes", &["MessageGroupId"][..]), ("Sns", &["Message", "MessageId"][..])] {
+        if let Some(Value::Object(mut fields)) = full.remove(outer) {
+            let fields: Map<String, Value> = inner.iter().filter_map(|k| fields.remove(*k).map(|v| (k.to_string(), v))).collect();
+            kept.insert(outer.into(), Value::Object(fields));
+        }
+    }
+    Value::Object(kept)
+}
+
 /// SQS records: `messageId`, `body`, `attributes.MessageGroupId` are all that is
 /// read. The strings are moved out of the records, and each record's other
 /// fields are dropped as soon as it is read.
@@ -378,6 +483,31 @@ mod tests {
         assert_eq!(records[1].group, None);
         assert_eq!(events[2], Err(envelope::NOT_AN_EVENT.to_string()));
         assert_eq!(records[2].group.as_deref(), Some("g"));
+    }
+
+    #[test]
+    fn the_payload_keeps_of_each_record_only_what_is_read() {
+        let text = r#"{"Records": [
+            {"messageId": "a", "receiptHandle": "h", "body": "{\"event\":\"E\"}", "md5OfBody": "x", "eventSource": "aws:sqs", "eventSourceARN": "arn:q.fifo",
+             "attributes": {"ApproximateReceiveCount": "1", "MessageGroupId": "g"}, "messageAttributes": {"k": {"stringValue": "v"}}},
+            {"EventSource": "aws:sns", "EventSubscriptionArn": "s", "Sns": {"MessageId": "m", "Message": "{}", "Signature": "sig", "TopicArn": "t"}},
+            {"attributes": "odd"}, 7],
+            "other": {"kept": [1, 2.5, true, null, "as is"]}}"#;
+        let Payload(lean) = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            lean,
+            json!({"Records": [
+                {"messageId": "a", "body": "{\"event\":\"E\"}", "eventSource": "aws:sqs", "eventSourceARN": "arn:q.fifo", "attributes": {"MessageGroupId": "g"}},
+                {"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": "{}"}},
+                {}, 7],
+                "other": {"kept": [1, 2.5, true, null, "as is"]}})
+        );
+        // Any other payload reads exactly as a `Value`.
+        for text in [r#"{"batch": [{"event": "E", "Records": [{"x": 1}]}]}"#, r#"[{"event": "E"}]"#, "42", r#""text""#, "null", r#"{"Records": "x"}"#] {
+            let Payload(lean) = serde_json::from_str(text).unwrap();
+            assert_eq!(lean, serde_json::from_str::<Value>(text).unwrap(), "{text}");
+        }
+        assert!(serde_json::from_str::<Payload>(r#"{"Records": [{"body": }]}"#).is_err());
     }
 
     #[test]
