@@ -58,7 +58,7 @@ fn rich_order(id: usize) -> String {
 }
 
 #[test]
-fn a_large_batch_costs_at_most_its_payload_again() {
+fn a_large_batch_grows_the_heap_by_less_than_a_quarter_of_its_payload() {
     // The sandbox on a runtime of its own whose threads are not counted.
     let sandbox_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -88,10 +88,11 @@ fn a_large_batch_costs_at_most_its_payload_again() {
         assert_eq!(sandbox.stats().calls(), n as u64 + 1, "every record delivered once");
         // The payload's own tree is counted in `before` and freed as records are
         // read; the parsed events (several times their text) must never all be
-        // alive at once, nor a task per record.
+        // alive at once, nor a task per record. (When they were, the growth was
+        // about 10× the payload; it is now under a tenth.)
         assert!(
-            growth < payload_bytes,
-            "handling a {payload_bytes}-byte batch of {n} records grew the heap by {growth} bytes (≥ the payload)"
+            growth * 4 < payload_bytes,
+            "handling a {payload_bytes}-byte batch of {n} records grew the heap by {growth} bytes (≥ a quarter of the payload)"
         );
     });
     drop(runtime);
