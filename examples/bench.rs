@@ -6,7 +6,7 @@
 //! `BENCH_ONLY=capped,rss` runs some scenarios only: `uncapped` (batches of 10,
 //! 100, 1,000 at C = 8 and 32), `capped` (three 1,000-record batches in one
 //! environment against a Dataverse cap of 16), `binary` (cold start, size, peak
-//! RSS of a 1,000-record batch), `6mb` (peak RSS and wall time of a 6 MiB SQS batch),
+//! RSS of a 1-record and a 1,000-record batch), `6mb` (peak RSS and wall time of a 6 MiB SQS batch),
 //! `sources` (100 records as SNS notifications in SQS against the same sent raw),
 //! `webhook` (the webhook's answer time for 100 events, enqueue vs. deliver mode).
 
@@ -442,9 +442,9 @@ async fn main() {
         let r = process_run(thousand, &url).await;
         rows.push(format!("| cold start: process start → first Runtime API `next` (median of 9, min–max) | **{:.1} ms** ({:.1}–{:.1}) |", starts[4], starts[0], starts[8]));
         rows.push(format!("| binary size (x86_64, LTO, stripped) | {:.1} MB |", binary as f64 / 1e6));
-        rows.push(format!("| peak RSS, 1,000-record SQS batch ({thousand_mb:.2} MB) through the Runtime API | {:.1} MB (batch item failures: {}) |", r.peak_rss_kib as f64 / 1024.0, r.failures));
-        rows.push(format!("| peak RSS, 1-record SQS batch (what the process costs before any batch) | {:.1} MB |", idle.peak_rss_kib as f64 / 1024.0));
-        rows.push(format!("| token requests for those processes | {} |", sandbox.stats().token_requests));
+        rows.push(format!("| peak RSS, 1,000-record SQS batch ({thousand_mb:.2} MB) through the Runtime API | {:.1} MiB (batch item failures: {}) |", r.peak_rss_kib as f64 / 1024.0, r.failures));
+        rows.push(format!("| peak RSS, 1-record SQS batch (what the process costs before any batch) | {:.1} MiB |", idle.peak_rss_kib as f64 / 1024.0));
+        rows.push(format!("| token requests for those two processes | {} (one each) |", sandbox.stats().token_requests));
     }
     if wanted("6mb") {
         const SIX_MIB: usize = 6 * 1024 * 1024;
