@@ -16,7 +16,7 @@ use crate::enqueue::Queue;
 use crate::idempotency::{self, Idempotency};
 use crate::identity::Identities;
 use crate::auth::{self, SenderProof};
-use crate::intake::{self, HttpRequest, Incoming, IntakeError, Source};
+use crate::intake::{self, HttpRequest, Incoming, IntakeError, Pending, Source};
 use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
 use crate::outcome::{self, DeliveryError, Outcome, RecordResult, Tally};
@@ -270,11 +270,11 @@ impl Relay {
         // queued as received, so the queue path reports it invalid (and the DLQ keeps it).
         let originals = matches!(prepared.settings.webhook_mode, WebhookMode::Enqueue(_)).then(|| events.clone());
         let mut records = intake::direct_records(events);
-        if let ([Incoming { event: Ok(event), .. }], Some(id)) = (records.as_mut_slice(), accepted.webhook_id.as_deref()) {
+        if let ([Incoming { event: Pending::Ready(Ok(event)), .. }], Some(id)) = (records.as_mut_slice(), accepted.webhook_id.as_deref()) {
             crate::envelope::fill_message_id(event, Some(id));
         }
         if let Some(originals) = originals {
-            let events: Vec<serde_json::Value> = records.into_iter().zip(originals).map(|(r, original)| r.event.unwrap_or(original)).collect();
+            let events: Vec<serde_json::Value> = records.into_iter().zip(originals).map(|(r, original)| r.event.resolve().unwrap_or(original)).collect();
             return match &self.queue {
                 Some(queue) => queue.accept(&events, &[], deadline).await,
                 None => HttpAnswer::unavailable("the relay is misconfigured (D365_WEBHOOK_MODE=enqueue without an SQS client)", 60),
@@ -292,7 +292,8 @@ impl Relay {
             Ok(prepared) => self.process(&prepared, records, fifo, budget).await,
             Err(error) => {
                 tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
-                records.iter().map(|r| result_of(r, None, Outcome::Failed(DeliveryError::Config(error.clone())), 0)).collect()
+                let outcome = Outcome::Failed(DeliveryError::Config(error));
+                records.into_iter().map(|r| result_of(Seen::of(r).0, None, outcome.clone(), 0)).collect()
             }
         }
     }
@@ -308,8 +309,13 @@ impl Relay {
         };
         let mut triggers = Vec::with_capacity(records.len());
         let mut jobs = Vec::with_capacity(records.len());
-        for record in &records {
-            let (work, trigger, key) = match &record.event {
+        let mut seen = Vec::with_capacity(records.len());
+        let mut identity_preps = Vec::with_capacity(records.len());
+        // One record at a time: its body is parsed, mapped and dropped before the
+        // next is read; what its result needs is kept apart (SPEC §9).
+        for record in records {
+            let (ids, group, event) = Seen::of(record);
+            let (work, trigger, key) = match &event {
                 Err(reason) => (Work::Done(Outcome::Invalid { reason: reason.clone() }), None, None),
                 Ok(event) => match mapping::map_event(event, &ctx) {
                     Decision::Drop { reason } => (Work::Done(Outcome::Dropped { reason }), None, None),
@@ -323,13 +329,18 @@ impl Relay {
                     }
                 },
             };
+            identity_preps.push(match &event {
+                Ok(event) => crate::identity::prep(&settings.mapping, event, &work),
+                Err(_) => crate::identity::Prep::None,
+            });
             triggers.push(trigger);
-            jobs.push(Job { index: record.index, group: record.group.clone(), key, work });
+            jobs.push(Job { index: ids.index, group, key, work });
+            seen.push(ids);
         }
 
         // ── Identity and consent (SPEC §14) ── the profile id of each call that needs one
         // (lookups, create) fills both profile fields; identify events update the profile.
-        crate::identity::stage(prepared.identities, prepared.dynamics, &self.pacer, &settings.mapping, &records, &mut jobs, budget, self.dry_run).await;
+        crate::identity::stage(prepared.identities, prepared.dynamics, &self.pacer, &settings.mapping, identity_preps, &mut jobs, budget, self.dry_run).await;
 
         // Each trigger's definition, once per invocation: omit, coerce, check (SPEC §13).
         let wanted = jobs.iter().filter_map(|j| if let Work::Send(call) = &j.work { Some(call.trigger.clone()) } else { None }).collect();
@@ -347,8 +358,8 @@ impl Relay {
         } else {
             delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await
         };
-        records
-            .iter()
+        seen
+            .into_iter()
             .zip(reports)
             .zip(triggers)
             .map(|((record, report), trigger)| {
@@ -412,13 +423,36 @@ fn dry_run_report(job: Job) -> delivery::Report {
     delivery::Report { outcome, attempts: 0, throttled: 0, latency: None }
 }
 
-fn result_of(record: &Incoming, trigger: Option<String>, outcome: Outcome, attempts: u32) -> RecordResult {
-    let event = record.event.as_ref().ok();
+/// What a record's result needs of it once its event is mapped and dropped.
+struct Seen {
+    index: usize,
+    sqs_id: Option<String>,
+    message_id: Option<String>,
+    event_name: Option<String>,
+}
+
+impl Seen {
+    /// Resolves the record's event (an SQS body is parsed here) and notes its ids;
+    /// the FIFO group and the event go on to mapping.
+    fn of(record: Incoming) -> (Seen, Option<String>, Result<Value, String>) {
+        let event = record.event.resolve();
+        let ok = event.as_ref().ok();
+        let seen = Seen {
+            index: record.index,
+            sqs_id: record.sqs_id,
+            message_id: ok.and_then(mapping::message_id),
+            event_name: ok.and_then(|e| mapping::event_name(e)).map(str::to_string),
+        };
+        (seen, record.group, event)
+    }
+}
+
+fn result_of(seen: Seen, trigger: Option<String>, outcome: Outcome, attempts: u32) -> RecordResult {
     RecordResult {
-        index: record.index,
-        sqs_id: record.sqs_id.clone(),
-        message_id: event.and_then(mapping::message_id),
-        event_name: event.and_then(|e| mapping::event_name(e)).map(str::to_string),
+        index: seen.index,
+        sqs_id: seen.sqs_id,
+        message_id: seen.message_id,
+        event_name: seen.event_name,
         trigger,
         outcome,
         attempts,

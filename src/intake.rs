@@ -70,6 +70,7 @@ impl AsyncSource {
 }
 
 pub enum Source {
+    /// SQS records keep their bodies as text until each is mapped ([`Pending::Text`]).
     Sqs { records: Vec<Incoming>, fifo: bool },
     /// An SNS subscription or an EventBridge rule invoking the function.
     Async { source: AsyncSource, records: Vec<Incoming> },
@@ -87,14 +88,35 @@ pub struct Incoming {
     /// FIFO `MessageGroupId`.
     pub group: Option<String>,
     /// The event (envelopes unwrapped), or why it is not one.
-    pub event: Result<Value, String>,
+    pub event: Pending,
+}
+
+/// A record's event. An SQS body stays the text it came as until its record is
+/// mapped ([`Pending::resolve`]), so a batch never holds every event's tree at
+/// once: memory follows the record being mapped, not the payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pending {
+    /// An SQS message body, not parsed yet.
+    Text(String),
+    /// The event (envelopes unwrapped), or why it is not one.
+    Ready(Result<Value, String>),
+}
+
+impl Pending {
+    /// The event (envelopes unwrapped), or why it is not one; a body is parsed here, once.
+    pub fn resolve(self) -> Result<Value, String> {
+        match self {
+            Pending::Text(body) => serde_json::from_str(&body).map_err(|e| format!("the body is not JSON: {e}")).and_then(envelope::unwrap),
+            Pending::Ready(event) => event,
+        }
+    }
 }
 
 fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
 
-pub fn classify(payload: Value) -> Result<Source, IntakeError> {
+pub fn classify(mut payload: Value) -> Result<Source, IntakeError> {
     let Value::Object(map) = &payload else { return Ok(Source::Direct(payload)) };
 
     if let Some(records) = map.get("Records") {
@@ -116,12 +138,14 @@ pub fn classify(payload: Value) -> Result<Source, IntakeError> {
             }
         }
         let fifo = records.iter().any(|r| r.get("eventSourceARN").and_then(Value::as_str).is_some_and(|arn| arn.ends_with(".fifo")));
+        // The records are taken out of the payload, not copied; the rest of it is dropped here.
+        let Value::Array(records) = payload["Records"].take() else { unreachable!("Records is a list") };
         return Ok(Source::Sqs { records: sqs_records(records), fifo });
     }
 
     if map.get("detail-type").is_some_and(Value::is_string) && map.contains_key("source") && map.contains_key("detail") {
         let event = envelope::unwrap(payload);
-        return Ok(Source::Async { source: AsyncSource::EventBridge, records: vec![Incoming { index: 0, sqs_id: None, group: None, event }] });
+        return Ok(Source::Async { source: AsyncSource::EventBridge, records: vec![Incoming { index: 0, sqs_id: None, group: None, event: Pending::Ready(event) }] });
     }
 
     if payload.pointer("/requestContext/elb").is_some() {
@@ -214,18 +238,129 @@ pub fn event_list(payload: Value) -> Result<Vec<Value>, String> {
     }
 }
 
-/// SQS records: `messageId`, `body`, `attributes.MessageGroupId` are all that is read.
-fn sqs_records(records: &[Value]) -> Vec<Incoming> {
+/// The invocation's payload, read by the runtime straight from its bytes: the
+/// same `Value` as `serde_json` builds, except that each element of a top-level
+/// `Records` list keeps only the fields intake reads (SQS: `messageId`, `body`,
+/// `eventSource`, `eventSourceARN`, `attributes.MessageGroupId`; SNS:
+/// `EventSource`, `Sns.Message`, `Sns.MessageId`). A 6 MiB batch then never
+/// exists as a tree of every record's attributes and receipt handle: each
+/// record's tree is cut down as soon as it is read.
+pub struct Payload(pub Value);
+
+impl<'de> serde::Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
+        deserializer.deserialize_any(Lean::Top).map(Payload)
+    }
+}
+
+/// Where [`Payload`] is reading: the top level (a map whose `Records` is lean),
+/// a top-level `Records` value (whose elements are pruned), or anywhere else (as is).
+#[derive(Clone, Copy)]
+enum Lean {
+    Top,
+    Records,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Lean {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Lean {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        match self {
+            Lean::Top => serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)),
+            Lean::Records => {
+                let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(record) = seq.next_element::<Value>()? {
+                    records.push(lean_record(record));
+                }
+                Ok(Value::Array(records))
+            }
+        }
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        match self {
+            Lean::Records => serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map)),
+            Lean::Top => {
+                let mut object = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = if key == "Records" { map.next_value_seed(Lean::Records)? } else { map.next_value::<Value>()? };
+                    object.insert(key, value);
+                }
+                Ok(Value::Object(object))
+            }
+        }
+    }
+}
+
+/// A record cut down to the fields [`classify`], [`sqs_records`] and [`sns_records`] read.
+fn lean_record(record: Value) -> Value {
+    let Value::Object(mut full) = record else { return record };
+    let mut kept = Map::new();
+    for key in ["messageId", "body", "eventSource", "eventSourceARN", "EventSource"] {
+        if let Some(value) = full.remove(key) {
+            kept.insert(key.into(), value);
+        }
+    }
+    for (outer, inner) in [("attributes", &["MessageGroupId"][..]), ("Sns", &["Message", "MessageId"][..])] {
+        if let Some(Value::Object(mut fields)) = full.remove(outer) {
+            let fields: Map<String, Value> = inner.iter().filter_map(|k| fields.remove(*k).map(|v| (k.to_string(), v))).collect();
+            kept.insert(outer.into(), Value::Object(fields));
+        }
+    }
+    Value::Object(kept)
+}
+
+/// SQS records: `messageId`, `body`, `attributes.MessageGroupId` are all that is
+/// read. The strings are moved out of the records, and each record's other
+/// fields are dropped as soon as it is read.
+fn sqs_records(records: Vec<Value>) -> Vec<Incoming> {
+    let take = |record: &mut Value, key: &str| match record.get_mut(key).map(Value::take) {
+        Some(Value::String(text)) => Some(text),
+        _ => None,
+    };
     records
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(index, record)| Incoming {
+        .map(|(index, mut record)| Incoming {
             index,
-            sqs_id: record.get("messageId").and_then(Value::as_str).map(str::to_string),
-            group: str_at(record, "/attributes/MessageGroupId").map(str::to_string),
-            event: match record.get("body").and_then(Value::as_str) {
-                None => Err("the SQS message has no body".into()),
-                Some(body) => serde_json::from_str(body).map_err(|e| format!("the body is not JSON: {e}")).and_then(envelope::unwrap),
+            sqs_id: take(&mut record, "messageId"),
+            group: str_at(&record, "/attributes/MessageGroupId").map(str::to_string),
+            event: match take(&mut record, "body") {
+                None => Pending::Ready(Err("the SQS message has no body".into())),
+                Some(body) => Pending::Text(body),
             },
         })
         .collect()
@@ -240,24 +375,24 @@ fn sns_records(records: &[Value]) -> Vec<Incoming> {
             index,
             sqs_id: None,
             group: None,
-            event: match str_at(record, "/Sns/Message") {
+            event: Pending::Ready(match str_at(record, "/Sns/Message") {
                 None => Err("the SNS record has no Message".into()),
                 Some(message) => envelope::sns_message(message, str_at(record, "/Sns/MessageId").filter(|id| !id.is_empty()), 0),
-            },
+            }),
         })
         .collect()
 }
 
 /// Records of a list of events (direct payloads, webhook bodies), each unwrapped.
 pub fn direct_records(events: Vec<Value>) -> Vec<Incoming> {
-    events.into_iter().enumerate().map(|(index, event)| Incoming { index, sqs_id: None, group: None, event: envelope::unwrap(event) }).collect()
+    events.into_iter().enumerate().map(|(index, event)| Incoming { index, sqs_id: None, group: None, event: Pending::Ready(envelope::unwrap(event)) }).collect()
 }
 
 /// A direct payload's records; a payload that is not a list of events is one invalid record.
 pub fn direct_payload_records(payload: Value) -> Vec<Incoming> {
     match event_list(payload) {
         Ok(events) => direct_records(events),
-        Err(reason) => vec![Incoming { index: 0, sqs_id: None, group: None, event: Err(reason) }],
+        Err(reason) => vec![Incoming { index: 0, sqs_id: None, group: None, event: Pending::Ready(Err(reason)) }],
     }
 }
 
@@ -307,7 +442,7 @@ mod tests {
     fn sns_eventbridge_and_alb_are_told_apart() {
         let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": "{\"event\":\"E\"}"}}]});
         match classify(sns) {
-            Ok(Source::Async { source: AsyncSource::Sns, records }) => assert_eq!(records[0].event, Ok(json!({"event": "E", "messageId": "m"}))),
+            Ok(Source::Async { source: AsyncSource::Sns, records }) => assert_eq!(records[0].event, Pending::Ready(Ok(json!({"event": "E", "messageId": "m"})))),
             _ => panic!("an SNS subscription"),
         }
         let eb = json!({"detail-type": "D", "source": "s", "detail": {}, "id": "i"});
@@ -340,11 +475,39 @@ mod tests {
             {"messageId": "b", "eventSource": "aws:sqs", "attributes": {"MessageGroupId": 5}},
             {"messageId": "c", "eventSource": "aws:sqs", "body": "{\"message\":\"foo\"}", "attributes": {"MessageGroupId": "g"}}]});
         let Ok(Source::Sqs { records, fifo: false }) = classify(sqs) else { panic!("an SQS batch") };
-        assert_eq!(records[0].event, Ok(json!({"event": "E"})));
-        assert_eq!(records[1].event, Err("the SQS message has no body".to_string()));
+        assert_eq!(records[0].sqs_id.as_deref(), Some("a"));
+        assert_eq!(records[0].event, Pending::Text("{\"event\":\"E\"}".into()), "a body is parsed when its record is mapped");
+        let events: Vec<Result<Value, String>> = records.iter().map(|r| r.event.clone().resolve()).collect();
+        assert_eq!(events[0], Ok(json!({"event": "E"})));
+        assert_eq!(events[1], Err("the SQS message has no body".to_string()));
         assert_eq!(records[1].group, None);
-        assert_eq!(records[2].event, Err(envelope::NOT_AN_EVENT.to_string()));
+        assert_eq!(events[2], Err(envelope::NOT_AN_EVENT.to_string()));
         assert_eq!(records[2].group.as_deref(), Some("g"));
+    }
+
+    #[test]
+    fn the_payload_keeps_of_each_record_only_what_is_read() {
+        let text = r#"{"Records": [
+            {"messageId": "a", "receiptHandle": "h", "body": "{\"event\":\"E\"}", "md5OfBody": "x", "eventSource": "aws:sqs", "eventSourceARN": "arn:q.fifo",
+             "attributes": {"ApproximateReceiveCount": "1", "MessageGroupId": "g"}, "messageAttributes": {"k": {"stringValue": "v"}}},
+            {"EventSource": "aws:sns", "EventSubscriptionArn": "s", "Sns": {"MessageId": "m", "Message": "{}", "Signature": "sig", "TopicArn": "t"}},
+            {"attributes": "odd"}, 7],
+            "other": {"kept": [1, 2.5, true, null, "as is"]}}"#;
+        let Payload(lean) = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            lean,
+            json!({"Records": [
+                {"messageId": "a", "body": "{\"event\":\"E\"}", "eventSource": "aws:sqs", "eventSourceARN": "arn:q.fifo", "attributes": {"MessageGroupId": "g"}},
+                {"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": "{}"}},
+                {}, 7],
+                "other": {"kept": [1, 2.5, true, null, "as is"]}})
+        );
+        // Any other payload reads exactly as a `Value`.
+        for text in [r#"{"batch": [{"event": "E", "Records": [{"x": 1}]}]}"#, r#"[{"event": "E"}]"#, "42", r#""text""#, "null", r#"{"Records": "x"}"#] {
+            let Payload(lean) = serde_json::from_str(text).unwrap();
+            assert_eq!(lean, serde_json::from_str::<Value>(text).unwrap(), "{text}");
+        }
+        assert!(serde_json::from_str::<Payload>(r#"{"Records": [{"body": }]}"#).is_err());
     }
 
     #[test]
@@ -356,7 +519,7 @@ mod tests {
         assert!(event_list(json!("text")).is_err());
         let records = direct_payload_records(json!(42));
         assert_eq!(records.len(), 1);
-        assert!(records[0].event.is_err(), "not an event: one invalid record, never a silent success");
+        assert!(matches!(records[0].event, Pending::Ready(Err(_))), "not an event: one invalid record, never a silent success");
     }
 
     #[test]

@@ -7,7 +7,6 @@
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use relay::config::{Settings, WebhookMode};
 use relay::Relay;
-use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -30,10 +29,11 @@ async fn main() -> Result<(), Error> {
         relay = relay.with_queue(relay::enqueue::sqs_client(&aws));
     }
     let relay = &relay;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+    // The payload is read into a `Value` whose SQS records keep only the fields read (intake::Payload).
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<relay::intake::Payload>| async move {
         // Local runtimes send durations or nothing here: see relay::deadline.
         let deadline = relay::deadline::instant_of(event.context.deadline);
-        relay.handle(event.payload, deadline).await.map_err(Error::from)
+        relay.handle(event.payload.0, deadline).await.map_err(Error::from)
     }))
     .await
 }

@@ -254,7 +254,7 @@ async fn next_window(items: &mut mpsc::Receiver<Item>, done: &Done, interrupt: &
             continue;
         }
         let event = item.value.and_then(crate::envelope::unwrap);
-        records.push(Incoming { index: item.line as usize, sqs_id: None, group: None, event });
+        records.push(Incoming { index: item.line as usize, sqs_id: None, group: None, event: crate::intake::Pending::Ready(event) });
     }
     if records.is_empty() && skipped == 0 {
         return None;

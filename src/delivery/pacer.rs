@@ -122,6 +122,11 @@ impl Pacer {
         lock(&self.state).learned.map(|l| l.cap)
     }
 
+    /// The most calls ever in flight at once (`D365_MAX_IN_FLIGHT`).
+    pub fn ceiling(&self) -> usize {
+        self.ceiling
+    }
+
     /// The current concurrency limit.
     pub fn limit(&self) -> usize {
         lock(&self.state).granted

@@ -133,28 +133,30 @@ pub async fn deliver<P: DynamicsPort>(
     let positions: HashMap<usize, usize> = jobs.iter().enumerate().map(|(pos, j)| (j.index, pos)).collect();
     let turns = turns(&jobs);
 
-    // Standard queues: every job on its own. FIFO: one sequence per message group.
+    // Standard queues: every job on its own (decided ones need no task). FIFO: one sequence per message group.
     let mut sequences: BTreeMap<String, Vec<(Job, Turn)>> = BTreeMap::new();
     let mut singles = Vec::new();
     for (job, turn) in jobs.into_iter().zip(turns) {
         if fifo {
             sequences.entry(job.group.clone().unwrap_or_default()).or_default().push((job, turn));
+        } else if let Work::Done(outcome) = job.work {
+            lock(&slots)[positions[&job.index]] = Some(Report::done(outcome));
         } else {
             singles.push(vec![(job, turn)]);
         }
     }
-    let runs: Vec<Vec<(Job, Turn)>> = singles.into_iter().chain(sequences.into_values()).collect();
+    let mut runs = singles.into_iter().chain(sequences.into_values());
+    // At most `window` runs in flight, started in job order as earlier ones end:
+    // a batch holds O(concurrency) tasks, not one per record. Twice the
+    // concurrency ceiling keeps the pacer fed while some records wait for a
+    // retry, a claim or their key's turn. A record waits only for an earlier
+    // record of its key, which is started before it, so the window cannot
+    // stall a turn. FIFO runs all start at once: a key's turn may cross groups.
+    let window = if fifo { usize::MAX } else { pacer.ceiling().saturating_mul(2).max(1) };
 
     let mut tasks = JoinSet::new();
     let mut task_positions: HashMap<tokio::task::Id, (Vec<usize>, Option<String>)> = HashMap::new();
-    for run in runs {
-        // Decided jobs outside FIFO need no task.
-        if !fifo && matches!(run[0].0.work, Work::Done(_)) {
-            let (job, _) = run.into_iter().next().expect("one job");
-            let Work::Done(outcome) = job.work else { unreachable!() };
-            lock(&slots)[positions[&job.index]] = Some(Report::done(outcome));
-            continue;
-        }
+    let start = |run: Vec<(Job, Turn)>, tasks: &mut JoinSet<()>, task_positions: &mut HashMap<tokio::task::Id, (Vec<usize>, Option<String>)>| {
         let run_positions: Vec<usize> = run.iter().map(|(j, _)| positions[&j.index]).collect();
         let group = run[0].0.group.clone();
         let (port, pacer, idempotency, slots) = (port.clone(), pacer.clone(), idempotency.clone(), slots.clone());
@@ -188,30 +190,37 @@ pub async fn deliver<P: DynamicsPort>(
             }
         });
         task_positions.insert(handle.id(), (run_positions, group));
-    }
+    };
 
     // Every attempt ends by the hard cut-off and its bookkeeping by the settle
-    // cut-off; the margin covers scheduling only.
+    // cut-off; the margin covers scheduling only. Runs started after the start
+    // cut-off end at once (as not started in time).
     let collect = async {
-        while let Some(joined) = tasks.join_next_with_id().await {
-            if let Err(error) = joined {
-                if error.is_panic() {
-                    let mut slots = lock(&slots);
-                    let Some((run, group)) = task_positions.get(&error.id()) else { continue };
-                    let mut panicked = false;
-                    for &position in run {
-                        if slots[position].is_some() {
-                            continue;
-                        }
-                        if !panicked {
-                            tracing::error!(message = "A record's work panicked; it is reported failed.", index = position);
-                            slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::Internal("the record's work panicked".into()))));
-                            panicked = true;
-                        } else {
-                            // Later records of a FIFO group do not run past it.
-                            slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone().unwrap_or_default() })));
-                        }
-                    }
+        loop {
+            while tasks.len() < window {
+                let Some(run) = runs.next() else { break };
+                start(run, &mut tasks, &mut task_positions);
+            }
+            let Some(joined) = tasks.join_next_with_id().await else { break };
+            let (id, panicked) = match &joined {
+                Ok((id, ())) => (*id, false),
+                Err(error) => (error.id(), error.is_panic()),
+            };
+            let run = task_positions.remove(&id);
+            let Some((run, group)) = run.filter(|_| panicked) else { continue };
+            let mut slots = lock(&slots);
+            let mut reported = false;
+            for position in run {
+                if slots[position].is_some() {
+                    continue;
+                }
+                if !reported {
+                    tracing::error!(message = "A record's work panicked; it is reported failed.", index = position);
+                    slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::Internal("the record's work panicked".into()))));
+                    reported = true;
+                } else {
+                    // Later records of a FIFO group do not run past it.
+                    slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone().unwrap_or_default() })));
                 }
             }
         }
@@ -427,6 +436,30 @@ mod tests {
         let reports = run(&port, Pacer::new(8, 8), jobs, false, budget(10)).await;
         let names: Vec<&str> = reports.iter().map(|r| r.outcome.name()).collect();
         assert_eq!(names, ["delivered", "duplicate", "rejected", "delivered", "duplicate"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_window_keeps_each_key_s_turn() {
+        // Ceiling 1: two runs in flight at a time for 30 records.
+        let port = Scripted::new(2);
+        let keyed = |index: usize| Job { key: Some(format!("k{}", index % 3)), ..job(index, "ok", None) };
+        let mut jobs: Vec<Job> = (0..30).map(keyed).collect();
+        jobs[10].work = Work::Done(Outcome::Invalid { reason: "no userId".into() });
+        let reports = run(&port, Pacer::new(1, 1), jobs, false, budget(10)).await;
+        let names: Vec<&str> = reports.iter().map(|r| r.outcome.name()).collect();
+        let expected: Vec<&str> = (0..30).map(|i| if i == 10 { "invalid" } else if i < 3 { "delivered" } else { "duplicate" }).collect();
+        assert_eq!(names, expected);
+        assert_eq!(port.max_in_flight.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn decided_records_keep_their_outcome_when_time_runs_out() {
+        let port = Scripted::new(400);
+        let mut jobs: Vec<Job> = (0..10).map(|i| job(i, "t", None)).collect();
+        jobs.push(Job { index: 10, group: None, key: None, work: Work::Done(Outcome::Dropped { reason: "unmapped".into() }) });
+        let reports = run(&port, Pacer::new(1, 1), jobs, false, Budget::until(Instant::now() + Duration::from_millis(1500))).await;
+        assert_eq!(reports[10].outcome, Outcome::Dropped { reason: "unmapped".into() });
+        assert!(reports[..10].iter().any(|r| r.outcome == Outcome::Failed(DeliveryError::Deadline)));
     }
 
     #[tokio::test]

@@ -23,9 +23,51 @@ pub use plan::{is_guid, plan, update_body, Plan, Step};
 use crate::config::Mapping;
 use crate::delivery::{Budget, Job, Pacer, Work};
 use crate::dynamics::Dynamics;
-use crate::intake::Incoming;
 use crate::mapping::{self, NO_CONSENT};
 use crate::outcome::Outcome;
+
+/// What identity resolution will do for one record, decided while its event
+/// is at hand (the event is dropped after mapping; SPEC §14's judgement order).
+pub enum Prep {
+    /// Nothing to resolve.
+    None,
+    /// The record's outcome is decided here (invalid, no consent).
+    Done(Outcome),
+    /// Resolve the plan; with an update, PATCH the profile (an `identify` event).
+    Resolve { plan: Plan, update: Option<Map<String, Value>> },
+}
+
+/// The identity work of one mapped record (pure).
+pub fn prep(mapping: &Mapping, event: &Value, work: &Work) -> Prep {
+    if mapping.identity.is_none() && mapping.identify.is_none() {
+        return Prep::None;
+    }
+    match work {
+        Work::Send(_) => match mapping.identity.as_ref().map(|spec| plan(event, spec)) {
+            None | Some(Ok(None)) => Prep::None,
+            Some(Ok(Some(plan))) => Prep::Resolve { plan, update: None },
+            Some(Err(reason)) => Prep::Done(Outcome::Invalid { reason }),
+        },
+        Work::Done(Outcome::Dropped { .. }) if is_identify(event) => {
+            let Some(update) = &mapping.identify else { return Prep::None };
+            if let Some(category) = mapping::consent_refused(event, None, mapping) {
+                return Prep::Done(Outcome::Dropped { reason: format!("{NO_CONSENT}{category}") });
+            }
+            let body = update_body(event, update);
+            let planned = match &mapping.identity {
+                _ if mapping::user_id(event).is_some_and(|u| is_guid(&u)) => Ok(None),
+                Some(spec) => plan(event, spec),
+                None => Err("identify: the event's userId is not a Dataverse id and the mapping has no identity section to find one".to_string()),
+            };
+            match planned {
+                Err(reason) => Prep::Done(Outcome::Invalid { reason }),
+                Ok(None) => Prep::Resolve { plan: Plan::known(mapping::user_id(event).unwrap_or_default()), update: Some(body) },
+                Ok(Some(plan)) => Prep::Resolve { plan, update: Some(body) },
+            }
+        }
+        Work::Done(_) => Prep::None,
+    }
+}
 
 /// The step between mapping and delivery: resolves the profile id of every
 /// trigger call that needs one (filling `msdynmkt_profileid` and
@@ -33,38 +75,13 @@ use crate::outcome::Outcome;
 /// A record that cannot be resolved gets its outcome here and is not sent.
 /// A dry run reads (lookups) but writes nothing: no create, no PATCH.
 #[allow(clippy::too_many_arguments)]
-pub async fn stage(identities: &Identities, dynamics: &Dynamics, pacer: &Arc<Pacer>, mapping: &Mapping, records: &[Incoming], jobs: &mut [Job], budget: Budget, dry_run: bool) {
-    if mapping.identity.is_none() && mapping.identify.is_none() {
-        return;
-    }
+pub async fn stage(identities: &Identities, dynamics: &Dynamics, pacer: &Arc<Pacer>, mapping: &Mapping, preps: Vec<Prep>, jobs: &mut [Job], budget: Budget, dry_run: bool) {
     let mut work = Vec::new();
-    for (position, (record, job)) in records.iter().zip(jobs.iter_mut()).enumerate() {
-        let Ok(event) = &record.event else { continue };
-        match &job.work {
-            Work::Send(_) => match mapping.identity.as_ref().map(|spec| plan(event, spec)) {
-                None | Some(Ok(None)) => {}
-                Some(Ok(Some(plan))) => work.push((position, plan, None)),
-                Some(Err(reason)) => job.work = Work::Done(Outcome::Invalid { reason }),
-            },
-            Work::Done(Outcome::Dropped { .. }) if is_identify(event) => {
-                let Some(update) = &mapping.identify else { continue };
-                if let Some(category) = mapping::consent_refused(event, None, mapping) {
-                    job.work = Work::Done(Outcome::Dropped { reason: format!("{NO_CONSENT}{category}") });
-                    continue;
-                }
-                let body = update_body(event, update);
-                let planned = match &mapping.identity {
-                    _ if mapping::user_id(event).is_some_and(|u| is_guid(&u)) => Ok(None),
-                    Some(spec) => plan(event, spec),
-                    None => Err("identify: the event's userId is not a Dataverse id and the mapping has no identity section to find one".to_string()),
-                };
-                match planned {
-                    Err(reason) => job.work = Work::Done(Outcome::Invalid { reason }),
-                    Ok(None) => work.push((position, Plan::known(mapping::user_id(event).unwrap_or_default()), Some(body))),
-                    Ok(Some(plan)) => work.push((position, plan, Some(body))),
-                }
-            }
-            Work::Done(_) => {}
+    for (position, (prep, job)) in preps.into_iter().zip(jobs.iter_mut()).enumerate() {
+        match prep {
+            Prep::None => {}
+            Prep::Done(outcome) => job.work = Work::Done(outcome),
+            Prep::Resolve { plan, update } => work.push((position, plan, update)),
         }
     }
     if work.is_empty() {
