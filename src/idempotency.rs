@@ -3,7 +3,7 @@
 //! released after a failure, so a retry can proceed.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -60,9 +60,10 @@ pub struct DynamoTable {
     expires_after: Duration,
 }
 
+/// Each key is stored once and shared by the map and the eviction order.
 struct Memory {
-    entries: HashMap<String, (State, Instant)>,
-    order: VecDeque<String>,
+    entries: HashMap<Arc<str>, (State, Instant)>,
+    order: VecDeque<Arc<str>>,
     capacity: usize,
     ttl: Duration,
 }
@@ -240,8 +241,12 @@ impl DynamoTable {
 
 impl Memory {
     fn insert(&mut self, key: &str, state: State, expires: Instant) {
-        if self.entries.insert(key.to_string(), (state, expires)).is_none() {
-            self.order.push_back(key.to_string());
+        if let Some(entry) = self.entries.get_mut(key) {
+            *entry = (state, expires);
+        } else {
+            let key: Arc<str> = Arc::from(key);
+            self.entries.insert(key.clone(), (state, expires));
+            self.order.push_back(key);
         }
         // Oldest first out; keys already released are skipped.
         while self.entries.len() > self.capacity {
