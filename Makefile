@@ -23,6 +23,7 @@ tools-moto:
 
 ## rustfmt (rustfmt.toml) and clippy with warnings as errors, over the workspace.
 lint:
+	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

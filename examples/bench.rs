@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use d365_sandbox::{Faults, Sandbox, SandboxConfig};
+use http_body_util::{BodyExt, Full};
 use relay::Relay;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -129,7 +129,8 @@ fn batch_with_context(n: usize, tag: &str) -> Value {
     for record in value["Records"].as_array_mut().unwrap() {
         let mut event: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
         event["context"]["library"] = json!({"name": "analytics.js", "version": "next-1.81.0"});
-        event["context"]["userAgent"] = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/137.0.0.0 Safari/537.36".into();
+        event["context"]["userAgent"] =
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/137.0.0.0 Safari/537.36".into();
         event["context"]["ip"] = "203.0.113.42".into();
         event["context"]["page"] = json!({"path": "/checkout/complete", "referrer": "https://shop.example.com/checkout/payment?step=3&session=8f14e45fceea167a5a36dedd4bea2543",
             "title": "Thank you for your order", "url": "https://shop.example.com/checkout/complete?order=ORD-12345&utm_source=newsletter&utm_medium=email&utm_campaign=summer"});
@@ -209,7 +210,10 @@ async fn identity_scenario(line: &mut impl FnMut(String)) {
     guid.sort_by_key(|r| r.0);
     let (e, g) = (&email[1], &guid[1]);
     line(String::new());
-    line("| identity, 1,000 events from 50 customers, C = 8, Dataverse at 50 ms (median of 3, cold cache) | wall | Dataverse requests | lookups | failures |".into());
+    line(
+        "| identity, 1,000 events from 50 customers, C = 8, Dataverse at 50 ms (median of 3, cold cache) | wall | Dataverse requests | lookups | failures |"
+            .into(),
+    );
     line("|---|---|---|---|---|".into());
     line(format!("| GUID userIds (pass through) | {:.0} ms | {} | {} | {} |", g.0.as_secs_f64() * 1000.0, g.1, g.2, g.3));
     line(format!(
@@ -252,8 +256,10 @@ async fn sources_scenario(line: &mut impl FnMut(String)) {
 /// A webhook request of `n` events, signed now with the sandbox's webhook secret.
 fn webhook(n: usize, tag: &str) -> Value {
     let events: Vec<Value> = (0..n)
-        .map(|i| json!({"type": "track", "event": "Order Completed", "messageId": format!("{tag}-{i}"), "userId": format!("user-{i}"),
-            "timestamp": "2026-06-06T15:30:00Z", "properties": {"order_id": format!("ORD-{tag}-{i}"), "revenue": 10.5, "currency": "GBP"}}))
+        .map(|i| {
+            json!({"type": "track", "event": "Order Completed", "messageId": format!("{tag}-{i}"), "userId": format!("user-{i}"),
+            "timestamp": "2026-06-06T15:30:00Z", "properties": {"order_id": format!("ORD-{tag}-{i}"), "revenue": 10.5, "currency": "GBP"}})
+        })
         .collect();
     let body = json!({ "batch": events }).to_string();
     let ts = chrono::Utc::now().timestamp_millis().to_string();
@@ -536,7 +542,12 @@ async fn main() {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let (queued, statuses) = webhook_answer(100, true, 8, 9).await;
         let enqueue_median = ms(queued[4]);
-        line(format!("| enqueue, the sandbox's SQS on loopback (10 SendMessageBatch calls) | enqueue | **{:.1} ms** ({:.1}–{:.1}) | {statuses:?} | 1 |", enqueue_median, ms(queued[0]), ms(queued[8])));
+        line(format!(
+            "| enqueue, the sandbox's SQS on loopback (10 SendMessageBatch calls) | enqueue | **{:.1} ms** ({:.1}–{:.1}) | {statuses:?} | 1 |",
+            enqueue_median,
+            ms(queued[0]),
+            ms(queued[8])
+        ));
         for c in [8, 32] {
             let (times, statuses) = webhook_answer(100, false, c, 9).await;
             line(format!(
@@ -560,9 +571,16 @@ async fn main() {
         let thousand = batch(1_000, "rss");
         let thousand_mb = thousand.to_string().len() as f64 / 1e6;
         let r = process_run(thousand, &url).await;
-        rows.push(format!("| cold start: process start → first Runtime API `next` (median of 9, min–max) | **{:.1} ms** ({:.1}–{:.1}) |", starts[4], starts[0], starts[8]));
+        rows.push(format!(
+            "| cold start: process start → first Runtime API `next` (median of 9, min–max) | **{:.1} ms** ({:.1}–{:.1}) |",
+            starts[4], starts[0], starts[8]
+        ));
         rows.push(format!("| binary size (x86_64, LTO, stripped) | {:.1} MB |", binary as f64 / 1e6));
-        rows.push(format!("| peak RSS, 1,000-record SQS batch ({thousand_mb:.2} MB) through the Runtime API | {:.1} MiB (batch item failures: {}) |", r.peak_rss_kib as f64 / 1024.0, r.failures));
+        rows.push(format!(
+            "| peak RSS, 1,000-record SQS batch ({thousand_mb:.2} MB) through the Runtime API | {:.1} MiB (batch item failures: {}) |",
+            r.peak_rss_kib as f64 / 1024.0,
+            r.failures
+        ));
         rows.push(format!("| peak RSS, 1-record SQS batch (what the process costs before any batch) | {:.1} MiB |", idle.peak_rss_kib as f64 / 1024.0));
         rows.push(format!("| token requests for those two processes | {} (one each) |", sandbox.stats().token_requests));
     }

@@ -61,7 +61,8 @@ async fn main() {
     lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
     let Style { bold, dim, green, red, reset } = Style::for_stdout();
     let root = env!("CARGO_MANIFEST_DIR");
-    let config: SandboxConfig = serde_json::from_str(&std::fs::read_to_string(format!("{root}/sandbox/config.json")).expect("sandbox/config.json")).expect("a sandbox config");
+    let config: SandboxConfig =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/sandbox/config.json")).expect("sandbox/config.json")).expect("a sandbox config");
     let webhook_secret = config.secrets["d365/relay-demo"]["webhook_secret"].as_str().unwrap_or_default().to_string();
     let sandbox = Sandbox::start(config, 0).await.expect("the sandbox starts on loopback");
     println!("{bold}d365-sandbox{reset} on {} (Secrets Manager, Entra token endpoint, Dataverse)", sandbox.url());
@@ -174,7 +175,9 @@ fn identity_notes(received: &[d365_sandbox::Signal], rows: &[d365_sandbox::RowRe
     let priya = "5e1c0a7e-0003-4c0e-9a11-000000000003";
     let sam = "5e1c0a7e-0002-4c0e-9a11-000000000002";
     let order_ok = received.iter().any(|s| s.body["msdynmkt_profileid"] == priya && s.body["msdynmkt_signaluserauthid"] == priya);
-    let patch_ok = rows.iter().any(|r| r.method == "PATCH" && r.path == format!("contacts({sam})") && r.headers.get("if-match").map(String::as_str) == Some("*") && r.status == 204);
+    let patch_ok = rows
+        .iter()
+        .any(|r| r.method == "PATCH" && r.path == format!("contacts({sam})") && r.headers.get("if-match").map(String::as_str) == Some("*") && r.status == 204);
     if order_ok && patch_ok {
         println!("   {green}✓{reset} {bold}identity{reset}: priya@… → contact {priya}; identify cust-2 → PATCH contacts({sam})");
     } else {
@@ -192,7 +195,8 @@ async fn enqueue_mode(sandbox: &Sandbox, root: &str, webhook_secret: &[u8]) -> R
     println!("\n{bold}── enqueue mode: events/{file}{reset}  {dim}D365_WEBHOOK_MODE=enqueue; the sandbox's SQS (SendMessageBatch, ReceiveMessage) stands in for Amazon SQS{reset}");
     let queue_url = sandbox.queue_url("relay-events");
     let mapping = format!("{root}/events/mapping.json");
-    let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", &queue_url)]);
+    let settings =
+        relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", &queue_url)]);
     let sqs = relay::enqueue::sqs_client_for_endpoint(&sandbox.url());
     // Another deployment of the function: its own execution environment and idempotency memory.
     let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client()).with_queue(sqs.clone());
@@ -205,7 +209,10 @@ async fn enqueue_mode(sandbox: &Sandbox, root: &str, webhook_secret: &[u8]) -> R
     let elapsed = started.elapsed();
     let status = response["statusCode"].clone();
     let body: Value = response["body"].as_str().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
-    println!("   1. the webhook answered in {} ms: HTTP {status}  {dim}(its first secret fetch included; nothing sent to Dynamics yet){reset}", elapsed.as_millis());
+    println!(
+        "   1. the webhook answered in {} ms: HTTP {status}  {dim}(its first secret fetch included; nothing sent to Dynamics yet){reset}",
+        elapsed.as_millis()
+    );
     println!("{}", indent(&serde_json::to_string_pretty(&body).unwrap(), 6));
     let inline = sandbox.signals().len() - before;
     if status != 202 || inline != 0 {
@@ -237,7 +244,10 @@ async fn enqueue_mode(sandbox: &Sandbox, root: &str, webhook_secret: &[u8]) -> R
         println!("      {dim}{}{reset}", r["body"].as_str().unwrap_or(""));
     }
 
-    let response = relay.handle(serde_json::json!({ "Records": records }), Instant::now() + Duration::from_secs(30)).await.map_err(|e| format!("enqueue mode: SQS invocation error: {e}"))?;
+    let response = relay
+        .handle(serde_json::json!({ "Records": records }), Instant::now() + Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("enqueue mode: SQS invocation error: {e}"))?;
     println!("   3. Lambda's SQS event source invoked the function with them: {response}");
     let received: Vec<_> = sandbox.signals().into_iter().skip(before).collect();
     println!("   Dynamics received {} call(s):", received.len());
@@ -247,7 +257,11 @@ async fn enqueue_mode(sandbox: &Sandbox, root: &str, webhook_secret: &[u8]) -> R
     }
     let failures = response["batchItemFailures"].as_array().map_or(usize::MAX, Vec::len);
     if records.len() != 2 || received.len() != 2 || received.iter().any(|s| s.status != 204) || failures != 0 {
-        return Err(format!("enqueue mode: expected 2 messages and 2 accepted calls, got {} message(s), {} call(s), {failures} batch item failure(s)", records.len(), received.len()));
+        return Err(format!(
+            "enqueue mode: expected 2 messages and 2 accepted calls, got {} message(s), {} call(s), {failures} batch item failure(s)",
+            records.len(),
+            received.len()
+        ));
     }
     Ok(())
 }
@@ -277,7 +291,9 @@ async fn backfill(sandbox: &Sandbox, root: &str) -> Result<(), String> {
     let counts = &summary.progress.counts;
     println!("   Dynamics accepted {accepted} call(s); exit status {code} (1: two lines are invalid, and say so with their numbers)");
     if (counts.delivered, counts.duplicate, counts.dropped, counts.invalid, accepted, code) != (7, 1, 1, 2, 7, 1) {
-        return Err(format!("send {file}: expected 7 delivered, 1 duplicate, 1 dropped, 2 invalid and exit 1; got {counts:?}, {accepted} accepted, exit {code}"));
+        return Err(format!(
+            "send {file}: expected 7 delivered, 1 duplicate, 1 dropped, 2 invalid and exit 1; got {counts:?}, {accepted} accepted, exit {code}"
+        ));
     }
     Ok(())
 }
@@ -289,7 +305,9 @@ fn schema_notes(received: &[d365_sandbox::Signal], problems: &mut Vec<String>, (
     match cart {
         Some(body) if body["msdynmkt_carttotal"] == serde_json::json!(129.0) && body.get("contactpoint_email").is_none() => {
             println!("   {green}coerced{reset}: msdynmkt_carttotal \"129.00\" (a string) → {bold}129.0{reset} (the trigger's Decimal)");
-            println!("   {green}omitted{reset}: {bold}contactpoint_email{reset} (msdynmkt_CartAbandoned is bound to contacts: it has no contact-point parameters)");
+            println!(
+                "   {green}omitted{reset}: {bold}contactpoint_email{reset} (msdynmkt_CartAbandoned is bound to contacts: it has no contact-point parameters)"
+            );
         }
         _ => problems.push("direct-schema.json: msdynmkt_CartAbandoned did not receive a coerced total without contactpoint_email".into()),
     }

@@ -89,9 +89,9 @@ pub fn verify_standard(secret: Option<&[u8]>, headers: &HeaderMap, body: &[u8], 
 
 fn standard_key(secret: &[u8]) -> Result<Vec<u8>, String> {
     match secret.strip_prefix(b"whsec_") {
-        Some(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| "webhook_secret starts with whsec_ but the rest is not base64".to_string()),
+        Some(b64) => {
+            base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "webhook_secret starts with whsec_ but the rest is not base64".to_string())
+        }
         None => Ok(secret.to_vec()),
     }
 }

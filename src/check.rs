@@ -223,7 +223,12 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
     let (settings, dynamics, schemas) = match wiring {
         Ok(w) => w,
         Err(error) => {
-            report.steps.push(Step { name: "settings", ok: false, detail: error.to_string(), fix: Some(format!("set {} correctly (SPEC §2.1, README Configuration)", error.setting)) });
+            report.steps.push(Step {
+                name: "settings",
+                ok: false,
+                detail: error.to_string(),
+                fix: Some(format!("set {} correctly (SPEC §2.1, README Configuration)", error.setting)),
+            });
             report.config_error = true;
             return report;
         }
@@ -231,24 +236,39 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
     report.steps.push(Step {
         name: "settings",
         ok: true,
-        detail: format!("secret {}, mapping of {} event(s), unmapped events {}", settings.secret_id, settings.mapping.events.len(), match settings.mapping.default_action {
-            DefaultAction::Drop => "dropped",
-            DefaultAction::Raise => "raised",
-        }),
+        detail: format!(
+            "secret {}, mapping of {} event(s), unmapped events {}",
+            settings.secret_id,
+            settings.mapping.events.len(),
+            match settings.mapping.default_action {
+                DefaultAction::Drop => "dropped",
+                DefaultAction::Raise => "raised",
+            }
+        ),
         fix: None,
     });
 
     let creds = match dynamics.credentials().await {
         Ok(c) => c,
         Err(error) => {
-            report.steps.push(Step { name: "secret", ok: false, detail: error.to_string(), fix: Some(format!("fix {}: the secret's JSON is described in README \"The secret\"", error.setting)) });
+            report.steps.push(Step {
+                name: "secret",
+                ok: false,
+                detail: error.to_string(),
+                fix: Some(format!("fix {}: the secret's JSON is described in README \"The secret\"", error.setting)),
+            });
             report.config_error = true;
             return report;
         }
     };
     let default_trigger = settings.trigger_name.clone().or_else(|| creds.trigger_name.clone());
     if let Err(error) = settings.mapping.check_triggers(default_trigger.as_deref()) {
-        report.steps.push(Step { name: "secret", ok: false, detail: error.to_string(), fix: Some("set trigger_name in the secret (or D365_TRIGGER_NAME), or name a trigger for every event in the mapping".into()) });
+        report.steps.push(Step {
+            name: "secret",
+            ok: false,
+            detail: error.to_string(),
+            fix: Some("set trigger_name in the secret (or D365_TRIGGER_NAME), or name a trigger for every event in the mapping".into()),
+        });
         report.config_error = true;
         return report;
     }
@@ -256,7 +276,9 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
 
     if let Err(error) = dynamics.check_token(deadline).await {
         let fix = match &error {
-            DeliveryError::Credentials { .. } => "check tenant_id, client_id and client_secret in the secret (an expired client secret needs a new one in Entra ID)",
+            DeliveryError::Credentials { .. } => {
+                "check tenant_id, client_id and client_secret in the secret (an expired client secret needs a new one in Entra ID)"
+            }
             _ => "check that Entra is reachable from here and D365_AUTHORITY_HOST (national clouds)",
         };
         report.steps.push(Step { name: "token", ok: false, detail: error.to_string(), fix: Some(fix.into()) });
@@ -286,7 +308,12 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
     check_identity(settings, dynamics, deadline, &mut report).await;
 
     if let Some(event) = event {
-        let ctx = MapContext { mapping: &settings.mapping, default_trigger: default_trigger.as_deref(), default_phone_region: settings.default_phone_region, now: Utc::now() };
+        let ctx = MapContext {
+            mapping: &settings.mapping,
+            default_trigger: default_trigger.as_deref(),
+            default_phone_region: settings.default_phone_region,
+            now: Utc::now(),
+        };
         let name = mapping::event_name(event).map(str::to_string);
         let mut view = json!({ "event": name });
         match mapping::map_event(event, &ctx) {
@@ -297,7 +324,9 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
             Decision::Invalid { reason } => {
                 view["outcome"] = json!("invalid");
                 view["reason"] = json!(reason);
-                report.event_problems.push(Problem { problem: format!("the event would be invalid: {reason}"), fix: "fix the event (its producer) or the mapping".into() });
+                report
+                    .event_problems
+                    .push(Problem { problem: format!("the event would be invalid: {reason}"), fix: "fix the event (its producer) or the mapping".into() });
             }
             Decision::Raise { mut call, warnings } => {
                 view["trigger"] = json!(call.trigger);
@@ -316,7 +345,10 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
                         Err((reason, _)) => reason.clone(),
                     });
                     if let Err((reason, true)) = &profile {
-                        report.event_problems.push(Problem { problem: format!("the event's profile: {reason}"), fix: "check the lookup values the event carries and the identity section of the mapping".into() });
+                        report.event_problems.push(Problem {
+                            problem: format!("the event's profile: {reason}"),
+                            fix: "check the lookup values the event carries and the identity section of the mapping".into(),
+                        });
                     }
                 }
                 view["warnings"] = json!(warnings);
@@ -403,17 +435,29 @@ async fn check_identity(settings: &Settings, dynamics: &Dynamics, deadline: Inst
 
 /// The sample event's profile: its lookups run (reads only; nothing is created).
 /// `Err((reason, problem))`: `problem` is false when the outcome is fine (a row would be created).
-async fn resolve_sample(spec: &crate::config::identity::IdentitySpec, event: &Value, dynamics: &Dynamics, deadline: Instant) -> Result<Option<String>, (String, bool)> {
+async fn resolve_sample(
+    spec: &crate::config::identity::IdentitySpec,
+    event: &Value,
+    dynamics: &Dynamics,
+    deadline: Instant,
+) -> Result<Option<String>, (String, bool)> {
     use crate::config::identity::id_column;
     let Some(plan) = crate::identity::plan(event, spec).map_err(|reason| (reason, true))? else { return Ok(None) };
     if let Some(id) = plan.known {
         return Ok(Some(id));
     }
     for step in &plan.steps {
-        let answer = dynamics.row_request(reqwest::Method::GET, &step.query(), None, &[], deadline).await.map_err(|e| (format!("the {} lookup failed: {e}", step.entity), true))?;
+        let answer = dynamics
+            .row_request(reqwest::Method::GET, &step.query(), None, &[], deadline)
+            .await
+            .map_err(|e| (format!("the {} lookup failed: {e}", step.entity), true))?;
         let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
         let column = id_column(&step.entity);
-        let ids: Vec<&str> = value.get("value").and_then(Value::as_array).map(|rows| rows.iter().filter_map(|r| r.get(&column).and_then(Value::as_str)).collect()).unwrap_or_default();
+        let ids: Vec<&str> = value
+            .get("value")
+            .and_then(Value::as_array)
+            .map(|rows| rows.iter().filter_map(|r| r.get(&column).and_then(Value::as_str)).collect())
+            .unwrap_or_default();
         match ids.as_slice() {
             [] => continue,
             [id] => return Ok(Some(id.to_string())),
@@ -462,7 +506,9 @@ fn judge(settings: &Settings, trigger: &str, events: &[Option<&str>], read: &Res
     let names = || definition.parameters.keys().filter(|n| !schema::is_system_field(n)).cloned().collect::<Vec<_>>().join(", ");
     for field in schema::SYSTEM_FIELDS {
         if !definition.parameters.contains_key(*field) {
-            t.notes.push(format!("{field} is not a parameter of this trigger (contact points exist only on triggers bound to a CI-Data profile): the relay leaves it out"));
+            t.notes.push(format!(
+                "{field} is not a parameter of this trigger (contact points exist only on triggers bound to a CI-Data profile): the relay leaves it out"
+            ));
         }
     }
     for p in definition.parameters.values().filter(|p| !p.kind.coercible()) {

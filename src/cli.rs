@@ -165,7 +165,8 @@ async fn check(args: &[String]) -> i32 {
     };
     let event: Option<Value> = match &parsed.event {
         None => None,
-        Some(path) => match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string())) {
+        Some(path) => match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
+        {
             Ok(event @ Value::Object(_)) => Some(event),
             Ok(_) => return usage_error(&format!("--event {path}: not one event (a JSON object)")),
             Err(e) => return usage_error(&format!("--event {path}: {e}")),

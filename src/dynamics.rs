@@ -405,11 +405,13 @@ pub enum TokenRefusal {
 pub fn classify_token_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> TokenRefusal {
     let parsed: Option<EntraError> = serde_json::from_slice(body).ok().filter(|e: &EntraError| !e.error.is_empty() || !e.error_codes.is_empty());
     let error = parsed.clone().unwrap_or_default();
-    let code = error
-        .error_codes
-        .first()
-        .map(|c| format!("AADSTS{c}"))
-        .unwrap_or_else(|| if error.error.is_empty() { format!("HTTP {}", status.as_u16()) } else { error.error.clone() });
+    let code = error.error_codes.first().map(|c| format!("AADSTS{c}")).unwrap_or_else(|| {
+        if error.error.is_empty() {
+            format!("HTTP {}", status.as_u16())
+        } else {
+            error.error.clone()
+        }
+    });
     let description: String = error.error_description.lines().next().unwrap_or("").chars().take(200).collect();
     let detail = format!("{} (HTTP {}): {}", if error.error.is_empty() { "error" } else { &error.error }, status.as_u16(), description);
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -444,7 +446,11 @@ fn dataverse_error(body: &[u8]) -> (Option<String>, String) {
 fn unauthorized_detail(headers: &HeaderMap, body: &[u8]) -> String {
     let (_, message) = dataverse_error(body);
     let challenge = headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
-    format!("check that the app registration is an application user in the environment ({}{})", message, if challenge.is_empty() { String::new() } else { format!("; {challenge}") })
+    format!(
+        "check that the app registration is an application user in the environment ({}{})",
+        message,
+        if challenge.is_empty() { String::new() } else { format!("; {challenge}") }
+    )
 }
 
 /// Classifies a non-2xx, non-401 Dataverse answer (SPEC §7).
@@ -463,7 +469,10 @@ mod tests {
     use super::*;
 
     fn entra(error: &str, codes: &[u64]) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({"error": error, "error_description": format!("AADSTS{}: described.", codes.first().unwrap_or(&0)), "error_codes": codes})).unwrap()
+        serde_json::to_vec(
+            &serde_json::json!({"error": error, "error_description": format!("AADSTS{}: described.", codes.first().unwrap_or(&0)), "error_codes": codes}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -516,11 +525,15 @@ mod tests {
         assert_eq!(at("999999999999999999999999999"), Some(MAX_RETRY_AFTER));
         assert_eq!(at("-1"), None);
         assert_eq!(at("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        let e = classify(StatusCode::TOO_MANY_REQUESTS, &{
-            let mut h = HeaderMap::new();
-            h.insert(RETRY_AFTER, "99999999999999".parse().unwrap());
-            h
-        }, b"{}");
+        let e = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            &{
+                let mut h = HeaderMap::new();
+                h.insert(RETRY_AFTER, "99999999999999".parse().unwrap());
+                h
+            },
+            b"{}",
+        );
         assert_eq!(e, DeliveryError::Throttled { retry_after: Some(MAX_RETRY_AFTER), code: None });
     }
 
@@ -529,7 +542,10 @@ mod tests {
         let h = HeaderMap::new();
         let body = br#"{"error":{"code":"0x8006088a","message":"Resource not found for the segment 'msdynmkt_X'."}}"#;
         let e = classify(StatusCode::NOT_FOUND, &h, body);
-        assert_eq!(e, DeliveryError::Rejected { status: 404, code: Some("0x8006088a".into()), message: "Resource not found for the segment 'msdynmkt_X'.".into() });
+        assert_eq!(
+            e,
+            DeliveryError::Rejected { status: 404, code: Some("0x8006088a".into()), message: "Resource not found for the segment 'msdynmkt_X'.".into() }
+        );
         assert_eq!(crate::delivery::retry::class(&e), crate::delivery::retry::RetryClass::Permanent);
         assert!(matches!(classify(StatusCode::BAD_REQUEST, &h, b"{}"), DeliveryError::Rejected { status: 400, .. }));
         assert!(matches!(classify(StatusCode::FORBIDDEN, &h, b"{}"), DeliveryError::Rejected { status: 403, .. }));

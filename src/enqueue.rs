@@ -99,7 +99,8 @@ impl Message {
         }
         let body = event.to_string();
         let (group, deduplication_id) = if fifo {
-            let group = id_field(&event, "userId", "user_id").or_else(|| id_field(&event, "anonymousId", "anonymous_id")).unwrap_or_else(|| DEFAULT_GROUP.to_string());
+            let group =
+                id_field(&event, "userId", "user_id").or_else(|| id_field(&event, "anonymousId", "anonymous_id")).unwrap_or_else(|| DEFAULT_GROUP.to_string());
             (Some(sqs_id(group)), Some(sqs_id(key.clone())))
         } else {
             (None, None)
@@ -198,8 +199,7 @@ impl Queue {
         if self.target.fifo {
             let mut blocked: HashSet<String> = HashSet::new();
             for range in chunks {
-                let (go, held): (Vec<&Message>, Vec<&Message>) =
-                    messages[range].iter().partition(|m| m.group.as_ref().is_none_or(|g| !blocked.contains(g)));
+                let (go, held): (Vec<&Message>, Vec<&Message>) = messages[range].iter().partition(|m| m.group.as_ref().is_none_or(|g| !blocked.contains(g)));
                 refused.extend(held.into_iter().map(|m| {
                     let group = m.group.as_deref().unwrap_or("");
                     refusal(m, None, format!("not sent: an earlier event of message group '{group}' was not queued, and its order is kept"))
@@ -386,7 +386,12 @@ mod tests {
     #[test]
     fn the_answer_is_202_or_503_listing_what_was_not_queued() {
         assert_eq!(answer(3, &[]), HttpAnswer { status: 202, retry_after: None, body: json!({"accepted": 3}) });
-        let refused = [Refusal { index: 1, key: "m-1".into(), code: Some("InvalidMessageContents".into()), error: "the queue did not take the event (SQS InvalidMessageContents)".into() }];
+        let refused = [Refusal {
+            index: 1,
+            key: "m-1".into(),
+            code: Some("InvalidMessageContents".into()),
+            error: "the queue did not take the event (SQS InvalidMessageContents)".into(),
+        }];
         let a = answer(3, &refused);
         assert_eq!(a.status, 503);
         assert_eq!(a.retry_after, Some(RETRY_AFTER_SECS));

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::Value;
 
+use crate::auth::{self, SenderProof};
 use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
 use crate::delivery::{self, Budget, Job, Pacer, Work};
 use crate::dynamics::metadata::Schemas;
@@ -15,7 +16,6 @@ use crate::dynamics::Dynamics;
 use crate::enqueue::Queue;
 use crate::idempotency::{self, Idempotency};
 use crate::identity::Identities;
-use crate::auth::{self, SenderProof};
 use crate::intake::{self, HttpRequest, Incoming, IntakeError, Pending, Source};
 use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
@@ -65,9 +65,9 @@ impl Relay {
         let max_in_flight = settings.as_ref().map(|s| s.max_in_flight).unwrap_or(1);
         let learned_cap_period = settings.as_ref().map_or(delivery::pacer::LEARNED_CAP_PERIOD, |s| s.learned_cap_period);
         match &settings {
-            Ok(s) if s.webhook_auth.contains(&WebhookAuth::None) => tracing::warn!(
-                message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer."
-            ),
+            Ok(s) if s.webhook_auth.contains(&WebhookAuth::None) => {
+                tracing::warn!(message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer.")
+            }
             Ok(_) => {}
             Err(error) => tracing::error!(message = "Configuration error: every record will fail until it is fixed.", error = %error),
         }
@@ -358,8 +358,7 @@ impl Relay {
         } else {
             delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await
         };
-        seen
-            .into_iter()
+        seen.into_iter()
             .zip(reports)
             .zip(triggers)
             .map(|((record, report), trigger)| {

@@ -71,9 +71,15 @@ impl AsyncSource {
 
 pub enum Source {
     /// SQS records keep their bodies as text until each is mapped ([`Pending::Text`]).
-    Sqs { records: Vec<Incoming>, fifo: bool },
+    Sqs {
+        records: Vec<Incoming>,
+        fifo: bool,
+    },
     /// An SNS subscription or an EventBridge rule invoking the function.
-    Async { source: AsyncSource, records: Vec<Incoming> },
+    Async {
+        source: AsyncSource,
+        records: Vec<Incoming>,
+    },
     Http(HttpRequest),
     /// Anything else: an event, a list of events or `{"batch": [...]}`.
     Direct(Value),
@@ -145,7 +151,10 @@ pub fn classify(mut payload: Value) -> Result<Source, IntakeError> {
 
     if map.get("detail-type").is_some_and(Value::is_string) && map.contains_key("source") && map.contains_key("detail") {
         let event = envelope::unwrap(payload);
-        return Ok(Source::Async { source: AsyncSource::EventBridge, records: vec![Incoming { index: 0, sqs_id: None, group: None, event: Pending::Ready(event) }] });
+        return Ok(Source::Async {
+            source: AsyncSource::EventBridge,
+            records: vec![Incoming { index: 0, sqs_id: None, group: None, event: Pending::Ready(event) }],
+        });
     }
 
     if payload.pointer("/requestContext/elb").is_some() {
@@ -201,7 +210,8 @@ fn headers_of(payload: &Value) -> HeaderMap {
             put(name, value);
         }
     }
-    let present: Vec<String> = payload.get("headers").and_then(Value::as_object).map(|h| h.keys().map(|k| k.to_ascii_lowercase()).collect()).unwrap_or_default();
+    let present: Vec<String> =
+        payload.get("headers").and_then(Value::as_object).map(|h| h.keys().map(|k| k.to_ascii_lowercase()).collect()).unwrap_or_default();
     if let Some(multi) = payload.get("multiValueHeaders").and_then(Value::as_object) {
         for (name, values) in multi.iter().filter(|(n, _)| !present.contains(&n.to_ascii_lowercase())) {
             for value in values.as_array().into_iter().flatten() {
@@ -442,7 +452,9 @@ mod tests {
     fn sns_eventbridge_and_alb_are_told_apart() {
         let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": "{\"event\":\"E\"}"}}]});
         match classify(sns) {
-            Ok(Source::Async { source: AsyncSource::Sns, records }) => assert_eq!(records[0].event, Pending::Ready(Ok(json!({"event": "E", "messageId": "m"})))),
+            Ok(Source::Async { source: AsyncSource::Sns, records }) => {
+                assert_eq!(records[0].event, Pending::Ready(Ok(json!({"event": "E", "messageId": "m"}))))
+            }
             _ => panic!("an SNS subscription"),
         }
         let eb = json!({"detail-type": "D", "source": "s", "detail": {}, "id": "i"});
@@ -465,7 +477,10 @@ mod tests {
             }
             _ => panic!("an HTTP API request"),
         }
-        assert!(matches!(classify(json!({"Records": [{"EventSource": "aws:sns"}, {"eventSource": "aws:sqs", "messageId": "m"}]})), Err(IntakeError::MalformedSqs(_))));
+        assert!(matches!(
+            classify(json!({"Records": [{"EventSource": "aws:sns"}, {"eventSource": "aws:sqs", "messageId": "m"}]})),
+            Err(IntakeError::MalformedSqs(_))
+        ));
     }
 
     #[test]

@@ -25,10 +25,10 @@ pub mod cli;
 pub mod config;
 pub mod deadline;
 pub mod delivery;
-pub mod handler;
 pub mod dynamics;
-pub mod envelope;
 pub mod enqueue;
+pub mod envelope;
+pub mod handler;
 pub mod idempotency;
 pub mod identity;
 pub mod intake;
@@ -90,14 +90,11 @@ pub fn secrets_client_for_endpoint(endpoint: &str) -> aws_sdk_secretsmanager::Cl
 /// Settings for a relay running against a sandbox at `url`, with `overrides`
 /// (name, value) on top; a value of "" removes the setting.
 pub fn sandbox_settings(url: &str, overrides: &[(&str, &str)]) -> Result<config::Settings, config::ConfigError> {
-    let mut env: std::collections::HashMap<String, String> = [
-        ("D365_SECRET_ID", "d365/relay-demo"),
-        ("D365_AUTHORITY_HOST", url),
-        ("D365_DATAVERSE_BASE_URL", url),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let mut env: std::collections::HashMap<String, String> =
+        [("D365_SECRET_ID", "d365/relay-demo"), ("D365_AUTHORITY_HOST", url), ("D365_DATAVERSE_BASE_URL", url)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
     }

@@ -25,11 +25,18 @@ pub struct TriggerCall {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    Raise { call: TriggerCall, warnings: Vec<String> },
+    Raise {
+        call: TriggerCall,
+        warnings: Vec<String>,
+    },
     /// Not mapped: counted, never sent.
-    Drop { reason: String },
+    Drop {
+        reason: String,
+    },
     /// Mapped but unusable: never sent.
-    Invalid { reason: String },
+    Invalid {
+        reason: String,
+    },
 }
 
 /// Event name, for logs and reports (`None` for a non-track or nameless event).
@@ -162,10 +169,7 @@ fn strip_nulls(value: Value) -> Value {
 
 /// A trait read from `context.traits`, then `traits`.
 fn trait_value<'v>(event: &'v Value, name: &str) -> Option<&'v Value> {
-    event
-        .pointer(&format!("/context/traits/{name}"))
-        .filter(|v| !v.is_null())
-        .or_else(|| event.pointer(&format!("/traits/{name}")).filter(|v| !v.is_null()))
+    event.pointer(&format!("/context/traits/{name}")).filter(|v| !v.is_null()).or_else(|| event.pointer(&format!("/traits/{name}")).filter(|v| !v.is_null()))
 }
 
 fn trait_str<'v>(event: &'v Value, name: &str) -> Option<&'v str> {
@@ -231,8 +235,16 @@ fn is_possible(number: &phonenumber::PhoneNumber, region: Option<phonenumber::co
     let Some(meta) = meta else { return false };
     let length = number.national().to_string().len() as u16;
     let kinds = [
-        Type::FixedLine, Type::Mobile, Type::TollFree, Type::PremiumRate, Type::SharedCost,
-        Type::PersonalNumber, Type::Voip, Type::Pager, Type::Uan, Type::Voicemail,
+        Type::FixedLine,
+        Type::Mobile,
+        Type::TollFree,
+        Type::PremiumRate,
+        Type::SharedCost,
+        Type::PersonalNumber,
+        Type::Voip,
+        Type::Pager,
+        Type::Uan,
+        Type::Voicemail,
     ];
     kinds.iter().filter_map(|k| meta.descriptors().get(*k)).any(|d| d.possible_length().contains(&length))
 }
@@ -332,10 +344,7 @@ mod tests {
         assert!(matches!(map_with(&Mapping::default_preset(), None, e), Decision::Invalid { .. }));
         let mut e = spec_event();
         e["properties"]["order_id"] = Value::Null;
-        assert_eq!(
-            map_with(&Mapping::default_preset(), None, e),
-            Decision::Invalid { reason: "missing required attribute msdynmkt_orderid".into() }
-        );
+        assert_eq!(map_with(&Mapping::default_preset(), None, e), Decision::Invalid { reason: "missing required attribute msdynmkt_orderid".into() });
         assert!(matches!(map_with(&Mapping::default_preset(), None, json!([1])), Decision::Invalid { .. }));
     }
 
@@ -365,7 +374,9 @@ mod tests {
     #[test]
     fn raise_default_sends_system_fields_only() {
         let mapping = Mapping::parse(r#"{"defaults":{"action":"raise"}}"#).unwrap();
-        let Decision::Raise { call, .. } = map_with(&mapping, None, json!({"event":"Anything","userId":"u","timestamp":"2026-01-01T00:00:00Z"})) else { panic!() };
+        let Decision::Raise { call, .. } = map_with(&mapping, None, json!({"event":"Anything","userId":"u","timestamp":"2026-01-01T00:00:00Z"})) else {
+            panic!()
+        };
         assert_eq!(call.trigger, "msdynmkt_OrderCompleted");
         assert_eq!(call.body.len(), 4);
     }
@@ -442,7 +453,9 @@ mod tests {
 
     #[test]
     fn with_an_identity_section_no_user_id_is_needed() {
-        let mapping = Mapping::parse(r#"{"identity":{"lookup":[{"entity":"contacts","attribute":"emailaddress1","from":"context.traits.email"}]},"events":{"E":{}}}"#).unwrap();
+        let mapping =
+            Mapping::parse(r#"{"identity":{"lookup":[{"entity":"contacts","attribute":"emailaddress1","from":"context.traits.email"}]},"events":{"E":{}}}"#)
+                .unwrap();
         let Decision::Raise { call, .. } = map_with(&mapping, None, json!({"event":"E","context":{"traits":{"email":"a@b.io"}}})) else { panic!() };
         assert!(!call.body.contains_key("msdynmkt_profileid"), "filled by identity resolution");
         let Decision::Raise { call, .. } = map_with(&mapping, None, json!({"event":"E","userId":"x"})) else { panic!() };

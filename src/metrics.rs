@@ -104,7 +104,15 @@ mod tests {
 
     #[test]
     fn the_document_follows_the_emf_specification() {
-        let tally = Tally { records: 3, delivered: 2, failed: 1, retries: 4, throttled: 1, delivery_latency_ms: (0..150).map(f64::from).collect(), ..Default::default() };
+        let tally = Tally {
+            records: 3,
+            delivered: 2,
+            failed: 1,
+            retries: 4,
+            throttled: 1,
+            delivery_latency_ms: (0..150).map(f64::from).collect(),
+            ..Default::default()
+        };
         let metrics = InvocationMetrics { source: "sqs", tally, token_refreshes: 1, omitted_attributes: 2, duration_ms: 12.5 };
         let doc = metrics.to_emf("D365TriggerRelay", 1_780_000_000_000);
         assert_valid_emf(&doc);

@@ -66,7 +66,6 @@ impl DeliveryError {
             _ => None,
         }
     }
-
 }
 
 /// The outcome of one record.
@@ -74,17 +73,23 @@ impl DeliveryError {
 pub enum Outcome {
     Delivered,
     /// Not mapped: counted, never sent.
-    Dropped { reason: String },
+    Dropped {
+        reason: String,
+    },
     /// Already raised (idempotency): a success.
     Duplicate,
     /// Bad JSON, missing userId or a required attribute: never sent.
-    Invalid { reason: String },
+    Invalid {
+        reason: String,
+    },
     /// Dataverse refused it for good.
     Rejected(DeliveryError),
     /// May pass later.
     Failed(DeliveryError),
     /// `send --dry-run` (SPEC §16): would be sent with this body; nothing was. A success.
-    DryRun { body: serde_json::Map<String, Value> },
+    DryRun {
+        body: serde_json::Map<String, Value>,
+    },
 }
 
 impl Outcome {
@@ -258,10 +263,7 @@ mod tests {
             result(6, Outcome::Failed(throttled(2)), 1),
         ];
         let tally = Tally::of(&results);
-        assert_eq!(
-            (tally.records, tally.delivered, tally.dropped, tally.duplicates, tally.invalid, tally.rejected, tally.failed),
-            (7, 1, 1, 1, 1, 1, 2)
-        );
+        assert_eq!((tally.records, tally.delivered, tally.dropped, tally.duplicates, tally.invalid, tally.rejected, tally.failed), (7, 1, 1, 1, 1, 1, 2));
         assert_eq!(tally.retries, 1 + 2);
         assert_eq!(tally.retry_after, Some(7));
         assert_eq!(tally.not_done(), 4);

@@ -492,7 +492,14 @@ mod tests {
         assert_eq!(d.parameters["msdynmkt_cartid"], Parameter { name: "msdynmkt_cartid".into(), kind: ParamType::String, required: true, entity: None });
         assert_eq!(d.parameters["msdynmkt_contact"].entity.as_deref(), Some("contact"));
         assert_eq!(Definition::from_customapis("msdynmkt_X", &json!({"value": []})).unwrap(), None);
-        assert_eq!(Definition::from_customapis("msdynmkt_cartabandoned", &json!({"value": [{"uniquename": "msdynmkt_CartAbandoned", "CustomAPIRequestParameters": []}]})).unwrap(), None);
+        assert_eq!(
+            Definition::from_customapis(
+                "msdynmkt_cartabandoned",
+                &json!({"value": [{"uniquename": "msdynmkt_CartAbandoned", "CustomAPIRequestParameters": []}]})
+            )
+            .unwrap(),
+            None
+        );
         assert!(Definition::from_customapis("x", &json!({"error": {}})).is_err());
         assert_eq!(ParamType::from_code(99), ParamType::Other(99));
         assert!(!ParamType::Entity.coercible());

@@ -172,10 +172,7 @@ pub fn verify_signature(secret: Option<&[u8]>, headers: &HeaderMap, body: &[u8],
     if now_ms.abs_diff(sent_ms) > SIGNATURE_WINDOW_MS.unsigned_abs() {
         return Err("X-Timestamp is more than 5 minutes from now: re-sign the request (and check the sender's clock)".into());
     }
-    let given = signature
-        .strip_prefix("sha256=")
-        .and_then(|h| hex::decode(h).ok())
-        .ok_or("X-Signature is not sha256=<hex>")?;
+    let given = signature.strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()).ok_or("X-Signature is not sha256=<hex>")?;
     let expected = mac(secret, timestamp, body);
     if bool::from(expected.as_slice().ct_eq(&given)) {
         Ok(())
@@ -292,7 +289,14 @@ mod tests {
 
     #[test]
     fn method_and_size_come_first() {
-        let req = |method: &str, body: String, b64: bool| HttpRequest { flavour: Flavour::Rest, method: method.into(), headers: HeaderMap::new(), body: Some(body), is_base64_encoded: b64, code: None };
+        let req = |method: &str, body: String, b64: bool| HttpRequest {
+            flavour: Flavour::Rest,
+            method: method.into(),
+            headers: HeaderMap::new(),
+            body: Some(body),
+            is_base64_encoded: b64,
+            code: None,
+        };
         assert_eq!(raw_body(&req("GET", "{}".into(), false)).unwrap_err().status, 405);
         assert_eq!(raw_body(&req("POST", "x".repeat(MAX_BODY_BYTES + 1), false)).unwrap_err().status, 413);
         assert_eq!(raw_body(&req("POST", "e30=".into(), true)).unwrap(), b"{}");

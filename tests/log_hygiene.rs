@@ -30,11 +30,8 @@ impl Write for Capture {
 async fn logs_never_carry_secrets_tokens_or_contact_points() {
     let capture = Capture::default();
     let writer = capture.clone();
-    let subscriber = lambda_runtime::tracing::subscriber::fmt()
-        .json()
-        .with_max_level(lambda_runtime::tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber =
+        lambda_runtime::tracing::subscriber::fmt().json().with_max_level(lambda_runtime::tracing::Level::DEBUG).with_writer(move || writer.clone()).finish();
     // Process-wide, and alone in its binary: a scoped subscriber set while other
     // tests run on other threads can miss events (tracing caches each call site's
     // interest), and events from blocking threads must be checked too.

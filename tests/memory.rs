@@ -60,12 +60,8 @@ fn rich_order(id: usize) -> String {
 #[test]
 fn a_large_batch_grows_the_heap_by_less_than_a_quarter_of_its_payload() {
     // The sandbox on a runtime of its own whose threads are not counted.
-    let sandbox_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .on_thread_start(|| UNCOUNTED.with(|u| u.set(true)))
-        .enable_all()
-        .build()
-        .unwrap();
+    let sandbox_runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).on_thread_start(|| UNCOUNTED.with(|u| u.set(true))).enable_all().build().unwrap();
     let sandbox = sandbox_runtime.block_on(d365_sandbox::Sandbox::start(helpers::sandbox_config(), 0)).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {

@@ -45,6 +45,9 @@ pub(crate) fn handle(state: &State, method: &Method, path: &[&str], body: &[u8])
             }
             Err(e) => bad(format!("not a list of triggers: {e}")),
         },
-        _ => json_response(404, &json!({ "error": "admin endpoints: GET signals, GET stats, POST reset, GET/PUT faults, PUT secrets/{name}, PUT apps, PUT triggers" })),
+        _ => json_response(
+            404,
+            &json!({ "error": "admin endpoints: GET signals, GET stats, POST reset, GET/PUT faults, PUT secrets/{name}, PUT apps, PUT triggers" }),
+        ),
     }
 }

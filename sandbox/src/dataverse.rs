@@ -110,10 +110,8 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
     if !valid {
         record(401, parsed);
         let mut r = dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired.");
-        r.headers_mut().insert(
-            "www-authenticate",
-            "Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize".parse().expect("a header value"),
-        );
+        r.headers_mut()
+            .insert("www-authenticate", "Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize".parse().expect("a header value"));
         return Ok(r);
     }
     let definition = state.triggers.lock().unwrap().get(trigger).cloned();
@@ -212,7 +210,10 @@ pub(crate) fn custom_apis(state: &State, query: &str, headers: &BTreeMap<String,
         })
         .into_iter()
         .collect();
-    crate::json_response(200, &serde_json::json!({"@odata.context": "$metadata#customapis(uniquename,CustomAPIRequestParameters(uniquename,type,isoptional,logicalentityname))", "value": rows}))
+    crate::json_response(
+        200,
+        &serde_json::json!({"@odata.context": "$metadata#customapis(uniquename,CustomAPIRequestParameters(uniquename,type,isoptional,logicalentityname))", "value": rows}),
+    )
 }
 
 /// Dataverse's 400s: unknown parameter, null, wrong type, missing required.
@@ -224,7 +225,10 @@ fn check_body(definition: &TriggerDef, body: &Value) -> Option<(&'static str, St
     let lookup = |name: &str| parameters.iter().find(|(n, ..)| n == name).map(|(_, kind, _, entity)| (kind.clone(), entity.clone()));
     for (name, value) in object {
         let Some((kind, entity)) = lookup(name) else {
-            return Some(("0x80060888", format!("The parameter '{name}' in the request payload is not a valid parameter for the operation '{}'.", definition.name)));
+            return Some((
+                "0x80060888",
+                format!("The parameter '{name}' in the request payload is not a valid parameter for the operation '{}'.", definition.name),
+            ));
         };
         if value.is_null() {
             return Some(("0x80040203", format!("Parameter '{name}' cannot be null.")));

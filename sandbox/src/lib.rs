@@ -3,7 +3,6 @@
 //! `SendMessageBatch`/`ReceiveMessage` for enqueue mode, SPEC §15), with
 //! seeded fault injection and admin endpoints listing what it received.
 
-
 mod admin;
 mod config;
 mod dataverse;
@@ -28,7 +27,6 @@ use tokio::net::TcpListener;
 
 pub use config::{App, Faults, Parameter, RowRequest, SandboxConfig, Signal, Stats, TokenRequest, TriggerDef};
 pub use sqs::QueuedMessage;
-
 
 struct StoredSecret {
     value: String,
@@ -293,19 +291,22 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
     let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let headers: BTreeMap<String, String> =
-        request.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    let headers: BTreeMap<String, String> = request.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let body = match request.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(Dropped),
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
-        (&Method::POST, [..]) if target.as_deref().is_some_and(|t| t.starts_with("AmazonSQS.")) => Ok(sqs::handle(&state, target.as_deref().unwrap_or(""), &body)),
+        (&Method::POST, [..]) if target.as_deref().is_some_and(|t| t.starts_with("AmazonSQS.")) => {
+            Ok(sqs::handle(&state, target.as_deref().unwrap_or(""), &body))
+        }
         (&Method::POST, [""]) if target.is_some() => Ok(secrets_manager::get_secret_value(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [tenant, "oauth2", "v2.0", "token"]) => Ok(entra::token(&state, tenant, &body)),
         (&Method::GET, ["api", "data", "v9.2", "customapis"]) => Ok(dataverse::custom_apis(&state, &query, &headers)),
-        (&Method::GET | &Method::POST | &Method::PATCH, ["api", "data", "v9.2", set]) if rows::is_table(&state, set) => rows::handle(&state, method.as_str(), set, &query, &headers, &body).await,
+        (&Method::GET | &Method::POST | &Method::PATCH, ["api", "data", "v9.2", set]) if rows::is_table(&state, set) => {
+            rows::handle(&state, method.as_str(), set, &query, &headers, &body).await
+        }
         (&Method::POST, ["api", "data", "v9.2", trigger]) => dataverse::trigger(&state, trigger, &path, &headers, &body).await,
         (_, ["_sandbox", rest @ ..]) => Ok(admin::handle(&state, &method, rest, &body)),
         (&Method::POST, [""]) => Ok(json_response(400, &json!({"__type": "MissingAction", "message": "X-Amz-Target is required."}))),

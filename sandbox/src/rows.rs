@@ -17,7 +17,8 @@ use crate::{dataverse_error, empty, json_response, timestamp, Answer, Dropped, R
 /// The sets every sandbox has, even when the config seeds no rows.
 pub(crate) const DEFAULT_SETS: &[&str] = &["contacts", "leads"];
 /// Columns every contact and lead has, whether or not a seeded row sets them.
-const STANDARD_COLUMNS: &[&str] = &["emailaddress1", "emailaddress2", "emailaddress3", "firstname", "lastname", "fullname", "mobilephone", "telephone1", "companyname"];
+const STANDARD_COLUMNS: &[&str] =
+    &["emailaddress1", "emailaddress2", "emailaddress3", "firstname", "lastname", "fullname", "mobilephone", "telephone1", "companyname"];
 
 /// `contacts` → `contactid`.
 pub(crate) fn id_column(set: &str) -> String {
@@ -97,7 +98,7 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
         _ => {}
     }
     let token = headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-    if !state.tokens.lock().unwrap().get(token).is_some_and(|(expires, _)| *expires > Instant::now()) {
+    if state.tokens.lock().unwrap().get(token).is_none_or(|(expires, _)| *expires <= Instant::now()) {
         log(401);
         return Ok(dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired."));
     }

@@ -197,12 +197,14 @@ async fn admin_endpoints_list_count_reset_and_configure() {
     let s = sandbox().await;
     let t = token(&s).await;
     call(&s, "msdynmkt_OrderCompleted", Some(&t), &order_body()).await;
-    let signals: Value = http().get(format!("{}/_sandbox/signals", s.url())).send().await.unwrap().bytes().await.map(|b| serde_json::from_slice(&b).unwrap()).unwrap();
+    let signals: Value =
+        http().get(format!("{}/_sandbox/signals", s.url())).send().await.unwrap().bytes().await.map(|b| serde_json::from_slice(&b).unwrap()).unwrap();
     assert_eq!(signals[0]["trigger"], "msdynmkt_OrderCompleted");
     assert_eq!(signals[0]["status"], 204);
     assert_eq!(signals[0]["body"]["msdynmkt_orderid"], "A1");
     assert!(signals[0]["received_at"].as_str().unwrap().ends_with('Z'));
-    let stats: Value = http().get(format!("{}/_sandbox/stats", s.url())).send().await.unwrap().bytes().await.map(|b| serde_json::from_slice(&b).unwrap()).unwrap();
+    let stats: Value =
+        http().get(format!("{}/_sandbox/stats", s.url())).send().await.unwrap().bytes().await.map(|b| serde_json::from_slice(&b).unwrap()).unwrap();
     assert_eq!(stats["token_requests"], 1);
     assert_eq!(stats["calls_by_status"]["204"], 1);
 
@@ -213,7 +215,12 @@ async fn admin_endpoints_list_count_reset_and_configure() {
     assert_eq!(bad.status(), 400, "unknown fault names are refused, not ignored");
     http().put(format!("{}/_sandbox/faults", s.url())).body(json!({}).to_string()).send().await.unwrap();
 
-    let put = http().put(format!("{}/_sandbox/triggers", s.url())).body(json!([{"name": "msdynmkt_New", "parameters": {"x": {"type": "Integer", "required": true}}}]).to_string()).send().await.unwrap();
+    let put = http()
+        .put(format!("{}/_sandbox/triggers", s.url()))
+        .body(json!([{"name": "msdynmkt_New", "parameters": {"x": {"type": "Integer", "required": true}}}]).to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(put.status(), 204);
     assert_eq!(call(&s, "msdynmkt_New", Some(&t), &json!({"msdynmkt_profileid": "u", "x": 3})).await.0, 204);
     assert_eq!(call(&s, "msdynmkt_New", Some(&t), &json!({"msdynmkt_profileid": "u", "x": 3.5})).await.0, 400);
@@ -320,15 +327,30 @@ async fn dataverse_answers_the_customapis_query_with_type_codes_and_contact_poin
     let parameters = answer["value"][0]["CustomAPIRequestParameters"].as_array().unwrap().clone();
     let code = |name: &str| parameters.iter().find(|p| p["uniquename"] == name).map(|p| p["type"].clone()).unwrap();
     for (name, expected) in [
-        ("msdynmkt_autorenew", 0), ("msdynmkt_renewsat", 1), ("msdynmkt_discount", 2), ("msdynmkt_account", 5), ("msdynmkt_score", 6),
-        ("msdynmkt_seats", 7), ("msdynmkt_amount", 8), ("msdynmkt_tier", 9), ("msdynmkt_plan", 10), ("msdynmkt_features", 11),
-        ("msdynmkt_subscriptionid", 12), ("contactpoint_email", 10),
+        ("msdynmkt_autorenew", 0),
+        ("msdynmkt_renewsat", 1),
+        ("msdynmkt_discount", 2),
+        ("msdynmkt_account", 5),
+        ("msdynmkt_score", 6),
+        ("msdynmkt_seats", 7),
+        ("msdynmkt_amount", 8),
+        ("msdynmkt_tier", 9),
+        ("msdynmkt_plan", 10),
+        ("msdynmkt_features", 11),
+        ("msdynmkt_subscriptionid", 12),
+        ("contactpoint_email", 10),
     ] {
         assert_eq!(code(name), json!(expected), "{name}");
     }
     assert!(parameters.iter().any(|p| p["uniquename"] == "msdynmkt_account" && p["logicalentityname"] == "account"));
 
-    assert_eq!(custom_apis(&s, "msdynmkt_Nope", Some(&t)).await, (200, json!({"@odata.context": "$metadata#customapis(uniquename,CustomAPIRequestParameters(uniquename,type,isoptional,logicalentityname))", "value": []})));
+    assert_eq!(
+        custom_apis(&s, "msdynmkt_Nope", Some(&t)).await,
+        (
+            200,
+            json!({"@odata.context": "$metadata#customapis(uniquename,CustomAPIRequestParameters(uniquename,type,isoptional,logicalentityname))", "value": []})
+        )
+    );
 
     // A contact-bound trigger refuses contact points, as Dataverse does.
     let body = json!({"msdynmkt_profileid": "u", "msdynmkt_cartid": "C1", "contactpoint_email": "a@example.com"});

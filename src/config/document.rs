@@ -160,20 +160,14 @@ impl Mapping {
 
     /// The trigger an event raises: the event's own, else the document's, else the secret's.
     pub fn trigger_for<'a>(&'a self, event: Option<&'a EventMapping>, secret_default: Option<&'a str>) -> Option<&'a str> {
-        event
-            .and_then(|e| e.trigger.as_deref())
-            .or(self.trigger.as_deref())
-            .or(secret_default)
+        event.and_then(|e| e.trigger.as_deref()).or(self.trigger.as_deref()).or(secret_default)
     }
 
     /// Checks, once the secret is known, that every mapped event has a trigger.
     pub fn check_triggers(&self, secret_default: Option<&str>) -> Result<(), ConfigError> {
         for (name, event) in &self.events {
             if self.trigger_for(Some(event), secret_default).is_none() {
-                return Err(ConfigError::new(
-                    "secret.trigger_name",
-                    format!("is missing, and the mapping names no trigger for event '{name}'"),
-                ));
+                return Err(ConfigError::new("secret.trigger_name", format!("is missing, and the mapping names no trigger for event '{name}'")));
             }
         }
         Ok(())

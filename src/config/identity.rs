@@ -70,7 +70,11 @@ pub(super) struct RawConsent {
 /// An entity set name as Dataverse spells them: lowercase letters, digits, underscores.
 fn check_entity(entity: &str) -> Result<(), String> {
     let ok = !entity.is_empty() && entity.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') && entity.ends_with('s');
-    if ok { Ok(()) } else { Err(format!("'{entity}' is not an entity set name such as contacts or leads")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("'{entity}' is not an entity set name such as contacts or leads"))
+    }
 }
 
 fn check_path(path: &str) -> Result<(), String> {

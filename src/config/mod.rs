@@ -137,8 +137,7 @@ impl Settings {
         let mapping = match (get("D365_MAPPING"), get("D365_MAPPING_FILE")) {
             (Some(inline), _) => Mapping::parse(&inline).map_err(|e| ConfigError::new("D365_MAPPING", e))?,
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| ConfigError::new("D365_MAPPING_FILE", format!("cannot read {path}: {e}")))?;
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::new("D365_MAPPING_FILE", format!("cannot read {path}: {e}")))?;
                 Mapping::parse(&text).map_err(|e| ConfigError::new("D365_MAPPING_FILE", format!("{path}: {e}")))?
             }
             (None, None) => Mapping::default_preset(),
@@ -146,9 +145,10 @@ impl Settings {
 
         let default_phone_region = match get("D365_DEFAULT_PHONE_REGION") {
             None => None,
-            Some(region) => Some(parse_region(&region).ok_or_else(|| {
-                ConfigError::new("D365_DEFAULT_PHONE_REGION", format!("'{region}' is not an ISO 3166-1 alpha-2 region such as GB or US"))
-            })?),
+            Some(region) => Some(
+                parse_region(&region)
+                    .ok_or_else(|| ConfigError::new("D365_DEFAULT_PHONE_REGION", format!("'{region}' is not an ISO 3166-1 alpha-2 region such as GB or US")))?,
+            ),
         };
 
         let max_in_flight = parse_number(get("D365_MAX_IN_FLIGHT"), "D365_MAX_IN_FLIGHT", 8, 1, 256)? as usize;
@@ -163,8 +163,9 @@ impl Settings {
         let webhook_mode = match get("D365_WEBHOOK_MODE").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("deliver") => WebhookMode::Deliver,
             Some("enqueue") => {
-                let url = get("D365_QUEUE_URL")
-                    .ok_or_else(|| ConfigError::new("D365_QUEUE_URL", "is required with D365_WEBHOOK_MODE=enqueue: the URL of the SQS queue the relay reads"))?;
+                let url = get("D365_QUEUE_URL").ok_or_else(|| {
+                    ConfigError::new("D365_QUEUE_URL", "is required with D365_WEBHOOK_MODE=enqueue: the URL of the SQS queue the relay reads")
+                })?;
                 WebhookMode::Enqueue(check_queue_url(&url).map_err(|e| ConfigError::new("D365_QUEUE_URL", e))?)
             }
             Some(other) => return Err(ConfigError::new("D365_WEBHOOK_MODE", format!("'{other}' is not one of deliver, enqueue"))),
@@ -279,11 +280,8 @@ fn host_of(authority: &str) -> &str {
 }
 
 fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host == "::1"
-        || host.parse::<std::net::Ipv4Addr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    host.eq_ignore_ascii_case("localhost") || host == "::1" || host.parse::<std::net::Ipv4Addr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
-
 
 /// Trigger and attribute names: `^[A-Za-z0-9_]+$`.
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -293,7 +291,6 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Err(format!("'{name}' is not a valid name (letters, digits and '_' only)"))
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -358,7 +355,8 @@ mod tests {
         assert_eq!(settings(&[("D365_SECRET_ID", "x"), ("D365_QUEUE_URL", url)]).unwrap().webhook_mode, WebhookMode::Deliver);
         let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_MODE", "Enqueue"), ("D365_QUEUE_URL", url)]).unwrap();
         assert_eq!(s.webhook_mode, WebhookMode::Enqueue(QueueTarget { url: url.into(), fifo: false }));
-        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", "http://127.0.0.1:4566/000000000000/events.fifo/")]).unwrap();
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", "http://127.0.0.1:4566/000000000000/events.fifo/")])
+            .unwrap();
         assert_eq!(s.webhook_mode, WebhookMode::Enqueue(QueueTarget { url: "http://127.0.0.1:4566/000000000000/events.fifo".into(), fifo: true }));
 
         let err = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_MODE", "enqueue")]).unwrap_err();
@@ -373,12 +371,8 @@ mod tests {
 
     #[test]
     fn loopback_http_is_accepted_for_the_sandbox() {
-        let s = settings(&[
-            ("D365_SECRET_ID", "x"),
-            ("D365_AUTHORITY_HOST", "http://127.0.0.1:4566/"),
-            ("D365_DATAVERSE_BASE_URL", "http://localhost:4566"),
-        ])
-        .unwrap();
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_AUTHORITY_HOST", "http://127.0.0.1:4566/"), ("D365_DATAVERSE_BASE_URL", "http://localhost:4566")])
+            .unwrap();
         assert_eq!(s.authority_host, "http://127.0.0.1:4566");
         assert_eq!(s.dataverse_base_url.as_deref(), Some("http://localhost:4566"));
         assert!(check_base_url("http://[::1]:80").is_ok());
@@ -396,5 +390,4 @@ mod tests {
             assert_eq!(err.setting, "D365_WEBHOOK_AUTH", "{bad}");
         }
     }
-
 }

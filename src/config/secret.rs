@@ -52,11 +52,11 @@ impl Credentials {
     /// Parses and validates the secret's JSON. Errors name the field, never its value.
     pub fn parse(secret_string: &str, version: &str) -> Result<Credentials, ConfigError> {
         const SETTING: &str = "secret";
-        let raw: RawCredentials = serde_json::from_str(secret_string)
-            .map_err(|_| ConfigError::new(SETTING, "the SecretString is not a JSON object with string fields tenant_id, client_id, client_secret, org_url_host"))?;
+        let raw: RawCredentials = serde_json::from_str(secret_string).map_err(|_| {
+            ConfigError::new(SETTING, "the SecretString is not a JSON object with string fields tenant_id, client_id, client_secret, org_url_host")
+        })?;
         let need = |value: Option<String>, field: &str| {
-            value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
-                .ok_or_else(|| ConfigError::new(format!("{SETTING}.{field}"), "is missing or empty"))
+            value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).ok_or_else(|| ConfigError::new(format!("{SETTING}.{field}"), "is missing or empty"))
         };
         let tenant_id = need(raw.tenant_id, "tenant_id")?;
         if !tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
@@ -90,13 +90,17 @@ pub fn check_org_host(host: &str) -> Result<(), String> {
     }
     let labels_ok = host.len() <= 253
         && host.split('.').count() >= 3
-        && host.split('.').all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     if !labels_ok {
         return Err(format!("'{host}' is not a valid DNS host name"));
     }
     if !DATAVERSE_SUFFIXES.iter().any(|s| host.ends_with(s)) {
-        return Err(format!("'{host}' is not a Dataverse host (expected a name ending in {}); the token is never sent elsewhere", DATAVERSE_SUFFIXES.join(", ")));
+        return Err(format!(
+            "'{host}' is not a Dataverse host (expected a name ending in {}); the token is never sent elsewhere",
+            DATAVERSE_SUFFIXES.join(", ")
+        ));
     }
     Ok(())
 }
@@ -147,5 +151,4 @@ mod tests {
         let err = Credentials::parse(&GOOD.replace("msdynmkt_OrderCompleted", "bad name!"), "v1").unwrap_err();
         assert_eq!(err.setting, "secret.trigger_name");
     }
-
 }

@@ -170,7 +170,10 @@ mod tests {
             class(&DeliveryError::Throttled { retry_after: Some(Duration::MAX), code: Some(CONCURRENCY_LIMIT_CODE.into()) }),
             RetryClass::Throttled { retry_after: MAX_PAUSE, concurrency_limit: true }
         );
-        assert_eq!(class(&DeliveryError::Throttled { retry_after: None, code: None }), RetryClass::Throttled { retry_after: Duration::from_secs(1), concurrency_limit: false });
+        assert_eq!(
+            class(&DeliveryError::Throttled { retry_after: None, code: None }),
+            RetryClass::Throttled { retry_after: Duration::from_secs(1), concurrency_limit: false }
+        );
         assert_eq!(class(&DeliveryError::TokenUnavailable { detail: String::new() }), RetryClass::Auth);
         assert_eq!(class(&DeliveryError::Deadline), RetryClass::Stop);
         assert!(matches!(outcome_of(DeliveryError::Rejected { status: 400, code: None, message: String::new() }), Outcome::Rejected(_)));

@@ -229,10 +229,7 @@ pub async fn deliver<P: DynamicsPort>(
         tasks.abort_all();
     }
     let slots = std::mem::take(&mut *lock(&slots));
-    slots
-        .into_iter()
-        .map(|slot| slot.unwrap_or_else(|| Report::done(Outcome::Failed(DeliveryError::Deadline))))
-        .collect()
+    slots.into_iter().map(|slot| slot.unwrap_or_else(|| Report::done(Outcome::Failed(DeliveryError::Deadline)))).collect()
 }
 
 /// Claims the record's idempotency key (SPEC §11): `Ok(Some(key))` to go ahead
@@ -418,7 +415,8 @@ mod tests {
     #[tokio::test]
     async fn after_a_panic_the_rest_of_its_fifo_group_is_blocked() {
         let port = Scripted::new(1);
-        let jobs = vec![job(0, "a-ok", Some("a")), job(1, "panic", Some("a")), job(2, "a-later", Some("a")), job(3, "a-last", Some("a")), job(4, "b-ok", Some("b"))];
+        let jobs =
+            vec![job(0, "a-ok", Some("a")), job(1, "panic", Some("a")), job(2, "a-later", Some("a")), job(3, "a-last", Some("a")), job(4, "b-ok", Some("b"))];
         let reports = run(&port, Pacer::new(4, 4), jobs, true, budget(10)).await;
         assert_eq!(reports[0].outcome, Outcome::Delivered);
         assert!(matches!(reports[1].outcome, Outcome::Failed(DeliveryError::Internal(_))));
@@ -447,7 +445,17 @@ mod tests {
         jobs[10].work = Work::Done(Outcome::Invalid { reason: "no userId".into() });
         let reports = run(&port, Pacer::new(1, 1), jobs, false, budget(10)).await;
         let names: Vec<&str> = reports.iter().map(|r| r.outcome.name()).collect();
-        let expected: Vec<&str> = (0..30).map(|i| if i == 10 { "invalid" } else if i < 3 { "delivered" } else { "duplicate" }).collect();
+        let expected: Vec<&str> = (0..30)
+            .map(|i| {
+                if i == 10 {
+                    "invalid"
+                } else if i < 3 {
+                    "delivered"
+                } else {
+                    "duplicate"
+                }
+            })
+            .collect();
         assert_eq!(names, expected);
         assert_eq!(port.max_in_flight.load(Ordering::SeqCst), 1);
     }
@@ -473,5 +481,4 @@ mod tests {
         pacer.pause(Duration::from_secs(u64::MAX));
         pacer.on_throttled(Duration::MAX, true);
     }
-
 }

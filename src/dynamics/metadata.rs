@@ -120,8 +120,11 @@ impl Schemas {
         if !status.is_success() {
             return Err(classify(status, &reqwest::header::HeaderMap::new(), &body));
         }
-        let answer: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| DeliveryError::Transient { status: Some(status.as_u16()), code: None, detail: "the customapis answer is not JSON".into() })?;
+        let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|_| DeliveryError::Transient {
+            status: Some(status.as_u16()),
+            code: None,
+            detail: "the customapis answer is not JSON".into(),
+        })?;
         Definition::from_customapis(trigger, &answer).map_err(|detail| DeliveryError::Transient { status: Some(status.as_u16()), code: None, detail })
     }
 
@@ -208,7 +211,8 @@ impl Dynamics {
                 .await
                 .map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
             let status = response.status();
-            let body = response.bytes().await.map(|b| b.to_vec()).map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
+            let body =
+                response.bytes().await.map(|b| b.to_vec()).map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.invalidate_token(token.serial).await;
                 let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;

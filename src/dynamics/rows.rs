@@ -23,7 +23,14 @@ pub struct Answer {
 impl Dynamics {
     /// `{method} {base}/api/data/v9.2/{path_and_query}` with `body` as JSON and
     /// `headers`; a non-2xx answer is classified as a trigger call's is (SPEC §7).
-    pub async fn row_request(&self, method: Method, path_and_query: &str, body: Option<&Value>, headers: &[(&str, &str)], deadline: Instant) -> Result<Answer, DeliveryError> {
+    pub async fn row_request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        deadline: Instant,
+    ) -> Result<Answer, DeliveryError> {
         let request = self.row_request_once(method, path_and_query, body, headers, deadline);
         match tokio::time::timeout_at(deadline.into(), request).await {
             Ok(result) => result,
@@ -31,7 +38,14 @@ impl Dynamics {
         }
     }
 
-    async fn row_request_once(&self, method: Method, path_and_query: &str, body: Option<&Value>, headers: &[(&str, &str)], deadline: Instant) -> Result<Answer, DeliveryError> {
+    async fn row_request_once(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        deadline: Instant,
+    ) -> Result<Answer, DeliveryError> {
         let invocation = self.current_invocation();
         let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
         let mut token = self.token(creds, deadline).await?;
@@ -55,7 +69,8 @@ impl Dynamics {
             let response = request.send().await.map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
             let status = response.status();
             let headers = response.headers().clone();
-            let body = response.bytes().await.map(|b| b.to_vec()).map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
+            let body =
+                response.bytes().await.map(|b| b.to_vec()).map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.invalidate_token(token.serial).await;
                 let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;

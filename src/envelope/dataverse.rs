@@ -102,10 +102,9 @@ fn parameter<'a>(parameters: Option<&'a Value>, name: &str) -> Option<&'a Value>
 fn attributes(entity: &Value) -> Option<Map<String, Value>> {
     let object = entity.as_object()?;
     let pairs: Map<String, Value> = match object.get("Attributes") {
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(|kv| Some((kv.get("key")?.as_str()?.to_string(), kv.get("value").cloned().unwrap_or(Value::Null))))
-            .collect(),
+        Some(Value::Array(list)) => {
+            list.iter().filter_map(|kv| Some((kv.get("key")?.as_str()?.to_string(), kv.get("value").cloned().unwrap_or(Value::Null)))).collect()
+        }
         Some(Value::Object(map)) => map.clone(),
         Some(_) => return None,
         None if is_reference(object) => return None,
@@ -134,7 +133,8 @@ pub fn decode(value: &Value) -> Value {
             let kind = type_of(object);
             if is_reference(object) {
                 object.get("Id").cloned().unwrap_or(Value::Null)
-            } else if kind.starts_with("OptionSetValue") || kind.starts_with("Money") || (kind.is_empty() && object.len() == 1 && object.contains_key("Value")) {
+            } else if kind.starts_with("OptionSetValue") || kind.starts_with("Money") || (kind.is_empty() && object.len() == 1 && object.contains_key("Value"))
+            {
                 object.get("Value").cloned().unwrap_or(Value::Null)
             } else {
                 value.clone()
@@ -175,7 +175,12 @@ mod tests {
 
     #[test]
     fn values_are_decoded() {
-        assert_eq!(decode(&json!({"__type": "EntityReference:http://schemas.microsoft.com/xrm/2011/Contracts", "Id": "g-1", "LogicalName": "systemuser", "Name": null})), json!("g-1"));
+        assert_eq!(
+            decode(
+                &json!({"__type": "EntityReference:http://schemas.microsoft.com/xrm/2011/Contracts", "Id": "g-1", "LogicalName": "systemuser", "Name": null})
+            ),
+            json!("g-1")
+        );
         assert_eq!(decode(&json!({"__type": "OptionSetValue:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": 257760001})), json!(257760001));
         assert_eq!(decode(&json!({"__type": "Money:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": 2154.32})), json!(2154.32));
         assert_eq!(decode(&json!([{"__type": "OptionSetValue:x", "Value": 1}, {"__type": "OptionSetValue:x", "Value": 3}])), json!([1, 3]));
@@ -187,7 +192,17 @@ mod tests {
 
     #[test]
     fn message_names_are_normalised() {
-        for (sent, want) in [("Create", "Create"), ("created", "Create"), ("Update", "Update"), ("Modified", "Update"), ("modify", "Update"), ("Updated", "Update"), ("Deleted", "Delete"), ("Win", "Win"), ("Assign", "Assign")] {
+        for (sent, want) in [
+            ("Create", "Create"),
+            ("created", "Create"),
+            ("Update", "Update"),
+            ("Modified", "Update"),
+            ("modify", "Update"),
+            ("Updated", "Update"),
+            ("Deleted", "Delete"),
+            ("Win", "Win"),
+            ("Assign", "Assign"),
+        ] {
             assert_eq!(normalise_message(sent), want);
         }
     }

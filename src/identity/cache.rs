@@ -68,7 +68,8 @@ impl Identities {
             let hit_ttl = self.hit_ttl;
             entries.retain(|_, slot| slot.try_lock().map_or(true, |c| c.as_ref().is_some_and(|c| c.at.elapsed() < ttl_of(&c.found, hit_ttl))));
             if entries.len() >= MAX_ENTRIES {
-                let mut ages: Vec<(String, Instant)> = entries.iter().filter_map(|(k, s)| s.try_lock().ok().and_then(|c| c.as_ref().map(|c| (k.clone(), c.at)))).collect();
+                let mut ages: Vec<(String, Instant)> =
+                    entries.iter().filter_map(|(k, s)| s.try_lock().ok().and_then(|c| c.as_ref().map(|c| (k.clone(), c.at)))).collect();
                 ages.sort_by_key(|(_, at)| *at);
                 for (k, _) in ages.into_iter().take(MAX_ENTRIES / 2) {
                     entries.remove(&k);
@@ -82,7 +83,15 @@ impl Identities {
     /// create (when the document has one). `Err` is the record's outcome.
     /// In a dry run (`send --dry-run`) lookups run but nothing is created: a row
     /// that would be created is named [`NEW_ROW`], and nothing is cached.
-    pub async fn resolve(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, plan: &Plan, create: Option<&WriteSpec>, budget: Budget, dry_run: bool) -> Result<String, Outcome> {
+    pub async fn resolve(
+        &self,
+        dynamics: &Dynamics,
+        pacer: &Arc<Pacer>,
+        plan: &Plan,
+        create: Option<&WriteSpec>,
+        budget: Budget,
+        dry_run: bool,
+    ) -> Result<String, Outcome> {
         if let Some(id) = &plan.known {
             return Ok(id.clone());
         }
@@ -102,7 +111,15 @@ impl Identities {
         into_result(&found)
     }
 
-    async fn find(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, plan: &Plan, create: Option<&WriteSpec>, budget: Budget, dry_run: bool) -> Result<Resolved, Outcome> {
+    async fn find(
+        &self,
+        dynamics: &Dynamics,
+        pacer: &Arc<Pacer>,
+        plan: &Plan,
+        create: Option<&WriteSpec>,
+        budget: Budget,
+        dry_run: bool,
+    ) -> Result<Resolved, Outcome> {
         for step in &plan.steps {
             let rows = self.lookup(dynamics, pacer, step, budget).await?;
             match rows.as_slice() {
@@ -141,7 +158,11 @@ impl Identities {
         let answer = run.result.map_err(outcome_of)?;
         let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
         let Some(rows) = value.get("value").and_then(Value::as_array) else {
-            return Err(Outcome::Failed(DeliveryError::Transient { status: Some(answer.status.as_u16()), code: None, detail: format!("the {} lookup's answer has no value list", step.entity) }));
+            return Err(Outcome::Failed(DeliveryError::Transient {
+                status: Some(answer.status.as_u16()),
+                code: None,
+                detail: format!("the {} lookup's answer has no value list", step.entity),
+            }));
         };
         Ok(rows.iter().filter_map(|r| r.get(&column).and_then(Value::as_str)).map(str::to_string).collect())
     }
@@ -152,7 +173,9 @@ impl Identities {
         let run = with_retries(pacer, budget, |deadline| {
             self.creates.fetch_add(1, Ordering::Relaxed);
             let body = &body;
-            async move { dynamics.row_request(Method::POST, entity, Some(body), &[("Prefer", "return=representation")], deadline).await.map(|a| (a, Sent::default())) }
+            async move {
+                dynamics.row_request(Method::POST, entity, Some(body), &[("Prefer", "return=representation")], deadline).await.map(|a| (a, Sent::default()))
+            }
         })
         .await;
         let answer = run.result.map_err(outcome_of)?;
@@ -165,7 +188,11 @@ impl Identities {
             is_guid(id).then(|| id.to_string())
         };
         let id = from_body.or_else(from_header).ok_or_else(|| {
-            Outcome::Failed(DeliveryError::Transient { status: Some(answer.status.as_u16()), code: None, detail: format!("the {entity} create answered without the new row's {column}") })
+            Outcome::Failed(DeliveryError::Transient {
+                status: Some(answer.status.as_u16()),
+                code: None,
+                detail: format!("the {entity} create answered without the new row's {column}"),
+            })
         })?;
         tracing::info!(message = "Profile created.", entity, id = %id);
         Ok(id)
@@ -173,7 +200,15 @@ impl Identities {
 
     /// `PATCH {entity}({id})` with `If-Match: *` (update only, never an upsert).
     /// Nothing to write is no request.
-    pub async fn update(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, entity: &str, id: &str, attributes: &Map<String, Value>, budget: Budget) -> Result<(), Outcome> {
+    pub async fn update(
+        &self,
+        dynamics: &Dynamics,
+        pacer: &Arc<Pacer>,
+        entity: &str,
+        id: &str,
+        attributes: &Map<String, Value>,
+        budget: Budget,
+    ) -> Result<(), Outcome> {
         if attributes.is_empty() {
             return Ok(());
         }

@@ -75,7 +75,16 @@ pub fn prep(mapping: &Mapping, event: &Value, work: &Work) -> Prep {
 /// A record that cannot be resolved gets its outcome here and is not sent.
 /// A dry run reads (lookups) but writes nothing: no create, no PATCH.
 #[allow(clippy::too_many_arguments)]
-pub async fn stage(identities: &Identities, dynamics: &Dynamics, pacer: &Arc<Pacer>, mapping: &Mapping, preps: Vec<Prep>, jobs: &mut [Job], budget: Budget, dry_run: bool) {
+pub async fn stage(
+    identities: &Identities,
+    dynamics: &Dynamics,
+    pacer: &Arc<Pacer>,
+    mapping: &Mapping,
+    preps: Vec<Prep>,
+    jobs: &mut [Job],
+    budget: Budget,
+    dry_run: bool,
+) {
     let mut work = Vec::new();
     for (position, (prep, job)) in preps.into_iter().zip(jobs.iter_mut()).enumerate() {
         match prep {

@@ -74,8 +74,7 @@ fn encode(text: &str) -> String {
 /// A GUID in any spelling (hyphenated, optionally in braces).
 pub fn is_guid(text: &str) -> bool {
     let t = text.trim().trim_start_matches('{').trim_end_matches('}');
-    t.len() == 36
-        && t.char_indices().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() })
+    t.len() == 36 && t.char_indices().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() })
 }
 
 /// A dotted path's value as lookup text: a non-empty string (trimmed) or a number.
@@ -165,10 +164,12 @@ mod tests {
     use serde_json::json;
 
     fn spec() -> IdentitySpec {
-        Mapping::parse(r#"{"identity":{"lookup":[
+        Mapping::parse(
+            r#"{"identity":{"lookup":[
             {"entity":"contacts","attribute":"emailaddress1","from":"context.traits.email"},
             {"entity":"contacts","attribute":"new_customernumber","from":"userId"}],
-            "create":{"entity":"contacts","attributes":{"emailaddress1":"context.traits.email","lastname":"context.traits.last_name"}}}}"#)
+            "create":{"entity":"contacts","attributes":{"emailaddress1":"context.traits.email","lastname":"context.traits.last_name"}}}}"#,
+        )
         .unwrap()
         .identity
         .unwrap()
@@ -186,7 +187,10 @@ mod tests {
     fn lookups_with_values_in_order_emails_normalised_and_escaped() {
         let e = json!({"userId": 1001, "context": {"traits": {"email": "  O'Brien@Example.com ", "last_name": null}}});
         let p = plan(&e, &spec()).unwrap().unwrap();
-        assert_eq!(p.steps.iter().map(|s| (s.attribute.as_str(), s.value.as_str())).collect::<Vec<_>>(), [("emailaddress1", "o'brien@example.com"), ("new_customernumber", "1001")]);
+        assert_eq!(
+            p.steps.iter().map(|s| (s.attribute.as_str(), s.value.as_str())).collect::<Vec<_>>(),
+            [("emailaddress1", "o'brien@example.com"), ("new_customernumber", "1001")]
+        );
         assert_eq!(p.steps[0].query(), "contacts?$select=contactid&$filter=emailaddress1%20eq%20'o''brien@example.com'&$top=2");
         assert_eq!(p.steps[0].shown(), "o***@example.com");
         assert_eq!(p.create, Some(json!({"emailaddress1": "o'brien@example.com"}).as_object().unwrap().clone()), "null attributes are left out");

@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use crate::helpers::*;
 use crate::moto::moto;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use d365_sandbox::{Faults, Sandbox};
 use relay::Relay;
 use serde_json::{json, Value};
@@ -130,7 +130,8 @@ async fn a_fifo_queue_gets_groups_in_order_and_deduplication_ids() {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(s.as_bytes()))
     };
-    let seen: Vec<(String, Option<String>, Option<String>)> = queued.iter().map(|(b, g, d)| (b["messageId"].as_str().unwrap().to_string(), g.clone(), d.clone())).collect();
+    let seen: Vec<(String, Option<String>, Option<String>)> =
+        queued.iter().map(|(b, g, d)| (b["messageId"].as_str().unwrap().to_string(), g.clone(), d.clone())).collect();
     let expected = |id: &str, group: &str| (id.to_string(), Some(group.to_string()), Some(id.to_string()));
     let mut sorted = seen.clone();
     sorted.sort();
@@ -239,12 +240,21 @@ async fn entries_sqs_refuses_are_listed_exactly() {
 
     let (status, retry_after, body) = post(&relay, signed_http(&json!(events).to_string())).await;
     assert_eq!((status, retry_after.as_deref()), (503, Some("5")));
-    let refused: BTreeSet<String> = body["failed"].as_array().unwrap().iter().map(|f| {
-        assert_eq!(f["code"], "InternalError");
-        assert_eq!(f["messageId"], json!(format!("e-{}", f["index"])));
-        f["messageId"].as_str().unwrap().to_string()
-    }).collect();
-    let queued: BTreeSet<String> = sandbox.queued("relay-events").into_iter().map(|m| serde_json::from_str::<Value>(&m.body).unwrap()["messageId"].as_str().unwrap().to_string()).collect();
+    let refused: BTreeSet<String> = body["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert_eq!(f["code"], "InternalError");
+            assert_eq!(f["messageId"], json!(format!("e-{}", f["index"])));
+            f["messageId"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let queued: BTreeSet<String> = sandbox
+        .queued("relay-events")
+        .into_iter()
+        .map(|m| serde_json::from_str::<Value>(&m.body).unwrap()["messageId"].as_str().unwrap().to_string())
+        .collect();
     assert!(!refused.is_empty() && !queued.is_empty(), "the seed refuses some and takes some");
     assert!(refused.is_disjoint(&queued));
     assert_eq!(refused.len() + queued.len(), 30, "every event is either queued or listed");

@@ -97,8 +97,10 @@ async fn a_redelivered_batch_in_another_environment_raises_each_trigger_once() {
     let client = table(moto, "redelivered-batch").await;
     let h = Harness::new(&[("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).await;
     let mapping = mapping_file();
-    let first = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).with_idempotency_table(client.clone());
-    let second = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).with_idempotency_table(client.clone());
+    let first =
+        relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).with_idempotency_table(client.clone());
+    let second =
+        relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).with_idempotency_table(client.clone());
     let bodies: Vec<String> = (0..10).map(|i| order(&format!("{i}")).to_string()).collect();
     let deadline = || Instant::now() + Duration::from_secs(30);
 

@@ -98,7 +98,10 @@ async fn two_matches_are_ambiguous_and_none_is_no_match_both_invalid() {
     let failed = answer["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 3, "{answer}");
     assert!(failed.iter().all(|f| f["outcome"] == "invalid"), "{answer}");
-    assert_eq!(failed[0]["error"], "ambiguous: 2 contacts have emailaddress1 = d***@example.com (make the value unique in Dataverse, or look up by another attribute first)");
+    assert_eq!(
+        failed[0]["error"],
+        "ambiguous: 2 contacts have emailaddress1 = d***@example.com (make the value unique in Dataverse, or look up by another attribute first)"
+    );
     assert_eq!(failed[1]["error"], "no contact matches new_customernumber = C-404 (add identity.create to create one)");
     assert!(failed[2]["error"].as_str().unwrap().starts_with("no profile id: userId is not a Dataverse id"), "{}", failed[2]);
     assert!(h.sandbox.signals().is_empty(), "nothing was sent");
@@ -122,7 +125,8 @@ async fn a_quote_in_an_address_is_escaped_as_an_odata_literal() {
 
 #[tokio::test]
 async fn a_batch_from_fifty_customers_makes_fifty_lookups_and_a_warm_environment_none() {
-    let customers: Vec<Value> = (0..50).map(|c| json!({"contactid": format!("c0000000-0000-4000-8000-{c:012}"), "emailaddress1": format!("customer{c}@example.com")})).collect();
+    let customers: Vec<Value> =
+        (0..50).map(|c| json!({"contactid": format!("c0000000-0000-4000-8000-{c:012}"), "emailaddress1": format!("customer{c}@example.com")})).collect();
     let h = harness(json!({}), json!({ "contacts": customers })).await;
     let bodies: Vec<String> = (0..1000).map(|i| order(&format!("m{i}"), None, Some(&format!("Customer{}@example.com", i % 50))).to_string()).collect();
     let answer = h.invoke(sqs_batch(&bodies, None)).await;
@@ -213,7 +217,8 @@ async fn with_create_an_unknown_address_becomes_a_contact_once() {
 async fn an_identify_event_updates_the_resolved_contact() {
     let identify = json!({"identify": {"entity": "contacts", "attributes": {"firstname": "traits.first_name", "lastname": "traits.last_name", "telephone1": "traits.phone"}}});
     let h = harness(identify, json!({})).await;
-    let event = json!({"type": "identify", "userId": "C-1003", "messageId": "id-1", "traits": {"first_name": "Priya", "last_name": "Shah-Jones", "phone": null}});
+    let event =
+        json!({"type": "identify", "userId": "C-1003", "messageId": "id-1", "traits": {"first_name": "Priya", "last_name": "Shah-Jones", "phone": null}});
     let answer = direct(&h, vec![event]).await;
     assert_eq!((answer["delivered"].as_u64(), answer["failed"].as_array().unwrap().len()), (Some(1), 0), "{answer}");
     let patch = h.sandbox.row_requests().into_iter().find(|r| r.method == "PATCH").expect("a PATCH");
@@ -240,7 +245,16 @@ async fn consent_allows_denies_and_decides_when_missing() {
         e["context"]["consent"] = json!({ "categoryPreferences": preferences });
         e
     };
-    let answer = direct(&h, vec![with("ok", json!({"Marketing": true})), with("no", json!({"Marketing": false})), with("empty", json!({})), order("missing", None, Some("alex@example.net"))]).await;
+    let answer = direct(
+        &h,
+        vec![
+            with("ok", json!({"Marketing": true})),
+            with("no", json!({"Marketing": false})),
+            with("empty", json!({})),
+            order("missing", None, Some("alex@example.net")),
+        ],
+    )
+    .await;
     assert_eq!((answer["delivered"].as_u64(), answer["dropped"].as_u64()), (Some(1), Some(3)), "{answer}");
     assert_eq!(h.sandbox.accepted().len(), 1);
     assert_eq!(h.sandbox.stats().row_requests, 1, "no lookup for an event without consent");
@@ -298,10 +312,8 @@ async fn a_dry_run_looks_up_but_creates_and_updates_nothing() {
     let h = harness(extra.clone(), json!({})).await;
     let relay = crate::helpers::relay_for(&h.sandbox, &[("D365_MAPPING", &document(extra))]).with_dry_run(true);
     let identify = json!({"type": "identify", "userId": ALEX, "messageId": "id-dry", "traits": {"first_name": "Alexandra"}});
-    let answer = relay
-        .handle(json!({"batch": [order("d1", None, Some("new@example.com")), identify]}), Instant::now() + Duration::from_secs(30))
-        .await
-        .unwrap();
+    let answer =
+        relay.handle(json!({"batch": [order("d1", None, Some("new@example.com")), identify]}), Instant::now() + Duration::from_secs(30)).await.unwrap();
     assert_eq!(answer["failed"], json!([]), "{answer:#}");
     assert!(h.sandbox.row_requests().iter().all(|r| r.method == "GET"), "no POST, no PATCH in a dry run: {:?}", h.sandbox.row_requests());
     assert!(h.sandbox.signals().is_empty(), "no trigger raised");

@@ -8,9 +8,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
+use d365_sandbox::Faults;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use d365_sandbox::Faults;
 use relay::intake::IntakeError;
 use relay::Relay;
 use serde_json::{json, Value};
@@ -351,10 +351,8 @@ fn any_json_payload_gets_a_well_formed_answer_for_its_source() {
     runner
         .run(&arb_json(), |payload| {
             let is_sqs = payload.get("Records").is_some();
-            let ids: HashSet<String> = payload["Records"]
-                .as_array()
-                .map(|r| r.iter().filter_map(|x| x["messageId"].as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
+            let ids: HashSet<String> =
+                payload["Records"].as_array().map(|r| r.iter().filter_map(|x| x["messageId"].as_str().map(str::to_string)).collect()).unwrap_or_default();
             let is_http = ["requestContext", "httpMethod", "routeKey", "rawPath"].iter().any(|k| payload.get(*k).is_some());
             let is_async = match payload.get("Records") {
                 Some(records) => records.as_array().is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["EventSource"] == "aws:sns")),
@@ -366,7 +364,9 @@ fn any_json_payload_gets_a_well_formed_answer_for_its_source() {
                 // asynchronous invocation (SNS, EventBridge) with records not done, an HTTP-looking
                 // payload of no known HTTP shape.
                 Err(IntakeError::NotDelivered { not_done, .. }) => prop_assert!(is_async && not_done > 0, "NotDelivered for an asynchronous invocation only"),
-                Err(IntakeError::MalformedSqs(_) | IntakeError::MissingMessageId { .. }) => prop_assert!(is_sqs && !is_async, "an SQS error for a Records payload only"),
+                Err(IntakeError::MalformedSqs(_) | IntakeError::MissingMessageId { .. }) => {
+                    prop_assert!(is_sqs && !is_async, "an SQS error for a Records payload only")
+                }
                 Err(IntakeError::MalformedHttp(_)) => prop_assert!(is_http, "an HTTP error for an HTTP payload only"),
                 Ok(answer) if is_async => {
                     prop_assert!(answer["failed"].as_array().is_some_and(Vec::is_empty), "an asynchronous success has nothing failed: {answer}");
@@ -404,7 +404,8 @@ fn arb_enveloped() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 12, 1, |inner| {
         prop_oneof![
             (inner.clone(), prop::option::of("[a-z0-9-]{0,8}")).prop_map(|(m, id)| json!({"Type": "Notification", "MessageId": id, "Message": m.to_string()})),
-            (inner, prop::option::of("[a-z0-9-]{0,8}"), arb_json()).prop_map(|(d, id, time)| json!({"detail-type": "Order Completed", "source": "s", "id": id, "time": time, "detail": d})),
+            (inner, prop::option::of("[a-z0-9-]{0,8}"), arb_json())
+                .prop_map(|(d, id, time)| json!({"detail-type": "Order Completed", "source": "s", "id": id, "time": time, "detail": d})),
         ]
     })
 }
@@ -428,7 +429,11 @@ fn no_payload_inside_any_envelope_fails_the_invocation_unless_spec_says_so() {
                 }
                 // SNS subscription records: the summary, or NotDelivered when some record is not done.
                 1 => {
-                    let records: Vec<Value> = bodies.iter().enumerate().map(|(i, m)| json!({"EventSource": "aws:sns", "Sns": {"MessageId": format!("n-{i}"), "Message": m}})).collect();
+                    let records: Vec<Value> = bodies
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| json!({"EventSource": "aws:sns", "Sns": {"MessageId": format!("n-{i}"), "Message": m}}))
+                        .collect();
                     match runtime.block_on(h.invoke_within(json!({"Records": records}), 5.0)) {
                         Ok(answer) => prop_assert!(answer["failed"].as_array().is_some_and(Vec::is_empty), "{answer}"),
                         Err(e) => prop_assert!(matches!(e, IntakeError::NotDelivered { .. }), "{e}"),
@@ -508,7 +513,8 @@ fn mapping_never_emits_a_null() {
         .run(&strategy, |(properties, traits, timestamp, name)| {
             let event = json!({"event": name, "userId": "u", "properties": properties, "timestamp": timestamp,
                                "context": {"traits": traits, "locale": "en-GB"}});
-            let ctx = relay::mapping::MapContext { mapping: &mapping, default_trigger: Some("msdynmkt_T"), default_phone_region: None, now: chrono::Utc::now() };
+            let ctx =
+                relay::mapping::MapContext { mapping: &mapping, default_trigger: Some("msdynmkt_T"), default_phone_region: None, now: chrono::Utc::now() };
             if let relay::mapping::Decision::Raise { call, .. } = relay::mapping::map_event(&event, &ctx) {
                 let text = Value::Object(call.body).to_string();
                 prop_assert!(!text.contains("null"), "{text}");

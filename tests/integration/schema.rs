@@ -73,15 +73,39 @@ async fn profile_bound_triggers_keep_their_contact_points() {
 async fn a_value_that_cannot_be_coerced_makes_the_record_invalid_naming_parameter_and_type() {
     let h = Harness::new(&[]).await;
     let cases = [
-        (json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "seats": "many"}), "parameter msdynmkt_seats (Integer): a string that is not a number"),
-        (json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "seats": 3_000_000_000u64}), "parameter msdynmkt_seats (Integer): a number outside 32 bits"),
-        (json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "amount": "£12"}), "parameter msdynmkt_amount (Money): a string that is not a number"),
-        (json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "auto_renew": "yes"}), "parameter msdynmkt_autorenew (Boolean): a string other than true or false"),
-        (json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "renews_at": "2027-06-06T09:00:00"}), "parameter msdynmkt_renewsat (DateTime): a time without a UTC offset (its zone is unknown)"),
+        (
+            json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "seats": "many"}),
+            "parameter msdynmkt_seats (Integer): a string that is not a number",
+        ),
+        (
+            json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "seats": 3_000_000_000u64}),
+            "parameter msdynmkt_seats (Integer): a number outside 32 bits",
+        ),
+        (
+            json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "amount": "£12"}),
+            "parameter msdynmkt_amount (Money): a string that is not a number",
+        ),
+        (
+            json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "auto_renew": "yes"}),
+            "parameter msdynmkt_autorenew (Boolean): a string other than true or false",
+        ),
+        (
+            json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "renews_at": "2027-06-06T09:00:00"}),
+            "parameter msdynmkt_renewsat (DateTime): a time without a UTC offset (its zone is unknown)",
+        ),
         (json!({"subscription_id": "SUB-1"}), "parameter msdynmkt_subscriptionid (Guid): a string that is not a GUID"),
-        (json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "features": [["nested"]]}), "parameter msdynmkt_features (StringArray): a list holding a list"),
-        (json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "account_id": "ACME"}), "parameter msdynmkt_account (EntityReference): a string that is not a GUID"),
-        (json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "plan": {"name": "gold"}}), "parameter msdynmkt_plan (String): an object cannot be a String"),
+        (
+            json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "features": [["nested"]]}),
+            "parameter msdynmkt_features (StringArray): a list holding a list",
+        ),
+        (
+            json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "account_id": "ACME"}),
+            "parameter msdynmkt_account (EntityReference): a string that is not a GUID",
+        ),
+        (
+            json!({"subscription_id": "5a0b6c1e-7f3d-4e2a-9b8c-0d1e2f3a4b5c", "plan": {"name": "gold"}}),
+            "parameter msdynmkt_plan (String): an object cannot be a String",
+        ),
     ];
     for (properties, reason) in cases {
         let answer = h.invoke(subscription(properties)).await;
@@ -189,7 +213,8 @@ async fn a_direct_check_invocation_answers_the_report_and_sends_nothing() {
     assert_eq!(answer["event"]["body"]["msdynmkt_ordertotal"], 129.0);
     assert!(h.sandbox.signals().is_empty(), "a check raises nothing");
 
-    let broken = json!({"events": {"Order Completed": {"trigger": "msdynmkt_OrderCompleted", "attributes": {"msdynmkt_ordertotl": "properties.revenue"}}}}).to_string();
+    let broken =
+        json!({"events": {"Order Completed": {"trigger": "msdynmkt_OrderCompleted", "attributes": {"msdynmkt_ordertotl": "properties.revenue"}}}}).to_string();
     let h = Harness::new(&[("D365_MAPPING", &broken)]).await;
     let answer = h.invoke(json!({"check": true})).await;
     assert_eq!(answer["ok"], false);
@@ -289,8 +314,14 @@ async fn check_from_a_shell_reports_each_problem_with_its_fix() {
     assert_eq!(missing["exists"], false);
     assert!(missing["problems"][0]["fix"].as_str().unwrap().contains("case-sensitive"));
     let order = &report["triggers"][1];
-    assert_eq!(order["problems"][0]["problem"], "events[\"Order Completed\"] maps msdynmkt_total, which msdynmkt_OrderCompleted does not have (it would be left out)");
-    assert_eq!(order["problems"][0]["fix"], "rename it to one of the trigger's parameters (msdynmkt_currency, msdynmkt_orderid, msdynmkt_ordertotal), or remove it");
+    assert_eq!(
+        order["problems"][0]["problem"],
+        "events[\"Order Completed\"] maps msdynmkt_total, which msdynmkt_OrderCompleted does not have (it would be left out)"
+    );
+    assert_eq!(
+        order["problems"][0]["fix"],
+        "rename it to one of the trigger's parameters (msdynmkt_currency, msdynmkt_orderid, msdynmkt_ordertotal), or remove it"
+    );
     assert_eq!(report["event"]["outcome"], "invalid");
     assert_eq!(report["event"]["reason"], "parameter msdynmkt_orderid (String): an object cannot be a String");
 

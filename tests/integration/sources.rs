@@ -214,7 +214,8 @@ async fn fields_the_relay_does_not_read_never_fail_a_batch() {
     let h = Harness::new(&[]).await;
     let mut batch = sqs_batch(&[order("a").to_string(), order("b").to_string(), order("c").to_string()], None);
     // A binaryValue that is not base64, lists of odd types, a null where an object is usual, unknown keys.
-    batch["Records"][0]["messageAttributes"] = json!({"trace": {"binaryValue": "***not base64***", "stringListValues": [1, null], "binaryListValues": ["%%"], "dataType": "Binary"}});
+    batch["Records"][0]["messageAttributes"] =
+        json!({"trace": {"binaryValue": "***not base64***", "stringListValues": [1, null], "binaryListValues": ["%%"], "dataType": "Binary"}});
     batch["Records"][1]["attributes"] = Value::Null;
     batch["Records"][1]["messageAttributes"] = json!("text");
     batch["Records"][2]["md5OfBody"] = json!(42);

@@ -1,17 +1,16 @@
 //! Untrusted upstreams: absurd numbers from Dataverse, a Secrets Manager that
 //! never answers, a slow DynamoDB, and duplicates within one batch.
 
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crate::helpers::*;
+use bytes::Bytes;
+use d365_sandbox::Faults;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use d365_sandbox::Faults;
 use relay::Relay;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -48,7 +47,11 @@ async fn slow_done_dynamodb(done_delay: Duration) -> (String, Arc<AtomicUsize>) 
                             tokio::time::sleep(done_delay).await;
                             counter.fetch_add(1, Ordering::SeqCst);
                         }
-                        let response = hyper::Response::builder().status(200).header("content-type", "application/x-amz-json-1.0").body(Full::new(Bytes::from_static(b"{}"))).unwrap();
+                        let response = hyper::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/x-amz-json-1.0")
+                            .body(Full::new(Bytes::from_static(b"{}")))
+                            .unwrap();
                         Ok::<_, Infallible>(response)
                     }
                 });

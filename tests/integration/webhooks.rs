@@ -1,8 +1,8 @@
 //! Webhooks end to end: API Gateway REST (v1), HTTP API (v2) and function URL
 //! payloads through the real handler, against the sandbox.
 
-use base64::Engine;
 use crate::helpers::*;
+use base64::Engine;
 use d365_sandbox::Faults;
 use serde_json::{json, Value};
 
