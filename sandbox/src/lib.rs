@@ -1,5 +1,6 @@
 //! The sandbox (SPEC §10): Secrets Manager `GetSecretValue`, the Entra token
-//! endpoint and the Dataverse custom-trigger API on one loopback port (and SQS
+//! endpoint and the Dataverse Web API (custom triggers, the `customapis`
+//! metadata query, `contacts`/`leads` rows) on one loopback port (and SQS
 //! `SendMessageBatch`/`ReceiveMessage` for enqueue mode, SPEC §15), with
 //! seeded fault injection and admin endpoints listing what it received.
 

@@ -1,4 +1,5 @@
-//! d365-sandbox: Secrets Manager, Entra and Dataverse on one loopback port.
+//! d365-sandbox: Secrets Manager, Entra, Dataverse (triggers, the `customapis` query,
+//! contacts and leads) and SQS on one loopback port.
 //!
 //! ```text
 //! d365-sandbox [--config sandbox/config.json] [--port 8765] [--seed N]
