@@ -253,11 +253,16 @@ async fn sources_scenario(line: &mut impl FnMut(String)) {
     }
 }
 
+/// A Dataverse-style profile id (a GUID passes identity resolution untouched).
+fn profile_id(i: usize) -> String {
+    format!("b6a8c2e0-0000-4000-8000-{i:012}")
+}
+
 /// A webhook request of `n` events, signed now with the sandbox's webhook secret.
 fn webhook(n: usize, tag: &str) -> Value {
     let events: Vec<Value> = (0..n)
         .map(|i| {
-            json!({"type": "track", "event": "Order Completed", "messageId": format!("{tag}-{i}"), "userId": format!("user-{i}"),
+            json!({"type": "track", "event": "Order Completed", "messageId": format!("{tag}-{i}"), "userId": profile_id(i),
             "timestamp": "2026-06-06T15:30:00Z", "properties": {"order_id": format!("ORD-{tag}-{i}"), "revenue": 10.5, "currency": "GBP"}})
         })
         .collect();
@@ -295,6 +300,8 @@ async fn webhook_answer(n: usize, enqueue: bool, in_flight: usize, runs: usize) 
         statuses.insert(response["statusCode"].as_u64().unwrap_or(0));
     }
     times.sort();
+    let expected = if enqueue { 202 } else { 200 };
+    assert_eq!(statuses, BTreeSet::from([expected]), "every webhook request of the bench is accepted");
     (times, statuses)
 }
 
@@ -433,7 +440,7 @@ async fn send_run(n: usize, sandbox: &Sandbox) -> SendRun {
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
         for i in 0..n {
-            let event = json!({"type": "track", "event": "Order Completed", "messageId": format!("send-{n}-{i}"), "userId": format!("user-{i}"),
+            let event = json!({"type": "track", "event": "Order Completed", "messageId": format!("send-{n}-{i}"), "userId": profile_id(i),
                 "timestamp": "2026-06-06T15:30:00Z", "properties": {"order_id": format!("ORD-{n}-{i}"), "revenue": 10.5, "currency": "GBP"},
                 "context": {"traits": {"email": format!("Customer{i}@Example.com")}, "locale": "en-GB"}});
             writeln!(out, "{event}").unwrap();
@@ -613,6 +620,7 @@ async fn main() {
         let target = 0.95 * 32.0 / (LATENCY_MS as f64 / 1000.0);
         for n in sizes {
             let r = send_run(n, &sandbox).await;
+            assert_eq!((r.delivered, r.exit), (n, 0), "every line of the send bench is delivered");
             rows.push(format!(
                 "| `send` of a {n}-line NDJSON file ({:.1} MB), C = 32, Dataverse at {LATENCY_MS} ms | **{:.0} events/s** = {:.3}× the target {target:.0}; peak RSS **{:.1} MB** (target ≤ 64 MB); {} delivered, exit {} |",
                 r.file_bytes as f64 / 1e6,
