@@ -9,11 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{ACCEPT, AUTHORIZATION};
 use reqwest::StatusCode;
-use secrecy::ExposeSecret;
 
-use super::{classify, network_detail, time_left, Dynamics};
+use super::{classify, Dynamics};
 use crate::mapping::TriggerCall;
 use crate::outcome::{DeliveryError, Outcome};
 use crate::schema::{self, Definition};
@@ -193,35 +191,8 @@ impl Dynamics {
     /// A Dataverse Web API read: `GET {base}/api/data/v9.2/{path_and_query}`
     /// with the cached token (refreshed once after a 401), answered before `deadline`.
     pub async fn get(&self, path_and_query: &str, deadline: Instant) -> Result<(StatusCode, Vec<u8>), DeliveryError> {
-        let invocation = self.current_invocation();
-        let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
-        let mut token = self.token(creds, deadline).await?;
-        for attempt in 0..2 {
-            let timeout = time_left(deadline).ok_or(DeliveryError::Deadline)?;
-            let url = format!("{}/api/data/v9.2/{}", self.base_url(&token.creds), path_and_query);
-            let response = self
-                .http
-                .get(url)
-                .header(AUTHORIZATION, format!("Bearer {}", token.value.expose_secret()))
-                .header(ACCEPT, "application/json")
-                .header("OData-MaxVersion", "4.0")
-                .header("OData-Version", "4.0")
-                .timeout(timeout)
-                .send()
-                .await
-                .map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
-            let status = response.status();
-            let body =
-                response.bytes().await.map(|b| b.to_vec()).map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
-            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
-                self.invalidate_token(token.serial).await;
-                let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
-                token = self.token(creds, deadline).await?;
-                continue;
-            }
-            return Ok((status, body));
-        }
-        unreachable!("the loop returns on its second attempt")
+        let answer = self.web_api(reqwest::Method::GET, path_and_query, None, &[], deadline).await?;
+        Ok((answer.status, answer.body))
     }
 
     /// Gets a token now (the `check` command's third step).

@@ -46,6 +46,27 @@ impl Dynamics {
         headers: &[(&str, &str)],
         deadline: Instant,
     ) -> Result<Answer, DeliveryError> {
+        let answer = self.web_api(method, path_and_query, body, headers, deadline).await?;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            return Err(DeliveryError::Unauthorized { detail: "Dataverse refused a fresh token for a table request".into() });
+        }
+        if !answer.status.is_success() {
+            return Err(classify(answer.status, &answer.headers, &answer.body));
+        }
+        Ok(answer)
+    }
+
+    /// One Web API request, `{method} {base}/api/data/v9.2/{path_and_query}`,
+    /// with the cached token (refreshed once after a 401); the answer whatever
+    /// its status, for the caller to judge (the trigger-definition reader, row requests).
+    pub async fn web_api(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        deadline: Instant,
+    ) -> Result<Answer, DeliveryError> {
         let invocation = self.current_invocation();
         let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
         let mut token = self.token(creds, deadline).await?;
@@ -66,22 +87,16 @@ impl Dynamics {
             if let Some(body) = body {
                 request = request.header(CONTENT_TYPE, "application/json").body(serde_json::to_vec(body).expect("JSON serialises"));
             }
-            let response = request.send().await.map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
+            let transient = |e: reqwest::Error| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) };
+            let response = request.send().await.map_err(transient)?;
             let status = response.status();
             let headers = response.headers().clone();
-            let body =
-                response.bytes().await.map(|b| b.to_vec()).map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })?;
+            let body = response.bytes().await.map(|b| b.to_vec()).map_err(transient)?;
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.invalidate_token(token.serial).await;
                 let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
                 token = self.token(creds, deadline).await?;
                 continue;
-            }
-            if status == StatusCode::UNAUTHORIZED {
-                return Err(DeliveryError::Unauthorized { detail: "Dataverse refused a fresh token for a table request".into() });
-            }
-            if !status.is_success() {
-                return Err(classify(status, &headers, &body));
             }
             return Ok(Answer { status, headers, body });
         }

@@ -2,6 +2,7 @@
 //! exactly as `main.rs` wires it, but for the endpoints.
 #![allow(dead_code)]
 
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use d365_sandbox::{Sandbox, SandboxConfig};
@@ -124,4 +125,36 @@ pub fn signed_http(body: &str) -> Value {
     event["headers"] = json!({"x-timestamp": ts, "x-signature": sig, "content-type": "application/json"});
     event["body"] = json!(body);
     event
+}
+
+/// The real binary from a shell (no Lambda Runtime API), with the sandbox's
+/// settings and `env` on top (a value of "" removes the setting).
+pub fn relay_command(sandbox: &Sandbox, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_d365-trigger-relay"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "sandbox")
+        .env("AWS_SECRET_ACCESS_KEY", "sandbox")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", sandbox.url())
+        .env("D365_SECRET_ID", "d365/relay-demo")
+        .env("D365_MAPPING_FILE", mapping_file())
+        .env("D365_AUTHORITY_HOST", sandbox.url())
+        .env("D365_DATAVERSE_BASE_URL", sandbox.url());
+    for (k, v) in env {
+        if v.is_empty() {
+            command.env_remove(k);
+        } else {
+            command.env(k, v);
+        }
+    }
+    command
+}
+
+/// Runs `command` with `args` off the async runtime.
+pub async fn run(mut command: Command, args: &[&str]) -> Output {
+    command.args(args);
+    tokio::task::spawn_blocking(move || command.output().expect("the binary runs")).await.unwrap()
 }

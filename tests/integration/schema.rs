@@ -2,7 +2,7 @@
 //! bodies omitted/coerced/checked before sending, unreadable metadata never
 //! blocking delivery, and the `check` / `schema` commands of the real binary.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use d365_sandbox::{Faults, Parameter, Sandbox, TriggerDef};
 use serde_json::{json, Value};
@@ -229,35 +229,6 @@ async fn a_direct_check_invocation_answers_the_report_and_sends_nothing() {
 }
 
 // ---- the real binary from a shell ----
-
-fn relay_command(sandbox: &Sandbox, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_d365-trigger-relay"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "sandbox")
-        .env("AWS_SECRET_ACCESS_KEY", "sandbox")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", sandbox.url())
-        .env("D365_SECRET_ID", "d365/relay-demo")
-        .env("D365_MAPPING_FILE", mapping_file())
-        .env("D365_AUTHORITY_HOST", sandbox.url())
-        .env("D365_DATAVERSE_BASE_URL", sandbox.url());
-    for (k, v) in env {
-        if v.is_empty() {
-            command.env_remove(k);
-        } else {
-            command.env(k, v);
-        }
-    }
-    command
-}
-
-async fn run(mut command: Command, args: &[&str]) -> Output {
-    command.args(args);
-    tokio::task::spawn_blocking(move || command.output().expect("the binary runs")).await.unwrap()
-}
 
 fn stdout_json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("stdout is only the JSON report ({e}): {}", String::from_utf8_lossy(&output.stdout)))
