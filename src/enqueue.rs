@@ -99,8 +99,9 @@ impl Message {
         }
         let body = event.to_string();
         let (group, deduplication_id) = if fifo {
-            let group =
-                id_field(&event, "userId", "user_id").or_else(|| id_field(&event, "anonymousId", "anonymous_id")).unwrap_or_else(|| DEFAULT_GROUP.to_string());
+            let group = crate::mapping::id_field(&event, "userId", "user_id")
+                .or_else(|| crate::mapping::id_field(&event, "anonymousId", "anonymous_id"))
+                .unwrap_or_else(|| DEFAULT_GROUP.to_string());
             (Some(sqs_id(group)), Some(sqs_id(key.clone())))
         } else {
             (None, None)
@@ -116,16 +117,6 @@ impl Message {
             .set_message_deduplication_id(self.deduplication_id.clone())
             .build()
             .expect("id and body are set")
-    }
-}
-
-/// An id as the event gives it (§3: a string, or a number as its decimal text; empty counts as missing).
-fn id_field(event: &Value, camel: &str, snake: &str) -> Option<String> {
-    let value = event.get(camel).filter(|v| !v.is_null()).or_else(|| event.get(snake))?;
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 

@@ -49,7 +49,8 @@ pub fn message_id(event: &Value) -> Option<String> {
     id_field(event, "messageId", "message_id")
 }
 
-fn id_field(event: &Value, camel: &str, snake: &str) -> Option<String> {
+/// An id as the event gives it (§3: a string, or a number as its decimal text; empty counts as missing).
+pub(crate) fn id_field(event: &Value, camel: &str, snake: &str) -> Option<String> {
     let value = event.get(camel).filter(|v| !v.is_null()).or_else(|| event.get(snake))?;
     match value {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),

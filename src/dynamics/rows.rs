@@ -31,22 +31,10 @@ impl Dynamics {
         headers: &[(&str, &str)],
         deadline: Instant,
     ) -> Result<Answer, DeliveryError> {
-        let request = self.row_request_once(method, path_and_query, body, headers, deadline);
-        match tokio::time::timeout_at(deadline.into(), request).await {
-            Ok(result) => result,
-            Err(_) => Err(DeliveryError::Transient { status: None, code: None, detail: "no answer before the invocation's cut-off".into() }),
-        }
-    }
-
-    async fn row_request_once(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
-        deadline: Instant,
-    ) -> Result<Answer, DeliveryError> {
-        let answer = self.web_api(method, path_and_query, body, headers, deadline).await?;
+        let answer = match tokio::time::timeout_at(deadline.into(), self.web_api(method, path_and_query, body, headers, deadline)).await {
+            Ok(answer) => answer?,
+            Err(_) => return Err(DeliveryError::Transient { status: None, code: None, detail: "no answer before the invocation's cut-off".into() }),
+        };
         if answer.status == StatusCode::UNAUTHORIZED {
             return Err(DeliveryError::Unauthorized { detail: "Dataverse refused a fresh token for a table request".into() });
         }
