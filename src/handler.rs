@@ -20,6 +20,7 @@ use crate::intake::{self, HttpRequest, Incoming, IntakeError, Pending, Source};
 use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
 use crate::outcome::{self, DeliveryError, Outcome, RecordResult, Tally};
+use crate::secrets::SecretError;
 use crate::webhook::{self, HttpAnswer};
 
 /// API Gateway gives up after 29 s; webhook work is budgeted inside that.
@@ -153,8 +154,8 @@ impl Relay {
     /// the configuration error every record of it fails with (SPEC §2.1).
     /// The secret is read within the invocation's budget: a stalled Secrets
     /// Manager fails the records in time rather than outliving the invocation.
-    async fn prepare(&self, budget: &Budget) -> Result<Prepared<'_>, ConfigError> {
-        let Wiring { settings, dynamics, schemas, identities } = self.wiring.as_ref().map_err(Clone::clone)?;
+    async fn prepare(&self, budget: &Budget) -> Result<Prepared<'_>, SecretError> {
+        let Wiring { settings, dynamics, schemas, identities } = self.wiring.as_ref().map_err(|e| SecretError::Config(e.clone()))?;
         let credentials = dynamics.credentials_until(budget.hard_cutoff).await?;
         let default_trigger = settings.trigger_name.clone().or_else(|| credentials.trigger_name.clone());
         settings.mapping.check_triggers(default_trigger.as_deref())?;
@@ -168,7 +169,7 @@ impl Relay {
 
     /// Whether the relay can work (settings, secret, default trigger), as an
     /// invocation would find out (`send` checks it before the first record).
-    pub async fn ready(&self, budget: &Budget) -> Result<(), ConfigError> {
+    pub async fn ready(&self, budget: &Budget) -> Result<(), SecretError> {
         self.prepare(budget).await.map(|_| ())
     }
 
@@ -252,9 +253,13 @@ impl Relay {
         let budget = Budget::until(deadline);
         let prepared = match self.prepare(&budget).await {
             Ok(prepared) => prepared,
-            Err(error) => {
+            Err(SecretError::Config(error)) => {
                 tracing::error!(message = "Configuration error.", error = %error);
                 return HttpAnswer::unavailable(format!("the relay is misconfigured ({})", error.setting), 60);
+            }
+            Err(error @ SecretError::Unavailable(_)) => {
+                tracing::warn!(message = "Secrets Manager unavailable: the request is refused for a retry.", error = %error);
+                return HttpAnswer::unavailable("Secrets Manager is unavailable; retry later", 5);
             }
         };
         let proof = SenderProof { headers: &request.headers, code: request.code.as_deref(), body: &body };
@@ -291,8 +296,13 @@ impl Relay {
         match self.prepare(&budget).await {
             Ok(prepared) => self.process(&prepared, records, fifo, budget).await,
             Err(error) => {
-                tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
-                let outcome = Outcome::Failed(DeliveryError::Config(error));
+                match &error {
+                    SecretError::Config(_) => tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len()),
+                    SecretError::Unavailable(_) => {
+                        tracing::warn!(message = "Secrets Manager unavailable: records failed, to be retried.", error = %error, records = records.len())
+                    }
+                }
+                let outcome = Outcome::Failed(error.into());
                 records.into_iter().map(|r| result_of(Seen::of(r).0, None, outcome.clone(), 0)).collect()
             }
         }
@@ -399,7 +409,8 @@ impl Relay {
             rejected = t.rejected,
             failed = t.failed,
             retries = t.retries,
-            throttled = t.throttled,
+            throttled = t.throttled + t.held_back,
+            held_back = t.held_back,
             token_refreshes = metrics.token_refreshes,
             omitted_attributes = metrics.omitted_attributes,
             concurrency_limit = self.pacer.limit(),

@@ -10,6 +10,7 @@ use relay::Relay;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    relay::forget_empty_endpoint_overrides();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if relay::cli::wanted(&args) {
         std::process::exit(relay::cli::run(args).await);
