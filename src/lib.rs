@@ -17,9 +17,11 @@
 //! - [`secrets`]: the Secrets Manager adapter
 //! - [`idempotency`]: the same event is raised once
 //! - [`enqueue`]: durable webhooks, checked and queued to SQS
+//! - [`backlog`]: failed SQS records backed off by visibility; the DLQ with reasons
 //! - [`handler`]: the entry point, wired once per execution environment
 
 pub mod auth;
+pub mod backlog;
 pub mod check;
 pub mod cli;
 pub mod config;

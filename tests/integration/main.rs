@@ -6,6 +6,7 @@
 mod helpers;
 mod moto;
 
+mod backlog;
 mod enqueue;
 mod idempotency;
 mod identity;
