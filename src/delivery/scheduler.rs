@@ -70,7 +70,10 @@ impl Order {
     fn blocks(self, outcome: &Outcome) -> bool {
         match self {
             Order::Any => false,
-            Order::Fifo { parks } => !outcome.is_success() && !(parks && matches!(outcome, Outcome::Invalid { .. } | Outcome::Rejected(_))),
+            Order::Fifo { parks } => {
+                let parked = parks && matches!(outcome, Outcome::Invalid { .. } | Outcome::Rejected(_));
+                !outcome.is_success() && !parked
+            }
         }
     }
 }
