@@ -574,7 +574,8 @@ mod tests {
         assert_eq!(
             lean,
             json!({"Records": [
-                {"messageId": "a", "body": "{\"event\":\"E\"}", "eventSource": "aws:sqs", "eventSourceARN": "arn:q.fifo", "attributes": {"MessageGroupId": "g"}},
+                {"messageId": "a", "receiptHandle": "h", "body": "{\"event\":\"E\"}", "eventSource": "aws:sqs", "eventSourceARN": "arn:q.fifo",
+                 "attributes": {"ApproximateReceiveCount": "1", "MessageGroupId": "g"}, "messageAttributes": {"k": {"stringValue": "v"}}},
                 {"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": "{}"}},
                 {}, 7],
                 "other": {"kept": [1, 2.5, true, null, "as is"]}})

@@ -172,6 +172,8 @@ pub struct Tally {
     pub dry_run: u64,
     /// Attempts beyond the first, over all records.
     pub retries: u64,
+    /// Calls started, over all records (every attempt).
+    pub calls: u64,
     /// Attempts answered 429.
     pub throttled: u64,
     /// Records not attempted because a 429's pause outlasted the time to start them.
@@ -187,6 +189,7 @@ impl Tally {
         let mut tally = Tally { records: results.len() as u64, ..Tally::default() };
         for result in results {
             tally.retries += u64::from(result.attempts.saturating_sub(1));
+            tally.calls += u64::from(result.attempts);
             tally.throttled += u64::from(result.throttled);
             match &result.outcome {
                 Outcome::Delivered => {

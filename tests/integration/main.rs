@@ -16,5 +16,6 @@ mod reliability;
 mod schema;
 mod send;
 mod sources;
+mod template;
 mod upstream;
 mod webhooks;
