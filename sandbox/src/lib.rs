@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 pub use config::{App, Faults, Parameter, RowRequest, SandboxConfig, Signal, Stats, TokenRequest, TriggerDef};
-pub use sqs::QueuedMessage;
+pub use sqs::{QueuedMessage, VisibilityChange};
 
 struct StoredSecret {
     value: String,
@@ -187,6 +187,11 @@ impl Sandbox {
     /// The messages an emulated SQS queue holds (by name, e.g. `relay-events`), not yet received.
     pub fn queued(&self, queue: &str) -> Vec<QueuedMessage> {
         self.state.queues.lock().unwrap().peek(queue)
+    }
+
+    /// The visibility changes the emulated SQS was asked for, in order.
+    pub fn visibility_changes(&self) -> Vec<VisibilityChange> {
+        self.state.queues.lock().unwrap().visibility_changes.clone()
     }
 
     /// `http://127.0.0.1:{port}/000000000000/{name}`: a queue URL the emulated SQS serves.
