@@ -69,6 +69,7 @@ impl Relay {
     pub fn new(settings: Result<Settings, ConfigError>, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Relay {
         let max_in_flight = settings.as_ref().map(|s| s.max_in_flight).unwrap_or(1);
         let learned_cap_period = settings.as_ref().map_or(delivery::pacer::LEARNED_CAP_PERIOD, |s| s.learned_cap_period);
+        let budget_window = settings.as_ref().map_or(delivery::budget::BUDGET_WINDOW, |s| s.budget_window);
         match &settings {
             Ok(s) if s.webhook_auth.contains(&WebhookAuth::None) => {
                 tracing::warn!(message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer.")
@@ -84,7 +85,7 @@ impl Relay {
         });
         Relay {
             wiring,
-            pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight).with_learned_cap_period(learned_cap_period)),
+            pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight).with_learned_cap_period(learned_cap_period).with_budget_window(budget_window)),
             idempotency: Arc::new(Idempotency::in_memory()),
             emit_metrics: false,
             queue: None,

@@ -115,6 +115,8 @@ pub struct Settings {
     /// `D365_LEARNED_CAP_SECONDS`: how long a concurrency cap learned from a
     /// `0x80072326` 429 is kept before one probe above it (300 s; 0: not kept).
     pub learned_cap_period: Duration,
+    /// `D365_BUDGET_WINDOW_SECONDS`: Dataverse's request-budget window, from which a rate is learned (300 s).
+    pub budget_window: Duration,
     pub secret_ttl: Duration,
     /// Accepted sender schemes, in the order listed (a request passes if one accepts it).
     pub webhook_auth: Vec<WebhookAuth>,
@@ -171,6 +173,7 @@ impl Settings {
 
         let max_in_flight = parse_number(get("D365_MAX_IN_FLIGHT"), "D365_MAX_IN_FLIGHT", 8, 1, 256)? as usize;
         let learned_cap_period = Duration::from_secs(parse_number(get("D365_LEARNED_CAP_SECONDS"), "D365_LEARNED_CAP_SECONDS", 300, 0, 86_400)?);
+        let budget_window = Duration::from_secs(parse_number(get("D365_BUDGET_WINDOW_SECONDS"), "D365_BUDGET_WINDOW_SECONDS", 300, 1, 3_600)?);
         let secret_ttl = Duration::from_secs(parse_number(get("D365_SECRET_TTL_SECONDS"), "D365_SECRET_TTL_SECONDS", 300, 0, 86_400)?);
 
         let webhook_auth = match get("D365_WEBHOOK_AUTH") {
@@ -228,6 +231,7 @@ impl Settings {
             default_phone_region,
             max_in_flight,
             learned_cap_period,
+            budget_window,
             secret_ttl,
             webhook_auth,
             webhook_mode,

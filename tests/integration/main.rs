@@ -7,6 +7,7 @@ mod helpers;
 mod moto;
 
 mod backlog;
+mod budget;
 mod enqueue;
 mod idempotency;
 mod identity;
