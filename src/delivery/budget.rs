@@ -18,8 +18,13 @@ use std::time::{Duration, Instant};
 pub const BUDGET_CODES: &[&str] = &["0x80072322", "0x80072321"];
 /// `D365_BUDGET_WINDOW_SECONDS`'s default: Dataverse's window.
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(300);
-/// The learned rate grows by this share each window without a budget 429.
+/// The learned rate grows by this share each window without a budget 429 …
 const GROWTH: f64 = 0.10;
+/// … up to this share of the rate a budget 429 last proved too fast, and past
+/// it by [`PROBE`] a window: each 429 costs a Retry-After pause, so the rate
+/// settles just under the budget instead of crossing it every other window.
+const HEADROOM: f64 = 0.97;
+const PROBE: f64 = 0.01;
 /// The slowest pace ever learned: one call every ten seconds.
 const MIN_PER_SECOND: f64 = 0.1;
 /// Accepted calls remembered at most (a window's worth at Dataverse's default is 6,000).
@@ -38,6 +43,8 @@ pub struct RequestBudget {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Learned {
     per_second: f64,
+    /// The pace that drew the last budget 429, once one came while paced.
+    too_fast: Option<f64>,
     /// The last budget 429.
     cut_at: Instant,
     /// The last growth step (or the cut).
@@ -64,16 +71,18 @@ impl RequestBudget {
             return;
         }
         self.forget_before(now);
-        let per_second = (self.accepted.len() as f64 / self.window.as_secs_f64()).max(MIN_PER_SECOND);
-        // Several calls in flight get the same 429: the first one's cut stands.
-        let per_second = match self.learned {
-            Some(learned) if now.duration_since(learned.cut_at) < Duration::from_secs(1) => learned.per_second.min(per_second),
-            _ => per_second,
+        let sustained = (self.accepted.len() as f64 / self.window.as_secs_f64()).max(MIN_PER_SECOND);
+        let (per_second, too_fast) = match self.learned {
+            // Several calls in flight get the same 429: the first one's cut stands.
+            Some(learned) if now.saturating_duration_since(learned.cut_at) < Duration::from_secs(1) => (learned.per_second.min(sustained), learned.too_fast),
+            // Paced and still over: the pace was too fast; leave some headroom under what was sustained.
+            Some(learned) => (sustained.min(learned.per_second) * HEADROOM, Some(learned.per_second)),
+            None => (sustained, None),
         };
         if self.learned.is_none_or(|l| (l.per_second - per_second).abs() > f64::EPSILON) {
             tracing::debug!(message = "Request rate learned from a budget 429.", per_second, window_seconds = self.window.as_secs());
         }
-        self.learned = Some(Learned { per_second, cut_at: now, grown_at: now });
+        self.learned = Some(Learned { per_second: per_second.max(MIN_PER_SECOND), too_fast, cut_at: now, grown_at: now });
     }
 
     /// The learned rate at `now` (calls a second), if one is kept.
@@ -85,7 +94,11 @@ impl RequestBudget {
             return None;
         }
         while now.saturating_duration_since(learned.grown_at) >= self.window {
-            learned.per_second *= 1.0 + GROWTH;
+            let grown = learned.per_second * (1.0 + GROWTH);
+            learned.per_second = match learned.too_fast {
+                Some(too_fast) if grown > too_fast * HEADROOM => (too_fast * HEADROOM).max(learned.per_second * (1.0 + PROBE)),
+                _ => grown,
+            };
             learned.grown_at += self.window;
         }
         Some(learned.per_second)
@@ -156,7 +169,30 @@ mod tests {
             budget.on_accepted(t0 + Duration::from_secs(15) + Duration::from_millis(i * 100));
         }
         budget.on_budget_throttled(t0 + Duration::from_secs(20));
-        assert_eq!(budget.per_second(t0 + Duration::from_secs(20)), Some(3.0));
+        assert_eq!(budget.per_second(t0 + Duration::from_secs(20)), Some(3.0 * HEADROOM), "paced and still over: just under what was sustained");
+    }
+
+    #[test]
+    fn after_a_429_while_paced_the_rate_grows_back_to_just_under_the_pace_that_drew_it_then_probes() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(10);
+        let mut budget = RequestBudget::new(window, Duration::from_secs(3_600));
+        for i in 0..100 {
+            budget.on_accepted(t0 + Duration::from_millis(i));
+        }
+        budget.on_budget_throttled(t0 + SECOND);
+        assert_eq!(budget.per_second(t0 + SECOND), Some(10.0));
+        // Paced at 10 a second, a window later Dataverse still says no: 10 was too fast.
+        for i in 0..100 {
+            budget.on_accepted(t0 + Duration::from_secs(2) + Duration::from_millis(i * 90));
+        }
+        budget.on_budget_throttled(t0 + Duration::from_secs(11));
+        let cut = budget.per_second(t0 + Duration::from_secs(11)).unwrap();
+        assert!((cut - 9.7).abs() < 1e-9, "{cut}");
+        // Growth stops at 97 % of 10, then probes by 1 % a window.
+        let later = |w: u64| budget.clone().per_second(t0 + Duration::from_secs(11) + window * w as u32).unwrap();
+        assert!((later(1) - 9.797).abs() < 1e-9, "{}", later(1));
+        assert!((later(3) - 9.7 * 1.01f64.powi(3)).abs() < 1e-9, "{}", later(3));
     }
 
     #[test]

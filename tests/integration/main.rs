@@ -17,6 +17,7 @@ mod reliability;
 mod schema;
 mod send;
 mod sources;
+mod sqs_poller;
 mod template;
 mod upstream;
 mod webhooks;
