@@ -13,6 +13,7 @@ mod learned_cap;
 mod relay;
 mod reliability;
 mod schema;
+mod sdk;
 mod send;
 mod sources;
 mod upstream;
