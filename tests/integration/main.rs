@@ -14,6 +14,7 @@ mod relay;
 mod reliability;
 mod schema;
 mod sdk;
+mod sdk_python;
 mod send;
 mod sources;
 mod upstream;
