@@ -383,3 +383,17 @@ async fn svix_headers_pass_the_standard_scheme_and_svix_id_is_the_idempotency_ke
     assert_eq!((status, answer_body["code"].as_str()), (401, Some("unauthorized")));
     assert!(answer_body["message"].as_str().unwrap().contains("svix-signature"), "{answer_body}");
 }
+
+#[tokio::test]
+async fn the_sdk_sample_delivers_its_two_tracks_with_the_batch_s_e_mail_and_drops_its_page() {
+    let h = writekey_harness().await;
+    let (status, _, body) = answer(&h.invoke(event_file("segment-batch.json")).await);
+    assert_eq!((status, body), (200, json!({"success": true})));
+    let signals = h.sandbox.accepted();
+    let mut triggers: Vec<&str> = signals.iter().map(|s| s.trigger.as_str()).collect();
+    triggers.sort();
+    assert_eq!(triggers, ["msdynmkt_OrderCompleted", "msdynmkt_SignedUp"]);
+    let order = signals.iter().find(|s| s.trigger == "msdynmkt_OrderCompleted").unwrap();
+    assert_eq!(order.body["contactpoint_email"], "jane@example.com", "the batch's context reached the call");
+    assert_eq!(order.body["msdynmkt_orderid"], "ORD-20417");
+}
