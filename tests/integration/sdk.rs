@@ -194,7 +194,8 @@ async fn analytics_js_puts_the_write_key_in_the_body_without_authorization() {
     wrong["writeKey"] = json!("another-key");
     let mut right_in_body_wrong_in_header = order("js-4");
     right_in_body_wrong_in_header["writeKey"] = json!(WRITE_KEY);
-    let cases: [(&str, Vec<(&str, String)>, String, &str); 4] = [
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, String, &'a str);
+    let cases: [Case; 4] = [
         ("another key in the body", text_plain(), wrong.to_string(), "does not match"),
         ("no key at all", text_plain(), order("js-5").to_string(), "missing write key"),
         ("a body that is not JSON", text_plain(), "writeKey=sandbox-write-key".into(), "not a JSON object"),
