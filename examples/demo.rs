@@ -28,12 +28,14 @@ const SAMPLES: &[(&str, &str, usize)] = &[
     ("alb.json", "Application Load Balancer (Lambda target), signed webhook", 2),
     ("dataverse-webhook.json", "Dataverse webhook (RemoteExecutionContext, WebhookKey ?code=) to a function URL: contact Update", 1),
     ("power-automate.json", "Power Automate HTTP action (X-Api-Key): the plain change-event form, contact Modified", 1),
+    ("segment-batch.json", "an analytics SDK (segment-analytics-python) posting /v1/batch to a function URL, write key as HTTP Basic; a page dropped", 2),
     ("direct-schema.json", "direct invocation, values coerced to each trigger's types; contact points left out of a contact-bound trigger", 2),
     ("direct-identity.json", "direct invocation, an order identified by e-mail only (contact looked up) and an identify event (contact updated)", 1),
 ];
 
-/// The demo accepts the signed samples (hmac) and the keyed ones (Dataverse, Power Automate).
-const WEBHOOK_AUTH: &str = "hmac,key";
+/// The demo accepts the signed samples (hmac), the keyed ones (Dataverse, Power
+/// Automate) and the analytics SDK's write key (writekey).
+const WEBHOOK_AUTH: &str = "hmac,key,writekey";
 
 /// ANSI styles: on a terminal only, and never when `NO_COLOR` is set (no-color.org).
 struct Style {

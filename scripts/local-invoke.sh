@@ -64,7 +64,7 @@ wait_for 60 "$sandbox/_sandbox/stats" "$sandbox_pid" "$logs/sandbox.log"
 for name in $(compgen -e | grep -E '^(D365_|AWS_)' || true); do unset "$name"; done
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=sandbox AWS_SECRET_ACCESS_KEY=sandbox \
   AWS_ENDPOINT_URL_SECRETS_MANAGER=$sandbox \
-  D365_SECRET_ID=d365/relay-demo D365_MAPPING_FILE=events/mapping.json D365_WEBHOOK_AUTH=hmac,key \
+  D365_SECRET_ID=d365/relay-demo D365_MAPPING_FILE=events/mapping.json D365_WEBHOOK_AUTH=hmac,key,writekey \
   D365_AUTHORITY_HOST=$sandbox D365_DATAVERSE_BASE_URL=$sandbox
 cargo lambda watch --bin d365-trigger-relay --ignore-changes --quiet \
   --invoke-address 127.0.0.1 --invoke-port "$invoke_port" >"$logs/watch.log" 2>&1 &

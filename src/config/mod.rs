@@ -36,12 +36,15 @@ pub enum WebhookAuth {
     Segment,
     /// A shared key: `?code=` or `X-Api-Key` (Dataverse webhooks, Power Automate).
     Key,
+    /// An analytics SDK's write key: the HTTP Basic user name, or a `writeKey` body field (SPEC §20).
+    WriteKey,
     /// Nothing: only behind an API Gateway authorizer.
     None,
 }
 
 impl WebhookAuth {
-    pub const ALL: [WebhookAuth; 5] = [WebhookAuth::Hmac, WebhookAuth::Standard, WebhookAuth::Segment, WebhookAuth::Key, WebhookAuth::None];
+    pub const ALL: [WebhookAuth; 6] =
+        [WebhookAuth::Hmac, WebhookAuth::Standard, WebhookAuth::Segment, WebhookAuth::Key, WebhookAuth::WriteKey, WebhookAuth::None];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +52,7 @@ impl WebhookAuth {
             WebhookAuth::Standard => "standard",
             WebhookAuth::Segment => "segment",
             WebhookAuth::Key => "key",
+            WebhookAuth::WriteKey => "writekey",
             WebhookAuth::None => "none",
         }
     }
@@ -60,13 +64,13 @@ impl WebhookAuth {
             let scheme = WebhookAuth::ALL
                 .into_iter()
                 .find(|s| s.name().eq_ignore_ascii_case(item))
-                .ok_or_else(|| format!("'{item}' is not one of hmac, standard, segment, key, none"))?;
+                .ok_or_else(|| format!("'{item}' is not one of hmac, standard, segment, key, writekey, none"))?;
             if !schemes.contains(&scheme) {
                 schemes.push(scheme);
             }
         }
         if schemes.is_empty() {
-            return Err("names no scheme; use a comma-separated list of hmac, standard, segment, key, none".into());
+            return Err("names no scheme; use a comma-separated list of hmac, standard, segment, key, writekey, none".into());
         }
         Ok(schemes)
     }
@@ -414,7 +418,7 @@ mod tests {
 
     #[test]
     fn webhook_auth_is_a_list_of_schemes() {
-        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", " HMAC, standard,segment ,key,none,hmac")]).unwrap();
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", " HMAC, standard,segment ,key,WriteKey,none,hmac")]).unwrap();
         assert_eq!(s.webhook_auth, WebhookAuth::ALL.to_vec());
         let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", "key")]).unwrap();
         assert_eq!(s.webhook_auth, vec![WebhookAuth::Key]);

@@ -15,6 +15,8 @@ mod learned_cap;
 mod relay;
 mod reliability;
 mod schema;
+mod sdk;
+mod sdk_python;
 mod send;
 mod sources;
 mod sqs_poller;
