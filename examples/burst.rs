@@ -38,8 +38,9 @@ async fn main() {
     let sandbox = Sandbox::start(config, 0).await.expect("the sandbox starts");
     let moto = moto::moto();
     let name = format!("burst-{}", std::process::id());
-    // Visibility 10 s (the function's timeout, scaled) and 5 receives, as a first deployment would have it.
-    let queue = sqs_poller::Queues::create(&moto.url, &name, 10, 5).await;
+    // Visibility 30 s (above the 10 s function timeout, scaled, as the template's 390 s is above its 60 s)
+    // and 5 receives, as a first deployment would have it.
+    let queue = sqs_poller::Queues::create(&moto.url, &name, 30, 5).await;
     let mapping = format!("{ROOT}/events/mapping.json");
     let window = WINDOW_SECS.to_string();
     let relays: Vec<Relay> = (0..ENVIRONMENTS)

@@ -29,6 +29,17 @@ const PROBE: f64 = 0.01;
 const MIN_PER_SECOND: f64 = 0.1;
 /// Accepted calls remembered at most (a window's worth at Dataverse's default is 6,000).
 const MAX_REMEMBERED: usize = 100_000;
+/// Fewer calls accepted than this before a budget 429 teach nothing: this
+/// environment was not the one spending the budget, and the pause is the remedy.
+const MIN_SAMPLE: usize = 5;
+/// A spent budget answers every call 429 until the window has room, so the
+/// calls in flight come back 429 one after another; a rate is first learned
+/// after this many budget 429s in a row (no call accepted between them). A
+/// stray 429 among successes teaches nothing.
+const CONFIRM: u32 = 4;
+/// Once paced, another 429 cuts again only this share of a window after the
+/// last cut: one spent budget answers many calls.
+const CUT_SPACING: f64 = 0.1;
 
 #[derive(Debug, Clone)]
 pub struct RequestBudget {
@@ -37,6 +48,8 @@ pub struct RequestBudget {
     keep: Duration,
     /// When Dataverse accepted this user's calls, within the last window.
     accepted: VecDeque<Instant>,
+    /// Budget 429s since the last accepted call.
+    run: u32,
     learned: Option<Learned>,
 }
 
@@ -53,36 +66,41 @@ struct Learned {
 
 impl RequestBudget {
     pub fn new(window: Duration, keep: Duration) -> RequestBudget {
-        RequestBudget { window: window.max(Duration::from_secs(1)), keep, accepted: VecDeque::new(), learned: None }
+        RequestBudget { window: window.max(Duration::from_secs(1)), keep, accepted: VecDeque::new(), run: 0, learned: None }
     }
 
     /// Dataverse accepted a call at `now`.
     pub fn on_accepted(&mut self, now: Instant) {
         self.forget_before(now);
+        self.run = 0;
         if self.accepted.len() >= MAX_REMEMBERED {
             self.accepted.pop_front();
         }
         self.accepted.push_back(now);
     }
 
-    /// A budget 429 at `now`: the rate is what the window before it sustained.
+    /// A budget 429 at `now`. Unpaced, a spent budget (several 429s in a row)
+    /// sets the rate to what the window before it accepted; paced, the pace was
+    /// too fast: it is cut to just under itself.
     pub fn on_budget_throttled(&mut self, now: Instant) {
         if self.keep.is_zero() {
             return;
         }
         self.forget_before(now);
-        let sustained = (self.accepted.len() as f64 / self.window.as_secs_f64()).max(MIN_PER_SECOND);
-        let (per_second, too_fast) = match self.learned {
-            // Several calls in flight get the same 429: the first one's cut stands.
-            Some(learned) if now.saturating_duration_since(learned.cut_at) < Duration::from_secs(1) => (learned.per_second.min(sustained), learned.too_fast),
-            // Paced and still over: the pace was too fast; leave some headroom under what was sustained.
-            Some(learned) => (sustained.min(learned.per_second) * HEADROOM, Some(learned.per_second)),
-            None => (sustained, None),
+        self.run += 1;
+        let learned = match self.learned {
+            Some(learned) if now.saturating_duration_since(learned.cut_at) < self.window.mul_f64(CUT_SPACING).max(Duration::from_secs(1)) => return,
+            Some(learned) => {
+                Learned { per_second: (learned.per_second * HEADROOM).max(MIN_PER_SECOND), too_fast: Some(learned.per_second), cut_at: now, grown_at: now }
+            }
+            None if self.run < CONFIRM || self.accepted.len() < MIN_SAMPLE => return,
+            None => {
+                let per_second = (self.accepted.len() as f64 / self.window.as_secs_f64()).max(MIN_PER_SECOND);
+                Learned { per_second, too_fast: None, cut_at: now, grown_at: now }
+            }
         };
-        if self.learned.is_none_or(|l| (l.per_second - per_second).abs() > f64::EPSILON) {
-            tracing::debug!(message = "Request rate learned from a budget 429.", per_second, window_seconds = self.window.as_secs());
-        }
-        self.learned = Some(Learned { per_second: per_second.max(MIN_PER_SECOND), too_fast, cut_at: now, grown_at: now });
+        tracing::debug!(message = "Request rate learned from a budget 429.", per_second = learned.per_second, window_seconds = self.window.as_secs());
+        self.learned = Some(learned);
     }
 
     /// The learned rate at `now` (calls a second), if one is kept.
@@ -121,76 +139,76 @@ mod tests {
     use super::*;
 
     const SECOND: Duration = Duration::from_secs(1);
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    fn accept(budget: &mut RequestBudget, from: Instant, count: u64, every: Duration) {
+        for i in 0..count {
+            budget.on_accepted(from + every * i as u32);
+        }
+    }
+
+    /// The calls in flight when the budget is spent: `n` 429s in a row at `at`.
+    fn spent(budget: &mut RequestBudget, at: Instant, n: u32) {
+        for i in 0..n {
+            budget.on_budget_throttled(at + Duration::from_millis(u64::from(i)));
+        }
+    }
 
     #[test]
-    fn the_rate_is_what_the_window_before_the_429_accepted() {
+    fn the_rate_is_what_the_window_before_a_spent_budget_accepted() {
         let t0 = Instant::now();
-        let mut budget = RequestBudget::new(Duration::from_secs(10), Duration::from_secs(300));
+        let mut budget = RequestBudget::new(WINDOW, Duration::from_secs(300));
         assert_eq!(budget.interval(t0), None, "nothing learned yet: no pacing");
-        // 66 calls accepted in a burst, then the budget is spent.
-        for i in 0..66 {
-            budget.on_accepted(t0 + Duration::from_millis(i * 5));
-        }
-        budget.on_budget_throttled(t0 + SECOND);
+        // 66 calls accepted in a burst, then the budget is spent: the 8 in flight come back 429.
+        accept(&mut budget, t0, 66, Duration::from_millis(5));
+        spent(&mut budget, t0 + SECOND, 8);
         assert_eq!(budget.per_second(t0 + SECOND), Some(6.6));
-        // Calls accepted more than a window ago do not count.
-        budget.on_accepted(t0 + Duration::from_secs(12));
-        budget.on_budget_throttled(t0 + Duration::from_secs(12));
-        assert_eq!(budget.per_second(t0 + Duration::from_secs(12)), Some(0.1), "one call in the window: 0.1 a second");
+        assert_eq!(budget.interval(t0 + SECOND), Some(Duration::from_secs_f64(1.0 / 6.6)));
+    }
+
+    #[test]
+    fn a_stray_429_or_one_that_others_earned_teaches_nothing() {
+        let t0 = Instant::now();
+        let mut budget = RequestBudget::new(WINDOW, Duration::from_secs(300));
+        // Among successes: 429s one at a time.
+        for i in 0..20 {
+            accept(&mut budget, t0 + SECOND * i, 10, Duration::from_millis(10));
+            budget.on_budget_throttled(t0 + SECOND * i + Duration::from_millis(500));
+        }
+        assert_eq!(budget.per_second(t0 + Duration::from_secs(20)), None);
+        // A spent budget this environment hardly used: the pause alone is the remedy.
+        let mut quiet = RequestBudget::new(WINDOW, Duration::from_secs(300));
+        accept(&mut quiet, t0, 3, SECOND);
+        spent(&mut quiet, t0 + Duration::from_secs(4), 8);
+        assert_eq!(quiet.per_second(t0 + Duration::from_secs(4)), None);
     }
 
     #[test]
     fn the_rate_grows_a_tenth_a_window_without_a_429_and_is_forgotten_after_the_keep_period() {
         let t0 = Instant::now();
-        let mut budget = RequestBudget::new(Duration::from_secs(10), Duration::from_secs(60));
-        for i in 0..100 {
-            budget.on_accepted(t0 + Duration::from_millis(i));
-        }
-        budget.on_budget_throttled(t0 + SECOND);
+        let mut budget = RequestBudget::new(WINDOW, Duration::from_secs(60));
+        accept(&mut budget, t0, 100, Duration::from_millis(1));
+        spent(&mut budget, t0 + SECOND, 4);
         assert_eq!(budget.per_second(t0 + Duration::from_secs(10)), Some(10.0), "less than a window: no growth");
-        let grown = budget.per_second(t0 + Duration::from_secs(21)).unwrap();
+        let grown = budget.per_second(t0 + Duration::from_secs(22)).unwrap();
         assert!((grown - 12.1).abs() < 1e-9, "two windows: ×1.1 twice, {grown}");
         assert_eq!(budget.per_second(t0 + Duration::from_secs(62)), None, "kept 60 s without a budget 429");
     }
 
     #[test]
-    fn the_next_429_cuts_the_rate_again_but_a_round_of_429s_counts_once() {
+    fn paced_a_429_cuts_just_under_the_pace_once_per_tenth_of_a_window_then_growth_stops_there_and_probes() {
         let t0 = Instant::now();
-        let mut budget = RequestBudget::new(Duration::from_secs(10), Duration::from_secs(300));
-        for i in 0..50 {
-            budget.on_accepted(t0 + Duration::from_millis(i));
-        }
-        budget.on_budget_throttled(t0 + SECOND);
-        // The other calls of the same round get their 429s within the second.
-        budget.on_budget_throttled(t0 + Duration::from_millis(1_200));
-        assert_eq!(budget.per_second(t0 + Duration::from_millis(1_300)), Some(5.0));
-        // Later: 30 accepted in the last window, then another 429.
-        for i in 0..30 {
-            budget.on_accepted(t0 + Duration::from_secs(15) + Duration::from_millis(i * 100));
-        }
-        budget.on_budget_throttled(t0 + Duration::from_secs(20));
-        assert_eq!(budget.per_second(t0 + Duration::from_secs(20)), Some(3.0 * HEADROOM), "paced and still over: just under what was sustained");
-    }
-
-    #[test]
-    fn after_a_429_while_paced_the_rate_grows_back_to_just_under_the_pace_that_drew_it_then_probes() {
-        let t0 = Instant::now();
-        let window = Duration::from_secs(10);
-        let mut budget = RequestBudget::new(window, Duration::from_secs(3_600));
-        for i in 0..100 {
-            budget.on_accepted(t0 + Duration::from_millis(i));
-        }
-        budget.on_budget_throttled(t0 + SECOND);
+        let mut budget = RequestBudget::new(WINDOW, Duration::from_secs(3_600));
+        accept(&mut budget, t0, 100, Duration::from_millis(1));
+        spent(&mut budget, t0 + SECOND, 8);
         assert_eq!(budget.per_second(t0 + SECOND), Some(10.0));
-        // Paced at 10 a second, a window later Dataverse still says no: 10 was too fast.
-        for i in 0..100 {
-            budget.on_accepted(t0 + Duration::from_secs(2) + Duration::from_millis(i * 90));
-        }
-        budget.on_budget_throttled(t0 + Duration::from_secs(11));
+        // Paced at 10 a second, Dataverse still says no: 10 was too fast. One cut for the round.
+        accept(&mut budget, t0 + Duration::from_secs(2), 80, Duration::from_millis(100));
+        spent(&mut budget, t0 + Duration::from_secs(11), 3);
         let cut = budget.per_second(t0 + Duration::from_secs(11)).unwrap();
         assert!((cut - 9.7).abs() < 1e-9, "{cut}");
         // Growth stops at 97 % of 10, then probes by 1 % a window.
-        let later = |w: u64| budget.clone().per_second(t0 + Duration::from_secs(11) + window * w as u32).unwrap();
+        let later = |w: u32| budget.clone().per_second(t0 + Duration::from_secs(11) + WINDOW * w).unwrap();
         assert!((later(1) - 9.797).abs() < 1e-9, "{}", later(1));
         assert!((later(3) - 9.7 * 1.01f64.powi(3)).abs() < 1e-9, "{}", later(3));
     }
@@ -198,9 +216,9 @@ mod tests {
     #[test]
     fn a_zero_keep_period_learns_nothing() {
         let t0 = Instant::now();
-        let mut budget = RequestBudget::new(Duration::from_secs(10), Duration::ZERO);
-        budget.on_accepted(t0);
-        budget.on_budget_throttled(t0);
-        assert_eq!(budget.interval(t0), None);
+        let mut budget = RequestBudget::new(WINDOW, Duration::ZERO);
+        accept(&mut budget, t0, 10, Duration::from_millis(1));
+        spent(&mut budget, t0 + SECOND, 8);
+        assert_eq!(budget.interval(t0 + SECOND), None);
     }
 }
