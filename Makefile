@@ -74,9 +74,10 @@ sign-events:
 	python3 scripts/sign-events.py
 
 ## Benchmarks: Markdown table in target/bench.md (see README "Performance").
-bench:
+bench: tools-moto
 	$(CARGO) build --release --bin d365-trigger-relay
 	$(CARGO) run --release --example bench
+	$(CARGO) run --release --example burst
 	$(CARGO) bench --bench mapping -- --noplot
 
 ## A longer chaos run (20,000 messages).
