@@ -23,8 +23,8 @@ const GROWTH: f64 = 0.10;
 /// … up to this share of the rate a budget 429 last proved too fast, and past
 /// it by [`PROBE`] a window: each 429 costs a Retry-After pause, so the rate
 /// settles just under the budget instead of crossing it every other window.
-const HEADROOM: f64 = 0.97;
-const PROBE: f64 = 0.01;
+const HEADROOM: f64 = 0.93;
+const PROBE: f64 = 0.005;
 /// The slowest pace ever learned: one call every ten seconds.
 const MIN_PER_SECOND: f64 = 0.1;
 /// Accepted calls remembered at most (a window's worth at Dataverse's default is 6,000).
