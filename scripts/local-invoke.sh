@@ -130,10 +130,13 @@ wait_for 60 "$sandbox/_sandbox/stats" "$sandbox_pid" "$logs/sandbox.log"
 # values go in --env-vars, the mapping inline since /var/task holds only the bootstrap.
 for name in $(compgen -e | grep -E '^(D365_|AWS_)' || true); do unset "$name"; done
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=sandbox AWS_SECRET_ACCESS_KEY=sandbox
+# Empty means unset: sam local would give D365_DEAD_LETTER_QUEUE_URL the DLQ's
+# logical id (it resolves a resource's Ref to its name).
 settings=(
   AWS_ENDPOINT_URL_SECRETS_MANAGER="$function_sandbox"
   D365_SECRET_ID=d365/relay-demo D365_WEBHOOK_AUTH=hmac,key
   D365_AUTHORITY_HOST="$function_sandbox" D365_DATAVERSE_BASE_URL="$function_sandbox"
+  D365_DEAD_LETTER_QUEUE_URL=
 )
 if [ $runtime = cargo-lambda ]; then
   invoke_port=${INVOKE_PORT:-$(free_port)}

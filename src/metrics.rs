@@ -10,6 +10,27 @@ use crate::outcome::Tally;
 /// EMF allows at most 100 values per metric in one line.
 const MAX_VALUES: usize = 100;
 
+/// Every metric name the relay emits (the template's dashboard names only these
+/// and AWS's own).
+pub const METRIC_NAMES: &[&str] = &[
+    "Records",
+    "TriggerCalls",
+    "Delivered",
+    "Dropped",
+    "Duplicates",
+    "Invalid",
+    "Rejected",
+    "Failed",
+    "Retries",
+    "ThrottledResponses",
+    "TokenRefreshes",
+    "BatchItemFailures",
+    "OmittedAttributes",
+    "NoConsent",
+    "DeliveryLatency",
+    "InvocationDuration",
+];
+
 /// One invocation's figures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InvocationMetrics {
@@ -25,8 +46,9 @@ impl InvocationMetrics {
     /// The EMF document, dimensioned by source (sqs, sqs-fifo, webhook, direct).
     pub fn to_emf(&self, namespace: &str, timestamp_ms: i64) -> Value {
         let t = &self.tally;
-        let counts: [(&str, u64); 13] = [
+        let counts: [(&str, u64); 14] = [
             ("Records", t.records),
+            ("TriggerCalls", t.calls),
             ("Delivered", t.delivered),
             ("Dropped", t.dropped),
             ("Duplicates", t.duplicates),
@@ -122,6 +144,18 @@ mod tests {
         assert_eq!(doc["DeliveryLatency"].as_array().unwrap().len(), 100);
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "D365TriggerRelay");
         assert!(!doc.to_string().contains('\n'), "one line");
+    }
+
+    #[test]
+    fn metric_names_lists_exactly_what_is_emitted() {
+        let tally = Tally { records: 1, delivered: 1, delivery_latency_ms: vec![5.0], ..Default::default() };
+        let doc = InvocationMetrics { source: "sqs", tally, ..Default::default() }.to_emf("N", 1);
+        let emitted: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
+        let mut listed = METRIC_NAMES.to_vec();
+        let mut sorted = emitted.clone();
+        listed.sort_unstable();
+        sorted.sort_unstable();
+        assert_eq!(sorted, listed);
     }
 
     #[test]

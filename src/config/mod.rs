@@ -89,6 +89,22 @@ pub struct QueueTarget {
     pub fifo: bool,
 }
 
+/// How failed SQS records wait in the queue, and where the relay parks what needs a person (SPEC §18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogSettings {
+    /// `D365_BACKOFF_BASE_SECONDS`: the first backoff of a retryable record (30 s).
+    pub backoff_base: Duration,
+    /// `D365_BACKOFF_MAX_SECONDS`: the longest backoff (3,600 s; at most 43,000).
+    pub backoff_max: Duration,
+    /// `D365_MAX_RETRY_AGE_SECONDS`: a retryable record first received longer ago is parked as `expired` (86,400 s).
+    pub max_retry_age: Duration,
+    /// `D365_DEAD_LETTER_QUEUE_URL`: the DLQ the relay parks records in, with their reasons.
+    pub dead_letter_queue: Option<QueueTarget>,
+}
+
+/// The longest visibility backoff: SQS's limit is 12 hours (43,200 s).
+pub const MAX_BACKOFF_SECONDS: u64 = 43_000;
+
 /// Settings read from the function's environment (SPEC §2.1).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -119,6 +135,8 @@ pub struct Settings {
     pub schema_ttl: Duration,
     /// `D365_IDENTITY_TTL_SECONDS`: how long a resolved profile id is reused (SPEC §14).
     pub identity_ttl: Duration,
+    /// Backoff by visibility and the DLQ with reasons (SPEC §18).
+    pub backlog: BacklogSettings,
 }
 
 impl Settings {
@@ -191,7 +209,18 @@ impl Settings {
 
         let identity_ttl = Duration::from_secs(parse_number(get("D365_IDENTITY_TTL_SECONDS"), "D365_IDENTITY_TTL_SECONDS", 3600, 0, 86_400)?);
 
+        let backlog = BacklogSettings {
+            backoff_base: Duration::from_secs(parse_number(get("D365_BACKOFF_BASE_SECONDS"), "D365_BACKOFF_BASE_SECONDS", 30, 1, MAX_BACKOFF_SECONDS)?),
+            backoff_max: Duration::from_secs(parse_number(get("D365_BACKOFF_MAX_SECONDS"), "D365_BACKOFF_MAX_SECONDS", 3_600, 1, MAX_BACKOFF_SECONDS)?),
+            max_retry_age: Duration::from_secs(parse_number(get("D365_MAX_RETRY_AGE_SECONDS"), "D365_MAX_RETRY_AGE_SECONDS", 86_400, 60, 14 * 86_400)?),
+            dead_letter_queue: match get("D365_DEAD_LETTER_QUEUE_URL") {
+                None => None,
+                Some(url) => Some(check_queue_url(&url).map_err(|e| ConfigError::new("D365_DEAD_LETTER_QUEUE_URL", e))?),
+            },
+        };
+
         Ok(Settings {
+            backlog,
             identity_ttl,
             schema_ttl,
             trigger_name,

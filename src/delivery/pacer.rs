@@ -9,6 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::lock;
 use super::retry::RetryClass;
+use crate::outcome::DeliveryError;
 
 /// The longest pause a Retry-After can impose (upstream numbers are untrusted).
 pub const MAX_PAUSE: Duration = Duration::from_secs(300);
@@ -38,6 +39,8 @@ struct PaceState {
     owed: usize,
     hint: Option<usize>,
     pause_until: Option<Instant>,
+    /// The code of the latest 429 that paused the calls (SPEC §7), for the records it holds back.
+    pause_code: Option<String>,
     last_decrease: Option<Instant>,
     /// No growth until then: probing past a limit Dataverse enforced costs a Retry-After pause.
     hold_growth_until: Option<Instant>,
@@ -85,6 +88,7 @@ impl Pacer {
                 owed: 0,
                 hint: None,
                 pause_until: None,
+                pause_code: None,
                 last_decrease: None,
                 hold_growth_until: None,
                 best_latency: None,
@@ -144,6 +148,19 @@ impl Pacer {
         if state.pause_until.is_none_or(|p| p < until) {
             state.pause_until = Some(until);
         }
+    }
+
+    /// Remembers the code of the 429 that paused the calls.
+    pub(super) fn note_pause_code(&self, code: Option<String>) {
+        lock(&self.state).pause_code = code;
+    }
+
+    /// Why a call cannot start before `until` when a 429's pause outlasts it:
+    /// the record is held back, with what is left of the pause.
+    pub fn held_back(&self, until: Instant) -> Option<DeliveryError> {
+        let state = lock(&self.state);
+        let pause = state.pause_until.filter(|p| *p >= until)?;
+        Some(DeliveryError::HeldBack { retry_after: pause.saturating_duration_since(Instant::now()), code: state.pause_code.clone() })
     }
 
     /// Waits for the pause, a slot and (with a rate) a start time; `None` if

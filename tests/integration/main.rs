@@ -6,14 +6,17 @@
 mod helpers;
 mod moto;
 
+mod backlog;
 mod enqueue;
 mod idempotency;
 mod identity;
 mod learned_cap;
 mod relay;
 mod reliability;
+mod sam_local;
 mod schema;
 mod send;
 mod sources;
+mod template;
 mod upstream;
 mod webhooks;

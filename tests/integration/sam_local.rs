@@ -1,5 +1,6 @@
-//! template.yaml: what `sam local` needs must not be in force when the stack is
-//! deployed (SPEC §2.1, README "Local runtimes").
+//! template.yaml and `scripts/local-invoke.sh --sam`: what `sam local` needs
+//! must not be in force when the stack is deployed (SPEC §2.1, README "Local
+//! runtimes").
 //!
 //! SAM's local runtime passes the function only the variables the template
 //! declares, so the sandbox's endpoint settings are declared — under the
@@ -11,6 +12,8 @@
 use std::collections::BTreeMap;
 
 use serde_norway::Value;
+
+use crate::helpers::ROOT;
 
 /// A variable's value once CloudFormation has resolved it.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +31,7 @@ struct Template {
 
 impl Template {
     fn load(overrides: &[(&str, &str)]) -> Template {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml")).expect("template.yaml");
+        let text = std::fs::read_to_string(format!("{ROOT}/template.yaml")).expect("template.yaml");
         let doc: Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
         let mut parameters = BTreeMap::new();
         for (name, spec) in doc["Parameters"].as_mapping().expect("Parameters") {
@@ -156,10 +159,26 @@ fn sam_local_has_every_variable_the_sandbox_run_sets() {
     // scripts/local-invoke.sh --sam fills these through --env-vars; sam local
     // ignores a variable the template does not declare.
     let declared = Template::load(&[("SamLocal", "true")]).environment();
-    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/local-invoke.sh")).unwrap();
+    let script = std::fs::read_to_string(format!("{ROOT}/scripts/local-invoke.sh")).unwrap();
     for name in ["AWS_ENDPOINT_URL_SECRETS_MANAGER", "D365_AUTHORITY_HOST", "D365_DATAVERSE_BASE_URL", "D365_SECRET_ID", "D365_WEBHOOK_AUTH", "D365_MAPPING"] {
         assert!(declared.contains_key(name), "template.yaml does not declare {name} under SamLocal=true");
         assert!(script.contains(name), "scripts/local-invoke.sh does not set {name}");
+    }
+}
+
+#[test]
+fn sam_local_gets_no_resource_id_where_a_deployment_gets_a_resource() {
+    // sam local resolves `!Ref SomeResource` to the logical id ("EventsDeadLetterQueue"),
+    // which the relay would refuse as a URL: the script blanks each such variable.
+    let template = Template::load(&[("SamLocal", "true")]);
+    let resources = template.doc["Resources"].as_mapping().unwrap();
+    let script = std::fs::read_to_string(format!("{ROOT}/scripts/local-invoke.sh")).unwrap();
+    for (name, value) in template.environment() {
+        if let Resolved::Deployed(what) = value {
+            if resources.contains_key(what.as_str()) {
+                assert!(script.contains(&format!("{name}=")), "scripts/local-invoke.sh must set {name} (a deployment's {what})");
+            }
+        }
     }
 }
 
