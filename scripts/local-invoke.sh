@@ -129,7 +129,13 @@ wait_for 60 "$sandbox/_sandbox/stats" "$sandbox_pid" "$logs/sandbox.log"
 # passes only the variables the template declares (with SamLocal=true): their
 # values go in --env-vars, the mapping inline since /var/task holds only the bootstrap.
 for name in $(compgen -e | grep -E '^(D365_|AWS_)' || true); do unset "$name"; done
-export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=sandbox AWS_SECRET_ACCESS_KEY=sandbox
+if [ $runtime = cargo-lambda ]; then
+  export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=sandbox AWS_SECRET_ACCESS_KEY=sandbox
+else
+  # No AWS profile for SAM: it then gives the function dummy credentials instead
+  # of looking the account up with STS (seconds per invocation with no network).
+  export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+fi
 # Empty means unset: sam local would give D365_DEAD_LETTER_QUEUE_URL the DLQ's
 # logical id (it resolves a resource's Ref to its name).
 settings=(
