@@ -92,13 +92,20 @@ fi
 if [ $runtime = sam ]; then
   # The base image (AWS's, else the stand-in), then sam build: x86_64, in a
   # build directory of its own so that `make sam-build`'s (arm64) stays. cargo
-  # reuses its release build when the sources have not changed.
+  # reuses its build when the sources have not changed. The release profile's
+  # fat LTO and single codegen unit cost minutes and change no behaviour: the
+  # local build goes without them, in a cargo target directory of its own
+  # (SAM_LOCAL_PROFILE=release keeps the release profile as it is).
   image=$(scripts/sam-image.sh)
   image_kind=${image%% *} image_name=${image#* }
   build_dir=.aws-sam/sam-local
   parameters=(--parameter-overrides Architecture=x86_64 SamLocal=true)
-  echo "sam build (x86_64, $build_dir; logs: $logs/sam-build.log)"
-  if ! sam build --build-dir "$build_dir" --template template.yaml "${parameters[@]}" >"$logs/sam-build.log" 2>&1; then
+  build_env=()
+  if [ "${SAM_LOCAL_PROFILE:-quick}" != release ]; then
+    build_env=(CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/sam-local-build" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16)
+  fi
+  echo "sam build (x86_64, $build_dir${build_env[*]:+, release profile without LTO}; logs: $logs/sam-build.log)"
+  if ! env ${build_env[@]+"${build_env[@]}"} sam build --build-dir "$build_dir" --template template.yaml "${parameters[@]}" >"$logs/sam-build.log" 2>&1; then
     tail -30 "$logs/sam-build.log" >&2
     exit 1
   fi

@@ -39,7 +39,11 @@ fi
 
 # The stand-in.
 [ "$(id -u)" = 0 ] || { say "building the stand-in needs root (debootstrap); run as root or: sudo $0 --build"; exit 2; }
-command -v debootstrap >/dev/null || { say "installing debootstrap (apt)"; apt-get update -qq >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2; }
+if ! command -v debootstrap >/dev/null; then
+  say "installing debootstrap (apt)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; } >/tmp/sam-image-apt.log 2>&1 ||
+    { tail -20 /tmp/sam-image-apt.log >&2; exit 1; }
+fi
 
 # The mirror apt already uses (the first URIs:/deb line), else Debian's CDN.
 mirror=${DEBIAN_MIRROR:-$(
