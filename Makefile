@@ -8,19 +8,23 @@ ARCH ?= arm64
 SANDBOX_PORT ?= 8765
 SANDBOX_BIND ?= 127.0.0.1
 
-.PHONY: demo test lint tools-moto tools-lambda tools-sam build validate sam-build sandbox invoke smoke sam-image sam-local sam-smoke deploy bench chaos sign-events clean
+.PHONY: demo test lint tools-moto tools-sdk tools-lambda tools-sam build validate sam-build sandbox invoke smoke sam-image sam-local sam-smoke deploy bench chaos sign-events clean
 
 ## The relay against the sandbox on every sample event, showing what Dynamics received.
 demo:
 	$(CARGO) run --quiet --example demo
 
 ## Unit, integration and property tests (starts what they need on loopback).
-test: tools-moto
+test: tools-moto tools-sdk
 	$(CARGO) test --all-targets
 
 ## moto's server (a DynamoDB emulator) for the idempotency tests.
 tools-moto:
 	@python3 -c "import moto.server, flask, flask_cors" 2>/dev/null || $(PIP) install --quiet 'moto[server]'
+
+## Segment's Python SDK, which the analytics-SDK test points at the relay (SPEC §20).
+tools-sdk:
+	@python3 -c "import segment.analytics" 2>/dev/null || $(PIP) install --quiet 'segment-analytics-python>=2.4,<3'
 
 ## rustfmt (rustfmt.toml) and clippy with warnings as errors, over the workspace.
 lint:

@@ -147,7 +147,7 @@ fi
 # logical id (it resolves a resource's Ref to its name).
 settings=(
   AWS_ENDPOINT_URL_SECRETS_MANAGER="$function_sandbox"
-  D365_SECRET_ID=d365/relay-demo D365_WEBHOOK_AUTH=hmac,key
+  D365_SECRET_ID=d365/relay-demo D365_WEBHOOK_AUTH=hmac,key,writekey
   D365_AUTHORITY_HOST="$function_sandbox" D365_DATAVERSE_BASE_URL="$function_sandbox"
   D365_DEAD_LETTER_QUEUE_URL=
 )

@@ -1,4 +1,4 @@
-//! Sender authentication (SPEC §5, §12): the schemes of `D365_WEBHOOK_AUTH`,
+//! Sender authentication (SPEC §5, §12, §20): the schemes of `D365_WEBHOOK_AUTH`,
 //! tried in the order listed; a request passes if one of them accepts it.
 //! Every comparison is constant time, and a scheme whose secret field is
 //! absent rejects (fail closed). Error texts say what is wrong, never a value.
@@ -22,15 +22,19 @@ pub struct SenderProof<'a> {
     pub headers: &'a HeaderMap,
     /// The `code` query parameter, URL-decoded.
     pub code: Option<&'a str>,
-    /// The raw body (after base64 decoding when `isBase64Encoded`).
+    /// The raw body as sent (after base64 decoding when `isBase64Encoded`):
+    /// what signatures are computed over.
     pub body: &'a [u8],
+    /// The body with its `Content-Encoding` undone, when it could be (the
+    /// `writekey` scheme reads a `writeKey` field from it).
+    pub decoded: Option<&'a [u8]>,
 }
 
 /// The scheme that accepted a request, and what it vouches for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accepted {
     pub scheme: WebhookAuth,
-    /// Standard Webhooks' `webhook-id`: the idempotency key of a single event without `messageId`.
+    /// Standard Webhooks' `webhook-id` (or Svix's `svix-id`): the idempotency key of a single event without `messageId`.
     pub webhook_id: Option<String>,
 }
 
@@ -38,6 +42,7 @@ pub struct Accepted {
 pub fn authenticate(schemes: &[WebhookAuth], credentials: &Credentials, proof: &SenderProof<'_>, now_ms: i64) -> Result<Accepted, String> {
     let secret = credentials.webhook_secret.as_ref().map(|s| s.expose_secret().as_bytes());
     let key = credentials.webhook_key.as_ref().map(|s| s.expose_secret().as_bytes());
+    let write_key = credentials.write_key.as_ref().map(|s| s.expose_secret().as_bytes());
     let mut first_reason = None;
     for &scheme in schemes {
         let result = match scheme {
@@ -45,6 +50,7 @@ pub fn authenticate(schemes: &[WebhookAuth], credentials: &Credentials, proof: &
             WebhookAuth::Standard => verify_standard(secret, proof.headers, proof.body, now_ms / 1000).map(Some),
             WebhookAuth::Segment => verify_segment(secret, proof.headers, proof.body).map(|()| None),
             WebhookAuth::Key => verify_key(key, proof.headers, proof.code).map(|()| None),
+            WebhookAuth::WriteKey => verify_write_key(write_key, proof.headers, proof.decoded).map(|()| None),
             WebhookAuth::None => Ok(None),
         };
         match result {
@@ -63,15 +69,17 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// Standard Webhooks (standardwebhooks.com): `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`
 /// entries, space-separated; the key is the base64 after `whsec_`, else the secret's bytes.
-/// Returns the `webhook-id`.
+/// Each header is read under Svix's name (`svix-id`, …) first, then the
+/// `webhook-*` one, as Svix's own library does (SPEC §20). Returns the id.
 pub fn verify_standard(secret: Option<&[u8]>, headers: &HeaderMap, body: &[u8], now_s: i64) -> Result<String, String> {
     let secret = secret.ok_or("Standard Webhooks signing is not configured: add webhook_secret (whsec_…) to the secret")?;
-    let id = header(headers, "webhook-id").ok_or("missing webhook-id header")?;
-    let timestamp = header(headers, "webhook-timestamp").ok_or("missing webhook-timestamp header")?;
-    let signatures = header(headers, "webhook-signature").ok_or("missing webhook-signature header")?;
+    let read = |name: &str| header(headers, &format!("svix-{name}")).or_else(|| header(headers, &format!("webhook-{name}")));
+    let id = read("id").ok_or("missing webhook-id (or svix-id) header")?;
+    let timestamp = read("timestamp").ok_or("missing webhook-timestamp (or svix-timestamp) header")?;
+    let signatures = read("signature").ok_or("missing webhook-signature (or svix-signature) header")?;
     let sent: i64 = timestamp.parse().map_err(|_| "webhook-timestamp is not unix epoch seconds")?;
     if (now_s - sent).abs() > STANDARD_WINDOW_SECS {
-        return Err("webhook-timestamp is more than 5 minutes from now: re-sign the request (and check the sender's clock)".into());
+        return Err("webhook-timestamp (svix-timestamp) is more than 5 minutes from now: re-sign the request (and check the sender's clock)".into());
     }
     let key = standard_key(secret)?;
     let expected = standard_mac(&key, id, timestamp, body);
@@ -83,7 +91,7 @@ pub fn verify_standard(secret: Option<&[u8]>, headers: &HeaderMap, body: &[u8], 
     if matched {
         Ok(id.to_string())
     } else {
-        Err("webhook-signature has no v1 signature matching the body: sign \"{webhook-id}.{webhook-timestamp}.{body}\" with the webhook secret".into())
+        Err("webhook-signature (svix-signature) has no v1 signature matching the body: sign \"{id}.{timestamp}.{body}\" with the webhook secret".into())
     }
 }
 
@@ -152,6 +160,60 @@ pub fn verify_key(key: Option<&[u8]>, headers: &HeaderMap, code: Option<&str>) -
     } else {
         Err("the key (?code= or X-Api-Key) does not match webhook_key".into())
     }
+}
+
+/// An analytics SDK's write key (SPEC §20): the user name of `Authorization:
+/// Basic` (the password is ignored: Segment's and RudderStack's SDKs send it
+/// empty), or — only without an `Authorization` header — the `writeKey` field of
+/// a JSON body, as browser SDKs send it. Both sides are hashed first, so the
+/// comparison takes the same time whatever the lengths.
+pub fn verify_write_key(write_key: Option<&[u8]>, headers: &HeaderMap, body: Option<&[u8]>) -> Result<(), String> {
+    let write_key = write_key.ok_or("the write key is not configured: add write_key to the secret")?;
+    let given = match headers.get(aws_lambda_events::http::header::AUTHORIZATION) {
+        Some(value) => basic_user(value.to_str().unwrap_or(""))?,
+        None => body_write_key(body)?,
+    };
+    if bool::from(Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(write_key))) {
+        Ok(())
+    } else {
+        Err("the write key does not match write_key: check the key the SDK was given".into())
+    }
+}
+
+/// The user name of `Basic <base64(user:password)>`.
+fn basic_user(authorization: &str) -> Result<String, String> {
+    let not_basic = "Authorization is not HTTP Basic: send the write key as the Basic user name (Authorization: Basic base64(\"<writeKey>:\"))";
+    let (scheme, credentials) = authorization.trim().split_once(' ').ok_or(not_basic)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(not_basic.into());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim())
+        .map_err(|_| "Authorization: Basic is not valid base64 of \"<writeKey>:\"".to_string())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "Authorization: Basic is not UTF-8 \"<writeKey>:\"".to_string())?;
+    let user = decoded.split_once(':').map_or(decoded.as_str(), |(user, _password)| user);
+    if user.is_empty() {
+        return Err("Authorization: Basic has an empty user name: the write key is the user name, the password is empty".into());
+    }
+    Ok(user.to_string())
+}
+
+/// The `writeKey` field of a JSON object body; other fields are skipped, not built.
+fn body_write_key(body: Option<&[u8]>) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Field {
+        #[serde(rename = "writeKey")]
+        write_key: Option<String>,
+    }
+    let missing = "missing write key: send it as the HTTP Basic user name (Authorization: Basic base64(\"<writeKey>:\")) or a writeKey field of the JSON body";
+    let body = body.ok_or(missing)?;
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    // Only an object: serde would also read a struct from a JSON list.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(format!("{missing} (the body is not a JSON object)"));
+    }
+    let field: Field = serde_json::from_slice(body).map_err(|_| format!("{missing} (the body is not JSON)"))?;
+    field.write_key.filter(|k| !k.is_empty()).ok_or_else(|| missing.to_string())
 }
 
 #[cfg(test)]
@@ -227,5 +289,58 @@ mod tests {
         assert!(verify_key(Some(b"k3y"), &headers(&[]), Some("k3y ")).is_err());
         assert!(verify_key(Some(b"k3y"), &headers(&[]), None).unwrap_err().contains("missing"));
         assert!(verify_key(None, &headers(&[("x-api-key", "k3y")]), None).unwrap_err().contains("not configured"));
+    }
+
+    #[test]
+    fn svix_header_names_are_read_and_preferred() {
+        let ts = VECTOR_TS.to_string();
+        let svix = headers(&[("svix-id", VECTOR_ID), ("svix-timestamp", &ts), ("svix-signature", VECTOR_SIG)]);
+        assert_eq!(verify_standard(Some(VECTOR_SECRET), &svix, VECTOR_BODY, VECTOR_TS), Ok(VECTOR_ID.to_string()));
+        // Both families: Svix's names win, so a stale webhook-* set does not matter…
+        let both = headers(&[
+            ("svix-id", VECTOR_ID),
+            ("svix-timestamp", &ts),
+            ("svix-signature", VECTOR_SIG),
+            ("webhook-id", "other-id"),
+            ("webhook-timestamp", "1"),
+            ("webhook-signature", "v1,AAAA"),
+        ]);
+        assert_eq!(verify_standard(Some(VECTOR_SECRET), &both, VECTOR_BODY, VECTOR_TS), Ok(VECTOR_ID.to_string()));
+        // …and a wrong svix-signature is not rescued by a right webhook-signature.
+        let wrong = headers(&[
+            ("svix-id", VECTOR_ID),
+            ("svix-timestamp", &ts),
+            ("svix-signature", "v1,AAAA"),
+            ("webhook-id", VECTOR_ID),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", VECTOR_SIG),
+        ]);
+        assert!(verify_standard(Some(VECTOR_SECRET), &wrong, VECTOR_BODY, VECTOR_TS).is_err());
+    }
+
+    fn basic(user_and_password: &str) -> String {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user_and_password))
+    }
+
+    #[test]
+    fn write_key_as_basic_user_name_or_body_field() {
+        let key = Some(&b"wk_live_1"[..]);
+        assert_eq!(verify_write_key(key, &headers(&[("authorization", &basic("wk_live_1:"))]), None), Ok(()));
+        assert_eq!(verify_write_key(key, &headers(&[("Authorization", &basic("wk_live_1:ignored"))]), None), Ok(()), "the password is ignored");
+        assert_eq!(verify_write_key(key, &headers(&[("authorization", &basic("wk_live_1"))]), None), Ok(()), "no colon");
+        assert!(verify_write_key(key, &headers(&[("authorization", &basic("wk_live_2:"))]), None).unwrap_err().contains("does not match"));
+        assert!(verify_write_key(key, &headers(&[("authorization", &basic(":wk_live_1"))]), None).unwrap_err().contains("empty user name"));
+        assert!(verify_write_key(key, &headers(&[("authorization", "Bearer wk_live_1")]), None).unwrap_err().contains("not HTTP Basic"));
+        assert!(verify_write_key(key, &headers(&[("authorization", "Basic ***")]), None).unwrap_err().contains("base64"));
+        let body = br#"{"batch": [{"event": "E"}], "writeKey": "wk_live_1"}"#;
+        assert_eq!(verify_write_key(key, &headers(&[]), Some(body)), Ok(()));
+        // With an Authorization header the body is not read.
+        assert!(verify_write_key(key, &headers(&[("authorization", &basic("wrong:"))]), Some(body)).is_err());
+        assert!(verify_write_key(key, &headers(&[]), Some(br#"{"writeKey": "wk_live_2"}"#)).unwrap_err().contains("does not match"));
+        assert!(verify_write_key(key, &headers(&[]), Some(br#"{"event": "E"}"#)).unwrap_err().contains("missing write key"));
+        assert!(verify_write_key(key, &headers(&[]), Some(b"not json")).unwrap_err().contains("not a JSON object"));
+        assert!(verify_write_key(key, &headers(&[]), Some(br#"["wk_live_1"]"#)).is_err(), "a list is no body with a field");
+        assert!(verify_write_key(key, &headers(&[]), None).unwrap_err().contains("missing write key"));
+        assert!(verify_write_key(None, &headers(&[("authorization", &basic("wk_live_1:"))]), None).unwrap_err().contains("not configured"));
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::QueueTarget;
 use crate::delivery::Budget;
-use crate::webhook::HttpAnswer;
+use crate::webhook::{ErrorCode, HttpAnswer};
 
 /// SQS takes at most 10 entries per `SendMessageBatch`.
 pub const BATCH_ENTRIES: usize = 10;
@@ -301,7 +301,9 @@ pub fn answer(total: usize, refused: &[Refusal]) -> HttpAnswer {
             entry
         })
         .collect();
+    let message = format!("{} of {total} event(s) were not queued (see failed): send them again after {RETRY_AFTER_SECS} s", refused.len());
     HttpAnswer { status: 503, retry_after: Some(RETRY_AFTER_SECS), body: json!({ "accepted": accepted, "failed": failed }) }
+        .with_code(ErrorCode::Unavailable, message)
 }
 
 #[cfg(test)]
@@ -389,7 +391,8 @@ mod tests {
         assert_eq!(
             a.body,
             json!({"accepted": 2, "failed": [{"index": 1, "messageId": "m-1", "outcome": "failed", "code": "InvalidMessageContents",
-                   "error": "the queue did not take the event (SQS InvalidMessageContents)"}]})
+                   "error": "the queue did not take the event (SQS InvalidMessageContents)"}],
+                   "code": "unavailable", "message": format!("1 of 3 event(s) were not queued (see failed): send them again after {RETRY_AFTER_SECS} s")})
         );
     }
 }

@@ -23,7 +23,8 @@ use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
 use crate::outcome::{self, DeliveryError, Outcome, RecordResult, Tally};
 use crate::secrets::SecretError;
-use crate::webhook::{self, HttpAnswer};
+use crate::segment_api;
+use crate::webhook::{self, ErrorCode, HttpAnswer};
 
 /// API Gateway gives up after 29 s; webhook work is budgeted inside that.
 pub const WEBHOOK_BUDGET: Duration = Duration::from_secs(25);
@@ -69,6 +70,7 @@ impl Relay {
     pub fn new(settings: Result<Settings, ConfigError>, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Relay {
         let max_in_flight = settings.as_ref().map(|s| s.max_in_flight).unwrap_or(1);
         let learned_cap_period = settings.as_ref().map_or(delivery::pacer::LEARNED_CAP_PERIOD, |s| s.learned_cap_period);
+        let budget_window = settings.as_ref().map_or(delivery::budget::BUDGET_WINDOW, |s| s.budget_window);
         match &settings {
             Ok(s) if s.webhook_auth.contains(&WebhookAuth::None) => {
                 tracing::warn!(message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer.")
@@ -84,7 +86,7 @@ impl Relay {
         });
         Relay {
             wiring,
-            pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight).with_learned_cap_period(learned_cap_period)),
+            pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight).with_learned_cap_period(learned_cap_period).with_budget_window(budget_window)),
             idempotency: Arc::new(Idempotency::in_memory()),
             emit_metrics: false,
             queue: None,
@@ -263,11 +265,13 @@ impl Relay {
     }
 
     async fn handle_http(&self, request: HttpRequest, deadline: Instant, started: Instant, tokens_before: u64) -> HttpAnswer {
+        let api = segment_api::api_path(&request.path);
         let reject = |answer: HttpAnswer| {
-            tracing::warn!(message = "Webhook request refused.", status = answer.status, error = %answer.body["error"].as_str().unwrap_or(""));
+            tracing::warn!(message = "Webhook request refused.", status = answer.status, code = answer.body["code"].as_str().unwrap_or(""), error = %answer.body["error"].as_str().unwrap_or(""));
             answer
         };
-        let body = match webhook::raw_body(&request) {
+        // Method and size as sent (405, 413).
+        let sent = match webhook::raw_body(&request) {
             Ok(body) => body,
             Err(answer) => return reject(answer),
         };
@@ -276,22 +280,35 @@ impl Relay {
             Ok(prepared) => prepared,
             Err(SecretError::Config(error)) => {
                 tracing::error!(message = "Configuration error.", error = %error);
-                return HttpAnswer::unavailable(format!("the relay is misconfigured ({})", error.setting), 60);
+                return HttpAnswer::unavailable(format!("the relay is misconfigured ({}): the operator must fix it; retry later", error.setting), 60);
             }
             Err(error @ SecretError::Unavailable(_)) => {
                 tracing::warn!(message = "Secrets Manager unavailable: the request is refused for a retry.", error = %error);
                 return HttpAnswer::unavailable("Secrets Manager is unavailable; retry later", 5);
             }
         };
-        let proof = SenderProof { headers: &request.headers, code: request.code.as_deref(), body: &body };
-        let accepted = match auth::authenticate(&prepared.settings.webhook_auth, &prepared.credentials, &proof, Utc::now().timestamp_millis()) {
+        // The signature is over the body as sent (401); decoding comes after it,
+        // except that a `writeKey` in the body is read from the decoded body.
+        let schemes = &prepared.settings.webhook_auth;
+        let reads_body = schemes.contains(&WebhookAuth::WriteKey) && !request.headers.contains_key(aws_lambda_events::http::header::AUTHORIZATION);
+        let mut decoded = reads_body.then(|| webhook::decode(&sent, &request.headers));
+        let proof =
+            SenderProof { headers: &request.headers, code: request.code.as_deref(), body: &sent, decoded: decoded.as_ref().and_then(|d| d.as_deref().ok()) };
+        let accepted = match auth::authenticate(schemes, &prepared.credentials, &proof, Utc::now().timestamp_millis()) {
             Ok(accepted) => accepted,
-            Err(problem) => return reject(HttpAnswer::error(401, problem)),
+            Err(problem) => return reject(HttpAnswer::error(ErrorCode::Unauthorized, problem)),
         };
-        let events = match webhook::parse_events(&body) {
+        // Decoding (415, 400 for a corrupt stream, 413 past the limit), then the body (400, 413).
+        let body = match decoded.take().unwrap_or_else(|| webhook::decode(&sent, &request.headers)) {
+            Ok(body) => body,
+            Err(answer) => return reject(answer),
+        };
+        let events = match webhook::parse_events(&body, api) {
             Ok(events) => events,
             Err(answer) => return reject(answer),
         };
+        drop(body);
+        drop(sent);
         // Enqueue mode queues the unwrapped events; an item that is no event is
         // queued as received, so the queue path reports it invalid (and the DLQ keeps it).
         let originals = matches!(prepared.settings.webhook_mode, WebhookMode::Enqueue(_)).then(|| events.clone());
@@ -301,14 +318,15 @@ impl Relay {
         }
         if let Some(originals) = originals {
             let events: Vec<serde_json::Value> = records.into_iter().zip(originals).map(|(r, original)| r.event.resolve().unwrap_or(original)).collect();
-            return match &self.queue {
+            let answer = match &self.queue {
                 Some(queue) => queue.accept(&events, &[], deadline).await,
                 None => HttpAnswer::unavailable("the relay is misconfigured (D365_WEBHOOK_MODE=enqueue without an SQS client)", 60),
             };
+            return answer.for_api(api);
         }
         let results = self.process(&prepared, records, Order::Any, budget).await;
         let tally = self.log_summary("webhook", &results, started, tokens_before);
-        webhook::answer(&results, &tally)
+        webhook::answer(&results, &tally).for_api(api)
     }
 
     /// Prepares the invocation, then maps and delivers its records; with a

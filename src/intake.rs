@@ -51,6 +51,9 @@ pub struct HttpRequest {
     pub is_base64_encoded: bool,
     /// The `code` query parameter, URL-decoded (the `key` sender scheme).
     pub code: Option<String>,
+    /// The request's path as the sender sent it (v2 `rawPath`, v1 and ALB `path`):
+    /// Segment's API paths are told apart by it (SPEC §20).
+    pub path: String,
 }
 
 /// An asynchronous invoker: its errors are retried by Lambda, not answered.
@@ -234,6 +237,7 @@ fn http_request(payload: &Value, flavour: Flavour, method: Option<&str>, code: O
         body: payload.get("body").and_then(Value::as_str).map(str::to_string),
         is_base64_encoded: payload.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false),
         code,
+        path: str_at(payload, "/rawPath").or_else(|| str_at(payload, "/path")).unwrap_or("/").to_string(),
     }
 }
 

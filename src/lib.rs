@@ -4,8 +4,9 @@
 //!
 //! - [`intake`]: Lambda payloads in, each source's answer out
 //! - [`envelope`]: SNS, EventBridge and Dataverse envelopes unwrapped to events
-//! - [`webhook`]: HTTP semantics and answers
-//! - [`auth`]: sender authentication schemes (hmac, standard, segment, key, none)
+//! - [`webhook`]: HTTP semantics and answers (content decoding included)
+//! - [`segment_api`]: Segment's HTTP API paths, for analytics SDKs as senders
+//! - [`auth`]: sender authentication schemes (hmac, standard, segment, key, writekey, none)
 //! - [`mapping`]: event → trigger body (pure)
 //! - [`schema`]: a trigger's definition; a body coerced to it (pure)
 //! - [`check`]: the deployment check (`check` command, `{"check": true}`)
@@ -40,6 +41,7 @@ pub mod outcome;
 pub mod redact;
 pub mod schema;
 pub mod secrets;
+pub mod segment_api;
 pub mod send;
 pub mod webhook;
 

@@ -1,6 +1,10 @@
-//! Webhooks (SPEC §5, §12): method, size, signature and body checks, in that order,
-//! and the HTTP answer for API Gateway REST (v1), HTTP API (v2), function URLs
-//! and Application Load Balancers. The sender schemes are in [`crate::auth`].
+//! Webhooks (SPEC §5, §12, §20): method, size, signature, decoding and body
+//! checks, in that order, and the HTTP answer for API Gateway REST (v1), HTTP
+//! API (v2), function URLs and Application Load Balancers. The sender schemes
+//! are in [`crate::auth`], Segment's HTTP API paths in [`crate::segment_api`].
+
+use std::borrow::Cow;
+use std::io::Read;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -13,15 +17,65 @@ use subtle::ConstantTimeEq;
 
 use crate::intake::{self, Flavour, HttpRequest};
 use crate::outcome::{self, RecordResult, Tally};
+use crate::segment_api::{self, ApiPath};
 
 /// At most this many bytes of (decoded) body per request.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// At most this many events per request.
+/// At most this many events per request (on Segment's `/v1` paths, [`segment_api::MAX_CALLS`]).
 pub const MAX_EVENTS: usize = 500;
 /// A signature's timestamp must be within this of now.
 pub const SIGNATURE_WINDOW_MS: i64 = 5 * 60 * 1000;
 /// Retry-After for a 503 when Dynamics gave none.
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 30;
+
+/// The `code` of an error answer (SPEC §20): a short word that SDKs read
+/// (RudderStack's retries an answer without one as if the network had failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: the body is not JSON.
+    InvalidJson,
+    /// 400: the body is JSON but not events, not valid base64, or a corrupt compressed stream.
+    InvalidBody,
+    /// 401: no sender scheme accepted the request.
+    Unauthorized,
+    /// 405: not a POST.
+    MethodNotAllowed,
+    /// 413: too many bytes (as sent or decoded) or too many events.
+    TooLarge,
+    /// 415: a Content-Encoding other than gzip, deflate or identity.
+    UnsupportedEncoding,
+    /// 422: some events invalid or rejected for good.
+    Unprocessable,
+    /// 503: something may pass on retry (Retry-After says when).
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidJson | ErrorCode::InvalidBody => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::UnsupportedEncoding => 415,
+            ErrorCode::Unprocessable => 422,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::UnsupportedEncoding => "unsupported_encoding",
+            ErrorCode::Unprocessable => "unprocessable",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
 
 /// An HTTP answer before it is shaped for its flavour.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,12 +86,32 @@ pub struct HttpAnswer {
 }
 
 impl HttpAnswer {
-    pub fn error(status: u16, message: impl Into<String>) -> HttpAnswer {
-        HttpAnswer { status, retry_after: None, body: json!({ "error": message.into() }) }
+    /// `{"error": …, "code": …, "message": …}` with the code's status.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> HttpAnswer {
+        let message = message.into();
+        HttpAnswer { status: code.status(), retry_after: None, body: json!({ "error": message, "code": code.as_str(), "message": message }) }
     }
 
     pub fn unavailable(message: impl Into<String>, retry_after: u64) -> HttpAnswer {
-        HttpAnswer { status: 503, retry_after: Some(retry_after), body: json!({ "error": message.into() }) }
+        HttpAnswer { retry_after: Some(retry_after), ..HttpAnswer::error(ErrorCode::Unavailable, message) }
+    }
+
+    /// Adds `code` and `message` to a summary body (422, 503) that lists what failed.
+    pub fn with_code(mut self, code: ErrorCode, message: impl Into<String>) -> HttpAnswer {
+        if let Value::Object(body) = &mut self.body {
+            body.insert("code".into(), json!(code.as_str()));
+            body.insert("message".into(), json!(message.into()));
+        }
+        self
+    }
+
+    /// On Segment's `/v1` paths a success is 200 `{"success": true}`, in
+    /// deliver and enqueue modes alike (SPEC §20); errors are left as they are.
+    pub fn for_api(self, api: Option<ApiPath>) -> HttpAnswer {
+        match api {
+            Some(_) if matches!(self.status, 200 | 202) => HttpAnswer { status: 200, retry_after: None, body: json!({ "success": true }) },
+            _ => self,
+        }
     }
 
     /// The Lambda response for the request's flavour.
@@ -93,13 +167,13 @@ fn alb_response(status: u16, headers: &HeaderMap, body: String, multi_value: boo
     response
 }
 
-/// Method and size (405, 413), then the raw body bytes (base64 decoded).
+/// Method and size as sent (405, 413), then the body bytes as sent (base64 decoded).
 pub fn raw_body(request: &HttpRequest) -> Result<Vec<u8>, HttpAnswer> {
     if !request.method.eq_ignore_ascii_case("POST") {
-        return Err(HttpAnswer::error(405, format!("method {} is not allowed; send events with POST", request.method)));
+        return Err(HttpAnswer::error(ErrorCode::MethodNotAllowed, format!("method {} is not allowed; send events with POST", request.method)));
     }
     let text = request.body.as_deref().unwrap_or("");
-    let too_large = || HttpAnswer::error(413, format!("the body is larger than {MAX_BODY_BYTES} bytes; split it into several requests"));
+    let too_large = || HttpAnswer::error(ErrorCode::TooLarge, format!("the body is larger than {MAX_BODY_BYTES} bytes; split it into several requests"));
     if request.is_base64_encoded {
         // Decoding is only attempted when the decoded size can fit.
         if text.len() / 4 * 3 > MAX_BODY_BYTES + 3 {
@@ -107,7 +181,7 @@ pub fn raw_body(request: &HttpRequest) -> Result<Vec<u8>, HttpAnswer> {
         }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
-            .map_err(|_| HttpAnswer::error(400, "isBase64Encoded is set but the body is not valid base64"))?;
+            .map_err(|_| HttpAnswer::error(ErrorCode::InvalidBody, "isBase64Encoded is set but the body is not valid base64"))?;
         if bytes.len() > MAX_BODY_BYTES {
             return Err(too_large());
         }
@@ -118,6 +192,77 @@ pub fn raw_body(request: &HttpRequest) -> Result<Vec<u8>, HttpAnswer> {
         }
         Ok(text.as_bytes().to_vec())
     }
+}
+
+/// A content coding of `Content-Encoding` that the relay decodes (SPEC §20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    Gzip,
+    /// The zlib format, as HTTP means `deflate`.
+    Deflate,
+}
+
+impl Coding {
+    fn name(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Deflate => "deflate",
+        }
+    }
+}
+
+/// The codings of every `Content-Encoding` header, in the order they were
+/// applied; `identity` is no coding. Anything else is 415.
+fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, HttpAnswer> {
+    let mut codings = Vec::new();
+    for value in headers.get_all("content-encoding") {
+        let text = value.to_str().unwrap_or("?");
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name.to_ascii_lowercase().as_str() {
+                "gzip" | "x-gzip" => codings.push(Coding::Gzip),
+                "deflate" => codings.push(Coding::Deflate),
+                "identity" => {}
+                _ => {
+                    return Err(HttpAnswer::error(
+                        ErrorCode::UnsupportedEncoding,
+                        format!("Content-Encoding '{name}' is not supported: send the body uncompressed, or with Content-Encoding gzip or deflate"),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(codings)
+}
+
+/// The body as the relay reads it: `Content-Encoding` undone (gzip, deflate),
+/// at most [`MAX_BODY_BYTES`] of it. Decoding stops at the limit, so a small
+/// compressed bomb never becomes a large buffer (413); a corrupt stream is 400.
+pub fn decode<'a>(sent: &'a [u8], headers: &HeaderMap) -> Result<Cow<'a, [u8]>, HttpAnswer> {
+    let mut body = Cow::Borrowed(sent);
+    for coding in codings(headers)?.into_iter().rev() {
+        body = Cow::Owned(inflate(coding, &body, MAX_BODY_BYTES)?);
+    }
+    Ok(body)
+}
+
+fn inflate(coding: Coding, input: &[u8], limit: usize) -> Result<Vec<u8>, HttpAnswer> {
+    let reader: Box<dyn Read + '_> = match coding {
+        // Several gzip members in a row are one body (RFC 1952).
+        Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Coding::Deflate => Box::new(flate2::read::ZlibDecoder::new(input)),
+    };
+    // One byte past the limit tells a body of exactly the limit from a larger one.
+    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit + 1));
+    reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| {
+        HttpAnswer::error(ErrorCode::InvalidBody, format!("the body is not a valid {} stream (Content-Encoding: {}): {e}", coding.name(), coding.name()))
+    })?;
+    if out.len() > limit {
+        return Err(HttpAnswer::error(
+            ErrorCode::TooLarge,
+            format!("the body decodes to more than {limit} bytes (Content-Encoding: {}); split it into several requests", coding.name()),
+        ));
+    }
+    Ok(out)
 }
 
 /// `sha256=` + lowercase hex HMAC-SHA256(secret, "{timestamp}.{body}").
@@ -181,21 +326,25 @@ pub fn verify_signature(secret: Option<&[u8]>, headers: &HeaderMap, body: &[u8],
     }
 }
 
-/// The events of a body by the rule of [`intake::event_list`], within this
-/// endpoint's limits (400 or 413 otherwise).
-pub fn parse_events(body: &[u8]) -> Result<Vec<Value>, HttpAnswer> {
+/// The events of a body by the rule of [`intake::event_list`] — on Segment's
+/// `/v1` paths by [`segment_api::calls`] — within this endpoint's limits (400 or 413 otherwise).
+pub fn parse_events(body: &[u8], api: Option<ApiPath>) -> Result<Vec<Value>, HttpAnswer> {
     // .NET senders (Dataverse, Power Automate) may lead with a UTF-8 byte order mark.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let value: Value = serde_json::from_slice(body).map_err(|e| HttpAnswer::error(400, format!("the body is not JSON: {e}")))?;
-    let events = intake::event_list(value).map_err(|problem| HttpAnswer::error(400, problem))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| HttpAnswer::error(ErrorCode::InvalidJson, format!("the body is not JSON: {e}")))?;
+    let (events, max) = match api {
+        Some(api) => (segment_api::calls(value, api), segment_api::MAX_CALLS),
+        None => (intake::event_list(value), MAX_EVENTS),
+    };
+    let events = events.map_err(|problem| HttpAnswer::error(ErrorCode::InvalidBody, problem))?;
     if events.is_empty() {
-        return Err(HttpAnswer::error(400, "the body holds no events"));
+        return Err(HttpAnswer::error(ErrorCode::InvalidBody, "the body holds no events"));
     }
     if let Some(i) = events.iter().position(|e| !e.is_object()) {
-        return Err(HttpAnswer::error(400, format!("item {i} is not an event object")));
+        return Err(HttpAnswer::error(ErrorCode::InvalidBody, format!("item {i} is not an event object")));
     }
-    if events.len() > MAX_EVENTS {
-        return Err(HttpAnswer::error(413, format!("{} events in one request; at most {MAX_EVENTS}", events.len())));
+    if events.len() > max {
+        return Err(HttpAnswer::error(ErrorCode::TooLarge, format!("{} events in one request; at most {max}: split them into several requests", events.len())));
     }
     Ok(events)
 }
@@ -205,10 +354,16 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Value>, HttpAnswer> {
 pub fn answer(results: &[RecordResult], tally: &Tally) -> HttpAnswer {
     let body = outcome::summary(results, tally);
     if tally.failed > 0 {
-        return HttpAnswer { status: 503, retry_after: Some(tally.retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS)), body };
+        let retry_after = tally.retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS);
+        let message = format!("{} of {} event(s) may pass on retry (see failed): send them again after {retry_after} s", tally.failed, tally.records);
+        return HttpAnswer { status: 503, retry_after: Some(retry_after), body }.with_code(ErrorCode::Unavailable, message);
     }
-    let status = if tally.not_done() == 0 { 200 } else { 422 };
-    HttpAnswer { status, retry_after: None, body }
+    let not_done = tally.not_done();
+    if not_done == 0 {
+        return HttpAnswer { status: 200, retry_after: None, body };
+    }
+    let message = format!("{not_done} of {} event(s) were invalid or rejected by Dynamics (see failed): fix them, a retry will not pass", tally.records);
+    HttpAnswer { status: 422, retry_after: None, body }.with_code(ErrorCode::Unprocessable, message)
 }
 
 #[cfg(test)]
@@ -255,15 +410,15 @@ mod tests {
 
     #[test]
     fn bodies_are_events() {
-        assert_eq!(parse_events(br#"{"event":"E"}"#).unwrap().len(), 1);
-        assert_eq!(parse_events(br#"[{"a":1},{"b":2}]"#).unwrap().len(), 2);
-        assert_eq!(parse_events(br#"{"batch":[{"a":1}]}"#).unwrap().len(), 1);
-        assert_eq!(parse_events(b"nope").unwrap_err().status, 400);
-        assert_eq!(parse_events(b"[1]").unwrap_err().status, 400);
-        assert_eq!(parse_events(b"[]").unwrap_err().status, 400);
-        assert_eq!(parse_events(br#"{"batch":3}"#).unwrap_err().status, 400);
+        assert_eq!(parse_events(br#"{"event":"E"}"#, None).unwrap().len(), 1);
+        assert_eq!(parse_events(br#"[{"a":1},{"b":2}]"#, None).unwrap().len(), 2);
+        assert_eq!(parse_events(br#"{"batch":[{"a":1}]}"#, None).unwrap().len(), 1);
+        assert_eq!(parse_events(b"nope", None).unwrap_err().status, 400);
+        assert_eq!(parse_events(b"[1]", None).unwrap_err().status, 400);
+        assert_eq!(parse_events(b"[]", None).unwrap_err().status, 400);
+        assert_eq!(parse_events(br#"{"batch":3}"#, None).unwrap_err().status, 400);
         let many = format!("[{}]", vec!["{}"; 501].join(","));
-        assert_eq!(parse_events(many.as_bytes()).unwrap_err().status, 413);
+        assert_eq!(parse_events(many.as_bytes(), None).unwrap_err().status, 413);
     }
 
     #[test]
@@ -275,7 +430,7 @@ mod tests {
         assert_eq!(single["headers"]["retry-after"], "7");
         assert_eq!(single["isBase64Encoded"], false);
         assert!(single.get("multiValueHeaders").is_none());
-        let multi = HttpAnswer::error(200, "x").into_response(Flavour::Alb { multi_value: true });
+        let multi = HttpAnswer { status: 200, retry_after: None, body: json!({"error": "x"}) }.into_response(Flavour::Alb { multi_value: true });
         assert_eq!(multi["statusDescription"], "200 OK");
         assert_eq!(multi["multiValueHeaders"]["content-type"], json!(["application/json"]));
         assert!(multi.get("headers").is_none());
@@ -284,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_byte_order_mark_is_not_part_of_the_json() {
-        assert_eq!(parse_events(b"\xEF\xBB\xBF{\"event\":\"E\"}").unwrap().len(), 1);
+        assert_eq!(parse_events(b"\xEF\xBB\xBF{\"event\":\"E\"}", None).unwrap().len(), 1);
     }
 
     #[test]
@@ -296,6 +451,7 @@ mod tests {
             body: Some(body),
             is_base64_encoded: b64,
             code: None,
+            path: "/".into(),
         };
         assert_eq!(raw_body(&req("GET", "{}".into(), false)).unwrap_err().status, 405);
         assert_eq!(raw_body(&req("POST", "x".repeat(MAX_BODY_BYTES + 1), false)).unwrap_err().status, 413);
@@ -303,5 +459,88 @@ mod tests {
         assert_eq!(raw_body(&req("POST", "***".into(), true)).unwrap_err().status, 400);
         let big = base64::engine::general_purpose::STANDARD.encode(vec![b' '; MAX_BODY_BYTES + 10]);
         assert_eq!(raw_body(&req("POST", big, true)).unwrap_err().status, 413);
+    }
+
+    fn encoded(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("content-encoding", value.parse().unwrap());
+        h
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn zlib(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_and_deflate_are_decoded_and_others_are_415() {
+        let body = br#"{"event":"E"}"#;
+        assert!(matches!(decode(body, &HeaderMap::new()).unwrap(), Cow::Borrowed(_)), "no coding, no copy");
+        assert_eq!(&*decode(&gzip(body), &encoded("gzip")).unwrap(), body);
+        assert_eq!(&*decode(&gzip(body), &encoded("GZIP")).unwrap(), body);
+        assert_eq!(&*decode(&zlib(body), &encoded("deflate")).unwrap(), body);
+        assert_eq!(&*decode(body, &encoded("identity")).unwrap(), body);
+        // Codings are undone last first.
+        assert_eq!(&*decode(&gzip(&zlib(body)), &encoded("deflate, gzip")).unwrap(), body);
+        let two_members = [gzip(b"{\"event\":"), gzip(b"\"E\"}")].concat();
+        assert_eq!(&*decode(&two_members, &encoded("gzip")).unwrap(), body);
+        for other in ["br", "zstd", "compress"] {
+            let refused = decode(body, &encoded(other)).unwrap_err();
+            assert_eq!((refused.status, refused.body["code"].as_str()), (415, Some("unsupported_encoding")), "{other}");
+            assert!(refused.body["message"].as_str().unwrap().contains(other));
+        }
+    }
+
+    #[test]
+    fn a_corrupt_stream_is_400_and_a_bomb_stops_at_the_limit() {
+        let corrupt = decode(b"definitely not gzip", &encoded("gzip")).unwrap_err();
+        assert_eq!((corrupt.status, corrupt.body["code"].as_str()), (400, Some("invalid_body")));
+        let mut truncated = gzip(&[b' '; 10_000]);
+        truncated.truncate(truncated.len() / 2);
+        assert_eq!(decode(&truncated, &encoded("gzip")).unwrap_err().status, 400);
+        assert_eq!(decode(&gzip(b"{}"), &encoded("deflate")).unwrap_err().status, 400, "gzip sent as deflate");
+        let exactly = vec![b' '; MAX_BODY_BYTES];
+        assert_eq!(decode(&gzip(&exactly), &encoded("gzip")).unwrap().len(), MAX_BODY_BYTES);
+        let bomb = gzip(&vec![b' '; 64 * MAX_BODY_BYTES]);
+        assert!(bomb.len() < 100_000, "{}", bomb.len());
+        let refused = decode(&bomb, &encoded("gzip")).unwrap_err();
+        assert_eq!((refused.status, refused.body["code"].as_str()), (413, Some("too_large")));
+    }
+
+    #[test]
+    fn every_error_answer_carries_code_and_message() {
+        let answer = HttpAnswer::error(ErrorCode::Unauthorized, "missing X-Signature header");
+        assert_eq!(answer.status, 401);
+        assert_eq!(answer.body, json!({"error": "missing X-Signature header", "code": "unauthorized", "message": "missing X-Signature header"}));
+        let busy = HttpAnswer::unavailable("busy", 60);
+        assert_eq!((busy.status, busy.retry_after, busy.body["code"].as_str()), (503, Some(60), Some("unavailable")));
+        assert_eq!(parse_events(b"nope", None).unwrap_err().body["code"], "invalid_json");
+        assert_eq!(parse_events(b"[1]", None).unwrap_err().body["code"], "invalid_body");
+        let many = format!("[{}]", vec!["{}"; 501].join(","));
+        assert_eq!(parse_events(many.as_bytes(), None).unwrap_err().body["code"], "too_large");
+        let on_v1 = format!("{{\"batch\": [{}]}}", vec!["{}"; 2500].join(","));
+        assert_eq!(parse_events(on_v1.as_bytes(), Some(ApiPath::Batch)).unwrap().len(), 2500, "Segment's limit on /v1");
+        let over = format!("{{\"batch\": [{}]}}", vec!["{}"; 2501].join(","));
+        assert_eq!(parse_events(over.as_bytes(), Some(ApiPath::Batch)).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn a_success_on_a_v1_path_is_success_true() {
+        let delivered = HttpAnswer { status: 200, retry_after: None, body: json!({"delivered": 1}) };
+        assert_eq!(delivered.clone().for_api(Some(ApiPath::Batch)).body, json!({"success": true}));
+        let queued = HttpAnswer { status: 202, retry_after: None, body: json!({"accepted": 1}) }.for_api(Some(ApiPath::Call("track")));
+        assert_eq!((queued.status, queued.body), (200, json!({"success": true})));
+        assert_eq!(delivered.clone().for_api(None), delivered);
+        let refused = HttpAnswer::error(ErrorCode::TooLarge, "x");
+        assert_eq!(refused.clone().for_api(Some(ApiPath::Batch)), refused);
     }
 }

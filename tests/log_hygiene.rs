@@ -97,14 +97,36 @@ async fn logs_never_carry_secrets_tokens_or_contact_points() {
     let h2 = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping_file())]);
     h2.handle(json!(order("v")), Instant::now() + Duration::from_secs(10)).await.unwrap();
 
+    // An analytics SDK's batch (SPEC §20): the right write key, a wrong one, one in the body.
+    let sdk = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping_file()), ("D365_WEBHOOK_AUTH", "writekey")]);
+    h.sandbox.put_secret("d365/relay-demo", &sandbox_config().secrets["d365/relay-demo"]);
+    let mut call = order("sdk-1");
+    call["context"] = json!({"traits": {"email": "jane@example.com"}});
+    let body = json!({"batch": [call], "writeKey": "a-wrong-write-key-value"}).to_string();
+    for authorization in [Some("sandbox-write-key:"), Some("another-write-key-value:"), None] {
+        let mut request = event_file("function-url.json");
+        request["rawPath"] = json!("/v1/batch");
+        request["headers"] = json!({"content-type": "application/json"});
+        if let Some(user) = authorization {
+            use base64::Engine;
+            request["headers"]["authorization"] = json!(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user)));
+        }
+        request["body"] = json!(body);
+        sdk.handle(request, Instant::now() + Duration::from_secs(10)).await.unwrap();
+    }
+
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("Invocation summary."), "logs were captured");
     assert!(logs.contains("AADSTS7000215"), "the Entra code is logged");
+    assert!(logs.contains("the write key does not match write_key"), "the refusal is logged, without the key");
     let lower = logs.to_lowercase();
     for forbidden in [
         "sandbox-client-secret",
         "stale-client-secret-value",
         "sandbox-webhook-secret",
+        "sandbox-write-key",
+        "another-write-key-value",
+        "a-wrong-write-key-value",
         "sbx_",
         "jane@example.com",
         "not-an-address@nowhere",

@@ -36,12 +36,15 @@ pub enum WebhookAuth {
     Segment,
     /// A shared key: `?code=` or `X-Api-Key` (Dataverse webhooks, Power Automate).
     Key,
+    /// An analytics SDK's write key: the HTTP Basic user name, or a `writeKey` body field (SPEC §20).
+    WriteKey,
     /// Nothing: only behind an API Gateway authorizer.
     None,
 }
 
 impl WebhookAuth {
-    pub const ALL: [WebhookAuth; 5] = [WebhookAuth::Hmac, WebhookAuth::Standard, WebhookAuth::Segment, WebhookAuth::Key, WebhookAuth::None];
+    pub const ALL: [WebhookAuth; 6] =
+        [WebhookAuth::Hmac, WebhookAuth::Standard, WebhookAuth::Segment, WebhookAuth::Key, WebhookAuth::WriteKey, WebhookAuth::None];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +52,7 @@ impl WebhookAuth {
             WebhookAuth::Standard => "standard",
             WebhookAuth::Segment => "segment",
             WebhookAuth::Key => "key",
+            WebhookAuth::WriteKey => "writekey",
             WebhookAuth::None => "none",
         }
     }
@@ -60,13 +64,13 @@ impl WebhookAuth {
             let scheme = WebhookAuth::ALL
                 .into_iter()
                 .find(|s| s.name().eq_ignore_ascii_case(item))
-                .ok_or_else(|| format!("'{item}' is not one of hmac, standard, segment, key, none"))?;
+                .ok_or_else(|| format!("'{item}' is not one of hmac, standard, segment, key, writekey, none"))?;
             if !schemes.contains(&scheme) {
                 schemes.push(scheme);
             }
         }
         if schemes.is_empty() {
-            return Err("names no scheme; use a comma-separated list of hmac, standard, segment, key, none".into());
+            return Err("names no scheme; use a comma-separated list of hmac, standard, segment, key, writekey, none".into());
         }
         Ok(schemes)
     }
@@ -115,6 +119,8 @@ pub struct Settings {
     /// `D365_LEARNED_CAP_SECONDS`: how long a concurrency cap learned from a
     /// `0x80072326` 429 is kept before one probe above it (300 s; 0: not kept).
     pub learned_cap_period: Duration,
+    /// `D365_BUDGET_WINDOW_SECONDS`: Dataverse's request-budget window, from which a rate is learned (300 s).
+    pub budget_window: Duration,
     pub secret_ttl: Duration,
     /// Accepted sender schemes, in the order listed (a request passes if one accepts it).
     pub webhook_auth: Vec<WebhookAuth>,
@@ -171,6 +177,7 @@ impl Settings {
 
         let max_in_flight = parse_number(get("D365_MAX_IN_FLIGHT"), "D365_MAX_IN_FLIGHT", 8, 1, 256)? as usize;
         let learned_cap_period = Duration::from_secs(parse_number(get("D365_LEARNED_CAP_SECONDS"), "D365_LEARNED_CAP_SECONDS", 300, 0, 86_400)?);
+        let budget_window = Duration::from_secs(parse_number(get("D365_BUDGET_WINDOW_SECONDS"), "D365_BUDGET_WINDOW_SECONDS", 300, 1, 3_600)?);
         let secret_ttl = Duration::from_secs(parse_number(get("D365_SECRET_TTL_SECONDS"), "D365_SECRET_TTL_SECONDS", 300, 0, 86_400)?);
 
         let webhook_auth = match get("D365_WEBHOOK_AUTH") {
@@ -230,6 +237,7 @@ impl Settings {
             default_phone_region,
             max_in_flight,
             learned_cap_period,
+            budget_window,
             secret_ttl,
             webhook_auth,
             webhook_mode,
@@ -495,7 +503,7 @@ mod tests {
 
     #[test]
     fn webhook_auth_is_a_list_of_schemes() {
-        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", " HMAC, standard,segment ,key,none,hmac")]).unwrap();
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", " HMAC, standard,segment ,key,WriteKey,none,hmac")]).unwrap();
         assert_eq!(s.webhook_auth, WebhookAuth::ALL.to_vec());
         let s = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", "key")]).unwrap();
         assert_eq!(s.webhook_auth, vec![WebhookAuth::Key]);

@@ -21,6 +21,8 @@ pub struct Credentials {
     pub webhook_secret: Option<SecretString>,
     /// The shared key of the `key` sender scheme (SPEC §12).
     pub webhook_key: Option<SecretString>,
+    /// The write key of the `writekey` sender scheme (SPEC §20): what analytics SDKs send.
+    pub write_key: Option<SecretString>,
     /// Secrets Manager's VersionId, to tell a rotated secret from the one in use.
     pub version: String,
 }
@@ -46,6 +48,7 @@ struct RawCredentials {
     trigger_name: Option<String>,
     webhook_secret: Option<String>,
     webhook_key: Option<String>,
+    write_key: Option<String>,
 }
 
 impl Credentials {
@@ -78,6 +81,7 @@ impl Credentials {
             trigger_name,
             webhook_secret: raw.webhook_secret.filter(|s| !s.is_empty()).map(SecretString::from),
             webhook_key: raw.webhook_key.filter(|s| !s.is_empty()).map(SecretString::from),
+            write_key: raw.write_key.filter(|s| !s.is_empty()).map(SecretString::from),
             version: version.to_string(),
         })
     }

@@ -10,6 +10,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+pub mod budget;
 pub mod pacer;
 pub mod port;
 pub mod retry;

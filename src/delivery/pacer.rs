@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::budget::{RequestBudget, BUDGET_CODES, BUDGET_WINDOW};
 use super::lock;
 use super::retry::RetryClass;
 use crate::outcome::DeliveryError;
@@ -29,6 +30,8 @@ pub struct Pacer {
     next_start: Mutex<Option<Instant>>,
     /// Set once: no call starts any more (`send` interrupted).
     stopped: tokio::sync::watch::Sender<bool>,
+    /// The request budget learned from budget 429s (SPEC §17.2): a pace of starts.
+    budget: Mutex<RequestBudget>,
 }
 
 struct PaceState {
@@ -82,6 +85,7 @@ impl Pacer {
             rate: None,
             next_start: Mutex::new(None),
             stopped: tokio::sync::watch::channel(false).0,
+            budget: Mutex::new(RequestBudget::new(BUDGET_WINDOW, LEARNED_CAP_PERIOD)),
             state: Mutex::new(PaceState {
                 limit: initial as f64,
                 granted: initial,
@@ -101,7 +105,20 @@ impl Pacer {
     /// not kept; at most a day, as `D365_LEARNED_CAP_SECONDS`).
     pub fn with_learned_cap_period(mut self, period: Duration) -> Pacer {
         self.learned_cap_period = period.min(Duration::from_secs(86_400));
+        self.budget = Mutex::new(RequestBudget::new(BUDGET_WINDOW, self.learned_cap_period));
         self
+    }
+
+    /// The length of Dataverse's request-budget window (`D365_BUDGET_WINDOW_SECONDS`),
+    /// from which a rate is learned; kept for the learned-cap period.
+    pub fn with_budget_window(mut self, window: Duration) -> Pacer {
+        self.budget = Mutex::new(RequestBudget::new(window, self.learned_cap_period));
+        self
+    }
+
+    /// The request rate learned from a budget 429 and still kept (calls a second).
+    pub fn learned_rate(&self) -> Option<f64> {
+        lock(&self.budget).per_second(Instant::now())
     }
 
     /// At most `per_second` starts (attempts) per second, evenly spaced (`send --rate`).
@@ -150,8 +167,12 @@ impl Pacer {
         }
     }
 
-    /// Remembers the code of the 429 that paused the calls.
-    pub(super) fn note_pause_code(&self, code: Option<String>) {
+    /// The code of a 429 that paused the calls: remembered for the records it
+    /// holds back, and a budget code teaches the pace (SPEC §17.2).
+    pub(super) fn on_throttle_code(&self, code: Option<String>) {
+        if code.as_deref().is_some_and(|c| BUDGET_CODES.contains(&c)) {
+            lock(&self.budget).on_budget_throttled(Instant::now());
+        }
         lock(&self.state).pause_code = code;
     }
 
@@ -171,7 +192,9 @@ impl Pacer {
             slot = self.acquire_slot(until) => slot,
             _ = stopped.wait_for(|s| *s) => None,
         }?;
-        let Some(interval) = self.rate else { return Some(slot) };
+        // The slower of `send --rate` and the learned request rate.
+        let learned = lock(&self.budget).interval(Instant::now());
+        let Some(interval) = self.rate.max(learned) else { return Some(slot) };
         let start = {
             let mut next = lock(&self.next_start);
             let start = next.map_or(Instant::now(), |n| n.max(Instant::now()));
@@ -227,6 +250,7 @@ impl Pacer {
     }
 
     fn on_success_at(&self, now: Instant, latency: Duration, dop_hint: Option<usize>) {
+        lock(&self.budget).on_accepted(now);
         let mut state = lock(&self.state);
         let dop_hint = dop_hint.filter(|h| *h > 0).map(|h| h.min(self.ceiling));
         if dop_hint.is_some() {

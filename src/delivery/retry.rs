@@ -122,7 +122,7 @@ where
         let class = class(&error);
         pacer.on_error(&class);
         if let DeliveryError::Throttled { code, .. } = &error {
-            pacer.note_pause_code(code.clone());
+            pacer.on_throttle_code(code.clone());
         }
         match class {
             // The pacer's pause is the wait.

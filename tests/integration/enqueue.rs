@@ -353,3 +353,28 @@ async fn enqueue_mode_without_a_queue_is_a_configuration_error_not_inline_delive
     assert!(body["error"].as_str().unwrap().contains("enqueue"), "{body}");
     assert_eq!(h.sandbox.stats().calls(), 0);
 }
+
+#[tokio::test]
+async fn on_a_v1_path_queued_calls_answer_success_true_with_the_batch_context_merged() {
+    let (client, url) = moto_queue("enqueue-segment-api", None).await;
+    let Harness { sandbox, relay } = Harness::new(&[("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", &url), ("D365_WEBHOOK_AUTH", "writekey")]).await;
+    let relay = relay.with_queue(client.clone());
+    let body = json!({
+        "batch": [order("seg-q-1"), {"type": "page", "messageId": "seg-q-2", "anonymousId": "a-1", "name": "Home"}],
+        "context": {"traits": {"email": "batch@example.com"}},
+        "sentAt": "2026-06-06T15:30:01Z",
+        "writeKey": crate::sdk::WRITE_KEY,
+    })
+    .to_string();
+    let headers = vec![("Authorization", crate::sdk::basic(crate::sdk::WRITE_KEY)), ("Content-Encoding", "gzip".to_string())];
+    let request = crate::sdk::function_url("/v1/batch", &headers, &crate::sdk::gzip(body.as_bytes()));
+    let (status, retry_after, answer_body) = post(&relay, request).await;
+    assert_eq!((status, retry_after, answer_body), (200, None, json!({"success": true})), "Segment's answer, not 202");
+    assert_eq!(sandbox.stats().calls(), 0, "nothing is sent to Dynamics inline");
+    let mut queued: Vec<Value> = drain(&client, &url).await.into_iter().map(|(b, _, _)| b).collect();
+    queued.sort_by_key(|b| b["messageId"].as_str().unwrap().to_string());
+    let mut first = order("seg-q-1");
+    first["context"] = json!({"traits": {"email": "batch@example.com"}});
+    let second = json!({"type": "page", "messageId": "seg-q-2", "anonymousId": "a-1", "name": "Home", "context": {"traits": {"email": "batch@example.com"}}});
+    assert_eq!(queued, vec![first, second], "each call is queued with the batch's context, without the write key");
+}

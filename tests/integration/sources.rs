@@ -403,7 +403,7 @@ async fn any_listed_scheme_may_accept_and_the_first_listed_gives_the_reason() {
     assert_eq!(http_answer(&h.invoke(segment).await).0, 200);
     let (status, refused) = http_answer(&h.invoke(http_with(&body, &[])).await);
     assert_eq!(status, 401);
-    assert_eq!(refused["error"], "missing webhook-id header", "the reason of the first scheme listed");
+    assert_eq!(refused["error"], "missing webhook-id (or svix-id) header", "the reason of the first scheme listed");
 
     let open = Harness::new(&[("D365_WEBHOOK_AUTH", "none")]).await;
     assert_eq!(http_answer(&open.invoke(http_with(&order("n").to_string(), &[])).await).0, 200);

@@ -191,7 +191,8 @@ async fn a_mixed_batch_with_an_invalid_event_is_422_listing_it() {
     assert_eq!(retry_after, None);
     assert_eq!(
         answer_body,
-        json!({"delivered": 2, "dropped": 1, "duplicates": 0, "failed": [{"index": 1, "messageId": "2", "outcome": "invalid", "error": "missing userId"}]})
+        json!({"delivered": 2, "dropped": 1, "duplicates": 0, "failed": [{"index": 1, "messageId": "2", "outcome": "invalid", "error": "missing userId"}],
+               "code": "unprocessable", "message": "1 of 4 event(s) were invalid or rejected by Dynamics (see failed): fix them, a retry will not pass"})
     );
     assert_eq!(h.sandbox.accepted().len(), 2);
 }
