@@ -6,8 +6,9 @@ PIP ?= python3 -m pip
 EVENT ?= events/direct.json
 ARCH ?= arm64
 SANDBOX_PORT ?= 8765
+SANDBOX_BIND ?= 127.0.0.1
 
-.PHONY: demo test lint tools-moto tools-sdk tools-lambda tools-sam build validate sam-build sandbox invoke smoke deploy bench chaos sign-events clean
+.PHONY: demo test lint tools-moto tools-sdk tools-lambda tools-sam build validate sam-build sandbox invoke smoke sam-image sam-local sam-smoke deploy bench chaos sign-events clean
 
 ## The relay against the sandbox on every sample event, showing what Dynamics received.
 demo:
@@ -51,9 +52,9 @@ sam-build: tools-sam tools-lambda
 	@if [ "$(ARCH)" = "arm64" ]; then rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true; fi
 	sam build --parameter-overrides Architecture=$(ARCH)
 
-## The sandbox in the foreground (Ctrl-C stops it).
+## The sandbox in the foreground (Ctrl-C stops it); SANDBOX_BIND=172.17.0.1 for sam local's containers.
 sandbox:
-	$(CARGO) run --quiet --bin d365-sandbox -- --port $(SANDBOX_PORT)
+	$(CARGO) run --quiet --bin d365-sandbox -- --bind $(SANDBOX_BIND) --port $(SANDBOX_PORT)
 
 ## Local invocation through the Lambda Runtime API: cargo lambda watch + invoke, against the sandbox.
 ## Fails when the answer reports failures; EVENT may name several files.
@@ -64,6 +65,20 @@ invoke: tools-lambda
 SAMPLES := $(filter-out events/mapping.json,$(wildcard events/*.json))
 smoke: tools-lambda
 	@scripts/local-invoke.sh $(SAMPLES)
+
+## The base image of sam local (x86_64): AWS's provided.al2023 when Docker can pull it, else a
+## stand-in built once from Debian packages (needs root and debootstrap). Prints which.
+sam-image:
+	@scripts/sam-image.sh
+
+## sam build (x86_64) + sam local invoke in Docker, against the sandbox; fails when the answer
+## reports failures (not on SAM's exit code). EVENT may name several files.
+sam-local: tools-sam tools-lambda
+	@scripts/local-invoke.sh --sam $(EVENT)
+
+## Every sample event through sam local invoke (one sandbox, a container per event).
+sam-smoke: tools-sam tools-lambda
+	@scripts/local-invoke.sh --sam $(SAMPLES)
 
 ## Deploy to your AWS account (not run by CI).
 deploy: sam-build

@@ -1,26 +1,57 @@
 #!/usr/bin/env bash
-# Invokes the relay through a local Lambda Runtime API (cargo lambda watch runs
-# the function, cargo lambda invoke sends each event), against the sandbox, and
-# shows what Dynamics received. One sandbox and one function for all the events.
-# Exits non-zero when an answer reports failures or Dynamics did not get one
-# call per mapped event (see scripts/invoke-report.py).
+# Invokes the relay locally against the sandbox, each event in turn, and shows
+# what Dynamics received. Two local runtimes:
 #
-# usage: scripts/local-invoke.sh [EVENT.json ...]     (default: events/direct.json)
-# Installs cargo-lambda if missing (`make tools-lambda`). Logs: $CARGO_TARGET_DIR/local-invoke/.
+# - cargo-lambda (default): cargo lambda watch runs the debug build behind a
+#   Lambda Runtime API, cargo lambda invoke sends each event; one function for
+#   all the events.
+# - --sam: sam build's x86_64 bootstrap, `sam local invoke` per event in a
+#   container (AWS's provided.al2023 image, or the stand-in of
+#   scripts/sam-image.sh when no registry serves it). The sandbox listens where
+#   the container reaches it: Docker's bridge gateway (SAM_SANDBOX_BIND,
+#   SAM_SANDBOX_HOST to change it; Docker Desktop: 127.0.0.1 and
+#   host.docker.internal).
+#
+# One sandbox for all the events. Exits non-zero when an answer reports
+# failures or Dynamics did not get one call per mapped event (see
+# scripts/invoke-report.py) — never trusting the runtime's own exit code alone
+# (`sam local invoke` exits 0 when the function failed).
+#
+# usage: scripts/local-invoke.sh [--sam] [EVENT.json ...]     (default: events/direct.json)
+# Installs cargo-lambda / the SAM CLI if missing. Logs: $CARGO_TARGET_DIR/local-invoke/
+# (--sam: $CARGO_TARGET_DIR/sam-local/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+runtime=cargo-lambda
+if [ "${1:-}" = --sam ]; then runtime=sam; shift; fi
 [ $# -gt 0 ] || set -- events/direct.json
 for event in "$@"; do
   [ -f "$event" ] || { echo "no such event file: $event" >&2; exit 2; }
 done
+export SAM_CLI_TELEMETRY=0
+if [ $runtime = sam ]; then
+  command -v sam >/dev/null || make --no-print-directory tools-sam
+  command -v sam >/dev/null || { echo "sam is not on PATH after make tools-sam" >&2; exit 2; }
+  docker info >/dev/null 2>&1 || { echo "Docker is not running: sam local needs it (README \"Local runtimes\")" >&2; exit 2; }
+fi
+# sam build runs cargo lambda too.
 command -v cargo-lambda >/dev/null || make --no-print-directory tools-lambda
 command -v cargo-lambda >/dev/null || { echo "cargo-lambda is not on PATH after make tools-lambda" >&2; exit 2; }
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# The sandbox's address: loopback, or where the function's container reaches the host.
+bind=127.0.0.1
+if [ $runtime = sam ]; then
+  gateway=$(docker network inspect bridge --format '{{range .IPAM.Config}}{{.Gateway}}{{end}}' 2>/dev/null || true)
+  bind=${SAM_SANDBOX_BIND:-${gateway:-172.17.0.1}}
+fi
+free_port() { python3 -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$bind"; }
 sandbox_port=${SANDBOX_PORT:-$(free_port)}
-invoke_port=${INVOKE_PORT:-$(free_port)}
-sandbox="http://127.0.0.1:$sandbox_port"
+sandbox="http://$bind:$sandbox_port"
+# The URL the function is given.
+function_sandbox=$sandbox
+if [ $runtime = sam ]; then function_sandbox="http://${SAM_SANDBOX_HOST:-$bind}:$sandbox_port"; fi
 logs=${CARGO_TARGET_DIR:-target}/local-invoke
+[ $runtime = cargo-lambda ] || logs=${CARGO_TARGET_DIR:-target}/sam-local
 mkdir -p "$logs"
 work=$(mktemp -d)
 sandbox_pid= watch_pid=
@@ -51,29 +82,117 @@ wait_for() {
   exit 1
 }
 
-# Build first, so that neither the sandbox nor watch's first invocation compiles.
-cargo build --quiet --bin d365-trigger-relay --bin d365-sandbox
+# Build first, so that neither the sandbox nor the first invocation compiles.
+if [ $runtime = cargo-lambda ]; then
+  cargo build --quiet --bin d365-trigger-relay --bin d365-sandbox
+else
+  cargo build --quiet --bin d365-sandbox
+fi
 
-cargo run --quiet --bin d365-sandbox -- --config sandbox/config.json --port "$sandbox_port" >"$logs/sandbox.log" 2>&1 &
+if [ $runtime = sam ]; then
+  # The base image (AWS's, else the stand-in), then sam build: x86_64, in a
+  # build directory of its own so that `make sam-build`'s (arm64) stays. cargo
+  # reuses its build when the sources have not changed. The release profile's
+  # fat LTO and single codegen unit cost minutes and change no behaviour: the
+  # local build goes without them, in a cargo target directory of its own
+  # (SAM_LOCAL_PROFILE=release keeps the release profile as it is).
+  image=$(scripts/sam-image.sh)
+  image_kind=${image%% *} image_name=${image#* }
+  build_dir=.aws-sam/sam-local
+  parameters=(--parameter-overrides Architecture=x86_64 SamLocal=true)
+  build_env=()
+  if [ "${SAM_LOCAL_PROFILE:-quick}" != release ]; then
+    build_env=(CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/sam-local-build" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16)
+  fi
+  echo "sam build (x86_64, $build_dir${build_env[*]:+, release profile without LTO}; logs: $logs/sam-build.log)"
+  if ! env ${build_env[@]+"${build_env[@]}"} sam build --build-dir "$build_dir" --template template.yaml "${parameters[@]}" >"$logs/sam-build.log" 2>&1; then
+    tail -30 "$logs/sam-build.log" >&2
+    exit 1
+  fi
+  bootstrap=$build_dir/RelayFunction/bootstrap
+  # AL2023 has glibc 2.34: a binary needing more would run on the stand-in
+  # (Debian 12, 2.36) and fail in Lambda.
+  glibc=$(grep -aoE 'GLIBC_2\.[0-9]+(\.[0-9]+)?' "$bootstrap" | sort -uV | tail -1)
+  if [ -n "$glibc" ] && [ "$(printf '%s\n' "$glibc" GLIBC_2.34 | sort -V | tail -1)" != GLIBC_2.34 ]; then
+    echo "$bootstrap needs $glibc; Lambda's provided.al2023 has GLIBC_2.34" >&2
+    exit 1
+  fi
+  if [ "$image_kind" = real ]; then
+    echo "base image: $image_name (AWS's)"
+    image_args=()
+  else
+    echo "base image: $image_name — a stand-in for public.ecr.aws/lambda/provided:al2023-x86_64 (no registry here; Debian 12, glibc 2.36; the bootstrap needs ${glibc:-no versioned glibc})"
+    image_args=(--invoke-image "$image_name")
+  fi
+fi
+
+cargo run --quiet --bin d365-sandbox -- --config sandbox/config.json --bind "$bind" --port "$sandbox_port" >"$logs/sandbox.log" 2>&1 &
 sandbox_pid=$!
 wait_for 60 "$sandbox/_sandbox/stats" "$sandbox_pid" "$logs/sandbox.log"
 
-# The function's settings; cargo lambda watch passes its own environment on.
-# Settings from the caller's shell (D365_IDEMPOTENCY_TABLE, AWS_PROFILE…) would
-# take the function elsewhere than the sandbox: they are cleared.
+# The function's settings. cargo lambda watch passes its own environment on:
+# settings from the caller's shell (D365_IDEMPOTENCY_TABLE, AWS_PROFILE…) would
+# take the function elsewhere than the sandbox, so they are cleared. sam local
+# passes only the variables the template declares (with SamLocal=true): their
+# values go in --env-vars, the mapping inline since /var/task holds only the bootstrap.
 for name in $(compgen -e | grep -E '^(D365_|AWS_)' || true); do unset "$name"; done
-export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=sandbox AWS_SECRET_ACCESS_KEY=sandbox \
-  AWS_ENDPOINT_URL_SECRETS_MANAGER=$sandbox \
-  D365_SECRET_ID=d365/relay-demo D365_MAPPING_FILE=events/mapping.json D365_WEBHOOK_AUTH=hmac,key,writekey \
-  D365_AUTHORITY_HOST=$sandbox D365_DATAVERSE_BASE_URL=$sandbox
-cargo lambda watch --bin d365-trigger-relay --ignore-changes --quiet \
-  --invoke-address 127.0.0.1 --invoke-port "$invoke_port" >"$logs/watch.log" 2>&1 &
-watch_pid=$!
-wait_for 60 "http://127.0.0.1:$invoke_port/" "$watch_pid" "$logs/watch.log"
+if [ $runtime = cargo-lambda ]; then
+  export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=sandbox AWS_SECRET_ACCESS_KEY=sandbox
+else
+  # No AWS profile for SAM: it then gives the function dummy credentials instead
+  # of looking the account up with STS (seconds per invocation with no network).
+  export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+fi
+# Empty means unset: sam local would give D365_DEAD_LETTER_QUEUE_URL the DLQ's
+# logical id (it resolves a resource's Ref to its name).
+settings=(
+  AWS_ENDPOINT_URL_SECRETS_MANAGER="$function_sandbox"
+  D365_SECRET_ID=d365/relay-demo D365_WEBHOOK_AUTH=hmac,key,writekey
+  D365_AUTHORITY_HOST="$function_sandbox" D365_DATAVERSE_BASE_URL="$function_sandbox"
+  D365_DEAD_LETTER_QUEUE_URL=
+)
+if [ $runtime = cargo-lambda ]; then
+  invoke_port=${INVOKE_PORT:-$(free_port)}
+  export "${settings[@]}" D365_MAPPING_FILE=events/mapping.json
+  cargo lambda watch --bin d365-trigger-relay --ignore-changes --quiet \
+    --invoke-address 127.0.0.1 --invoke-port "$invoke_port" >"$logs/watch.log" 2>&1 &
+  watch_pid=$!
+  wait_for 60 "http://127.0.0.1:$invoke_port/" "$watch_pid" "$logs/watch.log"
+  function_log=$logs/watch.log
+else
+  python3 - "$logs/env.json" events/mapping.json "${settings[@]}" <<'EOF'
+import json, sys
+path, mapping, *pairs = sys.argv[1:]
+variables = dict(pair.split("=", 1) for pair in pairs)
+variables["D365_MAPPING"] = json.dumps(json.load(open(mapping)))
+json.dump({"RelayFunction": variables}, open(path, "w"), indent=2)
+EOF
+  function_log=$logs/invoke.log
+  : >"$function_log"
+fi
+
+# One invocation: $1 the payload, answer in $work/answer.json.
+invoke() {
+  if [ $runtime = cargo-lambda ]; then
+    ${limit[@]+"${limit[@]}"} cargo lambda invoke d365-trigger-relay --invoke-address 127.0.0.1 --invoke-port "$invoke_port" \
+      --data-file "$1" --output-format json >"$work/answer.json" 2>"$work/invoke.err"
+  else
+    echo "── $1" >>"$function_log"
+    # stdout is the function's answer; the container's log (START, the relay's
+    # JSON lines, REPORT) goes to stderr.
+    ${limit[@]+"${limit[@]}"} sam local invoke RelayFunction --template "$build_dir/template.yaml" "${parameters[@]}" \
+      --event "$1" --env-vars "$logs/env.json" --region us-east-1 --skip-pull-image ${image_args[@]+"${image_args[@]}"} \
+      >"$work/answer.json" 2>"$work/invoke.err"
+    local status=$?
+    cat "$work/invoke.err" >>"$function_log"
+    return $status
+  fi
+}
 
 webhook_secret=$(python3 -c 'import json; print(json.load(open("sandbox/config.json"))["secrets"]["d365/relay-demo"]["webhook_secret"])')
 limit=()
 if command -v timeout >/dev/null; then limit=(timeout 300); fi
+if [ $runtime = cargo-lambda ]; then how="cargo lambda invoke included"; else how="sam local invoke, a container per event, included"; fi
 failed=()
 started=$SECONDS
 for event in "$@"; do
@@ -86,21 +205,24 @@ for event in "$@"; do
   fi
   before=$(curl -s "$sandbox/_sandbox/signals" | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
   t0=$(python3 -c 'import time; print(time.time())')
-  if ! ${limit[@]+"${limit[@]}"} cargo lambda invoke d365-trigger-relay --invoke-address 127.0.0.1 --invoke-port "$invoke_port" \
-      --data-file "$payload" --output-format json >"$work/answer.json" 2>"$work/invoke.err"; then
-    echo "   ✗ cargo lambda invoke failed:"; cat "$work/invoke.err" "$work/answer.json"
-    echo "   the function's log: $logs/watch.log"; tail -5 "$logs/watch.log"
+  if ! invoke "$payload"; then
+    echo "   ✗ $runtime could not invoke the function:"; tail -20 "$work/invoke.err"; cat "$work/answer.json"
+    echo "   the function's log: $function_log"
     failed+=("$event")
     continue
   fi
-  python3 -c "import time; print(f'   answered in {(time.time() - $t0) * 1000:.0f} ms (cargo lambda invoke included)')"
+  python3 -c "import time; print(f'   answered in {(time.time() - $t0) * 1000:.0f} ms ($how)')"
   curl -s "$sandbox/_sandbox/signals" | python3 -c "import json, sys; json.dump(json.load(sys.stdin)[$before:], sys.stdout)" >"$work/signals.json"
-  scripts/invoke-report.py "$event" "$work/answer.json" "$work/signals.json" --mapping events/mapping.json || failed+=("$event")
+  if ! scripts/invoke-report.py "$event" "$work/answer.json" "$work/signals.json" --mapping events/mapping.json; then
+    failed+=("$event")
+    [ $runtime = cargo-lambda ] || { echo "   the function's log:"; grep -E '"level":"(WARN|ERROR)"|errorMessage|panicked' "$work/invoke.err" | tail -5 | sed 's/^/      /'; }
+  fi
 done
 
 echo
+if [ $runtime = cargo-lambda ]; then through="cargo lambda's Runtime API"; else through="sam local invoke ($image_kind image $image_name)"; fi
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "✗ ${#failed[@]} of $# event file(s) not delivered as expected: ${failed[*]} (logs: $logs/)"
+  echo "✗ ${#failed[@]} of $# event file(s) not delivered as expected through $through: ${failed[*]} (logs: $logs/)"
   exit 1
 fi
-echo "✓ $# event file(s) delivered through cargo lambda's Runtime API in $((SECONDS - started)) s"
+echo "✓ $# event file(s) delivered through $through in $((SECONDS - started)) s"

@@ -91,7 +91,13 @@ type Answer = Result<Reply, Dropped>;
 impl Sandbox {
     /// Starts on `127.0.0.1:port` (0 picks a free port).
     pub async fn start(config: SandboxConfig, port: u16) -> std::io::Result<Sandbox> {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        Sandbox::start_on(config, SocketAddr::from(([127, 0, 0, 1], port))).await
+    }
+
+    /// Starts on `addr`: loopback for tests and the demo, or an address a
+    /// container can reach (Docker's bridge gateway for `sam local`).
+    pub async fn start_on(config: SandboxConfig, addr: SocketAddr) -> std::io::Result<Sandbox> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             secrets: Mutex::new(BTreeMap::new()),
@@ -140,7 +146,7 @@ impl Sandbox {
         Ok(Sandbox { addr, state, server })
     }
 
-    /// `http://127.0.0.1:{port}`.
+    /// `http://{address}:{port}` (`http://127.0.0.1:{port}` unless started elsewhere).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -200,7 +206,7 @@ impl Sandbox {
         self.state.queues.lock().unwrap().visibility_changes.clone()
     }
 
-    /// `http://127.0.0.1:{port}/000000000000/{name}`: a queue URL the emulated SQS serves.
+    /// `{url}/000000000000/{name}`: a queue URL the emulated SQS serves.
     pub fn queue_url(&self, name: &str) -> String {
         format!("{}/000000000000/{name}", self.url())
     }

@@ -1,8 +1,9 @@
 //! d365-sandbox: Secrets Manager, Entra, Dataverse (triggers, the `customapis` query,
-//! contacts and leads) and SQS on one loopback port.
+//! contacts and leads) and SQS on one port, on loopback unless `--bind` says
+//! otherwise (`sam local`: an address the function's container reaches).
 //!
 //! ```text
-//! d365-sandbox [--config sandbox/config.json] [--port 8765] [--seed N]
+//! d365-sandbox [--config sandbox/config.json] [--bind 127.0.0.1] [--port 8765] [--seed N]
 //!              [--latency-ms N] [--jitter-ms N] [--throttle-rate F] [--retry-after S]
 //!              [--error-rate F] [--unavailable-rate F] [--drop-rate F]
 //!              [--max-concurrency N] [--dop-hint N] [--token-lifetime S]
@@ -13,7 +14,7 @@
 
 use d365_sandbox::{Sandbox, SandboxConfig};
 
-const USAGE: &str = "usage: d365-sandbox [--config FILE] [--port N] [--seed N] [--latency-ms N] [--jitter-ms N] \
+const USAGE: &str = "usage: d365-sandbox [--config FILE] [--bind ADDR] [--port N] [--seed N] [--latency-ms N] [--jitter-ms N] \
 [--throttle-rate F] [--retry-after S] [--error-rate F] [--unavailable-rate F] [--drop-rate F] \
 [--max-concurrency N] [--dop-hint N] [--token-lifetime S]";
 
@@ -27,6 +28,7 @@ fn main() {
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut config_path = "sandbox/config.json".to_string();
+    let mut bind = std::net::IpAddr::from([127, 0, 0, 1]);
     let mut port: u16 = 8765;
     let mut overrides: Vec<(String, String)> = Vec::new();
     let mut i = 0;
@@ -39,6 +41,7 @@ fn run() -> Result<(), String> {
         let value = args.get(i + 1).ok_or_else(|| format!("{flag} needs a value"))?.clone();
         match flag {
             "--config" => config_path = value,
+            "--bind" => bind = value.parse().map_err(|_| format!("--bind: '{value}' is not an IP address"))?,
             "--port" => port = value.parse().map_err(|_| format!("--port: '{value}' is not a port"))?,
             _ => overrides.push((flag.to_string(), value)),
         }
@@ -66,7 +69,8 @@ fn run() -> Result<(), String> {
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let sandbox = Sandbox::start(config, port).await.map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+        let addr = std::net::SocketAddr::new(bind, port);
+        let sandbox = Sandbox::start_on(config, addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         println!("d365-sandbox listening on {}", sandbox.url());
         println!("  relay settings: AWS_ENDPOINT_URL_SECRETS_MANAGER={0} D365_AUTHORITY_HOST={0} D365_DATAVERSE_BASE_URL={0}", sandbox.url());
         println!("  what Dynamics received: curl -s {}/_sandbox/signals", sandbox.url());

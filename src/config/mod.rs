@@ -196,13 +196,15 @@ impl Settings {
             Some(other) => return Err(ConfigError::new("D365_WEBHOOK_MODE", format!("'{other}' is not one of deliver, enqueue"))),
         };
 
+        // SAM's local runtime sets AWS_SAM_LOCAL=true; Lambda never does.
+        let http_hosts = if get("AWS_SAM_LOCAL").is_some_and(|v| v.eq_ignore_ascii_case("true")) { HttpHosts::SamLocal } else { HttpHosts::Loopback };
         let authority_host = match get("D365_AUTHORITY_HOST") {
             None => "https://login.microsoftonline.com".to_string(),
-            Some(url) => check_base_url(&url).map_err(|e| ConfigError::new("D365_AUTHORITY_HOST", e))?,
+            Some(url) => check_base_url(&url, http_hosts).map_err(|e| ConfigError::new("D365_AUTHORITY_HOST", e))?,
         };
         let dataverse_base_url = match get("D365_DATAVERSE_BASE_URL") {
             None => None,
-            Some(url) => Some(check_base_url(&url).map_err(|e| ConfigError::new("D365_DATAVERSE_BASE_URL", e))?),
+            Some(url) => Some(check_base_url(&url, http_hosts).map_err(|e| ConfigError::new("D365_DATAVERSE_BASE_URL", e))?),
         };
 
         let trigger_name = match get("D365_TRIGGER_NAME") {
@@ -272,9 +274,35 @@ pub fn parse_region(text: &str) -> Option<phonenumber::country::Id> {
     text.to_ascii_uppercase().parse().ok()
 }
 
-/// A base URL: `https://host[:port]`, or `http://` for a loopback host only.
+/// The hosts a base URL may name with `http://` (SPEC §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpHosts {
+    /// Loopback only: the sandbox and the tests, on the same machine.
+    Loopback,
+    /// Under SAM's local runtime (`AWS_SAM_LOCAL=true`) the function runs in a
+    /// container and the sandbox is on the Docker host: loopback, a private
+    /// (RFC 1918) IPv4 address or `host.docker.internal`.
+    SamLocal,
+}
+
+impl HttpHosts {
+    fn allow(self, host: &str) -> bool {
+        is_loopback(host)
+            || (self == HttpHosts::SamLocal
+                && (host.eq_ignore_ascii_case("host.docker.internal") || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_private())))
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            HttpHosts::Loopback => "a loopback host (127.0.0.1, localhost, [::1])",
+            HttpHosts::SamLocal => "a loopback host, a private (RFC 1918) address or host.docker.internal under SAM local",
+        }
+    }
+}
+
+/// A base URL: `https://host[:port]`, or `http://` for the hosts of `http_hosts`.
 /// Returned without a trailing slash.
-pub fn check_base_url(url: &str) -> Result<String, String> {
+pub fn check_base_url(url: &str, http_hosts: HttpHosts) -> Result<String, String> {
     let url = url.trim().trim_end_matches('/');
     let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("'{url}' is not an http(s) URL"))?;
     if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
@@ -283,8 +311,8 @@ pub fn check_base_url(url: &str) -> Result<String, String> {
     let host = host_of(rest);
     match scheme.to_ascii_lowercase().as_str() {
         "https" => Ok(url.to_string()),
-        "http" if is_loopback(host) => Ok(url.to_string()),
-        "http" => Err(format!("'{url}': http:// is accepted only for a loopback host (127.0.0.1, localhost, [::1])")),
+        "http" if http_hosts.allow(host) => Ok(url.to_string()),
+        "http" => Err(format!("'{url}': http:// is accepted only for {}", http_hosts.describe())),
         _ => Err(format!("'{url}' is not an http(s) URL")),
     }
 }
@@ -412,8 +440,65 @@ mod tests {
             .unwrap();
         assert_eq!(s.authority_host, "http://127.0.0.1:4566");
         assert_eq!(s.dataverse_base_url.as_deref(), Some("http://localhost:4566"));
-        assert!(check_base_url("http://[::1]:80").is_ok());
-        assert!(check_base_url("http://127.0.0.1.evil.com").is_err());
+        assert!(check_base_url("http://[::1]:80", HttpHosts::Loopback).is_ok());
+        assert!(check_base_url("http://127.0.0.1.evil.com", HttpHosts::Loopback).is_err());
+    }
+
+    #[test]
+    fn private_hosts_take_http_only_under_sam_local() {
+        let private = ["http://172.17.0.1:8765", "http://10.0.0.5", "http://192.168.1.20:80", "http://172.31.255.254:1", "http://HOST.docker.internal:8765"];
+        for url in private {
+            for (setting, other) in [("D365_AUTHORITY_HOST", "D365_DATAVERSE_BASE_URL"), ("D365_DATAVERSE_BASE_URL", "D365_AUTHORITY_HOST")] {
+                // Lambda (no AWS_SAM_LOCAL, or anything but true): refused, naming the setting.
+                for sam_local in [None, Some("false"), Some("1"), Some("")] {
+                    let mut pairs = vec![("D365_SECRET_ID", "x"), (setting, url), (other, "https://login.example.com")];
+                    pairs.extend(sam_local.map(|v| ("AWS_SAM_LOCAL", v)));
+                    let err = settings(&pairs).unwrap_err();
+                    assert_eq!(err.setting, setting, "{url} with AWS_SAM_LOCAL={sam_local:?}");
+                    assert!(err.problem.contains("loopback"), "{}", err.problem);
+                }
+                // SAM local: accepted.
+                let s = settings(&[("D365_SECRET_ID", "x"), ("AWS_SAM_LOCAL", "true"), (setting, url)]).unwrap();
+                let got = if setting == "D365_AUTHORITY_HOST" { s.authority_host } else { s.dataverse_base_url.unwrap() };
+                assert_eq!(got, url);
+            }
+        }
+        assert!(check_base_url("http://172.17.0.1:8765/", HttpHosts::SamLocal).is_ok());
+        assert!(check_base_url("http://127.0.0.1:8765", HttpHosts::SamLocal).is_ok());
+        assert!(check_base_url("https://login.microsoftonline.com", HttpHosts::SamLocal).is_ok());
+    }
+
+    #[test]
+    fn public_hosts_never_take_http_even_under_sam_local() {
+        let public = [
+            "http://login.microsoftonline.com",
+            "http://172.32.0.1",     // just above 172.16.0.0/12
+            "http://172.15.255.255", // just below
+            "http://11.0.0.1",
+            "http://192.169.0.1",
+            "http://100.64.0.1",      // shared address space (RFC 6598), not RFC 1918
+            "http://169.254.169.254", // link-local: the instance metadata service
+            "http://8.8.8.8",
+            "http://host.docker.internal.evil.com",
+            "http://10.0.0.1.evil.com",
+            "http://[fd00::1]:8765", // IPv6 unique local: not RFC 1918
+            "http://docker.internal",
+        ];
+        for url in public {
+            for setting in ["D365_AUTHORITY_HOST", "D365_DATAVERSE_BASE_URL"] {
+                let err = settings(&[("D365_SECRET_ID", "x"), ("AWS_SAM_LOCAL", "true"), (setting, url)]).unwrap_err();
+                assert_eq!(err.setting, setting, "{url}");
+                assert!(err.problem.contains("RFC 1918"), "{}", err.problem);
+            }
+        }
+    }
+
+    #[test]
+    fn sam_local_does_not_widen_the_queue_url() {
+        let err =
+            settings(&[("D365_SECRET_ID", "x"), ("AWS_SAM_LOCAL", "true"), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", "http://172.17.0.1:8765/0/q")])
+                .unwrap_err();
+        assert_eq!(err.setting, "D365_QUEUE_URL");
     }
 
     #[test]

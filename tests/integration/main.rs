@@ -14,6 +14,7 @@ mod identity;
 mod learned_cap;
 mod relay;
 mod reliability;
+mod sam_local;
 mod schema;
 mod sdk;
 mod sdk_python;
