@@ -6,6 +6,7 @@
 mod helpers;
 mod moto;
 
+mod ceiling;
 mod enqueue;
 mod idempotency;
 mod identity;
