@@ -304,7 +304,8 @@ async fn drain_backlog(relays: Vec<Relay>, records: Vec<Value>) -> (usize, usize
         invocations: usize,
         redeliveries: usize,
     }
-    let queue = Arc::new(Mutex::new(Queue { ready: records.into_iter().map(|r| (r, Instant::now())).collect(), in_flight: 0, invocations: 0, redeliveries: 0 }));
+    let queue =
+        Arc::new(Mutex::new(Queue { ready: records.into_iter().map(|r| (r, Instant::now())).collect(), in_flight: 0, invocations: 0, redeliveries: 0 }));
     let mut environments = Vec::new();
     for relay in relays {
         let queue = queue.clone();

@@ -48,7 +48,8 @@ async fn takes_from_the_table_never_pass_the_minute_s_total_however_they_race() 
     // A minute of the tests' own: the permits of 2030-01-01T00:00, read at half past it.
     let now: DateTime<Utc> = "2030-01-01T00:00:30Z".parse().unwrap();
     let clock: relay::dynamics::ceiling::Clock = Arc::new(move || now);
-    let environments: Vec<Ceiling> = (0..3).map(|_| Ceiling::in_memory(250, 1).with_table(client.clone(), "ceiling-takes".into()).with_clock(clock.clone())).collect();
+    let environments: Vec<Ceiling> =
+        (0..3).map(|_| Ceiling::in_memory(250, 1).with_table(client.clone(), "ceiling-takes".into()).with_clock(clock.clone())).collect();
     let until = Instant::now() + Duration::from_secs(10);
     let takes = join_all(environments.iter().flat_map(|e| (0..120).map(move |_| e.take(HOST, until))).collect()).await;
     let granted = takes.iter().filter(|t| t.is_ok()).count();
@@ -158,7 +159,8 @@ async fn only_trigger_calls_take_permits() {
     })
     .to_string();
     let mut config = sandbox_config();
-    let contacts = (0..4).map(|i| json!({"contactid": format!("c0000000-0000-4000-8000-00000000000{i}"), "emailaddress1": format!("c{i}@example.com")})).collect();
+    let contacts =
+        (0..4).map(|i| json!({"contactid": format!("c0000000-0000-4000-8000-00000000000{i}"), "emailaddress1": format!("c{i}@example.com")})).collect();
     config.rows.insert("contacts".into(), contacts);
     let h = Harness::with_config(config, &[("D365_MAPPING", &mapping), ("D365_MAX_TRIGGERS_PER_MINUTE", "4")]).await;
     clear_of_the_minute(Duration::from_secs(10)).await;
@@ -214,7 +216,11 @@ async fn check_reports_the_ceiling_and_how_it_is_shared() {
     let h = Harness::new(&[("D365_MAX_TRIGGERS_PER_MINUTE", "2000"), ("D365_ENVIRONMENTS", "4")]).await;
     let report = h.invoke(json!({"check": true})).await;
     let ceiling = &report["ceiling"];
-    assert_eq!((ceiling["per_minute"].as_u64(), ceiling["shared"].as_str(), ceiling["per_environment"].as_u64()), (Some(2000), Some("environments"), Some(500)), "{ceiling}");
+    assert_eq!(
+        (ceiling["per_minute"].as_u64(), ceiling["shared"].as_str(), ceiling["per_environment"].as_u64()),
+        (Some(2000), Some("environments"), Some(500)),
+        "{ceiling}"
+    );
     assert!(ceiling["detail"].as_str().unwrap().contains("bounds the SQS path only"), "{ceiling}");
 
     let h = Harness::new(&[("D365_IDEMPOTENCY_TABLE", "relay-keys")]).await;
