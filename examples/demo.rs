@@ -148,6 +148,9 @@ async fn main() {
     if let Err(problem) = backfill(&sandbox, root).await {
         problems.push(problem);
     }
+    if let Err(problem) = backlog(&sandbox, root).await {
+        problems.push(problem);
+    }
 
     let stats = sandbox.stats();
     println!(
@@ -262,6 +265,82 @@ async fn enqueue_mode(sandbox: &Sandbox, root: &str, webhook_secret: &[u8]) -> R
             "enqueue mode: expected 2 messages and 2 accepted calls, got {} message(s), {} call(s), {failures} batch item failure(s)",
             records.len(),
             received.len()
+        ));
+    }
+    Ok(())
+}
+
+/// SPEC §18: a throttled batch waits in the queue (its records made visible
+/// when the 429's pause ends), an invalid event is parked in the DLQ at once
+/// with its reasons, and the next receive drains the rest.
+async fn backlog(sandbox: &Sandbox, root: &str) -> Result<(), String> {
+    let Style { bold, dim, green, red, reset } = Style::for_stdout();
+    println!("\n{bold}── a throttled SQS batch and an invalid event{reset}  {dim}backoff by visibility and the DLQ with reasons; the sandbox's SQS stands in for Amazon SQS{reset}");
+    let dlq = sandbox.queue_url("relay-events-dlq");
+    let mapping = format!("{root}/events/mapping.json");
+    let settings =
+        relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_DEAD_LETTER_QUEUE_URL", &dlq), ("D365_MAX_IN_FLIGHT", "1")]);
+    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
+        .with_queue(relay::enqueue::sqs_client_for_endpoint(&sandbox.url()));
+    let order = |id: &str| {
+        serde_json::json!({"type": "track", "event": "Order Completed", "messageId": id, "userId": "5e1c0a7e-0003-4c0e-9a11-000000000003",
+            "properties": {"order_id": id, "revenue": 42.0, "currency": "EUR"}})
+    };
+    let invalid = serde_json::json!({"type": "track", "event": "Order Completed", "messageId": "backlog-no-user", "properties": {"order_id": "X"}});
+    let record = |i: usize, body: &Value, receives: u32| {
+        serde_json::json!({
+            "messageId": format!("backlog-{i}"), "receiptHandle": format!("rh-backlog-{i}-{receives}"), "body": body.to_string(),
+            "attributes": {"ApproximateReceiveCount": receives.to_string(), "ApproximateFirstReceiveTimestamp": chrono::Utc::now().timestamp_millis().to_string()},
+            "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:relay-events", "awsRegion": "us-east-1",
+        })
+    };
+    let bodies = [order("backlog-order-1"), order("backlog-order-2"), invalid];
+    let before = sandbox.signals().len();
+    // Dataverse throttles the first call with Retry-After 2 s, longer than this invocation has left.
+    sandbox.set_faults(d365_sandbox::Faults { script: vec![429], retry_after_secs: Some(2), ..Default::default() });
+    let batch = serde_json::json!({"Records": bodies.iter().enumerate().map(|(i, b)| record(i, b, 1)).collect::<Vec<_>>()});
+    let answer = relay.handle(batch, Instant::now() + Duration::from_millis(1_500)).await.map_err(|e| format!("backlog: invocation error: {e}"))?;
+    sandbox.set_faults(d365_sandbox::Faults::default());
+    println!("   1. the handler answered: {answer}");
+    for change in sandbox.visibility_changes() {
+        println!(
+            "      {dim}ChangeMessageVisibility {} → visible again in {} s (the 429's Retry-After, + up to 20 %){reset}",
+            change.receipt_handle, change.visibility_timeout
+        );
+    }
+    let parked = sandbox.queued("relay-events-dlq");
+    for message in &parked {
+        println!("   2. parked in the DLQ at once, body unchanged: {dim}{}{reset}", message.body);
+        for (name, value) in &message.attributes {
+            println!("      {dim}{name}{reset} = {value}");
+        }
+    }
+    let failed: Vec<String> =
+        answer["batchItemFailures"].as_array().into_iter().flatten().filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string)).collect();
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let again = serde_json::json!({"Records": [record(0, &bodies[0], 2), record(1, &bodies[1], 2)]});
+    let answer = relay.handle(again, Instant::now() + Duration::from_secs(10)).await.map_err(|e| format!("backlog: invocation error: {e}"))?;
+    println!("   3. received again once the pause ended: {answer}");
+    let received: Vec<_> = sandbox.signals().into_iter().skip(before).collect();
+    for signal in &received {
+        let colour = if signal.status == 204 { green } else { red };
+        println!("   {colour}{}{reset} POST /api/data/v9.2/{bold}{}{reset}", signal.status, signal.trigger);
+    }
+    let accepted = received.iter().filter(|s| s.status == 204).count();
+    let changes = sandbox.visibility_changes();
+    let outcome = parked.first().and_then(|m| m.attributes.get("d365-outcome")).map(String::as_str);
+    let drained = answer["batchItemFailures"].as_array().is_some_and(Vec::is_empty);
+    if failed != ["backlog-0", "backlog-1"]
+        || changes.len() != 2
+        || changes.iter().any(|c| !(2..=3).contains(&c.visibility_timeout))
+        || parked.len() != 1
+        || outcome != Some("invalid")
+        || accepted != 2
+        || !drained
+    {
+        return Err(format!(
+            "backlog: expected 2 records backed off 2–3 s, 1 parked as invalid, then 2 delivered; got failures {failed:?}, changes {changes:?}, {} parked ({outcome:?}), {accepted} accepted",
+            parked.len()
         ));
     }
     Ok(())

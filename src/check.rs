@@ -17,6 +17,7 @@ use crate::dynamics::Dynamics;
 use crate::mapping::{self, Decision, MapContext};
 use crate::outcome::DeliveryError;
 use crate::schema::{self, Definition};
+use crate::secrets::SecretError;
 
 /// One step before the triggers: settings, secret, token.
 #[derive(Debug, Clone)]
@@ -260,7 +261,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
 
     let creds = match dynamics.credentials().await {
         Ok(c) => c,
-        Err(error) => {
+        Err(SecretError::Config(error)) => {
             report.steps.push(Step {
                 name: "secret",
                 ok: false,
@@ -268,6 +269,17 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
                 fix: Some(format!("fix {}: the secret's JSON is described in README \"The secret\"", error.setting)),
             });
             report.config_error = true;
+            return report;
+        }
+        Err(error @ SecretError::Unavailable(_)) => {
+            report.steps.push(Step {
+                name: "secret",
+                ok: false,
+                detail: error.to_string(),
+                fix: Some(
+                    "Secrets Manager did not answer: check the function's network path to it (a VPC needs an endpoint or NAT), then run the check again".into(),
+                ),
+            });
             return report;
         }
     };

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use crate::config::{ConfigError, Credentials, Settings};
 use crate::mapping::TriggerCall;
 use crate::outcome::DeliveryError;
-use crate::secrets::SecretStore;
+use crate::secrets::{SecretError, SecretStore};
 
 pub mod ceiling;
 pub mod metadata;
@@ -29,8 +29,9 @@ pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 const TOKEN_FETCH_ATTEMPTS: u32 = 3;
 /// The most of a Retry-After that is honoured (upstream numbers are untrusted).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-/// Token lifetimes (`expires_in`, `refresh_in`) are kept within this range.
-pub const TOKEN_LIFETIME_RANGE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(24 * 3600));
+/// The longest token lifetime (`expires_in`, `refresh_in`) believed. Shorter
+/// ones are kept as given: a token is never used past what Entra said (SPEC §4).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The longest the secret may take when the caller gives no deadline.
 pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -140,12 +141,12 @@ impl Dynamics {
     }
 
     /// The credentials, within [`CREDENTIALS_TIMEOUT`].
-    pub async fn credentials(&self) -> Result<Arc<Credentials>, ConfigError> {
+    pub async fn credentials(&self) -> Result<Arc<Credentials>, SecretError> {
         self.credentials_until(Instant::now() + CREDENTIALS_TIMEOUT).await
     }
 
     /// The credentials, answered by `deadline`.
-    pub async fn credentials_until(&self, deadline: Instant) -> Result<Arc<Credentials>, ConfigError> {
+    pub async fn credentials_until(&self, deadline: Instant) -> Result<Arc<Credentials>, SecretError> {
         self.secrets.get(self.current_invocation(), deadline).await
     }
 
@@ -268,11 +269,10 @@ impl Dynamics {
             if status.is_success() {
                 let parsed: TokenResponse = serde_json::from_slice(&body)
                     .map_err(|_| DeliveryError::TokenUnavailable { detail: "the token endpoint's answer is not a token".into() })?;
-                let (shortest, longest) = TOKEN_LIFETIME_RANGE;
-                let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599)).clamp(shortest, longest);
-                let mut refresh_after = if lifetime > TOKEN_REFRESH_MARGIN * 2 { lifetime - TOKEN_REFRESH_MARGIN } else { lifetime / 2 };
+                let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599)).min(MAX_TOKEN_LIFETIME);
+                let mut refresh_after = refresh_after(lifetime);
                 if let Some(refresh_in) = parsed.refresh_in {
-                    refresh_after = refresh_after.min(Duration::from_secs(refresh_in).clamp(shortest, longest));
+                    refresh_after = refresh_after.min(Duration::from_secs(refresh_in).min(MAX_TOKEN_LIFETIME));
                 }
                 return Ok((SecretString::from(parsed.access_token), started + refresh_after));
             }
@@ -307,6 +307,16 @@ impl Dynamics {
     }
 }
 
+/// When a token of `lifetime` is refreshed (SPEC §4): [`TOKEN_REFRESH_MARGIN`]
+/// before it expires, or at half its lifetime when that is 10 minutes or less.
+fn refresh_after(lifetime: Duration) -> Duration {
+    if lifetime > TOKEN_REFRESH_MARGIN * 2 {
+        lifetime - TOKEN_REFRESH_MARGIN
+    } else {
+        lifetime / 2
+    }
+}
+
 impl DynamicsPort for Dynamics {
     async fn send(&self, call: &TriggerCall, deadline: Instant) -> Result<Sent, DeliveryError> {
         // Every step below is bounded too; this is the guarantee that nothing outlives the deadline.
@@ -324,7 +334,7 @@ impl DynamicsPort for Dynamics {
 impl Dynamics {
     async fn send_once(&self, call: &TriggerCall, deadline: Instant) -> Result<Sent, DeliveryError> {
         let invocation = self.current_invocation();
-        let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
+        let creds = self.secrets.get(invocation, deadline).await?;
         let mut token = self.token(creds, deadline).await?;
         let mut refreshed = false;
         let mut rotation_checked = false;
@@ -353,7 +363,7 @@ impl Dynamics {
             } else {
                 return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&headers, &body) });
             }
-            let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
+            let creds = self.secrets.get(invocation, deadline).await?;
             token = self.token(creds, deadline).await?;
         }
     }

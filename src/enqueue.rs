@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -259,7 +259,7 @@ async fn send_batch(client: aws_sdk_sqs::Client, url: String, batch: Vec<Message
         Err(_) => return batch.iter().map(|m| refusal(m, None, "SQS did not answer before the webhook's deadline".into())).collect(),
         Ok(Err(error)) => {
             // The full error goes to the log only: it may name the account or the role.
-            tracing::error!(message = "SendMessageBatch failed.", events = batch.len(), code = error.code().unwrap_or(""), error = %DisplayErrorContext(&error));
+            tracing::error!(message = "SendMessageBatch failed.", events = batch.len(), error = %crate::aws_error(&error));
             let code = error.code().map(str::to_string);
             let text = match &code {
                 Some(code) => format!("the queue did not take the event (SQS {code})"),

@@ -1,6 +1,7 @@
 //! The handler: one entry point for SQS, SNS, EventBridge, webhook (API Gateway,
 //! function URL, ALB) and direct invocations, wired once per execution environment.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,8 +10,9 @@ use chrono::Utc;
 use serde_json::Value;
 
 use crate::auth::{self, SenderProof};
+use crate::backlog::Backlog;
 use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
-use crate::delivery::{self, Budget, Job, Pacer, Work};
+use crate::delivery::{self, Budget, Job, Order, Pacer, Work};
 use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
 use crate::enqueue::Queue;
@@ -20,6 +22,7 @@ use crate::intake::{self, HttpRequest, Incoming, IntakeError, Pending, Source};
 use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
 use crate::outcome::{self, DeliveryError, Outcome, RecordResult, Tally};
+use crate::secrets::SecretError;
 use crate::webhook::{self, HttpAnswer};
 
 /// API Gateway gives up after 29 s; webhook work is budgeted inside that.
@@ -34,6 +37,8 @@ pub struct Relay {
     emit_metrics: bool,
     /// The queue of `D365_WEBHOOK_MODE=enqueue` (SPEC §15).
     queue: Option<Queue>,
+    /// Backoff by visibility and the DLQ with reasons (SPEC §18), given an SQS client.
+    backlog: Option<Backlog>,
     /// `send --dry-run` (SPEC §16): records are mapped and coerced, nothing is sent or claimed.
     dry_run: bool,
 }
@@ -64,6 +69,7 @@ impl Relay {
     pub fn new(settings: Result<Settings, ConfigError>, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Relay {
         let max_in_flight = settings.as_ref().map(|s| s.max_in_flight).unwrap_or(1);
         let learned_cap_period = settings.as_ref().map_or(delivery::pacer::LEARNED_CAP_PERIOD, |s| s.learned_cap_period);
+        let budget_window = settings.as_ref().map_or(delivery::budget::BUDGET_WINDOW, |s| s.budget_window);
         match &settings {
             Ok(s) if s.webhook_auth.contains(&WebhookAuth::None) => {
                 tracing::warn!(message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer.")
@@ -79,20 +85,23 @@ impl Relay {
         });
         Relay {
             wiring,
-            pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight).with_learned_cap_period(learned_cap_period)),
+            pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight).with_learned_cap_period(learned_cap_period).with_budget_window(budget_window)),
             idempotency: Arc::new(Idempotency::in_memory()),
             emit_metrics: false,
             queue: None,
+            backlog: None,
             dry_run: false,
         }
     }
 
-    /// Adds the SQS client of `D365_WEBHOOK_MODE=enqueue` (ignored in deliver mode).
+    /// Adds the SQS client: the SQS path's backoff and DLQ (SPEC §18) and the
+    /// queue of `D365_WEBHOOK_MODE=enqueue` (SPEC §15).
     pub fn with_queue(mut self, client: aws_sdk_sqs::Client) -> Relay {
         if let Ok(Wiring { settings: Settings { webhook_mode: WebhookMode::Enqueue(target), .. }, .. }) = &self.wiring {
             tracing::info!(message = "Webhook events are queued, not delivered inline.", queue_url = %target.url, fifo = target.fifo);
-            self.queue = Some(Queue::new(client, target.clone()));
+            self.queue = Some(Queue::new(client.clone(), target.clone()));
         }
+        self.backlog = Some(Backlog::new(client));
         self
     }
 
@@ -157,8 +166,8 @@ impl Relay {
     /// the configuration error every record of it fails with (SPEC §2.1).
     /// The secret is read within the invocation's budget: a stalled Secrets
     /// Manager fails the records in time rather than outliving the invocation.
-    async fn prepare(&self, budget: &Budget) -> Result<Prepared<'_>, ConfigError> {
-        let Wiring { settings, dynamics, schemas, identities } = self.wiring.as_ref().map_err(Clone::clone)?;
+    async fn prepare(&self, budget: &Budget) -> Result<Prepared<'_>, SecretError> {
+        let Wiring { settings, dynamics, schemas, identities } = self.wiring.as_ref().map_err(|e| SecretError::Config(e.clone()))?;
         let credentials = dynamics.credentials_until(budget.hard_cutoff).await?;
         let default_trigger = settings.trigger_name.clone().or_else(|| credentials.trigger_name.clone());
         settings.mapping.check_triggers(default_trigger.as_deref())?;
@@ -172,14 +181,14 @@ impl Relay {
 
     /// Whether the relay can work (settings, secret, default trigger), as an
     /// invocation would find out (`send` checks it before the first record).
-    pub async fn ready(&self, budget: &Budget) -> Result<(), ConfigError> {
+    pub async fn ready(&self, budget: &Budget) -> Result<(), SecretError> {
         self.prepare(budget).await.map(|_| ())
     }
 
     /// Maps and delivers records as one invocation would (`send`, SPEC §16):
     /// one result per record, in order.
     pub async fn process_events(&self, records: Vec<Incoming>, budget: Budget) -> Vec<RecordResult> {
-        self.prepare_and_process(records, false, budget).await
+        self.prepare_and_process(records, Order::Any, budget).await
     }
 
     /// The trigger definitions this execution environment has read (SPEC §13).
@@ -215,13 +224,27 @@ impl Relay {
                 tracing::error!(message = "Invocation rejected.", error = %error);
                 Err(error)
             }
-            Ok(Source::Sqs { records, fifo }) => {
-                let results = self.prepare_and_process(records, fifo, Budget::until(deadline)).await;
+            Ok(Source::Sqs { records, fifo, mut batch }) => {
+                let backlog = match (&self.backlog, &self.wiring) {
+                    (Some(backlog), Ok(wiring)) => Some((backlog, &wiring.settings.backlog)),
+                    _ => None,
+                };
+                let parks = backlog.is_some_and(|(_, settings)| settings.dead_letter_queue.is_some());
+                if parks {
+                    batch.keep_bodies(&records);
+                }
+                let order = if fifo { Order::Fifo { parks } } else { Order::Any };
+                let reserve = backlog.map_or(Duration::ZERO, |_| crate::backlog::reserve(deadline));
+                let results = self.prepare_and_process(records, order, Budget::until(deadline - reserve)).await;
+                let parked = match backlog {
+                    Some((backlog, settings)) => backlog.settle(settings, &batch, &results, deadline).await,
+                    None => HashSet::new(),
+                };
                 self.log_summary(if fifo { "sqs-fifo" } else { "sqs" }, &results, started, tokens_before);
-                Ok(intake::sqs_response(&results))
+                Ok(intake::sqs_response(&results, &parked))
             }
             Ok(Source::Async { source, records }) => {
-                let results = self.prepare_and_process(records, false, Budget::until(deadline)).await;
+                let results = self.prepare_and_process(records, Order::Any, Budget::until(deadline)).await;
                 let tally = self.log_summary(source.name(), &results, started, tokens_before);
                 if tally.not_done() > 0 {
                     let error = intake::not_delivered(source, &results, &tally);
@@ -231,7 +254,7 @@ impl Relay {
                 Ok(outcome::summary(&results, &tally))
             }
             Ok(Source::Direct(payload)) => {
-                let results = self.prepare_and_process(intake::direct_payload_records(payload), false, Budget::until(deadline)).await;
+                let results = self.prepare_and_process(intake::direct_payload_records(payload), Order::Any, Budget::until(deadline)).await;
                 let tally = self.log_summary("direct", &results, started, tokens_before);
                 Ok(outcome::summary(&results, &tally))
             }
@@ -256,9 +279,13 @@ impl Relay {
         let budget = Budget::until(deadline);
         let prepared = match self.prepare(&budget).await {
             Ok(prepared) => prepared,
-            Err(error) => {
+            Err(SecretError::Config(error)) => {
                 tracing::error!(message = "Configuration error.", error = %error);
                 return HttpAnswer::unavailable(format!("the relay is misconfigured ({})", error.setting), 60);
+            }
+            Err(error @ SecretError::Unavailable(_)) => {
+                tracing::warn!(message = "Secrets Manager unavailable: the request is refused for a retry.", error = %error);
+                return HttpAnswer::unavailable("Secrets Manager is unavailable; retry later", 5);
             }
         };
         let proof = SenderProof { headers: &request.headers, code: request.code.as_deref(), body: &body };
@@ -284,26 +311,31 @@ impl Relay {
                 None => HttpAnswer::unavailable("the relay is misconfigured (D365_WEBHOOK_MODE=enqueue without an SQS client)", 60),
             };
         }
-        let results = self.process(&prepared, records, false, budget).await;
+        let results = self.process(&prepared, records, Order::Any, budget).await;
         let tally = self.log_summary("webhook", &results, started, tokens_before);
         webhook::answer(&results, &tally)
     }
 
     /// Prepares the invocation, then maps and delivers its records; with a
     /// configuration error every record fails (never silently dropped).
-    async fn prepare_and_process(&self, records: Vec<Incoming>, fifo: bool, budget: Budget) -> Vec<RecordResult> {
+    async fn prepare_and_process(&self, records: Vec<Incoming>, order: Order, budget: Budget) -> Vec<RecordResult> {
         match self.prepare(&budget).await {
-            Ok(prepared) => self.process(&prepared, records, fifo, budget).await,
+            Ok(prepared) => self.process(&prepared, records, order, budget).await,
             Err(error) => {
-                tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len());
-                let outcome = Outcome::Failed(DeliveryError::Config(error));
+                match &error {
+                    SecretError::Config(_) => tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len()),
+                    SecretError::Unavailable(_) => {
+                        tracing::warn!(message = "Secrets Manager unavailable: records failed, to be retried.", error = %error, records = records.len())
+                    }
+                }
+                let outcome = Outcome::Failed(error.into());
                 records.into_iter().map(|r| result_of(Seen::of(r).0, None, outcome.clone(), 0)).collect()
             }
         }
     }
 
     /// Maps and delivers records; one result per record, in order.
-    async fn process(&self, prepared: &Prepared<'_>, records: Vec<Incoming>, fifo: bool, budget: Budget) -> Vec<RecordResult> {
+    async fn process(&self, prepared: &Prepared<'_>, records: Vec<Incoming>, order: Order, budget: Budget) -> Vec<RecordResult> {
         let settings = prepared.settings;
         let ctx = MapContext {
             mapping: &settings.mapping,
@@ -342,6 +374,21 @@ impl Relay {
             seen.push(ids);
         }
 
+        // A paused application user does not spin (SPEC §18.2): when no call can
+        // start before the cut-off, nothing is looked up, read or sent, and every
+        // record waits out the pause (in the queue, for SQS).
+        if let Some(held_back) = self.pacer.held_back(budget.start_cutoff).filter(|_| !self.dry_run) {
+            for (job, prep) in jobs.iter_mut().zip(identity_preps.iter_mut()) {
+                let resolves = matches!(prep, crate::identity::Prep::Resolve { .. });
+                if resolves {
+                    *prep = crate::identity::Prep::None;
+                }
+                if resolves || matches!(job.work, Work::Send(_)) {
+                    job.work = Work::Done(Outcome::Failed(held_back.clone()));
+                }
+            }
+        }
+
         // ── Identity and consent (SPEC §14) ── the profile id of each call that needs one
         // (lookups, create) fills both profile fields; identify events update the profile.
         crate::identity::stage(prepared.identities, prepared.dynamics, &self.pacer, &settings.mapping, identity_preps, &mut jobs, budget, self.dry_run).await;
@@ -360,7 +407,7 @@ impl Relay {
         let reports = if self.dry_run {
             jobs.into_iter().map(dry_run_report).collect()
         } else {
-            delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, fifo, budget).await
+            delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, order, budget).await
         };
         seen.into_iter()
             .zip(reports)
@@ -403,7 +450,8 @@ impl Relay {
             rejected = t.rejected,
             failed = t.failed,
             retries = t.retries,
-            throttled = t.throttled,
+            throttled = t.throttled + t.held_back,
+            held_back = t.held_back,
             token_refreshes = metrics.token_refreshes,
             omitted_attributes = metrics.omitted_attributes,
             concurrency_limit = self.pacer.limit(),

@@ -184,8 +184,8 @@ impl DynamoTable {
             .await;
         match result {
             Ok(_) => Claim::Claimed,
-            Err(error) => match error.into_service_error() {
-                PutItemError::ConditionalCheckFailedException(existing) => {
+            Err(error) => match error.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(existing)) => {
                     let status = existing.item().and_then(|i| i.get("status")).and_then(|s| s.as_s().ok()).map(String::as_str);
                     if status == Some("done") {
                         Claim::Done
@@ -193,9 +193,10 @@ impl DynamoTable {
                         Claim::InProgress
                     }
                 }
-                other => {
-                    tracing::warn!(message = "Idempotency table unavailable; the record is not sent.", error = %aws_sdk_dynamodb::error::DisplayErrorContext(&other));
-                    Claim::Unavailable(DeliveryError::Transient { status: None, code: None, detail: format!("the idempotency table is unavailable: {other}") })
+                _ => {
+                    let error = crate::aws_error(&error);
+                    tracing::warn!(message = "Idempotency table unavailable; the record is not sent.", table = %self.name, error = %error);
+                    Claim::Unavailable(DeliveryError::Transient { status: None, code: None, detail: format!("the idempotency table is unavailable: {error}") })
                 }
             },
         }
@@ -214,7 +215,7 @@ impl DynamoTable {
             .await;
         if let Err(error) = result {
             // The claim lapses at its expiry; a redelivery after that could raise the event again.
-            tracing::warn!(message = "Could not mark an idempotency key done.", error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error));
+            tracing::warn!(message = "Could not mark an idempotency key done.", table = %self.name, error = %crate::aws_error(&error));
         }
     }
 
@@ -231,9 +232,8 @@ impl DynamoTable {
             .send()
             .await;
         if let Err(error) = result {
-            let error = error.into_service_error();
-            if !error.is_conditional_check_failed_exception() {
-                tracing::warn!(message = "Could not release an idempotency key; it lapses at its expiry.", error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error));
+            if !error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) {
+                tracing::warn!(message = "Could not release an idempotency key; it lapses at its expiry.", table = %self.name, error = %crate::aws_error(&error));
             }
         }
     }

@@ -74,6 +74,8 @@ pub enum Source {
     Sqs {
         records: Vec<Incoming>,
         fifo: bool,
+        /// What the queue side needs of each record (SPEC §18), in record order.
+        batch: SqsBatch,
     },
     /// An SNS subscription or an EventBridge rule invoking the function.
     Async {
@@ -83,6 +85,43 @@ pub enum Source {
     Http(HttpRequest),
     /// Anything else: an event, a list of events or `{"batch": [...]}`.
     Direct(Value),
+}
+
+/// The queue side of an SQS batch: where it came from and, per record, what
+/// backoff by visibility and parking in the DLQ need (SPEC §18).
+#[derive(Debug, Clone, Default)]
+pub struct SqsBatch {
+    /// `eventSourceARN` of the batch's records.
+    pub queue_arn: Option<String>,
+    /// One per record, in record order.
+    pub messages: Vec<SqsMessage>,
+}
+
+/// One SQS message's receipt and attributes.
+#[derive(Debug, Clone, Default)]
+pub struct SqsMessage {
+    pub receipt_handle: Option<String>,
+    /// `attributes.ApproximateReceiveCount` (1 on the first receive).
+    pub receive_count: u32,
+    /// `attributes.ApproximateFirstReceiveTimestamp`, epoch milliseconds.
+    pub first_received_ms: Option<i64>,
+    /// `attributes.MessageGroupId` (FIFO).
+    pub group: Option<String>,
+    /// `messageAttributes`, as Lambda gives them.
+    pub attributes: Option<Value>,
+    /// The body as received, kept only when the relay may park the record ([`SqsBatch::keep_bodies`]).
+    pub body: Option<String>,
+}
+
+impl SqsBatch {
+    /// Keeps a copy of each body, so that a record can be parked in the DLQ as received.
+    pub fn keep_bodies(&mut self, records: &[Incoming]) {
+        for (message, record) in self.messages.iter_mut().zip(records) {
+            if let Pending::Text(body) = &record.event {
+                message.body = Some(body.clone());
+            }
+        }
+    }
 }
 
 /// One record as it came in.
@@ -146,7 +185,9 @@ pub fn classify(mut payload: Value) -> Result<Source, IntakeError> {
         let fifo = records.iter().any(|r| r.get("eventSourceARN").and_then(Value::as_str).is_some_and(|arn| arn.ends_with(".fifo")));
         // The records are taken out of the payload, not copied; the rest of it is dropped here.
         let Value::Array(records) = payload["Records"].take() else { unreachable!("Records is a list") };
-        return Ok(Source::Sqs { records: sqs_records(records), fifo });
+        let queue_arn = records.first().and_then(|r| str_at(r, "/eventSourceARN")).map(str::to_string);
+        let (records, messages) = sqs_records(records);
+        return Ok(Source::Sqs { records, fifo, batch: SqsBatch { queue_arn, messages } });
     }
 
     if map.get("detail-type").is_some_and(Value::is_string) && map.contains_key("source") && map.contains_key("detail") {
@@ -339,12 +380,13 @@ impl<'de> serde::de::Visitor<'de> for Lean {
 fn lean_record(record: Value) -> Value {
     let Value::Object(mut full) = record else { return record };
     let mut kept = Map::new();
-    for key in ["messageId", "body", "eventSource", "eventSourceARN", "EventSource"] {
+    for key in ["messageId", "body", "eventSource", "eventSourceARN", "EventSource", "receiptHandle", "messageAttributes"] {
         if let Some(value) = full.remove(key) {
             kept.insert(key.into(), value);
         }
     }
-    for (outer, inner) in [("attributes", &["MessageGroupId"][..]), ("Sns", &["Message", "MessageId"][..])] {
+    let attributes = &["MessageGroupId", "ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"][..];
+    for (outer, inner) in [("attributes", attributes), ("Sns", &["Message", "MessageId"][..])] {
         if let Some(Value::Object(mut fields)) = full.remove(outer) {
             let fields: Map<String, Value> = inner.iter().filter_map(|k| fields.remove(*k).map(|v| (k.to_string(), v))).collect();
             kept.insert(outer.into(), Value::Object(fields));
@@ -356,24 +398,42 @@ fn lean_record(record: Value) -> Value {
 /// SQS records: `messageId`, `body`, `attributes.MessageGroupId` are all that is
 /// read. The strings are moved out of the records, and each record's other
 /// fields are dropped as soon as it is read.
-fn sqs_records(records: Vec<Value>) -> Vec<Incoming> {
+fn sqs_records(records: Vec<Value>) -> (Vec<Incoming>, Vec<SqsMessage>) {
     let take = |record: &mut Value, key: &str| match record.get_mut(key).map(Value::take) {
         Some(Value::String(text)) => Some(text),
         _ => None,
     };
+    // Lambda sends the attributes as strings; a number is read too.
+    let number = |record: &Value, pointer: &str| match record.pointer(pointer) {
+        Some(Value::String(text)) => text.trim().parse::<i64>().ok(),
+        Some(value) => value.as_i64(),
+        None => None,
+    };
     records
         .into_iter()
         .enumerate()
-        .map(|(index, mut record)| Incoming {
-            index,
-            sqs_id: take(&mut record, "messageId"),
-            group: str_at(&record, "/attributes/MessageGroupId").map(str::to_string),
-            event: match take(&mut record, "body") {
-                None => Pending::Ready(Err("the SQS message has no body".into())),
-                Some(body) => Pending::Text(body),
-            },
+        .map(|(index, mut record)| {
+            let group = str_at(&record, "/attributes/MessageGroupId").map(str::to_string);
+            let message = SqsMessage {
+                receipt_handle: take(&mut record, "receiptHandle"),
+                receive_count: number(&record, "/attributes/ApproximateReceiveCount").and_then(|n| u32::try_from(n).ok()).unwrap_or(1).max(1),
+                first_received_ms: number(&record, "/attributes/ApproximateFirstReceiveTimestamp"),
+                group: group.clone(),
+                attributes: record.get_mut("messageAttributes").map(Value::take).filter(|a| a.as_object().is_some_and(|o| !o.is_empty())),
+                body: None,
+            };
+            let incoming = Incoming {
+                index,
+                sqs_id: take(&mut record, "messageId"),
+                group,
+                event: match take(&mut record, "body") {
+                    None => Pending::Ready(Err("the SQS message has no body".into())),
+                    Some(body) => Pending::Text(body),
+                },
+            };
+            (incoming, message)
         })
-        .collect()
+        .unzip()
 }
 
 /// SNS records (a subscription invoking the function): `Sns.Message` and `Sns.MessageId`.
@@ -417,12 +477,14 @@ pub fn not_delivered(source: AsyncSource, results: &[RecordResult], tally: &crat
     IntakeError::NotDelivered { source_name: source.name(), not_done: tally.not_done(), records: tally.records, outcomes: outcomes.join("; ") }
 }
 
-/// `{"batchItemFailures": [...]}`: exactly the records neither delivered nor deliberately skipped.
-pub fn sqs_response(results: &[RecordResult]) -> Value {
+/// `{"batchItemFailures": [...]}`: exactly the records neither delivered nor
+/// deliberately skipped, but for those the relay has parked in the DLQ
+/// (`parked`, by record index; SPEC §18.3).
+pub fn sqs_response(results: &[RecordResult], parked: &std::collections::HashSet<usize>) -> Value {
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = results
         .iter()
-        .filter(|r| !r.outcome.is_success())
+        .filter(|r| !r.outcome.is_success() && !parked.contains(&r.index))
         .map(|r| {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = r.sqs_id.clone().expect("SQS records carry their messageId");
@@ -489,7 +551,7 @@ mod tests {
             {"messageId": "a", "eventSource": "aws:sqs", "body": "{\"event\":\"E\"}", "attributes": null, "messageAttributes": {"x": {"binaryValue": "%%%"}}},
             {"messageId": "b", "eventSource": "aws:sqs", "attributes": {"MessageGroupId": 5}},
             {"messageId": "c", "eventSource": "aws:sqs", "body": "{\"message\":\"foo\"}", "attributes": {"MessageGroupId": "g"}}]});
-        let Ok(Source::Sqs { records, fifo: false }) = classify(sqs) else { panic!("an SQS batch") };
+        let Ok(Source::Sqs { records, fifo: false, .. }) = classify(sqs) else { panic!("an SQS batch") };
         assert_eq!(records[0].sqs_id.as_deref(), Some("a"));
         assert_eq!(records[0].event, Pending::Text("{\"event\":\"E\"}".into()), "a body is parsed when its record is mapped");
         let events: Vec<Result<Value, String>> = records.iter().map(|r| r.event.clone().resolve()).collect();
@@ -512,7 +574,8 @@ mod tests {
         assert_eq!(
             lean,
             json!({"Records": [
-                {"messageId": "a", "body": "{\"event\":\"E\"}", "eventSource": "aws:sqs", "eventSourceARN": "arn:q.fifo", "attributes": {"MessageGroupId": "g"}},
+                {"messageId": "a", "receiptHandle": "h", "body": "{\"event\":\"E\"}", "eventSource": "aws:sqs", "eventSourceARN": "arn:q.fifo",
+                 "attributes": {"ApproximateReceiveCount": "1", "MessageGroupId": "g"}, "messageAttributes": {"k": {"stringValue": "v"}}},
                 {"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": "{}"}},
                 {}, 7],
                 "other": {"kept": [1, 2.5, true, null, "as is"]}})

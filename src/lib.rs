@@ -17,9 +17,11 @@
 //! - [`secrets`]: the Secrets Manager adapter
 //! - [`idempotency`]: the same event is raised once
 //! - [`enqueue`]: durable webhooks, checked and queued to SQS
+//! - [`backlog`]: failed SQS records backed off by visibility; the DLQ with reasons
 //! - [`handler`]: the entry point, wired once per execution environment
 
 pub mod auth;
+pub mod backlog;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -53,6 +55,47 @@ pub fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
         .operation_attempt_timeout(std::time::Duration::from_secs(2))
         .operation_timeout(std::time::Duration::from_secs(5))
         .build()
+}
+
+/// One line for a failed AWS call: the service's error code and message once,
+/// or what went wrong on the way (timeout, connection), without the SDK's
+/// nested context or Debug output.
+/// (`SdkError` and its metadata are the same types in every AWS SDK crate.)
+pub fn aws_error<E, R>(error: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata,
+{
+    use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+    match error {
+        SdkError::ServiceError(_) => {
+            let code = error.code().unwrap_or("unknown error");
+            match error.message() {
+                Some(message) if !message.is_empty() => format!("{code}: {message}"),
+                _ => code.to_string(),
+            }
+        }
+        SdkError::TimeoutError(_) => "no answer in time".to_string(),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => "no answer in time".to_string(),
+        SdkError::DispatchFailure(failure) if failure.is_io() => "the connection failed".to_string(),
+        SdkError::DispatchFailure(_) => "the request could not be sent".to_string(),
+        SdkError::ResponseError(_) => "the answer could not be read".to_string(),
+        SdkError::ConstructionFailure(_) => "the request could not be built".to_string(),
+        _ => "the call failed".to_string(),
+    }
+}
+
+/// Removes the `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_*` variables that are set
+/// but empty — what SAM's local runtime passes for a declared, unset variable.
+/// Empty means unset, as for the `D365_*` settings; the SDK would otherwise panic
+/// ("URL was unset"). Call it first in `main`, before any other thread reads
+/// the environment.
+pub fn forget_empty_endpoint_overrides() {
+    for (name, value) in std::env::vars_os() {
+        let is_endpoint = name.to_str().is_some_and(|n| n == "AWS_ENDPOINT_URL" || n.starts_with("AWS_ENDPOINT_URL_"));
+        if is_endpoint && value.to_str().is_some_and(|v| v.trim().is_empty()) {
+            std::env::remove_var(&name);
+        }
+    }
 }
 
 /// The AWS configuration chain (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_*`), with [`aws_timeouts`].

@@ -5,11 +5,12 @@
 //! the commands of [`relay::cli`] instead.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use relay::config::{Settings, WebhookMode};
+use relay::config::Settings;
 use relay::Relay;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    relay::forget_empty_endpoint_overrides();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if relay::cli::wanted(&args) {
         std::process::exit(relay::cli::run(args).await);
@@ -20,14 +21,11 @@ async fn main() -> Result<(), Error> {
     // load) is parsed in the background meanwhile.
     std::thread::spawn(relay::mapping::warm_phone_metadata);
     let settings = Settings::from_env();
-    let enqueue = settings.as_ref().is_ok_and(|s| matches!(s.webhook_mode, WebhookMode::Enqueue(_)));
     let aws = relay::aws_config_from_env().await;
-    let mut relay = Relay::new(settings, aws_sdk_secretsmanager::Client::new(&aws), relay::dynamics::http_client())
+    let relay = Relay::new(settings, aws_sdk_secretsmanager::Client::new(&aws), relay::dynamics::http_client())
         .with_idempotency_table(aws_sdk_dynamodb::Client::new(&aws))
+        .with_queue(relay::enqueue::sqs_client(&aws))
         .with_metrics();
-    if enqueue {
-        relay = relay.with_queue(relay::enqueue::sqs_client(&aws));
-    }
     let relay = &relay;
     // The payload is read into a `Value` whose SQS records keep only the fields read (intake::Payload).
     lambda_runtime::run(service_fn(move |event: LambdaEvent<relay::intake::Payload>| async move {

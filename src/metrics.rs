@@ -10,6 +10,28 @@ use crate::outcome::Tally;
 /// EMF allows at most 100 values per metric in one line.
 const MAX_VALUES: usize = 100;
 
+/// Every metric name the relay emits (the template's dashboard names only these
+/// and AWS's own).
+pub const METRIC_NAMES: &[&str] = &[
+    "Records",
+    "TriggerCalls",
+    "Delivered",
+    "Dropped",
+    "Duplicates",
+    "Invalid",
+    "Rejected",
+    "Failed",
+    "Retries",
+    "ThrottledResponses",
+    "TokenRefreshes",
+    "BatchItemFailures",
+    "OmittedAttributes",
+    "NoConsent",
+    "CeilingDeferred",
+    "DeliveryLatency",
+    "InvocationDuration",
+];
+
 /// One invocation's figures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InvocationMetrics {
@@ -25,8 +47,9 @@ impl InvocationMetrics {
     /// The EMF document, dimensioned by source (sqs, sqs-fifo, webhook, direct).
     pub fn to_emf(&self, namespace: &str, timestamp_ms: i64) -> Value {
         let t = &self.tally;
-        let counts: [(&str, u64); 14] = [
+        let counts: [(&str, u64); 15] = [
             ("Records", t.records),
+            ("TriggerCalls", t.calls),
             ("Delivered", t.delivered),
             ("Dropped", t.dropped),
             ("Duplicates", t.duplicates),
@@ -147,6 +170,18 @@ mod tests {
         assert_valid_emf(&doc);
         assert_eq!(doc["CeilingDeferred"], 2);
         assert_eq!(doc["Failed"], 3);
+    }
+
+    #[test]
+    fn metric_names_lists_exactly_what_is_emitted() {
+        let tally = Tally { records: 1, delivered: 1, delivery_latency_ms: vec![5.0], ..Default::default() };
+        let doc = InvocationMetrics { source: "sqs", tally, ..Default::default() }.to_emf("N", 1);
+        let emitted: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
+        let mut listed = METRIC_NAMES.to_vec();
+        let mut sorted = emitted.clone();
+        listed.sort_unstable();
+        sorted.sort_unstable();
+        assert_eq!(sorted, listed);
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub enum DeliveryError {
     /// Dataverse 429 (service protection limits).
     #[error("Dataverse throttled the call (429{}), Retry-After {}", code_suffix(code), retry_after.map(|d| format!("{}s", d.as_secs())).unwrap_or_else(|| "not given".into()))]
     Throttled { retry_after: Option<Duration>, code: Option<String> },
+    /// Not attempted: Dataverse throttled this application user (429) and its
+    /// pause lasts past the time left to start a call; `retry_after` is what is
+    /// left of the pause.
+    #[error("not attempted: Dataverse throttled the application user (429{}), Retry-After {}s left", code_suffix(code), retry_after.as_secs().max(1))]
+    HeldBack { retry_after: Duration, code: Option<String> },
     /// 5xx, timeouts and connection errors: may pass on retry.
     #[error("{detail}")]
     Transient { status: Option<u16>, code: Option<String>, detail: String },
@@ -32,6 +37,9 @@ pub enum DeliveryError {
     TokenUnavailable { detail: String },
     #[error("configuration error: {0}")]
     Config(ConfigError),
+    /// Secrets Manager is down or did not answer in time: not a setting to fix.
+    #[error("Secrets Manager is unavailable: {detail}")]
+    SecretsUnavailable { detail: String },
     /// The invocation's remaining time ran out before the record was done.
     #[error("not finished before the invocation's deadline")]
     Deadline,
@@ -62,7 +70,7 @@ impl DeliveryError {
     pub fn status(&self) -> Option<u16> {
         match self {
             DeliveryError::Rejected { status, .. } => Some(*status),
-            DeliveryError::Throttled { .. } => Some(429),
+            DeliveryError::Throttled { .. } | DeliveryError::HeldBack { .. } => Some(429),
             DeliveryError::Transient { status, .. } => *status,
             DeliveryError::Unauthorized { .. } => Some(401),
             _ => None,
@@ -72,7 +80,10 @@ impl DeliveryError {
     /// Dataverse's `error.code`, or the AADSTS code from Entra.
     pub fn code(&self) -> Option<&str> {
         match self {
-            DeliveryError::Rejected { code, .. } | DeliveryError::Throttled { code, .. } | DeliveryError::Transient { code, .. } => code.as_deref(),
+            DeliveryError::Rejected { code, .. }
+            | DeliveryError::Throttled { code, .. }
+            | DeliveryError::HeldBack { code, .. }
+            | DeliveryError::Transient { code, .. } => code.as_deref(),
             DeliveryError::Credentials { code, .. } => Some(code),
             _ => None,
         }
@@ -174,8 +185,12 @@ pub struct Tally {
     pub dry_run: u64,
     /// Attempts beyond the first, over all records.
     pub retries: u64,
+    /// Calls started, over all records (every attempt).
+    pub calls: u64,
     /// Attempts answered 429.
     pub throttled: u64,
+    /// Records not attempted because a 429's pause outlasted the time to start them.
+    pub held_back: u64,
     /// The longest Retry-After Dynamics gave a record that failed (seconds, at least 1).
     pub retry_after: Option<u64>,
     /// Milliseconds from a record's first attempt to its 2xx, for delivered records.
@@ -190,6 +205,7 @@ impl Tally {
                 tally.ceiling_deferred += 1;
             }
             tally.retries += u64::from(result.attempts.saturating_sub(1));
+            tally.calls += u64::from(result.attempts);
             tally.throttled += u64::from(result.throttled);
             match &result.outcome {
                 Outcome::Delivered => {
@@ -210,7 +226,15 @@ impl Tally {
                 Outcome::DryRun { .. } => tally.dry_run += 1,
                 Outcome::Failed(error) => {
                     tally.failed += 1;
-                    if let DeliveryError::Throttled { retry_after: Some(after), .. } = error {
+                    let after = match error {
+                        DeliveryError::Throttled { retry_after: Some(after), .. } => Some(*after),
+                        DeliveryError::HeldBack { retry_after, .. } => {
+                            tally.held_back += 1;
+                            Some(*retry_after)
+                        }
+                        _ => None,
+                    };
+                    if let Some(after) = after {
                         tally.retry_after = tally.retry_after.max(Some(after.as_secs().max(1)));
                     }
                 }

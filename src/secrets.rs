@@ -4,10 +4,37 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use tokio::sync::Mutex;
 
 use crate::config::{ConfigError, Credentials};
+use crate::outcome::DeliveryError;
+
+/// Why the credentials cannot be had: a setting to fix, or a service that is
+/// down or did not answer in time (SPEC §2.2, §6).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SecretError {
+    /// A missing, forbidden or malformed secret.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Secrets Manager is down, throttling or stalled: the records fail and are retried.
+    #[error("Secrets Manager is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<SecretError> for DeliveryError {
+    fn from(error: SecretError) -> DeliveryError {
+        match error {
+            SecretError::Config(error) => DeliveryError::Config(error),
+            SecretError::Unavailable(detail) => DeliveryError::SecretsUnavailable { detail },
+        }
+    }
+}
+
+/// Error codes of `GetSecretValue` that a setting, a policy or the secret
+/// itself must fix; every other failure means the service is unavailable.
+const CONFIGURATION_CODES: &[&str] =
+    &["ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure", "InvalidRequestException", "InvalidParameterException"];
 
 pub struct SecretStore {
     client: aws_sdk_secretsmanager::Client,
@@ -22,8 +49,7 @@ pub struct SecretStore {
 struct State {
     current: Option<(Arc<Credentials>, Instant)>,
     /// A failed fetch is not repeated within the same invocation.
-    failure: Option<(u64, ConfigError)>,
-    fetches: u64,
+    failure: Option<(u64, SecretError)>,
 }
 
 impl SecretStore {
@@ -45,7 +71,7 @@ impl SecretStore {
     /// The cached credentials, fetched when missing or older than the TTL.
     /// Concurrent callers share one fetch. Answered by `deadline`: a Secrets
     /// Manager that does not answer in time counts as a failed fetch.
-    pub async fn get(&self, invocation: u64, deadline: Instant) -> Result<Arc<Credentials>, ConfigError> {
+    pub async fn get(&self, invocation: u64, deadline: Instant) -> Result<Arc<Credentials>, SecretError> {
         let mut state = self.lock_until(deadline).await?;
         if let Some((creds, fetched)) = &state.current {
             if fetched.elapsed() < self.ttl {
@@ -73,7 +99,7 @@ impl SecretStore {
     /// Fetches the secret again unless someone already replaced `seen_version`
     /// (a rotated secret is picked up without a redeploy). Returns the credentials
     /// now current and whether they differ from `seen_version`.
-    pub async fn refresh(&self, invocation: u64, seen_version: &str, deadline: Instant) -> Result<(Arc<Credentials>, bool), ConfigError> {
+    pub async fn refresh(&self, invocation: u64, seen_version: &str, deadline: Instant) -> Result<(Arc<Credentials>, bool), SecretError> {
         let mut state = self.lock_until(deadline).await?;
         if let Some((creds, _)) = &state.current {
             if creds.version != seen_version {
@@ -85,22 +111,16 @@ impl SecretStore {
         Ok((creds, changed))
     }
 
-    /// How many times the secret was fetched (for metrics and tests).
-    pub async fn fetches(&self) -> u64 {
-        self.state.lock().await.fetches
-    }
-
     /// The state, unless another caller's fetch holds it past `deadline`.
-    async fn lock_until(&self, deadline: Instant) -> Result<tokio::sync::MutexGuard<'_, State>, ConfigError> {
+    async fn lock_until(&self, deadline: Instant) -> Result<tokio::sync::MutexGuard<'_, State>, SecretError> {
         tokio::time::timeout_at(deadline.into(), self.state.lock()).await.map_err(|_| self.too_slow())
     }
 
-    fn too_slow(&self) -> ConfigError {
-        ConfigError::new("D365_SECRET_ID", format!("cannot read secret '{}': Secrets Manager did not answer before the invocation's cut-off", self.secret_id))
+    fn too_slow(&self) -> SecretError {
+        SecretError::Unavailable(format!("secret '{}' not read: no answer before the invocation's cut-off", self.secret_id))
     }
 
-    async fn fetch_into(&self, state: &mut State, invocation: u64, deadline: Instant) -> Result<Arc<Credentials>, ConfigError> {
-        state.fetches += 1;
+    async fn fetch_into(&self, state: &mut State, invocation: u64, deadline: Instant) -> Result<Arc<Credentials>, SecretError> {
         let fetched = tokio::time::timeout_at(deadline.into(), self.fetch()).await.unwrap_or_else(|_| Err(self.too_slow()));
         match fetched {
             Ok(creds) => {
@@ -116,21 +136,23 @@ impl SecretStore {
         }
     }
 
-    async fn fetch(&self) -> Result<Credentials, ConfigError> {
+    async fn fetch(&self) -> Result<Credentials, SecretError> {
         if let Some(path) = &self.file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new("D365_SECRET_FILE", format!("cannot read {}: {e}", path.display())))?;
-            return Credentials::parse(&text, "file");
+            return Ok(Credentials::parse(&text, "file")?);
         }
-        let output = self
-            .client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-            .map_err(|e| ConfigError::new("D365_SECRET_ID", format!("cannot read secret '{}': {}", self.secret_id, DisplayErrorContext(&e))))?;
+        let output = self.client.get_secret_value().secret_id(&self.secret_id).send().await.map_err(|error| {
+            let described = crate::aws_error(&error);
+            match error.code() {
+                Some(code) if CONFIGURATION_CODES.contains(&code) => {
+                    SecretError::Config(ConfigError::new("D365_SECRET_ID", format!("cannot read secret '{}': {described}", self.secret_id)))
+                }
+                _ => SecretError::Unavailable(format!("secret '{}' not read: {described}", self.secret_id)),
+            }
+        })?;
         let text = output
             .secret_string()
             .ok_or_else(|| ConfigError::new("secret", format!("secret '{}' has no SecretString (binary secrets are not supported)", self.secret_id)))?;
-        Credentials::parse(text, output.version_id().unwrap_or("unversioned"))
+        Ok(Credentials::parse(text, output.version_id().unwrap_or("unversioned"))?)
     }
 }

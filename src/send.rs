@@ -125,7 +125,10 @@ pub async fn command(args: &[String]) -> i32 {
         dynamics.begin_invocation();
     }
     if let Err(error) = relay.ready(&Budget::until(Instant::now() + READY_DEADLINE)).await {
-        return usage_error(&format!("configuration error: {error}"));
+        return usage_error(&match error {
+            crate::secrets::SecretError::Config(error) => format!("configuration error: {error}"),
+            unavailable => unavailable.to_string(),
+        });
     }
     let relay = Arc::new(relay);
     let interrupt = interrupt_on_ctrl_c(&relay);

@@ -1,9 +1,12 @@
 //! Log hygiene: representative success and failure paths, logs captured at
-//! DEBUG, and no secret, token, e-mail address or phone number in them. This test
-//! installs the process-wide subscriber, so it lives alone in this binary.
+//! DEBUG, and no secret, token, e-mail address or phone number in them; AWS
+//! failures in one readable line. These tests install the process-wide
+//! subscriber, so they live alone in this binary and share one capture.
 
 #[path = "integration/helpers.rs"]
 mod helpers;
+#[path = "integration/moto.rs"]
+mod moto;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -26,16 +29,51 @@ impl Write for Capture {
     }
 }
 
+/// The binary's one capture, installed as the process-wide subscriber on first use.
+fn capture() -> &'static Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = lambda_runtime::tracing::subscriber::fmt()
+            .json()
+            .with_max_level(lambda_runtime::tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        // Process-wide, and alone in its binary: a scoped subscriber set while other
+        // tests run on other threads can miss events (tracing caches each call site's
+        // interest), and events from blocking threads must be checked too.
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        capture
+    })
+}
+
+fn captured_lines() -> Vec<String> {
+    String::from_utf8(capture().0.lock().unwrap().clone()).unwrap().lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_idempotency_table_is_one_line_with_its_code_and_message_once() {
+    capture();
+    let client = relay::dynamodb_client_for_endpoint(&moto::moto().url);
+    let store = relay::idempotency::Idempotency::in_memory().with_table(client, "no-such-table".into(), Duration::from_secs(3600));
+    let claim = store.claim("log-test-key", Instant::now() + Duration::from_secs(5)).await;
+    assert!(matches!(claim, relay::idempotency::Claim::Unavailable(_)), "{claim:?}");
+    let lines: Vec<String> = captured_lines().into_iter().filter(|l| l.contains("Idempotency table unavailable")).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let error = line["fields"]["error"].as_str().unwrap();
+    assert!(error.starts_with("ResourceNotFoundException: "), "{error}");
+    assert_eq!(lines[0].matches("ResourceNotFoundException").count(), 1, "{}", lines[0]);
+    assert_eq!(line["fields"]["table"], "no-such-table");
+    for debug in ["ServiceError", "source:", "raw:", "{ ", "Unhandled"] {
+        assert!(!lines[0].contains(debug), "the SDK's Debug output in: {}", lines[0]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_never_carry_secrets_tokens_or_contact_points() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber =
-        lambda_runtime::tracing::subscriber::fmt().json().with_max_level(lambda_runtime::tracing::Level::DEBUG).with_writer(move || writer.clone()).finish();
-    // Process-wide, and alone in its binary: a scoped subscriber set while other
-    // tests run on other threads can miss events (tracing caches each call site's
-    // interest), and events from blocking threads must be checked too.
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let capture = capture();
 
     let h = Harness::new(&[("D365_DEFAULT_PHONE_REGION", "GB")]).await;
     // Success with contact points; bad contact points; a rejected and an invalid record.

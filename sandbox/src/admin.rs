@@ -11,6 +11,10 @@ pub(crate) fn handle(state: &State, method: &Method, path: &[&str], body: &[u8])
     let bad = |message: String| json_response(400, &json!({ "error": message }));
     match (method, path) {
         (&Method::GET, ["signals"]) => json_response(200, &serde_json::to_value(&*state.signals.lock().unwrap()).expect("signals serialise")),
+        (&Method::GET, ["queues", name]) => json_response(200, &serde_json::to_value(state.queues.lock().unwrap().peek(name)).expect("messages serialise")),
+        (&Method::GET, ["visibility"]) => {
+            json_response(200, &serde_json::to_value(&state.queues.lock().unwrap().visibility_changes).expect("changes serialise"))
+        }
         (&Method::GET, ["stats"]) => json_response(200, &serde_json::to_value(state.stats()).expect("stats serialise")),
         (&Method::POST, ["reset"]) => {
             state.reset();

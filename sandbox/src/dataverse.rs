@@ -115,6 +115,29 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
             .insert("www-authenticate", "Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize".parse().expect("a header value"));
         return Ok(r);
     }
+    if let Some(limit) = faults.budget_requests {
+        let window = Duration::from_secs(faults.budget_window_secs.unwrap_or(300).max(1));
+        let client = state.token_clients.lock().unwrap().get(token).cloned().unwrap_or_default();
+        let now = Instant::now();
+        let mut usage = state.budget_usage.lock().unwrap();
+        let used = usage.entry(client).or_default();
+        while used.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            used.pop_front();
+        }
+        if used.len() >= limit {
+            let room_in = used.front().map_or(Duration::ZERO, |oldest| (*oldest + window).saturating_duration_since(now));
+            drop(usage);
+            record(429, parsed);
+            let mut r = dataverse_error(
+                429,
+                "0x80072322",
+                &format!("Number of requests exceeded the limit of {limit} over time window of {} seconds.", window.as_secs()),
+            );
+            r.headers_mut().insert("retry-after", room_in.as_secs_f64().ceil().max(1.0).to_string().parse().expect("a header value"));
+            return Ok(r);
+        }
+        used.push_back(now);
+    }
     let definition = state.triggers.lock().unwrap().get(trigger).cloned();
     let Some(definition) = definition else {
         record(404, parsed);

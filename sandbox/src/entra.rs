@@ -66,5 +66,6 @@ fn entra_answer(state: &State, tenant: &str, form: &HashMap<String, String>) -> 
     let lifetime = *state.token_lifetime.lock().unwrap();
     let token = format!("sbx_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     state.tokens.lock().unwrap().insert(token.clone(), (Instant::now() + lifetime, app.org_url_host.clone()));
+    state.token_clients.lock().unwrap().insert(token.clone(), app.client_id.clone());
     json_response(200, &json!({ "token_type": "Bearer", "expires_in": lifetime.as_secs(), "ext_expires_in": lifetime.as_secs(), "access_token": token }))
 }

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 pub use config::{App, Faults, Parameter, RowRequest, SandboxConfig, Signal, Stats, TokenRequest, TriggerDef};
-pub use sqs::QueuedMessage;
+pub use sqs::{QueuedMessage, VisibilityChange};
 
 struct StoredSecret {
     value: String,
@@ -42,6 +42,10 @@ struct State {
     faults: Mutex<Faults>,
     dice: Mutex<fastrand::Rng>,
     tokens: Mutex<HashMap<String, (Instant, String)>>,
+    /// The application user (client id) each token was issued to.
+    token_clients: Mutex<HashMap<String, String>>,
+    /// Accepted trigger calls per application user within the budget's window.
+    budget_usage: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
     signals: Mutex<Vec<Signal>>,
     token_log: Mutex<Vec<TokenRequest>>,
     calls_by_status: Mutex<BTreeMap<u16, u64>>,
@@ -98,6 +102,8 @@ impl Sandbox {
             faults: Mutex::new(config.faults.clone()),
             dice: Mutex::new(fastrand::Rng::with_seed(config.seed)),
             tokens: Mutex::new(HashMap::new()),
+            token_clients: Mutex::new(HashMap::new()),
+            budget_usage: Mutex::new(HashMap::new()),
             signals: Mutex::new(Vec::new()),
             token_log: Mutex::new(Vec::new()),
             calls_by_status: Mutex::new(BTreeMap::new()),
@@ -191,6 +197,11 @@ impl Sandbox {
         self.state.queues.lock().unwrap().peek(queue)
     }
 
+    /// The visibility changes the emulated SQS was asked for, in order.
+    pub fn visibility_changes(&self) -> Vec<VisibilityChange> {
+        self.state.queues.lock().unwrap().visibility_changes.clone()
+    }
+
     /// `http://127.0.0.1:{port}/000000000000/{name}`: a queue URL the emulated SQS serves.
     pub fn queue_url(&self, name: &str) -> String {
         format!("{}/000000000000/{name}", self.url())
@@ -257,6 +268,7 @@ impl State {
     }
 
     fn reset(&self) {
+        self.budget_usage.lock().unwrap().clear();
         self.signals.lock().unwrap().clear();
         self.token_log.lock().unwrap().clear();
         self.calls_by_status.lock().unwrap().clear();

@@ -2,7 +2,10 @@
 //! AmazonSQS.*`), enough for the relay's enqueue mode (SPEC §15) in the demo and
 //! the bench without another emulator. Any queue URL names a queue (its last
 //! path segment); FIFO queues (`.fifo`) keep each deduplication id once.
-//! `ReceiveMessage` hands messages out once (no visibility timeout, no delete).
+//! `ReceiveMessage` hands messages out once (no visibility timeout, no delete);
+//! `ChangeMessageVisibility(Batch)` is accepted and recorded (the relay's
+//! backoff, SPEC §18), so tests and the demo can show what each record was given;
+//! message attributes sent with a message are kept (a DLQ's reasons).
 //! Faults: `sqs_status` answers every call with that status; `sqs_refuse_rate`
 //! refuses that share of batch entries (listed under `Failed`, as SQS does).
 
@@ -18,6 +21,17 @@ pub struct QueuedMessage {
     pub body: String,
     pub group_id: Option<String>,
     pub deduplication_id: Option<String>,
+    /// Message attributes sent with it: name → string value.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// A visibility change the emulated SQS was asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisibilityChange {
+    pub queue: String,
+    pub receipt_handle: String,
+    pub visibility_timeout: u64,
 }
 
 /// The queues: name → messages not yet received, and the deduplication ids seen.
@@ -26,6 +40,7 @@ pub(crate) struct Queues {
     messages: std::collections::BTreeMap<String, std::collections::VecDeque<QueuedMessage>>,
     seen: std::collections::HashSet<(String, String)>,
     sent: u64,
+    pub(crate) visibility_changes: Vec<VisibilityChange>,
 }
 
 impl Queues {
@@ -64,7 +79,15 @@ pub(crate) fn handle(state: &State, target: &str, body: &[u8]) -> Reply {
     match target {
         "AmazonSQS.SendMessageBatch" => send_message_batch(state, &queue, &request),
         "AmazonSQS.ReceiveMessage" => receive_message(state, &queue, &request),
-        other => aws_error(400, "UnsupportedOperation", &format!("The sandbox serves SendMessageBatch and ReceiveMessage only, not {other}.")),
+        "AmazonSQS.ChangeMessageVisibilityBatch" => {
+            change_visibility(state, &queue, request.get("Entries").and_then(Value::as_array).cloned().unwrap_or_default(), true)
+        }
+        "AmazonSQS.ChangeMessageVisibility" => change_visibility(state, &queue, vec![request], false),
+        other => aws_error(
+            400,
+            "UnsupportedOperation",
+            &format!("The sandbox serves SendMessageBatch, ReceiveMessage and ChangeMessageVisibility(Batch) only, not {other}."),
+        ),
     }
 }
 
@@ -104,11 +127,41 @@ fn send_message_batch(state: &State, queue: &str, request: &Value) -> Reply {
         let message_id = format!("00000000-0000-4000-8000-{:012}", queues.sent);
         let duplicate = deduplication_id.as_ref().is_some_and(|d| !queues.seen.insert((queue.to_string(), d.clone())));
         if !duplicate {
-            queues.messages.entry(queue.to_string()).or_default().push_back(QueuedMessage { message_id: message_id.clone(), body, group_id, deduplication_id });
+            let attributes = entry
+                .get("MessageAttributes")
+                .and_then(Value::as_object)
+                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.get("StringValue").and_then(Value::as_str).unwrap_or("").to_string())).collect())
+                .unwrap_or_default();
+            queues.messages.entry(queue.to_string()).or_default().push_back(QueuedMessage {
+                message_id: message_id.clone(),
+                body,
+                group_id,
+                deduplication_id,
+                attributes,
+            });
         }
         successful.push(json!({"Id": id, "MessageId": message_id}));
     }
     reply(200, &json!({"Successful": successful, "Failed": failed}))
+}
+
+fn change_visibility(state: &State, queue: &str, entries: Vec<Value>, batch: bool) -> Reply {
+    if batch && !(1..=10).contains(&entries.len()) {
+        return aws_error(400, "TooManyEntriesInBatchRequest", "A batch holds 1 to 10 entries.");
+    }
+    let mut queues = state.queues.lock().unwrap();
+    let mut successful = Vec::new();
+    for entry in &entries {
+        let (Some(handle), Some(timeout)) = (entry.get("ReceiptHandle").and_then(Value::as_str), entry.get("VisibilityTimeout").and_then(Value::as_u64)) else {
+            return aws_error(400, "MissingParameter", "ReceiptHandle and VisibilityTimeout are required.");
+        };
+        if timeout > 43_200 {
+            return aws_error(400, "InvalidParameterValue", "VisibilityTimeout is at most 43200 seconds.");
+        }
+        queues.visibility_changes.push(VisibilityChange { queue: queue.to_string(), receipt_handle: handle.to_string(), visibility_timeout: timeout });
+        successful.push(json!({"Id": entry.get("Id").cloned().unwrap_or(Value::Null)}));
+    }
+    reply(200, &if batch { json!({"Successful": successful, "Failed": []}) } else { json!({}) })
 }
 
 fn receive_message(state: &State, queue: &str, request: &Value) -> Reply {

@@ -89,6 +89,22 @@ pub struct QueueTarget {
     pub fifo: bool,
 }
 
+/// How failed SQS records wait in the queue, and where the relay parks what needs a person (SPEC §18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogSettings {
+    /// `D365_BACKOFF_BASE_SECONDS`: the first backoff of a retryable record (30 s).
+    pub backoff_base: Duration,
+    /// `D365_BACKOFF_MAX_SECONDS`: the longest backoff (3,600 s; at most 43,000).
+    pub backoff_max: Duration,
+    /// `D365_MAX_RETRY_AGE_SECONDS`: a retryable record first received longer ago is parked as `expired` (86,400 s).
+    pub max_retry_age: Duration,
+    /// `D365_DEAD_LETTER_QUEUE_URL`: the DLQ the relay parks records in, with their reasons.
+    pub dead_letter_queue: Option<QueueTarget>,
+}
+
+/// The longest visibility backoff: SQS's limit is 12 hours (43,200 s).
+pub const MAX_BACKOFF_SECONDS: u64 = 43_000;
+
 /// Settings read from the function's environment (SPEC §2.1).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -99,6 +115,8 @@ pub struct Settings {
     /// `D365_LEARNED_CAP_SECONDS`: how long a concurrency cap learned from a
     /// `0x80072326` 429 is kept before one probe above it (300 s; 0: not kept).
     pub learned_cap_period: Duration,
+    /// `D365_BUDGET_WINDOW_SECONDS`: Dataverse's request-budget window, from which a rate is learned (300 s).
+    pub budget_window: Duration,
     pub secret_ttl: Duration,
     /// Accepted sender schemes, in the order listed (a request passes if one accepts it).
     pub webhook_auth: Vec<WebhookAuth>,
@@ -125,6 +143,8 @@ pub struct Settings {
     /// `D365_ENVIRONMENTS`: execution environments sharing the ceiling when
     /// there is no table (1; the template sets `MaximumConcurrency`).
     pub environments: u32,
+    /// Backoff by visibility and the DLQ with reasons (SPEC §18).
+    pub backlog: BacklogSettings,
 }
 
 impl Settings {
@@ -159,6 +179,7 @@ impl Settings {
 
         let max_in_flight = parse_number(get("D365_MAX_IN_FLIGHT"), "D365_MAX_IN_FLIGHT", 8, 1, 256)? as usize;
         let learned_cap_period = Duration::from_secs(parse_number(get("D365_LEARNED_CAP_SECONDS"), "D365_LEARNED_CAP_SECONDS", 300, 0, 86_400)?);
+        let budget_window = Duration::from_secs(parse_number(get("D365_BUDGET_WINDOW_SECONDS"), "D365_BUDGET_WINDOW_SECONDS", 300, 1, 3_600)?);
         let secret_ttl = Duration::from_secs(parse_number(get("D365_SECRET_TTL_SECONDS"), "D365_SECRET_TTL_SECONDS", 300, 0, 86_400)?);
 
         let webhook_auth = match get("D365_WEBHOOK_AUTH") {
@@ -198,9 +219,20 @@ impl Settings {
         let max_triggers_per_minute = parse_number(get("D365_MAX_TRIGGERS_PER_MINUTE"), "D365_MAX_TRIGGERS_PER_MINUTE", 2500, 0, 1_000_000)? as u32;
         let environments = parse_number(get("D365_ENVIRONMENTS"), "D365_ENVIRONMENTS", 1, 1, 10_000)? as u32;
 
+        let backlog = BacklogSettings {
+            backoff_base: Duration::from_secs(parse_number(get("D365_BACKOFF_BASE_SECONDS"), "D365_BACKOFF_BASE_SECONDS", 30, 1, MAX_BACKOFF_SECONDS)?),
+            backoff_max: Duration::from_secs(parse_number(get("D365_BACKOFF_MAX_SECONDS"), "D365_BACKOFF_MAX_SECONDS", 3_600, 1, MAX_BACKOFF_SECONDS)?),
+            max_retry_age: Duration::from_secs(parse_number(get("D365_MAX_RETRY_AGE_SECONDS"), "D365_MAX_RETRY_AGE_SECONDS", 86_400, 60, 14 * 86_400)?),
+            dead_letter_queue: match get("D365_DEAD_LETTER_QUEUE_URL") {
+                None => None,
+                Some(url) => Some(check_queue_url(&url).map_err(|e| ConfigError::new("D365_DEAD_LETTER_QUEUE_URL", e))?),
+            },
+        };
+
         Ok(Settings {
             max_triggers_per_minute,
             environments,
+            backlog,
             identity_ttl,
             schema_ttl,
             trigger_name,
@@ -210,6 +242,7 @@ impl Settings {
             default_phone_region,
             max_in_flight,
             learned_cap_period,
+            budget_window,
             secret_ttl,
             webhook_auth,
             webhook_mode,

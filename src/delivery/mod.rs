@@ -10,6 +10,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+pub mod budget;
 pub mod pacer;
 pub mod port;
 pub mod retry;
@@ -18,7 +19,7 @@ pub mod scheduler;
 pub use pacer::{Pacer, Slot, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
 pub use port::{DynamicsPort, Sent};
 pub use retry::{class, outcome_of, with_retries, Attempts, RetryClass, MAX_THROTTLED_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS};
-pub use scheduler::{deliver, Budget, Job, Report, Work};
+pub use scheduler::{deliver, Budget, Job, Order, Report, Work};
 
 /// A std mutex whose poisoning is harmless: the state behind it stays consistent
 /// (every update is a few assignments), so a panic elsewhere must not fail every

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::budget::{RequestBudget, BUDGET_CODES, BUDGET_WINDOW};
 use super::lock;
 use super::retry::RetryClass;
+use crate::outcome::DeliveryError;
 
 /// The longest pause a Retry-After can impose (upstream numbers are untrusted).
 pub const MAX_PAUSE: Duration = Duration::from_secs(300);
@@ -28,6 +30,8 @@ pub struct Pacer {
     next_start: Mutex<Option<Instant>>,
     /// Set once: no call starts any more (`send` interrupted).
     stopped: tokio::sync::watch::Sender<bool>,
+    /// The request budget learned from budget 429s (SPEC §17.2): a pace of starts.
+    budget: Mutex<RequestBudget>,
 }
 
 struct PaceState {
@@ -38,6 +42,8 @@ struct PaceState {
     owed: usize,
     hint: Option<usize>,
     pause_until: Option<Instant>,
+    /// The code of the latest 429 that paused the calls (SPEC §7), for the records it holds back.
+    pause_code: Option<String>,
     last_decrease: Option<Instant>,
     /// No growth until then: probing past a limit Dataverse enforced costs a Retry-After pause.
     hold_growth_until: Option<Instant>,
@@ -79,12 +85,14 @@ impl Pacer {
             rate: None,
             next_start: Mutex::new(None),
             stopped: tokio::sync::watch::channel(false).0,
+            budget: Mutex::new(RequestBudget::new(BUDGET_WINDOW, LEARNED_CAP_PERIOD)),
             state: Mutex::new(PaceState {
                 limit: initial as f64,
                 granted: initial,
                 owed: 0,
                 hint: None,
                 pause_until: None,
+                pause_code: None,
                 last_decrease: None,
                 hold_growth_until: None,
                 best_latency: None,
@@ -97,7 +105,20 @@ impl Pacer {
     /// not kept; at most a day, as `D365_LEARNED_CAP_SECONDS`).
     pub fn with_learned_cap_period(mut self, period: Duration) -> Pacer {
         self.learned_cap_period = period.min(Duration::from_secs(86_400));
+        self.budget = Mutex::new(RequestBudget::new(BUDGET_WINDOW, self.learned_cap_period));
         self
+    }
+
+    /// The length of Dataverse's request-budget window (`D365_BUDGET_WINDOW_SECONDS`),
+    /// from which a rate is learned; kept for the learned-cap period.
+    pub fn with_budget_window(mut self, window: Duration) -> Pacer {
+        self.budget = Mutex::new(RequestBudget::new(window, self.learned_cap_period));
+        self
+    }
+
+    /// The request rate learned from a budget 429 and still kept (calls a second).
+    pub fn learned_rate(&self) -> Option<f64> {
+        lock(&self.budget).per_second(Instant::now())
     }
 
     /// At most `per_second` starts (attempts) per second, evenly spaced (`send --rate`).
@@ -154,6 +175,23 @@ impl Pacer {
         }
     }
 
+    /// The code of a 429 that paused the calls: remembered for the records it
+    /// holds back, and a budget code teaches the pace (SPEC §17.2).
+    pub(super) fn on_throttle_code(&self, code: Option<String>) {
+        if code.as_deref().is_some_and(|c| BUDGET_CODES.contains(&c)) {
+            lock(&self.budget).on_budget_throttled(Instant::now());
+        }
+        lock(&self.state).pause_code = code;
+    }
+
+    /// Why a call cannot start before `until` when a 429's pause outlasts it:
+    /// the record is held back, with what is left of the pause.
+    pub fn held_back(&self, until: Instant) -> Option<DeliveryError> {
+        let state = lock(&self.state);
+        let pause = state.pause_until.filter(|p| *p >= until)?;
+        Some(DeliveryError::HeldBack { retry_after: pause.saturating_duration_since(Instant::now()), code: state.pause_code.clone() })
+    }
+
     /// Waits for the pause, a slot and (with a rate) a start time; `None` if
     /// they do not come before `until`, or once the pacer is stopped.
     pub async fn acquire(self: &Arc<Self>, until: Instant) -> Option<Slot> {
@@ -162,7 +200,9 @@ impl Pacer {
             slot = self.acquire_slot(until) => slot,
             _ = stopped.wait_for(|s| *s) => None,
         }?;
-        let Some(interval) = self.rate else { return Some(slot) };
+        // The slower of `send --rate` and the learned request rate.
+        let learned = lock(&self.budget).interval(Instant::now());
+        let Some(interval) = self.rate.max(learned) else { return Some(slot) };
         let start = {
             let mut next = lock(&self.next_start);
             let start = next.map_or(Instant::now(), |n| n.max(Instant::now()));
@@ -218,6 +258,7 @@ impl Pacer {
     }
 
     fn on_success_at(&self, now: Instant, latency: Duration, dop_hint: Option<usize>) {
+        lock(&self.budget).on_accepted(now);
         let mut state = lock(&self.state);
         let dop_hint = dop_hint.filter(|h| *h > 0).map(|h| h.min(self.ceiling));
         if dop_hint.is_some() {

@@ -53,7 +53,12 @@ pub fn class(error: &DeliveryError) -> RetryClass {
         DeliveryError::Transient { status: None | Some(503) | Some(408), .. } => RetryClass::BackPressure,
         DeliveryError::Transient { .. } => RetryClass::Transient,
         DeliveryError::Unauthorized { .. } | DeliveryError::Credentials { .. } | DeliveryError::TokenUnavailable { .. } => RetryClass::Auth,
-        DeliveryError::Config(_) | DeliveryError::Deadline | DeliveryError::GroupBlocked { .. } | DeliveryError::Internal(_) => RetryClass::Stop,
+        DeliveryError::Config(_)
+        | DeliveryError::SecretsUnavailable { .. }
+        | DeliveryError::HeldBack { .. }
+        | DeliveryError::Deadline
+        | DeliveryError::GroupBlocked { .. }
+        | DeliveryError::Internal(_) => RetryClass::Stop,
     }
 }
 
@@ -125,7 +130,9 @@ where
     let done = |result, attempts, throttled| Attempts { result, attempts, throttled, latency: None };
     loop {
         let Some(slot) = pacer.acquire(budget.start_cutoff).await else {
-            return done(Err(last.unwrap_or(DeliveryError::Deadline)), attempts, throttled);
+            // Held back by a 429's pause (this record's or another's), or out of time.
+            let why = last.or_else(|| pacer.held_back(budget.start_cutoff)).unwrap_or(DeliveryError::Deadline);
+            return done(Err(why), attempts, throttled);
         };
         attempts += 1;
         let started = Instant::now();
@@ -139,6 +146,9 @@ where
         drop(slot);
         let class = class(&error);
         pacer.on_error(&class);
+        if let DeliveryError::Throttled { code, .. } = &error {
+            pacer.on_throttle_code(code.clone());
+        }
         match class {
             // The pacer's pause is the wait.
             RetryClass::Throttled { retry_after, .. } => {

@@ -49,6 +49,35 @@ impl Budget {
     }
 }
 
+/// How the records of a batch are ordered (SPEC §6, §18.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Standard queues, webhooks, direct invocations, `send`: every record on its own.
+    Any,
+    /// FIFO: the records of a message group in turn, a failure blocking the
+    /// rest of its group — but for an `invalid` or `rejected` record when the
+    /// relay parks those in the DLQ (`parks`): it leaves the queue, so the
+    /// group goes on.
+    Fifo { parks: bool },
+}
+
+impl Order {
+    pub fn fifo(self) -> bool {
+        matches!(self, Order::Fifo { .. })
+    }
+
+    /// Whether `outcome` blocks the rest of its message group.
+    fn blocks(self, outcome: &Outcome) -> bool {
+        match self {
+            Order::Any => false,
+            Order::Fifo { parks } => {
+                let parked = parks && matches!(outcome, Outcome::Invalid { .. } | Outcome::Rejected(_));
+                !outcome.is_success() && !parked
+            }
+        }
+    }
+}
+
 /// One record for delivery: a call to make, or an outcome already decided.
 pub struct Job {
     pub index: usize,
@@ -125,9 +154,10 @@ pub async fn deliver<P: DynamicsPort>(
     pacer: Arc<Pacer>,
     idempotency: Arc<Idempotency>,
     jobs: Vec<Job>,
-    fifo: bool,
+    order: Order,
     budget: Budget,
 ) -> Vec<Report> {
+    let fifo = order.fifo();
     let count = jobs.len();
     let slots: Arc<Mutex<Vec<Option<Report>>>> = Arc::new(Mutex::new(vec![None; count]));
     let positions: HashMap<usize, usize> = jobs.iter().enumerate().map(|(pos, j)| (j.index, pos)).collect();
@@ -177,7 +207,7 @@ pub async fn deliver<P: DynamicsPort>(
                         }
                     },
                 };
-                if fifo && !report.outcome.is_success() {
+                if order.blocks(&report.outcome) {
                     blocked_by = Some(job.group.clone().unwrap_or_default());
                 }
                 let delivered = report.outcome == Outcome::Delivered;
@@ -317,7 +347,8 @@ mod tests {
     }
 
     async fn run(port: &Arc<Scripted>, pacer: Pacer, jobs: Vec<Job>, fifo: bool, budget: Budget) -> Vec<Report> {
-        deliver(port.clone(), Arc::new(pacer), Arc::new(Idempotency::in_memory()), jobs, fifo, budget).await
+        let order = if fifo { Order::Fifo { parks: false } } else { Order::Any };
+        deliver(port.clone(), Arc::new(pacer), Arc::new(Idempotency::in_memory()), jobs, order, budget).await
     }
 
     fn transient() -> DeliveryError {
@@ -475,7 +506,7 @@ mod tests {
         let port = Scripted::new(1);
         port.script("t", vec![Err(DeliveryError::Throttled { retry_after: Some(Duration::from_secs(u64::MAX)), code: Some(CONCURRENCY_LIMIT_CODE.into()) })]);
         let pacer = Arc::new(Pacer::new(4, 4));
-        let reports = deliver(port.clone(), pacer.clone(), Arc::new(Idempotency::in_memory()), vec![job(0, "t", None)], false, budget(5)).await;
+        let reports = deliver(port.clone(), pacer.clone(), Arc::new(Idempotency::in_memory()), vec![job(0, "t", None)], Order::Any, budget(5)).await;
         assert!(matches!(reports[0].outcome, Outcome::Failed(DeliveryError::Throttled { .. })), "{:?}", reports[0]);
         assert!(pacer.limit() >= 1);
         pacer.pause(Duration::from_secs(u64::MAX));

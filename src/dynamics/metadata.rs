@@ -71,7 +71,7 @@ impl Schemas {
         let mut entry = slot.lock().await;
         let base = match dynamics.credentials().await {
             Ok(creds) => dynamics.base_url(&creds),
-            Err(error) => return Lookup::Unreadable(DeliveryError::Config(error)),
+            Err(error) => return Lookup::Unreadable(error.into()),
         };
         if let Some((at, definition, read)) = &entry.known {
             if *at == base && !entry.stale && read.elapsed() < self.ttl {
@@ -197,7 +197,7 @@ impl Dynamics {
 
     /// Gets a token now (the `check` command's third step).
     pub async fn check_token(&self, deadline: Instant) -> Result<(), DeliveryError> {
-        let creds = self.secrets.get(self.current_invocation(), deadline).await.map_err(DeliveryError::Config)?;
+        let creds = self.secrets.get(self.current_invocation(), deadline).await?;
         self.token(creds, deadline).await.map(|_| ())
     }
 }

@@ -56,7 +56,7 @@ impl Dynamics {
         deadline: Instant,
     ) -> Result<Answer, DeliveryError> {
         let invocation = self.current_invocation();
-        let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
+        let creds = self.secrets.get(invocation, deadline).await?;
         let mut token = self.token(creds, deadline).await?;
         for attempt in 0..2 {
             let timeout = time_left(deadline).ok_or(DeliveryError::Deadline)?;
@@ -82,7 +82,7 @@ impl Dynamics {
             let body = response.bytes().await.map(|b| b.to_vec()).map_err(transient)?;
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.invalidate_token(token.serial).await;
-                let creds = self.secrets.get(invocation, deadline).await.map_err(DeliveryError::Config)?;
+                let creds = self.secrets.get(invocation, deadline).await?;
                 token = self.token(creds, deadline).await?;
                 continue;
             }

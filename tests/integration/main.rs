@@ -6,6 +6,8 @@
 mod helpers;
 mod moto;
 
+mod backlog;
+mod budget;
 mod ceiling;
 mod enqueue;
 mod idempotency;
@@ -16,5 +18,7 @@ mod reliability;
 mod schema;
 mod send;
 mod sources;
+mod sqs_poller;
+mod template;
 mod upstream;
 mod webhooks;

@@ -390,3 +390,67 @@ async fn a_redelivered_batch_raises_each_trigger_once() {
     let direct = h.invoke(json!([order("0"), order("new")])).await;
     assert_eq!(direct, json!({"delivered": 1, "dropped": 0, "duplicates": 1, "failed": []}));
 }
+
+#[tokio::test]
+async fn a_token_shorter_than_a_minute_is_refreshed_at_half_its_lifetime() {
+    let h = Harness::new(&[]).await;
+    h.sandbox.set_token_lifetime(Duration::from_secs(2));
+    assert_eq!(h.invoke(json!(order("a"))).await["delivered"], 1);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(h.invoke(json!(order("b"))).await["delivered"], 1);
+    assert_eq!(h.sandbox.stats().token_requests, 2, "a 2 s token is refreshed after 1 s, never stretched to a minute");
+    assert_eq!(h.sandbox.stats().calls_with(401), 0, "never used past its expiry");
+}
+
+#[tokio::test]
+async fn a_secrets_manager_outage_fails_the_records_as_unavailable_not_as_a_configuration_error() {
+    let h = Harness::new(&[]).await;
+    h.sandbox.set_faults(Faults { secrets_status: Some(503), ..Faults::default() });
+    let response = h.invoke(json!([order("a"), order("b")])).await;
+    let failed = response["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{response}");
+    for record in failed {
+        assert_eq!(record["outcome"], "failed");
+        let error = record["error"].as_str().unwrap();
+        assert!(error.starts_with("Secrets Manager is unavailable: secret 'd365/relay-demo' not read"), "{error}");
+        assert!(!error.contains("configuration error") && !error.contains("D365_SECRET_ID"), "{error}");
+    }
+    // A webhook is answered 503 with a short Retry-After, not "misconfigured".
+    let answer = h.invoke(signed_http(&json!(order("c")).to_string())).await;
+    assert_eq!(answer["statusCode"], 503, "{answer}");
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"], "Secrets Manager is unavailable; retry later");
+
+    // A missing secret is still a configuration error, naming the setting.
+    h.sandbox.set_faults(Faults::default());
+    let missing = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping_file()), ("D365_SECRET_ID", "d365/no-such-secret")]);
+    let response = missing.handle(json!(order("d")), Instant::now() + Duration::from_secs(10)).await.unwrap();
+    let error = response["failed"][0]["error"].as_str().unwrap();
+    assert!(error.starts_with("configuration error: D365_SECRET_ID: cannot read secret 'd365/no-such-secret': ResourceNotFoundException"), "{error}");
+    assert_eq!(h.sandbox.accepted().len(), 0);
+}
+
+#[tokio::test]
+async fn records_held_back_by_a_throttle_pause_name_the_429_not_the_deadline() {
+    let h = Harness::new(&[("D365_MAX_IN_FLIGHT", "1")]).await;
+    h.sandbox.set_faults(Faults { script: vec![429], retry_after_secs: Some(120), ..Faults::default() });
+    let started = Instant::now();
+    let response = h.invoke_within(json!([order("a"), order("b"), order("c")]), 10.0).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "not waited for");
+    let failed = response["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 3, "{response}");
+    assert_eq!(h.sandbox.stats().calls_with(429), 1, "one call was made");
+    assert_eq!(h.sandbox.stats().calls(), 1, "the others were held back without a call");
+    for record in failed {
+        assert_eq!(
+            (record["outcome"].as_str(), record["status"].as_u64(), record["code"].as_str()),
+            (Some("failed"), Some(429), Some("0x80072322")),
+            "{record}"
+        );
+        let error = record["error"].as_str().unwrap();
+        assert!(!error.contains("deadline"), "{error}");
+        assert!(error.contains("Retry-After"), "{error}");
+    }
+    let held: Vec<&str> = failed[1..].iter().map(|r| r["error"].as_str().unwrap()).collect();
+    assert!(held.iter().all(|e| e.starts_with("not attempted: Dataverse throttled the application user (429 0x80072322), Retry-After 1")), "{held:?}");
+}

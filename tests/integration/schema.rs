@@ -352,3 +352,21 @@ async fn schema_prints_a_starter_mapping_entry_and_help_explains_the_commands() 
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("d365-trigger-relay check [--event FILE] [--json]") && help.contains("d365-trigger-relay schema TRIGGER"), "{help}");
 }
+
+#[tokio::test]
+async fn empty_aws_endpoint_variables_mean_unset() {
+    // What SAM's local runtime passes for a declared but unset variable.
+    let sandbox = Sandbox::start(sandbox_config(), 0).await.unwrap();
+    let mut command = relay_command(&sandbox, &[]);
+    command
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", "")
+        .env("AWS_ENDPOINT_URL_SQS", "")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", " ")
+        .env("AWS_ENDPOINT_URL", sandbox.url());
+    let out = run(command, &["check", "--json"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(stdout_json(&out)["ok"], true);
+    assert_eq!(sandbox.stats().secret_requests, 1, "the secret came through AWS_ENDPOINT_URL");
+}

@@ -217,8 +217,8 @@ async fn throttled_answers_carry_the_largest_retry_after() {
 
 #[tokio::test]
 async fn configuration_errors_answer_503_and_deliver_nothing() {
-    let h = Harness::new(&[]).await;
-    h.sandbox.set_faults(Faults { secrets_status: Some(500), ..Faults::default() });
+    // A secret that does not exist (a Secrets Manager outage is not a configuration error: relay.rs).
+    let h = Harness::new(&[("D365_SECRET_ID", "d365/no-such-secret")]).await;
     let (status, retry_after, body) = answer(&h.invoke(signed(Shape::HttpApi, &json!(order("1")).to_string())).await);
     assert_eq!(status, 503);
     assert!(retry_after.is_some());

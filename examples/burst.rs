@@ -1,0 +1,130 @@
+//! The burst bench (`make bench`, SPEC §17.2, §18): a burst of ten budget
+//! windows' worth of order events in an SQS queue (moto's, with a redrive policy
+//! to a DLQ after 5 receives), drained by 3 execution environments of the real
+//! handler, each polling as Lambda's event source mapping does, against a
+//! sandbox that enforces Dataverse's request budget for their one application
+//! user (scaled: 100 requests per 5 s window, Dataverse's 20 a second, at 50 ms a
+//! call). Reports, as ratios: 2xx answers ÷ elapsed against the budget's rate,
+//! the share of 429s, the drain time against events ÷ budget rate, valid events
+//! in the DLQ, and receives per event (median, max). Appends to target/bench.md.
+//!
+//! `BURST_EVENTS=N` changes the burst (default 1,000: ten windows).
+
+#[path = "../tests/integration/moto.rs"]
+mod moto;
+#[path = "../tests/integration/sqs_poller.rs"]
+mod sqs_poller;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use d365_sandbox::{Faults, Sandbox, SandboxConfig};
+use relay::Relay;
+use serde_json::json;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const ENVIRONMENTS: usize = 3;
+const BUDGET: usize = 100;
+const WINDOW_SECS: u64 = 5;
+const LATENCY_MS: u64 = 50;
+
+#[tokio::main]
+async fn main() {
+    let events: usize = std::env::var("BURST_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10 * BUDGET);
+    let budget_rate = BUDGET as f64 / WINDOW_SECS as f64;
+    let mut config: SandboxConfig = serde_json::from_str(&std::fs::read_to_string(format!("{ROOT}/sandbox/config.json")).unwrap()).unwrap();
+    config.faults = Faults { latency_ms: LATENCY_MS, budget_requests: Some(BUDGET), budget_window_secs: Some(WINDOW_SECS), ..Faults::default() };
+    let sandbox = Sandbox::start(config, 0).await.expect("the sandbox starts");
+    let moto = moto::moto();
+    let name = format!("burst-{}", std::process::id());
+    // Visibility 10 s (the function's timeout, scaled) and 5 receives, as a first deployment would have it.
+    let queue = sqs_poller::Queues::create(&moto.url, &name, 10, 5).await;
+    let mapping = format!("{ROOT}/events/mapping.json");
+    let window = WINDOW_SECS.to_string();
+    let relays: Vec<Relay> = (0..ENVIRONMENTS)
+        .map(|_| {
+            let settings = relay::sandbox_settings(
+                &sandbox.url(),
+                &[
+                    ("D365_MAPPING_FILE", &mapping),
+                    ("D365_MAX_IN_FLIGHT", "8"),
+                    ("D365_BUDGET_WINDOW_SECONDS", &window),
+                    ("D365_BACKOFF_BASE_SECONDS", "2"),
+                    ("D365_BACKOFF_MAX_SECONDS", "30"),
+                    ("D365_DEAD_LETTER_QUEUE_URL", &queue.dlq_url),
+                ],
+            );
+            Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
+                .with_queue(relay::enqueue::sqs_client_for_endpoint(&moto.url))
+        })
+        .collect();
+
+    let bodies: Vec<String> = (0..events)
+        .map(|i| {
+            json!({"type": "track", "event": "Order Completed", "messageId": format!("burst-{i}"), "userId": format!("00000000-0000-4000-8000-{i:012}"),
+                "properties": {"order_id": format!("ORD-{i}"), "revenue": 10.5, "currency": "GBP"}})
+            .to_string()
+        })
+        .collect();
+    for chunk in bodies.chunks(10) {
+        queue.send_batch(chunk).await;
+    }
+    eprintln!("burst: {events} events queued; draining with {ENVIRONMENTS} environments against {BUDGET} requests per {WINDOW_SECS} s");
+
+    let receives: Mutex<HashMap<String, u32>> = Mutex::new(HashMap::new());
+    let started = Instant::now();
+    let limit = Duration::from_secs_f64(events as f64 / budget_rate * 3.0 + 60.0);
+    let poller = |relay: &'static Relay| {
+        let (queue, sandbox, receives) = (&queue, &sandbox, &receives);
+        async move {
+            while sandbox.accepted().len() < events && started.elapsed() < limit {
+                match queue.poll_within(relay, 10.0).await {
+                    Some((_, records)) => {
+                        let mut seen = receives.lock().unwrap();
+                        for r in records {
+                            let count: u32 = r["attributes"]["ApproximateReceiveCount"].as_str().and_then(|c| c.parse().ok()).unwrap_or(1);
+                            let id = r["messageId"].as_str().unwrap_or("").to_string();
+                            let entry = seen.entry(id).or_default();
+                            *entry = (*entry).max(count);
+                        }
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+    };
+    let relays: &'static [Relay] = Box::leak(relays.into_boxed_slice());
+    futures_util::future::join_all(relays.iter().map(poller)).await;
+    let elapsed = started.elapsed();
+
+    let stats = sandbox.stats();
+    let accepted = sandbox.accepted().len();
+    let throttled = stats.calls_with(429);
+    let answers = stats.calls();
+    let parked = queue.dead_letters().await.len();
+    let mut counts: Vec<u32> = receives.lock().unwrap().values().copied().collect();
+    counts.sort_unstable();
+    let median = counts.get(counts.len() / 2).copied().unwrap_or(0);
+    let max = counts.last().copied().unwrap_or(0);
+    let rate = accepted as f64 / elapsed.as_secs_f64();
+    let bound = events as f64 / budget_rate;
+    let rows = [
+        format!("| burst: 2xx ÷ elapsed ÷ budget rate ({budget_rate:.0}/s) | {:.3} | ≥ 0.90 |", rate / budget_rate),
+        format!("| burst: 429s ÷ all answers | {:.3} ({throttled} of {answers}) | ≤ 0.05 |", throttled as f64 / answers.max(1) as f64),
+        format!("| burst: drain ÷ (events ÷ budget rate = {bound:.0} s) | {:.3} ({:.1} s) | ≤ 1.10 |", elapsed.as_secs_f64() / bound, elapsed.as_secs_f64()),
+        format!("| burst: valid events in the DLQ | {parked} (delivered {accepted} of {events}) | 0 |"),
+        format!("| burst: receives per event, median / max | {median} / {max} | max < 5 |"),
+    ];
+    let table =
+        format!("\n| burst of {events} events, {ENVIRONMENTS} environments, one application user | figure | target |\n|---|---|---|\n{}\n", rows.join("\n"));
+    println!("{table}");
+    let path = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{ROOT}/target")) + "/bench.md";
+    let mut previous = std::fs::read_to_string(&path).unwrap_or_default();
+    previous.push_str(&table);
+    let _ = std::fs::write(&path, previous);
+    if parked > 0 || accepted < events {
+        eprintln!("burst: {parked} valid events in the DLQ, {accepted} of {events} delivered");
+        std::process::exit(1);
+    }
+}
