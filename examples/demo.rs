@@ -164,6 +164,7 @@ async fn main() {
         stats.token_requests,
         stats.secret_requests
     );
+    println!("{bold}Trigger calls per UTC minute{reset} (CI-J ceiling D365_MAX_TRIGGERS_PER_MINUTE, 2,500 by default): {:?}", stats.trigger_calls_per_minute);
     if problems.is_empty() {
         println!("{green}{bold}Every sample event arrived as expected.{reset}");
     } else {

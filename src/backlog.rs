@@ -58,7 +58,9 @@ pub fn reserve(deadline: Instant) -> Duration {
 /// or what is left of it) or the next minute's permits.
 pub fn known_wait(error: &DeliveryError) -> Option<Duration> {
     match error {
-        DeliveryError::Throttled { retry_after: Some(wait), .. } | DeliveryError::HeldBack { retry_after: wait, .. } => Some(*wait),
+        DeliveryError::Throttled { retry_after: Some(wait), .. }
+        | DeliveryError::HeldBack { retry_after: wait, .. }
+        | DeliveryError::Ceiling { retry_after: wait } => Some(*wait),
         _ => None,
     }
 }
@@ -412,6 +414,13 @@ mod tests {
             plan(&settings(false), &batch, &results, 0, || 0.999),
             [Disposition::Backoff(Duration::from_secs(12)), Disposition::Backoff(Duration::from_secs(120))]
         );
+    }
+
+    #[test]
+    fn a_record_without_a_permit_waits_for_the_next_minute() {
+        let batch = SqsBatch { queue_arn: None, messages: vec![message(7, None, None)] };
+        let results = vec![result(0, Outcome::Failed(DeliveryError::Ceiling { retry_after: Duration::from_secs(20) }))];
+        assert_eq!(plan(&settings(false), &batch, &results, 0, || 0.5), [Disposition::Backoff(Duration::from_secs(22))]);
     }
 
     #[test]

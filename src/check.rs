@@ -11,6 +11,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::config::{ConfigError, DefaultAction, Settings};
+use crate::dynamics::ceiling::Ceiling;
 use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
 use crate::mapping::{self, Decision, MapContext};
@@ -58,6 +59,8 @@ pub struct Report {
     pub identity_problems: Vec<Problem>,
     /// The settings or the secret are wrong (CLI exit status 2).
     pub config_error: bool,
+    /// The CI-J trigger ceiling and how it is shared (SPEC §17.1, §17.4).
+    pub ceiling: Option<Value>,
 }
 
 impl Report {
@@ -102,6 +105,9 @@ impl Report {
                 "notes": t.notes,
             })).collect::<Vec<_>>(),
         });
+        if let Some(ceiling) = &self.ceiling {
+            report["ceiling"] = ceiling.clone();
+        }
         if !self.identity.is_empty() {
             report["identity"] = json!({"checks": self.identity, "problems": problems(&self.identity_problems)});
         }
@@ -125,6 +131,9 @@ impl Report {
             if let Some(fix) = &step.fix {
                 line(format!("        fix: {fix}"));
             }
+        }
+        if let Some(detail) = self.ceiling.as_ref().and_then(|c| c["detail"].as_str()) {
+            line(format!("note    {:<8} {detail}", "ceiling"));
         }
         for t in &self.triggers {
             let state = match t.exists {
@@ -248,6 +257,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
         ),
         fix: None,
     });
+    report.ceiling = Some(Ceiling::describe(settings, None));
 
     let creds = match dynamics.credentials().await {
         Ok(c) => c,
@@ -285,6 +295,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
         return report;
     }
     report.steps.push(Step { name: "secret", ok: true, detail: format!("read; org_url_host {}, client {}", creds.org_url_host, creds.client_id), fix: None });
+    report.ceiling = Some(Ceiling::describe(settings, Some(&creds.org_url_host)));
 
     if let Err(error) = dynamics.check_token(deadline).await {
         let fix = match &error {

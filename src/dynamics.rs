@@ -18,6 +18,7 @@ use crate::mapping::TriggerCall;
 use crate::outcome::DeliveryError;
 use crate::secrets::{SecretError, SecretStore};
 
+pub mod ceiling;
 pub mod metadata;
 pub mod rows;
 
@@ -52,6 +53,8 @@ pub struct Dynamics {
     /// `x-ms-dop-hint` is kept within 1..=this (`D365_MAX_IN_FLIGHT`).
     max_dop: usize,
     pub counters: Counters,
+    /// The CI-J ceiling (SPEC §17.1): permits for trigger calls.
+    ceiling: ceiling::Ceiling,
 }
 
 #[derive(Default)]
@@ -124,6 +127,7 @@ impl Dynamics {
             invocation: AtomicU64::new(0),
             max_dop: settings.max_in_flight.max(1),
             counters: Counters::default(),
+            ceiling: ceiling::Ceiling::for_settings(settings),
         }
     }
 
@@ -320,6 +324,10 @@ impl DynamicsPort for Dynamics {
             Ok(result) => result,
             Err(_) => Err(DeliveryError::Transient { status: None, code: None, detail: "no answer before the invocation's cut-off".into() }),
         }
+    }
+
+    fn permit(&self, until: Instant) -> impl std::future::Future<Output = Result<(), DeliveryError>> + Send {
+        self.trigger_permit(until)
     }
 }
 

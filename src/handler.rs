@@ -108,8 +108,12 @@ impl Relay {
 
     /// Adds the DynamoDB idempotency table of `D365_IDEMPOTENCY_TABLE` (if set).
     pub fn with_idempotency_table(mut self, client: aws_sdk_dynamodb::Client) -> Relay {
-        if let Ok(Wiring { settings, .. }) = &self.wiring {
+        if let Ok(Wiring { settings, dynamics, .. }) = &mut self.wiring {
             if let Some(table) = &settings.idempotency_table {
+                // The trigger ceiling is shared through the same table (SPEC §17.1).
+                if let Some(dynamics) = Arc::get_mut(dynamics) {
+                    dynamics.share_ceiling_through(client.clone(), table.clone());
+                }
                 let store = Idempotency::in_memory().with_table(client, table.clone(), settings.idempotency_expires_after);
                 self.idempotency = Arc::new(store);
             }

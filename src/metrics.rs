@@ -27,6 +27,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "BatchItemFailures",
     "OmittedAttributes",
     "NoConsent",
+    "CeilingDeferred",
     "DeliveryLatency",
     "InvocationDuration",
 ];
@@ -46,7 +47,7 @@ impl InvocationMetrics {
     /// The EMF document, dimensioned by source (sqs, sqs-fifo, webhook, direct).
     pub fn to_emf(&self, namespace: &str, timestamp_ms: i64) -> Value {
         let t = &self.tally;
-        let counts: [(&str, u64); 14] = [
+        let counts: [(&str, u64); 15] = [
             ("Records", t.records),
             ("TriggerCalls", t.calls),
             ("Delivered", t.delivered),
@@ -61,6 +62,7 @@ impl InvocationMetrics {
             ("BatchItemFailures", t.not_done()),
             ("OmittedAttributes", self.omitted_attributes),
             ("NoConsent", t.no_consent),
+            ("CeilingDeferred", t.ceiling_deferred),
         ];
         let mut root = Map::new();
         let mut definitions = Vec::new();
@@ -144,6 +146,30 @@ mod tests {
         assert_eq!(doc["DeliveryLatency"].as_array().unwrap().len(), 100);
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "D365TriggerRelay");
         assert!(!doc.to_string().contains('\n'), "one line");
+    }
+
+    #[test]
+    fn records_failed_for_want_of_a_permit_are_counted_as_ceiling_deferred() {
+        use crate::outcome::{DeliveryError, Outcome, RecordResult};
+        use std::time::Duration;
+        let result = |outcome| RecordResult {
+            index: 0,
+            sqs_id: None,
+            message_id: None,
+            event_name: None,
+            trigger: None,
+            outcome,
+            attempts: 0,
+            throttled: 0,
+            latency: None,
+        };
+        let deferred = || Outcome::Failed(DeliveryError::Ceiling { retry_after: Duration::from_secs(12) });
+        let tally = Tally::of(&[result(deferred()), result(Outcome::Delivered), result(deferred()), result(Outcome::Failed(DeliveryError::Deadline))]);
+        assert_eq!((tally.failed, tally.ceiling_deferred), (3, 2));
+        let doc = InvocationMetrics { source: "sqs", tally, ..Default::default() }.to_emf("N", 1);
+        assert_valid_emf(&doc);
+        assert_eq!(doc["CeilingDeferred"], 2);
+        assert_eq!(doc["Failed"], 3);
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub enum DeliveryError {
     /// A FIFO record not attempted because an earlier record of its group failed.
     #[error("not attempted: an earlier message of group '{group}' failed")]
     GroupBlocked { group: String },
+    /// No permit under the per-minute trigger ceiling (SPEC §17.1) came in
+    /// time to start the call; `retry_after` is the time until the next
+    /// minute's permits.
+    #[error("over the per-minute trigger ceiling (D365_MAX_TRIGGERS_PER_MINUTE)")]
+    Ceiling { retry_after: Duration },
     /// A bug: the record's work panicked. The other records are unaffected.
     #[error("internal error: {0}")]
     Internal(String),
@@ -53,6 +58,12 @@ pub enum DeliveryError {
 
 fn code_suffix(code: &Option<String>) -> String {
     code.as_ref().map(|c| format!(" {c}")).unwrap_or_default()
+}
+
+impl From<ConfigError> for DeliveryError {
+    fn from(error: ConfigError) -> DeliveryError {
+        DeliveryError::Config(error)
+    }
 }
 
 impl DeliveryError {
@@ -164,6 +175,8 @@ pub struct Tally {
     pub dropped: u64,
     /// Dropped for want of consent (SPEC §14), counted in `dropped` too.
     pub no_consent: u64,
+    /// Failed for want of a permit under the trigger ceiling (SPEC §17.1), counted in `failed` too.
+    pub ceiling_deferred: u64,
     pub duplicates: u64,
     pub invalid: u64,
     pub rejected: u64,
@@ -188,6 +201,9 @@ impl Tally {
     pub fn of(results: &[RecordResult]) -> Tally {
         let mut tally = Tally { records: results.len() as u64, ..Tally::default() };
         for result in results {
+            if let Outcome::Failed(DeliveryError::Ceiling { .. }) = &result.outcome {
+                tally.ceiling_deferred += 1;
+            }
             tally.retries += u64::from(result.attempts.saturating_sub(1));
             tally.calls += u64::from(result.attempts);
             tally.throttled += u64::from(result.throttled);
@@ -216,6 +232,8 @@ impl Tally {
                             tally.held_back += 1;
                             Some(*retry_after)
                         }
+                        // The next minute's permits: a webhook sender is told to come back then.
+                        DeliveryError::Ceiling { retry_after } => Some(*retry_after),
                         _ => None,
                     };
                     if let Some(after) = after {

@@ -66,7 +66,9 @@ fn a_large_batch_grows_the_heap_by_less_than_a_quarter_of_its_payload() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let mapping = helpers::mapping_file();
-        let relay = helpers::relay_for(&sandbox, &[("D365_MAPPING_FILE", mapping.as_str()), ("D365_MAX_IN_FLIGHT", "32")]);
+        // 3,001 calls in well under a minute: above CI-J's ceiling, which is not what is measured here.
+        let relay =
+            helpers::relay_for(&sandbox, &[("D365_MAPPING_FILE", mapping.as_str()), ("D365_MAX_IN_FLIGHT", "32"), ("D365_MAX_TRIGGERS_PER_MINUTE", "0")]);
         // Warm: the secret, the token and the trigger's definition are read once, as in a warm environment.
         relay.handle(helpers::sqs_batch(&[rich_order(0)], None), std::time::Instant::now() + std::time::Duration::from_secs(30)).await.unwrap();
 

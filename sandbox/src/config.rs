@@ -173,6 +173,10 @@ pub struct Stats {
     /// Table-row requests received: identity lookups, creates, updates (not counted in `calls_by_status`).
     #[serde(default)]
     pub row_requests: u64,
+    /// Trigger calls received in each UTC minute (`YYYY-MM-DDThh:mm`), as CI-J counts
+    /// activations against its ceiling of about 2,500 a minute.
+    #[serde(default)]
+    pub trigger_calls_per_minute: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -181,5 +185,9 @@ impl Stats {
     }
     pub fn calls_with(&self, status: u16) -> u64 {
         self.calls_by_status.get(&status).copied().unwrap_or(0)
+    }
+    /// The most trigger calls received in one UTC minute.
+    pub fn busiest_minute(&self) -> u64 {
+        self.trigger_calls_per_minute.values().copied().max().unwrap_or(0)
     }
 }

@@ -20,6 +20,7 @@ impl Drop for InFlight<'_> {
 
 pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> Answer {
     let authorization = headers.get("authorization").map(String::as_str);
+    state.count_minute();
     let now_in_flight = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(state);
     state.max_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);

@@ -49,6 +49,7 @@ struct State {
     signals: Mutex<Vec<Signal>>,
     token_log: Mutex<Vec<TokenRequest>>,
     calls_by_status: Mutex<BTreeMap<u16, u64>>,
+    calls_per_minute: Mutex<BTreeMap<String, u64>>,
     token_requests: AtomicU64,
     secret_requests: AtomicU64,
     metadata_requests: AtomicU64,
@@ -112,6 +113,7 @@ impl Sandbox {
             signals: Mutex::new(Vec::new()),
             token_log: Mutex::new(Vec::new()),
             calls_by_status: Mutex::new(BTreeMap::new()),
+            calls_per_minute: Mutex::new(BTreeMap::new()),
             token_requests: AtomicU64::new(0),
             secret_requests: AtomicU64::new(0),
             metadata_requests: AtomicU64::new(0),
@@ -267,6 +269,7 @@ impl State {
             max_concurrency_seen: self.max_in_flight.load(Ordering::SeqCst),
             metadata_requests: self.metadata_requests.load(Ordering::SeqCst),
             row_requests: self.row_requests.load(Ordering::SeqCst),
+            trigger_calls_per_minute: self.calls_per_minute.lock().unwrap().clone(),
         }
     }
 
@@ -275,6 +278,7 @@ impl State {
         self.signals.lock().unwrap().clear();
         self.token_log.lock().unwrap().clear();
         self.calls_by_status.lock().unwrap().clear();
+        self.calls_per_minute.lock().unwrap().clear();
         self.token_requests.store(0, Ordering::SeqCst);
         self.secret_requests.store(0, Ordering::SeqCst);
         *self.queues.lock().unwrap() = sqs::Queues::default();
@@ -282,6 +286,12 @@ impl State {
         self.row_requests.store(0, Ordering::SeqCst);
         self.row_log.lock().unwrap().clear();
         self.max_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// A trigger call received now, in its UTC minute.
+    fn count_minute(&self) {
+        let minute = chrono::Utc::now().format("%Y-%m-%dT%H:%M").to_string();
+        *self.calls_per_minute.lock().unwrap().entry(minute).or_default() += 1;
     }
 
     fn count(&self, status: u16) {

@@ -141,6 +141,12 @@ pub struct Settings {
     pub schema_ttl: Duration,
     /// `D365_IDENTITY_TTL_SECONDS`: how long a resolved profile id is reused (SPEC §14).
     pub identity_ttl: Duration,
+    /// `D365_MAX_TRIGGERS_PER_MINUTE`: trigger calls started per UTC minute by
+    /// the whole deployment (SPEC §17.1; 2500, CI-J's fair use; 0: no ceiling).
+    pub max_triggers_per_minute: u32,
+    /// `D365_ENVIRONMENTS`: execution environments sharing the ceiling when
+    /// there is no table (1; the template sets `MaximumConcurrency`).
+    pub environments: u32,
     /// Backoff by visibility and the DLQ with reasons (SPEC §18).
     pub backlog: BacklogSettings,
 }
@@ -216,6 +222,9 @@ impl Settings {
 
         let identity_ttl = Duration::from_secs(parse_number(get("D365_IDENTITY_TTL_SECONDS"), "D365_IDENTITY_TTL_SECONDS", 3600, 0, 86_400)?);
 
+        let max_triggers_per_minute = parse_number(get("D365_MAX_TRIGGERS_PER_MINUTE"), "D365_MAX_TRIGGERS_PER_MINUTE", 2500, 0, 1_000_000)? as u32;
+        let environments = parse_number(get("D365_ENVIRONMENTS"), "D365_ENVIRONMENTS", 1, 1, 10_000)? as u32;
+
         let backlog = BacklogSettings {
             backoff_base: Duration::from_secs(parse_number(get("D365_BACKOFF_BASE_SECONDS"), "D365_BACKOFF_BASE_SECONDS", 30, 1, MAX_BACKOFF_SECONDS)?),
             backoff_max: Duration::from_secs(parse_number(get("D365_BACKOFF_MAX_SECONDS"), "D365_BACKOFF_MAX_SECONDS", 3_600, 1, MAX_BACKOFF_SECONDS)?),
@@ -227,6 +236,8 @@ impl Settings {
         };
 
         Ok(Settings {
+            max_triggers_per_minute,
+            environments,
             backlog,
             identity_ttl,
             schema_ttl,
@@ -380,6 +391,18 @@ mod tests {
         let err = settings(&[("D365_SECRET_ID", "x"), ("D365_SCHEMA_TTL_SECONDS", "soon")]).unwrap_err();
         assert_eq!(err.setting, "D365_SCHEMA_TTL_SECONDS");
         assert_eq!(s.learned_cap_period, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_trigger_ceiling_defaults_to_ci_j_s_and_may_be_off() {
+        let s = settings(&[("D365_SECRET_ID", "x")]).unwrap();
+        assert_eq!((s.max_triggers_per_minute, s.environments), (2500, 1));
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_MAX_TRIGGERS_PER_MINUTE", "0"), ("D365_ENVIRONMENTS", "5")]).unwrap();
+        assert_eq!((s.max_triggers_per_minute, s.environments), (0, 5));
+        for (name, bad) in [("D365_MAX_TRIGGERS_PER_MINUTE", "-1"), ("D365_MAX_TRIGGERS_PER_MINUTE", "lots"), ("D365_ENVIRONMENTS", "0")] {
+            let err = settings(&[("D365_SECRET_ID", "x"), (name, bad)]).unwrap_err();
+            assert_eq!(err.setting, name, "{bad}");
+        }
     }
 
     #[test]

@@ -138,6 +138,14 @@ impl Pacer {
         *self.stopped.borrow()
     }
 
+    /// Resolves once the pacer is stopped.
+    pub async fn stopped(&self) {
+        let mut stopped = self.stopped.subscribe();
+        if stopped.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// The concurrency cap learned from Dataverse and still kept, if any.
     pub fn learned_cap(&self) -> Option<usize> {
         lock(&self.state).learned.map(|l| l.cap)

@@ -3,6 +3,7 @@
 //! record's outcome all ask it (as Vector's `RetryLogic`).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,8 @@ pub enum RetryClass {
 pub fn class(error: &DeliveryError) -> RetryClass {
     match error {
         DeliveryError::Rejected { .. } => RetryClass::Permanent,
+        // The wait for a permit ran to the start cut-off: failed, for a later invocation (SPEC §17.1).
+        DeliveryError::Ceiling { .. } => RetryClass::Stop,
         DeliveryError::Throttled { retry_after, code } => RetryClass::Throttled {
             retry_after: retry_after.unwrap_or(Duration::from_secs(1)).min(MAX_PAUSE),
             concurrency_limit: code.as_deref() == Some(CONCURRENCY_LIMIT_CODE),
@@ -67,12 +70,34 @@ pub fn outcome_of(error: DeliveryError) -> Outcome {
     }
 }
 
-/// One record, with the retries of SPEC §7.
+/// One record, with the retries of SPEC §7. Each attempt first takes a permit
+/// under the per-minute trigger ceiling (SPEC §17.1), waiting for it while the
+/// call could still start before the start cut-off. CI-J counts the calls it
+/// receives, and one answered 429 or 5xx may have been counted too, so a retry
+/// takes a permit of its own. An attempt that got no permit was never sent and
+/// is not counted as one.
 pub(super) async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &TriggerCall, budget: Budget) -> Report {
-    let run = with_retries(pacer, budget, |deadline| async move { port.send(call, deadline).await.map(|sent| ((), sent)) }).await;
+    let unsent = AtomicU32::new(0);
+    let run = with_retries(pacer, budget, |deadline| {
+        let unsent = &unsent;
+        async move {
+            let permit = tokio::select! {
+                permit = port.permit(budget.start_cutoff) => permit,
+                // `send` interrupted: a call waiting for its permit is not started.
+                () = pacer.stopped() => Err(DeliveryError::Deadline),
+            };
+            if let Err(error) = permit {
+                unsent.fetch_add(1, Ordering::Relaxed);
+                return Err(error);
+            }
+            port.send(call, deadline).await.map(|sent| ((), sent))
+        }
+    })
+    .await;
+    let attempts = run.attempts.saturating_sub(unsent.into_inner());
     match run.result {
-        Ok(()) => Report { outcome: Outcome::Delivered, attempts: run.attempts, throttled: run.throttled, latency: run.latency },
-        Err(error) => Report::after(outcome_of(error), run.attempts, run.throttled),
+        Ok(()) => Report { outcome: Outcome::Delivered, attempts, throttled: run.throttled, latency: run.latency },
+        Err(error) => Report::after(outcome_of(error), attempts, run.throttled),
     }
 }
 

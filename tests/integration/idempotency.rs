@@ -8,7 +8,7 @@ use crate::moto::{moto, Moto};
 use relay::idempotency::{Claim, Idempotency};
 use serde_json::json;
 
-async fn table(moto: &Moto, name: &str) -> aws_sdk_dynamodb::Client {
+pub(crate) async fn table(moto: &Moto, name: &str) -> aws_sdk_dynamodb::Client {
     use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
     let client = relay::dynamodb_client_for_endpoint(&moto.url);
     client
@@ -68,7 +68,7 @@ async fn concurrent_claims_of_one_key_admit_exactly_one() {
 }
 
 /// Polls every future together on this task, so the claims race.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+pub(crate) async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
     let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {

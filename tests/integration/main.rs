@@ -8,6 +8,7 @@ mod moto;
 
 mod backlog;
 mod budget;
+mod ceiling;
 mod enqueue;
 mod idempotency;
 mod identity;

@@ -16,13 +16,31 @@ pub struct Moto {
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
 
+/// moto's server, one request at a time. DynamoDB applies a conditional write
+/// atomically; moto's threaded server checks the condition and applies the
+/// update as separate steps, so two concurrent writes can both pass (two
+/// `UpdateItem`s creating the same item: the second overwrites the first).
+/// The tests of conditional writes under contention (claims, the trigger
+/// ceiling's takes) need DynamoDB's guarantee, so requests are serialised.
+const SERIALISED: &str = r#"import sys, threading
+from moto import server
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+lock = threading.Lock()
+call = DomainDispatcherApplication.__call__
+def serialised(self, environ, start_response):
+    with lock:
+        return call(self, environ, start_response)
+DomainDispatcherApplication.__call__ = serialised
+server.main(['-H', '127.0.0.1', '-p', sys.argv[1]])
+"#;
+
 /// The binary's one moto server, started on first use.
 pub fn moto() -> &'static Moto {
     MOTO.get_or_init(|| {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let supervisor = format!(
             "import subprocess, sys\n\
-             p = subprocess.Popen([sys.executable, '-m', 'moto.server', '-H', '127.0.0.1', '-p', '{port}'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
+             p = subprocess.Popen([sys.executable, '-c', {SERIALISED:?}, '{port}'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
              sys.stdin.read()\n\
              p.kill()\n"
         );
