@@ -453,6 +453,7 @@ impl Relay {
             tally: Tally::of(results),
             token_refreshes: self.token_requests().saturating_sub(tokens_before),
             omitted_attributes: self.schemas().map_or(0, |s| s.omitted.swap(0, Ordering::Relaxed)),
+            throttled_by_code: self.pacer.take_throttled_by_code(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         };
         let t = &metrics.tally;
@@ -476,7 +477,9 @@ impl Relay {
         );
         if self.emit_metrics {
             let namespace = self.wiring.as_ref().map_or("D365TriggerRelay", |w| w.settings.metrics_namespace.as_str());
-            println!("{}", metrics.to_emf(namespace, Utc::now().timestamp_millis()));
+            for line in metrics.to_emf_lines(namespace, Utc::now().timestamp_millis()) {
+                println!("{line}");
+            }
         }
         metrics.tally
     }

@@ -40,11 +40,30 @@ pub struct InvocationMetrics {
     pub token_refreshes: u64,
     /// Parameters left out because their trigger lacks them (SPEC §13).
     pub omitted_attributes: u64,
+    /// 429 answers by Dataverse's code (SPEC §17.4).
+    pub throttled_by_code: [(&'static str, u64); 4],
     pub duration_ms: f64,
 }
 
 impl InvocationMetrics {
     /// The EMF document, dimensioned by source (sqs, sqs-fifo, webhook, direct).
+    /// The invocation's EMF lines: [`InvocationMetrics::to_emf`], then one
+    /// `ThrottledResponses` document per code that was answered (dimension `Code`).
+    pub fn to_emf_lines(&self, namespace: &str, timestamp_ms: i64) -> Vec<Value> {
+        let mut lines = vec![self.to_emf(namespace, timestamp_ms)];
+        for (code, count) in self.throttled_by_code.iter().filter(|(_, n)| *n > 0) {
+            lines.push(json!({
+                "Code": code,
+                "ThrottledResponses": count,
+                "_aws": {
+                    "Timestamp": timestamp_ms,
+                    "CloudWatchMetrics": [{ "Namespace": namespace, "Dimensions": [["Code"]], "Metrics": [{"Name": "ThrottledResponses", "Unit": "Count"}] }]
+                }
+            }));
+        }
+        lines
+    }
+
     pub fn to_emf(&self, namespace: &str, timestamp_ms: i64) -> Value {
         let t = &self.tally;
         let counts: [(&str, u64); 15] = [
@@ -137,7 +156,7 @@ mod tests {
             delivery_latency_ms: (0..150).map(f64::from).collect(),
             ..Default::default()
         };
-        let metrics = InvocationMetrics { source: "sqs", tally, token_refreshes: 1, omitted_attributes: 2, duration_ms: 12.5 };
+        let metrics = InvocationMetrics { source: "sqs", tally, token_refreshes: 1, omitted_attributes: 2, duration_ms: 12.5, ..Default::default() };
         let doc = metrics.to_emf("D365TriggerRelay", 1_780_000_000_000);
         assert_valid_emf(&doc);
         assert_eq!(doc["Delivered"], 2);
@@ -182,6 +201,24 @@ mod tests {
         listed.sort_unstable();
         sorted.sort_unstable();
         assert_eq!(sorted, listed);
+    }
+
+    #[test]
+    fn throttled_responses_have_a_line_per_code_answered() {
+        let metrics = InvocationMetrics {
+            source: "sqs",
+            throttled_by_code: [("0x80072322", 3), ("0x80072321", 0), ("0x80072326", 1), ("other", 0)],
+            ..Default::default()
+        };
+        let lines = metrics.to_emf_lines("N", 1);
+        assert_eq!(lines.len(), 3, "the invocation's line and two codes");
+        for line in &lines {
+            assert_valid_emf(line);
+        }
+        assert_eq!((lines[1]["Code"].as_str(), lines[1]["ThrottledResponses"].as_u64()), (Some("0x80072322"), Some(3)));
+        assert_eq!(lines[2]["Code"], "0x80072326");
+        assert_eq!(lines[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Code"]]));
+        assert_eq!(InvocationMetrics::default().to_emf_lines("N", 1).len(), 1);
     }
 
     #[test]

@@ -32,7 +32,13 @@ pub struct Pacer {
     stopped: tokio::sync::watch::Sender<bool>,
     /// The request budget learned from budget 429s (SPEC §17.2): a pace of starts.
     budget: Mutex<RequestBudget>,
+    /// 429 answers by Dataverse's code since last taken ([`THROTTLE_CODES`] order).
+    throttled_by_code: [std::sync::atomic::AtomicU64; 4],
 }
+
+/// The `Code` dimension of `ThrottledResponses` (SPEC §17.4): requests,
+/// execution time, concurrency, and any other 429.
+pub const THROTTLE_CODES: [&str; 4] = ["0x80072322", "0x80072321", CONCURRENCY_LIMIT_CODE, "other"];
 
 struct PaceState {
     limit: f64,
@@ -86,6 +92,7 @@ impl Pacer {
             next_start: Mutex::new(None),
             stopped: tokio::sync::watch::channel(false).0,
             budget: Mutex::new(RequestBudget::new(BUDGET_WINDOW, LEARNED_CAP_PERIOD)),
+            throttled_by_code: Default::default(),
             state: Mutex::new(PaceState {
                 limit: initial as f64,
                 granted: initial,
@@ -114,6 +121,11 @@ impl Pacer {
     pub fn with_budget_window(mut self, window: Duration) -> Pacer {
         self.budget = Mutex::new(RequestBudget::new(window, self.learned_cap_period));
         self
+    }
+
+    /// The 429 answers by code since the last call, which starts the count again (an invocation's metrics).
+    pub fn take_throttled_by_code(&self) -> [(&'static str, u64); 4] {
+        std::array::from_fn(|i| (THROTTLE_CODES[i], self.throttled_by_code[i].swap(0, std::sync::atomic::Ordering::Relaxed)))
     }
 
     /// The request rate learned from a budget 429 and still kept (calls a second).
@@ -178,6 +190,8 @@ impl Pacer {
     /// The code of a 429 that paused the calls: remembered for the records it
     /// holds back, and a budget code teaches the pace (SPEC §17.2).
     pub(super) fn on_throttle_code(&self, code: Option<String>) {
+        let slot = THROTTLE_CODES[..3].iter().position(|c| code.as_deref() == Some(*c)).unwrap_or(3);
+        self.throttled_by_code[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if code.as_deref().is_some_and(|c| BUDGET_CODES.contains(&c)) {
             lock(&self.budget).on_budget_throttled(Instant::now());
         }
@@ -395,6 +409,17 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttled_responses_are_counted_by_code_until_taken() {
+        let pacer = Pacer::new(4, 4);
+        for code in ["0x80072322", "0x80072322", "0x80072326", "0x80072321", "0x9999"] {
+            pacer.on_throttle_code(Some(code.to_string()));
+        }
+        pacer.on_throttle_code(None);
+        assert_eq!(pacer.take_throttled_by_code(), [("0x80072322", 2), ("0x80072321", 1), ("0x80072326", 1), ("other", 2)]);
+        assert!(pacer.take_throttled_by_code().iter().all(|(_, n)| *n == 0), "taken once");
+    }
 
     #[test]
     fn a_poisoned_lock_is_recovered() {
