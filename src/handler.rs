@@ -405,6 +405,18 @@ impl Relay {
                 }
             }
         }
+        // Nor does a spent trigger ceiling (SPEC §17.1, §18.2): trigger calls wait
+        // for the next minute in the queue, and their lookups are not made.
+        if let Some(spent) = prepared.dynamics.ceiling().spent_until(budget.start_cutoff).filter(|_| !self.dry_run) {
+            for (job, prep) in jobs.iter_mut().zip(identity_preps.iter_mut()) {
+                if matches!(job.work, Work::Send(_)) {
+                    job.work = Work::Done(Outcome::Failed(spent.clone()));
+                    if matches!(prep, crate::identity::Prep::Resolve { .. }) {
+                        *prep = crate::identity::Prep::None;
+                    }
+                }
+            }
+        }
 
         // ── Identity and consent (SPEC §14) ── the profile id of each call that needs one
         // (lookups, create) fills both profile fields; identify events update the profile.

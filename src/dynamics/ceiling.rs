@@ -175,6 +175,20 @@ impl Ceiling {
         }
     }
 
+    /// Why no trigger call can start before `until` (SPEC §18.2): this minute's
+    /// permits are known to be gone and the next minute comes after `until`.
+    /// `None` when a permit may still come (or the state is busy: the calls find out).
+    pub fn spent_until(&self, until: Instant) -> Option<DeliveryError> {
+        if self.per_minute == 0 {
+            return None;
+        }
+        let hand = self.hand.try_lock().ok()?;
+        let now = (self.clock)();
+        let wait = until_next_minute(now) + PAST_THE_MINUTE;
+        let spent = hand.minute == minute_of(now) && hand.permits == 0 && hand.spent;
+        (spent && Instant::now() + wait >= until).then_some(DeliveryError::Ceiling { retry_after: wait })
+    }
+
     /// What `check` reports (SPEC §17.4): the ceiling and how it is shared.
     pub fn describe(settings: &Settings, host: Option<&str>) -> Value {
         let ceiling = settings.max_triggers_per_minute;

@@ -174,6 +174,31 @@ async fn only_trigger_calls_take_permits() {
 }
 
 #[tokio::test]
+async fn a_spent_ceiling_makes_no_dataverse_request_at_all() {
+    // Each event needs a contact lookup: with the minute's permits gone, not even that is made.
+    let mapping = json!({
+        "events": {"Order Completed": {"trigger": "msdynmkt_OrderCompleted", "attributes": {"msdynmkt_orderid": "properties.order_id"}}},
+        "identity": {"lookup": [{"entity": "contacts", "attribute": "emailaddress1", "from": "context.traits.email"}]}
+    })
+    .to_string();
+    let mut config = sandbox_config();
+    let contacts =
+        (0..6).map(|i| json!({"contactid": format!("c0000000-0000-4000-8000-00000000000{i}"), "emailaddress1": format!("c{i}@example.com")})).collect();
+    config.rows.insert("contacts".into(), contacts);
+    let h = Harness::with_config(config, &[("D365_MAPPING", &mapping), ("D365_MAX_TRIGGERS_PER_MINUTE", "2")]).await;
+    clear_of_the_minute(Duration::from_secs(10)).await;
+    let event = |i: usize| json!({"type": "track", "event": "Order Completed", "messageId": format!("spent-{i}"), "properties": {"order_id": format!("ORD-{i}")}, "context": {"traits": {"email": format!("c{i}@example.com")}}});
+    let first = h.invoke_within(json!({ "batch": [event(0), event(1), event(2)] }), 3.0).await.unwrap();
+    assert_eq!(first["delivered"], 2, "{first}");
+    let (rows, calls) = (h.sandbox.stats().row_requests, h.sandbox.stats().calls());
+    let second = h.invoke_within(json!({ "batch": [event(3), event(4), event(5)] }), 3.0).await.unwrap();
+    let failed = second["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 3, "{second}");
+    assert!(failed.iter().all(|f| f["error"] == REASON), "{second}");
+    assert_eq!((h.sandbox.stats().row_requests, h.sandbox.stats().calls()), (rows, calls), "no lookup and no trigger call");
+}
+
+#[tokio::test]
 async fn send_takes_the_lower_of_its_rate_and_the_ceiling() {
     let sandbox = d365_sandbox::Sandbox::start(sandbox_config(), 0).await.unwrap();
     let dir = std::env::temp_dir().join(format!("relay-ceiling-send-{}", std::process::id()));
