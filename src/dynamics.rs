@@ -329,6 +329,15 @@ impl DynamicsPort for Dynamics {
     fn permit(&self, until: Instant) -> impl std::future::Future<Output = Result<(), DeliveryError>> + Send {
         self.trigger_permit(until)
     }
+
+    async fn update(&self, update: &crate::delivery::ProfileUpdate, deadline: Instant) -> Result<Sent, DeliveryError> {
+        if update.body.is_empty() {
+            return Ok(Sent::default());
+        }
+        let body = Value::Object(update.body.clone());
+        let path = format!("{}({})", update.entity, update.id);
+        self.row_request(reqwest::Method::PATCH, &path, Some(&body), &[("If-Match", "*")], deadline).await.map(|_| Sent::default())
+    }
 }
 
 impl Dynamics {

@@ -382,10 +382,16 @@ impl Relay {
                     }
                 },
             };
-            identity_preps.push(match &event {
+            let prep = match &event {
                 Ok(event) => crate::identity::prep(&settings.mapping, event, &work),
                 Err(_) => crate::identity::Prep::None,
-            });
+            };
+            // An identify event's profile update has a key of its own (SPEC §11, §19).
+            let key = match (&prep, &event) {
+                (crate::identity::Prep::Resolve { update: Some(_), .. }, Ok(event)) => Some(format!("{}#identify", idempotency::key_for(event))),
+                _ => key,
+            };
+            identity_preps.push(prep);
             triggers.push(trigger);
             jobs.push(Job { index: ids.index, group, key, work });
             seen.push(ids);
@@ -501,6 +507,7 @@ impl Relay {
 fn dry_run_report(job: Job) -> delivery::Report {
     let outcome = match job.work {
         Work::Send(call) => Outcome::DryRun { body: call.body },
+        Work::Update(update) => Outcome::DryRun { body: update.body },
         Work::Done(outcome) => outcome,
     };
     delivery::Report { outcome, attempts: 0, throttled: 0, latency: None }

@@ -17,7 +17,7 @@ pub mod retry;
 pub mod scheduler;
 
 pub use pacer::{Pacer, Slot, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
-pub use port::{DynamicsPort, Sent};
+pub use port::{DynamicsPort, ProfileUpdate, Sent};
 pub use retry::{class, outcome_of, with_retries, Attempts, RetryClass, MAX_THROTTLED_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS};
 pub use scheduler::{deliver, Budget, Job, Order, Report, Work};
 

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Instant;
 
+use serde_json::{Map, Value};
+
 use crate::mapping::TriggerCall;
 use crate::outcome::DeliveryError;
 
@@ -11,6 +13,13 @@ use crate::outcome::DeliveryError;
 /// before `deadline`. A 401 is handled inside (token refreshed, retried once).
 pub trait DynamicsPort: Send + Sync + 'static {
     fn send(&self, call: &TriggerCall, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send;
+
+    /// One attempt at updating a profile row (`PATCH /{entity}({id})` with
+    /// `If-Match: *`: an `identify` event, SPEC §14), answered before `deadline`.
+    fn update(&self, update: &ProfileUpdate, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send {
+        let _ = (update, deadline);
+        async { Err(DeliveryError::Internal("this port writes no rows".into())) }
+    }
 
     /// A permit to start one trigger call under the per-minute trigger ceiling
     /// (SPEC §17.1), waited for while it can come before `until`; else
@@ -26,4 +35,16 @@ pub trait DynamicsPort: Send + Sync + 'static {
 pub struct Sent {
     /// `x-ms-dop-hint`: the degree of parallelism Dataverse recommends.
     pub dop_hint: Option<usize>,
+}
+
+/// An `identify` event's update of its profile row: an action of its own,
+/// delivered in the record's turn (FIFO order, idempotency, the deadline).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileUpdate {
+    /// The entity set (`contacts`, `leads`).
+    pub entity: String,
+    /// The row's id.
+    pub id: String,
+    /// The columns to write.
+    pub body: Map<String, Value>,
 }

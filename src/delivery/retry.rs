@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::pacer::{Pacer, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
-use super::port::{DynamicsPort, Sent};
+use super::port::{DynamicsPort, ProfileUpdate, Sent};
 use super::scheduler::{Budget, Report};
 use crate::mapping::TriggerCall;
 use crate::outcome::{DeliveryError, Outcome};
@@ -98,6 +98,15 @@ pub(super) async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, c
     match run.result {
         Ok(()) => Report { outcome: Outcome::Delivered, attempts, throttled: run.throttled, latency: run.latency },
         Err(error) => Report::after(outcome_of(error), attempts, run.throttled),
+    }
+}
+
+/// A profile update (an `identify` event), with the retries of SPEC §7; it takes no ceiling permit.
+pub(super) async fn deliver_update<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, update: &ProfileUpdate, budget: Budget) -> Report {
+    let run = with_retries(pacer, budget, |deadline| async move { port.update(update, deadline).await.map(|sent| ((), sent)) }).await;
+    match run.result {
+        Ok(()) => Report { outcome: Outcome::Delivered, attempts: run.attempts, throttled: run.throttled, latency: run.latency },
+        Err(error) => Report::after(outcome_of(error), run.attempts, run.throttled),
     }
 }
 

@@ -11,7 +11,8 @@ use tokio::task::JoinSet;
 use super::lock;
 use super::pacer::Pacer;
 use super::port::DynamicsPort;
-use super::retry::deliver_one;
+use super::port::ProfileUpdate;
+use super::retry::{deliver_one, deliver_update};
 use crate::idempotency::{Claim, Idempotency};
 use crate::mapping::TriggerCall;
 use crate::outcome::{DeliveryError, Outcome};
@@ -89,7 +90,10 @@ pub struct Job {
 }
 
 pub enum Work {
+    /// Raise the trigger.
     Send(TriggerCall),
+    /// Update the profile row (an `identify` event, SPEC §14).
+    Update(ProfileUpdate),
     Done(Outcome),
 }
 
@@ -139,7 +143,7 @@ fn turns(jobs: &[Job]) -> Vec<Turn> {
     let mut last: HashMap<&str, oneshot::Receiver<()>> = HashMap::new();
     jobs.iter()
         .map(|job| match (&job.key, &job.work) {
-            (Some(key), Work::Send(_)) => {
+            (Some(key), Work::Send(_) | Work::Update(_)) => {
                 let (done, next) = oneshot::channel();
                 Turn { after: last.insert(key.as_str(), next), _done: Some(done) }
             }
@@ -198,12 +202,19 @@ pub async fn deliver<P: DynamicsPort>(
                 let report = match (&blocked_by, job.work) {
                     (Some(group), _) => Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone() })),
                     (None, Work::Done(outcome)) => Report::done(outcome),
-                    (None, Work::Send(_)) if !turn.wait(budget.start_cutoff).await => Report::done(Outcome::Failed(DeliveryError::Deadline)),
+                    (None, Work::Send(_) | Work::Update(_)) if !turn.wait(budget.start_cutoff).await => Report::done(Outcome::Failed(DeliveryError::Deadline)),
                     (None, Work::Send(call)) => match claim(&idempotency, job.key.as_deref(), budget).await {
                         Err(report) => report,
                         Ok(key) => {
                             claimed = key;
                             deliver_one(&*port, &pacer, &call, budget).await
+                        }
+                    },
+                    (None, Work::Update(update)) => match claim(&idempotency, job.key.as_deref(), budget).await {
+                        Err(report) => report,
+                        Ok(key) => {
+                            claimed = key;
+                            deliver_update(&*port, &pacer, &update, budget).await
                         }
                     },
                 };

@@ -45,18 +45,17 @@ pub struct Identities {
     pub lookups: AtomicU64,
     /// Creates (`POST`) made.
     pub creates: AtomicU64,
-    /// Updates (`PATCH`) made.
-    pub updates: AtomicU64,
 }
 
 impl Identities {
     pub fn new(hit_ttl: Duration) -> Identities {
-        Identities { hit_ttl, entries: Mutex::default(), lookups: AtomicU64::new(0), creates: AtomicU64::new(0), updates: AtomicU64::new(0) }
+        Identities { hit_ttl, entries: Mutex::default(), lookups: AtomicU64::new(0), creates: AtomicU64::new(0) }
     }
 
-    /// Dataverse requests made for identity (lookups, creates, updates).
+    /// Dataverse requests made to resolve profiles (lookups, creates; an
+    /// `identify` event's update is delivered as its own action).
     pub fn requests(&self) -> u64 {
-        self.lookups.load(Ordering::Relaxed) + self.creates.load(Ordering::Relaxed) + self.updates.load(Ordering::Relaxed)
+        self.lookups.load(Ordering::Relaxed) + self.creates.load(Ordering::Relaxed)
     }
 
     fn slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Option<Cached>>> {
@@ -196,31 +195,6 @@ impl Identities {
         })?;
         tracing::info!(message = "Profile created.", entity, id = %id);
         Ok(id)
-    }
-
-    /// `PATCH {entity}({id})` with `If-Match: *` (update only, never an upsert).
-    /// Nothing to write is no request.
-    pub async fn update(
-        &self,
-        dynamics: &Dynamics,
-        pacer: &Arc<Pacer>,
-        entity: &str,
-        id: &str,
-        attributes: &Map<String, Value>,
-        budget: Budget,
-    ) -> Result<(), Outcome> {
-        if attributes.is_empty() {
-            return Ok(());
-        }
-        let body = Value::Object(attributes.clone());
-        let path = format!("{entity}({id})");
-        let run = with_retries(pacer, budget, |deadline| {
-            self.updates.fetch_add(1, Ordering::Relaxed);
-            let (body, path) = (&body, &path);
-            async move { dynamics.row_request(Method::PATCH, path, Some(body), &[("If-Match", "*")], deadline).await.map(|a| (a, Sent::default())) }
-        })
-        .await;
-        run.result.map(|_| ()).map_err(outcome_of)
     }
 }
 

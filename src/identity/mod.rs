@@ -21,7 +21,7 @@ pub use cache::{Identities, Resolved, MAX_ENTRIES, MISS_TTL, NEW_ROW};
 pub use plan::{is_guid, plan, update_body, Plan, Step};
 
 use crate::config::Mapping;
-use crate::delivery::{Budget, Job, Pacer, Work};
+use crate::delivery::{Budget, Job, Pacer, ProfileUpdate, Work};
 use crate::dynamics::Dynamics;
 use crate::mapping::{self, NO_CONSENT};
 use crate::outcome::Outcome;
@@ -65,13 +65,14 @@ pub fn prep(mapping: &Mapping, event: &Value, work: &Work) -> Prep {
                 Ok(Some(plan)) => Prep::Resolve { plan, update: Some(body) },
             }
         }
-        Work::Done(_) => Prep::None,
+        Work::Done(_) | Work::Update(_) => Prep::None,
     }
 }
 
 /// The step between mapping and delivery: resolves the profile id of every
 /// trigger call that needs one (filling `msdynmkt_profileid` and
-/// `msdynmkt_signaluserauthid`), and carries out `identify` events (PATCH).
+/// `msdynmkt_signaluserauthid`), and turns each `identify` event into its
+/// profile update, which delivery carries out (PATCH).
 /// A record that cannot be resolved gets its outcome here and is not sent.
 /// A dry run reads (lookups) but writes nothing: no create, no PATCH.
 #[allow(clippy::too_many_arguments)]
@@ -105,24 +106,18 @@ pub async fn stage(
     let identify_entity = mapping.identify.as_ref().map(|u| u.entity.as_str()).unwrap_or("contacts");
     let results = futures_util::future::join_all(work.into_iter().map(|(position, plan, update)| async move {
         let resolved = identities.resolve(dynamics, pacer, &plan, create, budget, dry_run).await;
-        let outcome = match (resolved, update) {
-            (Err(outcome), _) => Err(outcome),
-            (Ok(id), None) => Ok(id),
-            (Ok(_), Some(body)) if dry_run => Err(Outcome::DryRun { body }),
-            (Ok(id), Some(body)) => match identities.update(dynamics, pacer, identify_entity, &id, &body, budget).await {
-                Ok(()) => Err(Outcome::Delivered),
-                Err(outcome) => Err(outcome),
-            },
-        };
-        (position, outcome)
+        (position, resolved, update)
     }))
     .await;
-    for (position, outcome) in results {
+    for (position, resolved, update) in results {
         let job = &mut jobs[position];
-        match (outcome, &mut job.work) {
-            (Ok(id), Work::Send(call)) => fill_profile(&mut call.body, &id),
-            (Err(outcome), _) => job.work = Work::Done(outcome),
-            (Ok(_), Work::Done(_)) => {}
+        match (resolved, update, &mut job.work) {
+            (Err(outcome), _, _) => job.work = Work::Done(outcome),
+            (Ok(id), None, Work::Send(call)) => fill_profile(&mut call.body, &id),
+            // An identify event's update is an action of its own, delivered in the
+            // record's turn: FIFO order, its own idempotency key, the deadline.
+            (Ok(id), Some(body), _) => job.work = Work::Update(ProfileUpdate { entity: identify_entity.to_string(), id, body }),
+            (Ok(_), None, _) => {}
         }
     }
 }

@@ -318,3 +318,27 @@ async fn a_dry_run_looks_up_but_creates_and_updates_nothing() {
     assert!(h.sandbox.row_requests().iter().all(|r| r.method == "GET"), "no POST, no PATCH in a dry run: {:?}", h.sandbox.row_requests());
     assert!(h.sandbox.signals().is_empty(), "no trigger raised");
 }
+
+#[tokio::test]
+async fn an_identify_event_behind_a_failed_record_of_its_fifo_group_is_not_sent_and_a_redelivery_repeats_no_update() {
+    let identify = json!({"identify": {"entity": "contacts", "attributes": {"firstname": "traits.first_name"}}});
+    let h = harness(identify, json!({})).await;
+    let patches = |h: &Harness| h.sandbox.row_requests().into_iter().filter(|r| r.method == "PATCH").count();
+    let order = json!({"type": "track", "event": "Order Completed", "messageId": "fifo-order", "userId": PRIYA, "properties": {"order_id": "ORD-F"}});
+    let identify = json!({"type": "identify", "userId": "C-1003", "messageId": "fifo-identify", "traits": {"first_name": "Priya"}});
+    let bodies = [order.to_string(), identify.to_string()];
+    // The group's first record fails (Dataverse down): the identify behind it waits its turn.
+    h.sandbox.set_faults(Faults { unavailable_rate: 1.0, ..Faults::default() });
+    let answer = h.invoke(sqs_batch(&bodies, Some(&["priya", "priya"]))).await;
+    assert_eq!(crate::helpers::failures(&answer), ["sqs-0", "sqs-1"], "{answer}");
+    assert_eq!(patches(&h), 0, "no update sent out of the group's order");
+    // Redelivered: both go through, in order; once more: the update is not repeated.
+    h.sandbox.set_faults(Faults::default());
+    let answer = h.invoke(sqs_batch(&bodies, Some(&["priya", "priya"]))).await;
+    assert_eq!(crate::helpers::failures(&answer), Vec::<String>::new(), "{answer}");
+    assert_eq!(patches(&h), 1);
+    let answer = h.invoke(sqs_batch(&bodies, Some(&["priya", "priya"]))).await;
+    assert_eq!(crate::helpers::failures(&answer), Vec::<String>::new(), "{answer}");
+    assert_eq!(patches(&h), 1, "a redelivered identify is a duplicate: no second PATCH");
+    assert_eq!(h.sandbox.accepted().len(), 1, "the trigger too was raised once");
+}
