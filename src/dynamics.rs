@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -40,7 +40,6 @@ pub use crate::delivery::port::{DynamicsPort, Sent};
 #[derive(Debug, Default)]
 pub struct Counters {
     pub token_requests: AtomicU64,
-    pub calls: AtomicU64,
 }
 
 pub struct Dynamics {
@@ -286,25 +285,6 @@ impl Dynamics {
         }
         Err(last)
     }
-
-    async fn post(&self, creds: &Credentials, token: &SecretString, call: &TriggerCall, deadline: Instant) -> Result<reqwest::Response, DeliveryError> {
-        let timeout = time_left(deadline).ok_or(DeliveryError::Deadline)?;
-        let url = format!("{}/api/data/v9.2/{}", self.base_url(creds), call.trigger);
-        let body = serde_json::to_vec(&call.body).expect("a JSON map serialises");
-        self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        self.http
-            .post(url)
-            .header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()))
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json")
-            .header("OData-MaxVersion", "4.0")
-            .header("OData-Version", "4.0")
-            .body(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) })
-    }
 }
 
 /// When a token of `lifetime` is refreshed (SPEC §4): [`TOKEN_REFRESH_MARGIN`]
@@ -342,39 +322,16 @@ impl DynamicsPort for Dynamics {
 
 impl Dynamics {
     async fn send_once(&self, call: &TriggerCall, deadline: Instant) -> Result<Sent, DeliveryError> {
-        let invocation = self.current_invocation();
-        let creds = self.secrets.get(invocation, deadline).await?;
-        let mut token = self.token(creds, deadline).await?;
-        let mut refreshed = false;
-        let mut rotation_checked = false;
-        loop {
-            let response = self.post(&token.creds, &token.value, call, deadline).await?;
-            let status = response.status();
-            if status.is_success() {
-                let dop_hint = header_number(response.headers(), "x-ms-dop-hint").filter(|h| *h > 0).map(|h| h.min(self.max_dop));
-                return Ok(Sent { dop_hint });
-            }
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
-            if status != StatusCode::UNAUTHORIZED {
-                return Err(classify(status, &headers, &body));
-            }
-            // 401: refresh the token once and retry once; then check for a rotated secret.
-            self.invalidate_token(token.serial).await;
-            if !refreshed {
-                refreshed = true;
-            } else if !rotation_checked {
-                rotation_checked = true;
-                match self.secrets.refresh(invocation, &token.creds.version, deadline).await {
-                    Ok((_, true)) => {}
-                    _ => return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&headers, &body) }),
-                }
-            } else {
-                return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&headers, &body) });
-            }
-            let creds = self.secrets.get(invocation, deadline).await?;
-            token = self.token(creds, deadline).await?;
+        let body = serde_json::to_vec(&call.body).expect("a JSON map serialises");
+        let answer = self.web_api_bytes(reqwest::Method::POST, &call.trigger, Some(body), &[], deadline).await?;
+        if answer.status.is_success() {
+            let dop_hint = header_number(&answer.headers, "x-ms-dop-hint").filter(|h| *h > 0).map(|h| h.min(self.max_dop));
+            return Ok(Sent { dop_hint });
         }
+        if answer.status == StatusCode::UNAUTHORIZED {
+            return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&answer.headers, &answer.body) });
+        }
+        Err(classify(answer.status, &answer.headers, &answer.body))
     }
 }
 

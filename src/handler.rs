@@ -128,11 +128,6 @@ impl Relay {
         self
     }
 
-    /// Whether this relay only shows what it would send (`send --dry-run`).
-    pub fn is_dry_run(&self) -> bool {
-        self.dry_run
-    }
-
     /// Reads the secret's JSON from `path` instead of Secrets Manager (`D365_SECRET_FILE`, CLI only).
     pub fn with_secret_file(mut self, path: impl Into<std::path::PathBuf>) -> Relay {
         if let Ok(wiring) = &mut self.wiring {

@@ -45,8 +45,8 @@ impl Dynamics {
     }
 
     /// One Web API request, `{method} {base}/api/data/v9.2/{path_and_query}`,
-    /// with the cached token (refreshed once after a 401); the answer whatever
-    /// its status, for the caller to judge (the trigger-definition reader, row requests).
+    /// with the cached token; the answer whatever its status, for the caller to
+    /// judge (trigger calls, the trigger-definition reader, row requests).
     pub async fn web_api(
         &self,
         method: Method,
@@ -55,10 +55,27 @@ impl Dynamics {
         headers: &[(&str, &str)],
         deadline: Instant,
     ) -> Result<Answer, DeliveryError> {
+        let body = body.map(|b| serde_json::to_vec(b).expect("JSON serialises"));
+        self.web_api_bytes(method, path_and_query, body, headers, deadline).await
+    }
+
+    /// The one way out to the Web API, with the one 401 policy (SPEC §7): the
+    /// token is refreshed and the request retried once; a second 401 re-reads
+    /// the secret once (it may have been rotated) and retries with it; a 401
+    /// after that is the caller's to judge.
+    pub(crate) async fn web_api_bytes(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+        deadline: Instant,
+    ) -> Result<Answer, DeliveryError> {
         let invocation = self.current_invocation();
         let creds = self.secrets.get(invocation, deadline).await?;
         let mut token = self.token(creds, deadline).await?;
-        for attempt in 0..2 {
+        let (mut refreshed, mut rotation_checked) = (false, false);
+        loop {
             let timeout = time_left(deadline).ok_or(DeliveryError::Deadline)?;
             let url = format!("{}/api/data/v9.2/{}", self.base_url(&token.creds), path_and_query);
             let mut request = self
@@ -72,22 +89,31 @@ impl Dynamics {
             for (name, value) in headers {
                 request = request.header(*name, *value);
             }
-            if let Some(body) = body {
-                request = request.header(CONTENT_TYPE, "application/json").body(serde_json::to_vec(body).expect("JSON serialises"));
+            if let Some(body) = &body {
+                request = request.header(CONTENT_TYPE, "application/json").body(body.clone());
             }
             let transient = |e: reqwest::Error| DeliveryError::Transient { status: None, code: None, detail: network_detail(&e) };
             let response = request.send().await.map_err(transient)?;
             let status = response.status();
             let headers = response.headers().clone();
             let body = response.bytes().await.map(|b| b.to_vec()).map_err(transient)?;
-            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
-                self.invalidate_token(token.serial).await;
-                let creds = self.secrets.get(invocation, deadline).await?;
-                token = self.token(creds, deadline).await?;
-                continue;
+            if status != StatusCode::UNAUTHORIZED {
+                return Ok(Answer { status, headers, body });
             }
-            return Ok(Answer { status, headers, body });
+            self.invalidate_token(token.serial).await;
+            if !refreshed {
+                refreshed = true;
+            } else if !rotation_checked {
+                rotation_checked = true;
+                match self.secrets.refresh(invocation, &token.creds.version, deadline).await {
+                    Ok((_, true)) => {}
+                    _ => return Ok(Answer { status, headers, body }),
+                }
+            } else {
+                return Ok(Answer { status, headers, body });
+            }
+            let creds = self.secrets.get(invocation, deadline).await?;
+            token = self.token(creds, deadline).await?;
         }
-        unreachable!("the loop returns on its second attempt")
     }
 }

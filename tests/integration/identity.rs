@@ -342,3 +342,20 @@ async fn an_identify_event_behind_a_failed_record_of_its_fifo_group_is_not_sent_
     assert_eq!(patches(&h), 1, "a redelivered identify is a duplicate: no second PATCH");
     assert_eq!(h.sandbox.accepted().len(), 1, "the trigger too was raised once");
 }
+
+#[tokio::test]
+async fn a_lookup_answered_401_twice_re_reads_a_rotated_secret_as_a_trigger_call_does() {
+    let h = harness(json!({}), json!({})).await;
+    assert_eq!(direct(&h, vec![order("w1", None, Some("alex@example.net"))]).await["delivered"], 1);
+    // The secret is rotated (a new version); the relay still holds the old copy.
+    let secret = sandbox_config().secrets["d365/relay-demo"].clone();
+    h.sandbox.put_secret("d365/relay-demo", &secret);
+    let secrets_before = h.sandbox.stats().secret_requests;
+    // Dataverse answers the next two table requests 401: one token refresh, then one secret re-read.
+    h.sandbox.set_faults(Faults { rows_script: vec![401, 401], ..Faults::default() });
+    let answer = direct(&h, vec![order("w2", None, Some("sam@example.org"))]).await;
+    assert_eq!(answer["delivered"], 1, "{answer}");
+    assert_eq!(h.sandbox.stats().secret_requests, secrets_before + 1, "the secret was read again once");
+    let statuses: Vec<u16> = h.sandbox.row_requests().iter().skip(1).map(|r| r.status).collect();
+    assert_eq!(statuses, [401, 401, 200], "the same 401 policy as trigger calls");
+}
