@@ -111,9 +111,7 @@ impl Relay {
         if let Ok(Wiring { settings, dynamics, .. }) = &mut self.wiring {
             if let Some(table) = &settings.idempotency_table {
                 // The trigger ceiling is shared through the same table (SPEC §17.1).
-                if let Some(dynamics) = Arc::get_mut(dynamics) {
-                    dynamics.share_ceiling_through(client.clone(), table.clone());
-                }
+                Arc::get_mut(dynamics).expect(Self::NOT_SHARED).share_ceiling_through(client.clone(), table.clone());
                 let store = Idempotency::in_memory().with_table(client, table.clone(), settings.idempotency_expires_after);
                 self.idempotency = Arc::new(store);
             }
@@ -129,22 +127,19 @@ impl Relay {
     }
 
     /// Reads the secret's JSON from `path` instead of Secrets Manager (`D365_SECRET_FILE`, CLI only).
+    /// The relay is built before it serves: nothing else holds its parts yet.
+    const NOT_SHARED: &'static str = "a relay is configured before it serves: its parts are not shared yet";
+
     pub fn with_secret_file(mut self, path: impl Into<std::path::PathBuf>) -> Relay {
         if let Ok(wiring) = &mut self.wiring {
-            if let Some(dynamics) = Arc::get_mut(&mut wiring.dynamics) {
-                dynamics.use_secret_file(path);
-            }
+            Arc::get_mut(&mut wiring.dynamics).expect(Self::NOT_SHARED).use_secret_file(path);
         }
         self
     }
 
     /// Caps trigger-call starts at `per_second` (`send --rate`).
     pub fn with_rate(mut self, per_second: f64) -> Relay {
-        // The pacer is not shared before the relay serves.
-        self.pacer = match Arc::try_unwrap(self.pacer) {
-            Ok(pacer) => Arc::new(pacer.with_rate(per_second)),
-            Err(shared) => shared,
-        };
+        Arc::get_mut(&mut self.pacer).expect(Self::NOT_SHARED).set_rate(per_second);
         self
     }
 

@@ -135,10 +135,15 @@ impl Pacer {
 
     /// At most `per_second` starts (attempts) per second, evenly spaced (`send --rate`).
     pub fn with_rate(mut self, per_second: f64) -> Pacer {
+        self.set_rate(per_second);
+        self
+    }
+
+    /// As [`Pacer::with_rate`], in place.
+    pub fn set_rate(&mut self, per_second: f64) {
         if per_second.is_finite() && per_second > 0.0 {
             self.rate = Some(Duration::from_secs_f64(1.0 / per_second));
         }
-        self
     }
 
     /// No call starts from now on; calls in flight finish (`send` interrupted).
