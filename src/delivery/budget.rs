@@ -40,6 +40,10 @@ const CONFIRM: u32 = 4;
 /// Once paced, another 429 cuts again only this share of a window after the
 /// last cut: one spent budget answers many calls.
 const CUT_SPACING: f64 = 0.1;
+/// A budget 429 teaches a pace only when its Retry-After is at least this share
+/// of the window: a spent sliding window asks to wait for much of it, while a
+/// short wait means room comes soon and the pause alone is the remedy.
+const LONG_WAIT: f64 = 0.1;
 
 #[derive(Debug, Clone)]
 pub struct RequestBudget {
@@ -82,8 +86,8 @@ impl RequestBudget {
     /// A budget 429 at `now`. Unpaced, a spent budget (several 429s in a row)
     /// sets the rate to what the window before it accepted; paced, the pace was
     /// too fast: it is cut to just under itself.
-    pub fn on_budget_throttled(&mut self, now: Instant) {
-        if self.keep.is_zero() {
+    pub fn on_budget_throttled(&mut self, now: Instant, retry_after: Duration) {
+        if self.keep.is_zero() || retry_after < self.window.mul_f64(LONG_WAIT) {
             return;
         }
         self.forget_before(now);
@@ -150,7 +154,7 @@ mod tests {
     /// The calls in flight when the budget is spent: `n` 429s in a row at `at`.
     fn spent(budget: &mut RequestBudget, at: Instant, n: u32) {
         for i in 0..n {
-            budget.on_budget_throttled(at + Duration::from_millis(u64::from(i)));
+            budget.on_budget_throttled(at + Duration::from_millis(u64::from(i)), WINDOW);
         }
     }
 
@@ -173,7 +177,7 @@ mod tests {
         // Among successes: 429s one at a time.
         for i in 0..20 {
             accept(&mut budget, t0 + SECOND * i, 10, Duration::from_millis(10));
-            budget.on_budget_throttled(t0 + SECOND * i + Duration::from_millis(500));
+            budget.on_budget_throttled(t0 + SECOND * i + Duration::from_millis(500), WINDOW);
         }
         assert_eq!(budget.per_second(t0 + Duration::from_secs(20)), None);
         // A spent budget this environment hardly used: the pause alone is the remedy.
@@ -212,6 +216,21 @@ mod tests {
         assert!((later(1) - cut * (1.0 + PROBE)).abs() < 1e-9, "{}", later(1));
         assert!((later(3) - cut * (1.0 + PROBE).powi(3)).abs() < 1e-9, "{}", later(3));
         assert!(later(3) < 10.0);
+    }
+
+    #[test]
+    fn a_short_retry_after_teaches_nothing_the_pause_is_enough() {
+        let t0 = Instant::now();
+        let mut budget = RequestBudget::new(Duration::from_secs(300), Duration::from_secs(300));
+        accept(&mut budget, t0, 100, Duration::from_millis(1));
+        for i in 0..8 {
+            budget.on_budget_throttled(t0 + SECOND + Duration::from_millis(i), SECOND);
+        }
+        assert_eq!(budget.per_second(t0 + SECOND), None, "1 s of a 300 s window: room comes soon");
+        for i in 0..8 {
+            budget.on_budget_throttled(t0 + SECOND + Duration::from_millis(i), Duration::from_secs(30));
+        }
+        assert!(budget.per_second(t0 + SECOND).is_some(), "30 s: the budget is spent");
     }
 
     #[test]

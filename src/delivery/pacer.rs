@@ -192,13 +192,13 @@ impl Pacer {
         }
     }
 
-    /// The code of a 429 that paused the calls: remembered for the records it
-    /// holds back, and a budget code teaches the pace (SPEC §17.2).
-    pub(super) fn on_throttle_code(&self, code: Option<String>) {
+    /// A 429's code and Retry-After: the code is remembered for the records the
+    /// pause holds back, and a budget code teaches the pace (SPEC §17.2).
+    pub(super) fn on_throttle_code(&self, code: Option<String>, retry_after: Option<Duration>) {
         let slot = THROTTLE_CODES[..3].iter().position(|c| code.as_deref() == Some(*c)).unwrap_or(3);
         self.throttled_by_code[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if code.as_deref().is_some_and(|c| BUDGET_CODES.contains(&c)) {
-            lock(&self.budget).on_budget_throttled(Instant::now());
+            lock(&self.budget).on_budget_throttled(Instant::now(), retry_after.unwrap_or(Duration::ZERO));
         }
         lock(&self.state).pause_code = code;
     }
@@ -419,9 +419,9 @@ mod tests {
     fn throttled_responses_are_counted_by_code_until_taken() {
         let pacer = Pacer::new(4, 4);
         for code in ["0x80072322", "0x80072322", "0x80072326", "0x80072321", "0x9999"] {
-            pacer.on_throttle_code(Some(code.to_string()));
+            pacer.on_throttle_code(Some(code.to_string()), None);
         }
-        pacer.on_throttle_code(None);
+        pacer.on_throttle_code(None, None);
         assert_eq!(pacer.take_throttled_by_code(), [("0x80072322", 2), ("0x80072321", 1), ("0x80072326", 1), ("other", 2)]);
         assert!(pacer.take_throttled_by_code().iter().all(|(_, n)| *n == 0), "taken once");
     }

@@ -155,8 +155,8 @@ where
         drop(slot);
         let class = class(&error);
         pacer.on_error(&class);
-        if let DeliveryError::Throttled { code, .. } = &error {
-            pacer.on_throttle_code(code.clone());
+        if let DeliveryError::Throttled { code, retry_after } = &error {
+            pacer.on_throttle_code(code.clone(), *retry_after);
         }
         match class {
             // The pacer's pause is the wait.
