@@ -18,6 +18,9 @@
 //! DynamoDB table and by `D365_ENVIRONMENTS`: about 6 minutes). The other
 //! scenarios run with no ceiling (`D365_MAX_TRIGGERS_PER_MINUTE=0`).
 
+#[path = "../tests/integration/moto.rs"]
+mod moto;
+
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -265,35 +268,6 @@ async fn sources_scenario(line: &mut impl FnMut(String)) {
 const CEILING: usize = 240;
 const BACKLOG: usize = 600;
 
-/// moto's DynamoDB on loopback, one request at a time (DynamoDB's conditional
-/// writes are atomic; moto's threaded server's are not): the child and its URL.
-fn start_moto() -> (std::process::Child, String) {
-    const SERIALISED: &str = r#"import sys, threading
-from moto import server
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-lock = threading.Lock()
-call = DomainDispatcherApplication.__call__
-def serialised(self, environ, start_response):
-    with lock:
-        return call(self, environ, start_response)
-DomainDispatcherApplication.__call__ = serialised
-server.main(['-H', '127.0.0.1', '-p', sys.argv[1]])
-"#;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("python3")
-        .args(["-c", SERIALISED, &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with moto[server] (make tools-moto)");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "moto did not start (make tools-moto)");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
 /// A queue drained by several execution environments as Lambda's event source
 /// mapping does: batches of 10, a record reported failed is received again
 /// after a visibility timeout of 5 s. Returns the invocations and redeliveries.
@@ -371,7 +345,8 @@ async fn ceiling_scenario(line: &mut impl FnMut(String)) {
         BACKLOG.div_ceil(CEILING) + 1
     ));
     line("|---|---|---|---|---|---|---|".into());
-    let (mut moto, moto_url) = start_moto();
+    // moto serves one request at a time, as DynamoDB's conditional writes are atomic.
+    let moto_url = moto::moto().url.clone();
     let client = relay::dynamodb_client_for_endpoint(&moto_url);
     {
         use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
@@ -423,8 +398,6 @@ async fn ceiling_scenario(line: &mut impl FnMut(String)) {
         assert_eq!(orders.len(), BACKLOG, "{shared}: every event delivered");
         assert!(minutes <= bound, "{shared}: {minutes:.2} minutes from the first call to the last 2xx (bound {bound})");
     }
-    let _ = moto.kill();
-    let _ = moto.wait();
 }
 
 /// A Dataverse-style profile id (a GUID passes identity resolution untouched).

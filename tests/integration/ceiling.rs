@@ -150,23 +150,31 @@ async fn a_permit_that_cannot_come_in_time_fails_the_record_with_that_reason() {
     assert_eq!(h.sandbox.stats().calls(), 3, "the over-ceiling records were never sent");
 }
 
-#[tokio::test]
-async fn only_trigger_calls_take_permits() {
-    // Each event needs a contact lookup by e-mail before its trigger call.
+/// A relay whose events each need a contact lookup by e-mail (`c{i}@example.com`,
+/// `contacts` of the sandbox) before their trigger call, under `ceiling` a minute.
+async fn with_lookups(contacts: usize, ceiling: &str) -> Harness {
     let mapping = json!({
         "events": {"Order Completed": {"trigger": "msdynmkt_OrderCompleted", "attributes": {"msdynmkt_orderid": "properties.order_id"}}},
         "identity": {"lookup": [{"entity": "contacts", "attribute": "emailaddress1", "from": "context.traits.email"}]}
     })
     .to_string();
     let mut config = sandbox_config();
-    let contacts =
-        (0..4).map(|i| json!({"contactid": format!("c0000000-0000-4000-8000-00000000000{i}"), "emailaddress1": format!("c{i}@example.com")})).collect();
-    config.rows.insert("contacts".into(), contacts);
-    let h = Harness::with_config(config, &[("D365_MAPPING", &mapping), ("D365_MAX_TRIGGERS_PER_MINUTE", "4")]).await;
+    let rows = (0..contacts).map(|i| json!({"contactid": format!("c0000000-0000-4000-8000-{i:012}"), "emailaddress1": format!("c{i}@example.com")})).collect();
+    config.rows.insert("contacts".into(), rows);
+    Harness::with_config(config, &[("D365_MAPPING", &mapping), ("D365_MAX_TRIGGERS_PER_MINUTE", ceiling)]).await
+}
+
+/// An order of contact `c{i}`.
+fn looked_up(tag: &str, i: usize) -> Value {
+    json!({"type": "track", "event": "Order Completed", "messageId": format!("{tag}{i}"), "properties": {"order_id": format!("ORD-{tag}{i}")}, "context": {"traits": {"email": format!("c{i}@example.com")}}})
+}
+
+#[tokio::test]
+async fn only_trigger_calls_take_permits() {
+    // Each event needs a contact lookup by e-mail before its trigger call.
+    let h = with_lookups(4, "4").await;
     clear_of_the_minute(Duration::from_secs(10)).await;
-    let events: Vec<Value> = (0..4)
-        .map(|i| json!({"type": "track", "event": "Order Completed", "messageId": format!("l{i}"), "properties": {"order_id": format!("ORD-l{i}")}, "context": {"traits": {"email": format!("c{i}@example.com")}}}))
-        .collect();
+    let events: Vec<Value> = (0..4).map(|i| looked_up("l", i)).collect();
     let summary = h.invoke_within(json!({ "batch": events }), 5.0).await.unwrap();
     assert_eq!(summary["delivered"], 4, "four lookups and the metadata read took no permit: {summary}");
     let stats = h.sandbox.stats();
@@ -176,18 +184,9 @@ async fn only_trigger_calls_take_permits() {
 #[tokio::test]
 async fn a_spent_ceiling_makes_no_dataverse_request_at_all() {
     // Each event needs a contact lookup: with the minute's permits gone, not even that is made.
-    let mapping = json!({
-        "events": {"Order Completed": {"trigger": "msdynmkt_OrderCompleted", "attributes": {"msdynmkt_orderid": "properties.order_id"}}},
-        "identity": {"lookup": [{"entity": "contacts", "attribute": "emailaddress1", "from": "context.traits.email"}]}
-    })
-    .to_string();
-    let mut config = sandbox_config();
-    let contacts =
-        (0..6).map(|i| json!({"contactid": format!("c0000000-0000-4000-8000-00000000000{i}"), "emailaddress1": format!("c{i}@example.com")})).collect();
-    config.rows.insert("contacts".into(), contacts);
-    let h = Harness::with_config(config, &[("D365_MAPPING", &mapping), ("D365_MAX_TRIGGERS_PER_MINUTE", "2")]).await;
+    let h = with_lookups(6, "2").await;
     clear_of_the_minute(Duration::from_secs(10)).await;
-    let event = |i: usize| json!({"type": "track", "event": "Order Completed", "messageId": format!("spent-{i}"), "properties": {"order_id": format!("ORD-{i}")}, "context": {"traits": {"email": format!("c{i}@example.com")}}});
+    let event = |i: usize| looked_up("spent-", i);
     let first = h.invoke_within(json!({ "batch": [event(0), event(1), event(2)] }), 3.0).await.unwrap();
     assert_eq!(first["delivered"], 2, "{first}");
     let (rows, calls) = (h.sandbox.stats().row_requests, h.sandbox.stats().calls());
