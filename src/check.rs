@@ -57,6 +57,9 @@ pub struct Report {
     /// The identity setup (SPEC §14): each entity and attribute the mapping reads or writes.
     pub identity: Vec<Value>,
     pub identity_problems: Vec<Problem>,
+    /// Each row of the mapping against its entity's definition (SPEC §19).
+    pub rows: Vec<Value>,
+    pub rows_problems: Vec<Problem>,
     /// The settings or the secret are wrong (CLI exit status 2).
     pub config_error: bool,
     /// The CI-J trigger ceiling and how it is shared (SPEC §17.1, §17.4).
@@ -69,6 +72,7 @@ impl Report {
             + self.triggers.iter().map(|t| t.problems.len()).sum::<usize>()
             + self.event_problems.len()
             + self.identity_problems.len()
+            + self.rows_problems.len()
     }
 
     pub fn ok(&self) -> bool {
@@ -110,6 +114,9 @@ impl Report {
         }
         if !self.identity.is_empty() {
             report["identity"] = json!({"checks": self.identity, "problems": problems(&self.identity_problems)});
+        }
+        if !self.rows.is_empty() {
+            report["rows"] = json!({"checks": self.rows, "problems": problems(&self.rows_problems)});
         }
         if let Some(event) = &self.event {
             let mut event = event.clone();
@@ -176,6 +183,31 @@ impl Report {
                 line(format!("          fix: {}", problem.fix));
             }
         }
+        if !self.rows.is_empty() {
+            line("\nrows (SPEC §19)".into());
+            for row in &self.rows {
+                let key = row.pointer("/key/detail").and_then(Value::as_str).unwrap_or("");
+                line(format!(
+                    "  {} {} row {} → {} ({}){}",
+                    if row["ok"] == true { "ok     " } else { "PROBLEM" },
+                    row["event"].as_str().unwrap_or(""),
+                    row["row"],
+                    row["entity"].as_str().unwrap_or(""),
+                    row["mode"].as_str().unwrap_or(""),
+                    if key.is_empty() { String::new() } else { format!(", key: {key}") }
+                ));
+                for column in row["columns"].as_array().into_iter().flatten() {
+                    line(format!("      {:<40} {}", column["column"].as_str().unwrap_or(""), column["type"].as_str().unwrap_or("(no such column)")));
+                }
+                for bind in row["binds"].as_array().into_iter().flatten() {
+                    line(format!("      bind {:<35} → {}", bind["property"].as_str().unwrap_or(""), bind["refers_to"].as_str().unwrap_or("(no such navigation property)")));
+                }
+            }
+            for problem in &self.rows_problems {
+                line(format!("  PROBLEM {}", problem.problem));
+                line(format!("          fix: {}", problem.fix));
+            }
+        }
         if let Some(event) = &self.event {
             if let Some(profile) = event.get("profile").and_then(Value::as_str) {
                 line(format!("\nprofile: {profile}"));
@@ -192,6 +224,12 @@ impl Report {
             for key in ["omitted", "coerced", "warnings"] {
                 if let Some(list) = event.get(key).and_then(Value::as_array).filter(|l| !l.is_empty()) {
                     line(format!("  {key}: {}", list.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")));
+                }
+            }
+            for request in event.get("requests").and_then(Value::as_array).into_iter().flatten() {
+                line(format!("  {} {} (nothing was sent):", request["method"].as_str().unwrap_or(""), request["path"].as_str().unwrap_or("")));
+                for l in serde_json::to_string_pretty(&request["body"]).unwrap_or_default().lines() {
+                    line(format!("    {l}"));
                 }
             }
             if let Some(body) = event.get("body") {
@@ -329,6 +367,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
     }
 
     check_identity(settings, dynamics, deadline, &mut report).await;
+    (report.rows, report.rows_problems) = crate::rows::check::check_rows(settings, dynamics, deadline).await;
 
     if let Some(event) = event {
         let ctx = MapContext {
@@ -350,6 +389,10 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
                 report
                     .event_problems
                     .push(Problem { problem: format!("the event would be invalid: {reason}"), fix: "fix the event (its producer) or the mapping".into() });
+            }
+            Decision::Write { rows, call, warnings } => {
+                let plan = crate::rows::RowPlan::new(rows, call, mapping::user_id(event));
+                crate::rows::check::event_view(settings, dynamics, schemas, plan, event, warnings, deadline, &mut view, &mut report.event_problems).await;
             }
             Decision::Raise { mut call, warnings } => {
                 view["trigger"] = json!(call.trigger);
@@ -458,7 +501,7 @@ async fn check_identity(settings: &Settings, dynamics: &Dynamics, deadline: Inst
 
 /// The sample event's profile: its lookups run (reads only; nothing is created).
 /// `Err((reason, problem))`: `problem` is false when the outcome is fine (a row would be created).
-async fn resolve_sample(
+pub(crate) async fn resolve_sample(
     spec: &crate::config::identity::IdentitySpec,
     event: &Value,
     dynamics: &Dynamics,

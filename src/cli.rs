@@ -29,8 +29,9 @@ with --event, the exact body that event would raise (nothing is sent)",
     },
     Command {
         name: "schema",
-        usage: "schema TRIGGER [--json]",
-        summary: "print TRIGGER's parameters (type, required) and a starter mapping-document entry for it",
+        usage: "schema TRIGGER [--json] | schema --entity SET [--json]",
+        summary: "print TRIGGER's parameters (type, required) and a starter mapping-document entry for it; \
+with --entity, a table's columns, keys and navigation properties and a starter rows entry (SPEC §19)",
     },
     Command {
         name: "send",
@@ -191,6 +192,9 @@ async fn check(args: &[String]) -> i32 {
 }
 
 async fn schema_command(args: &[String]) -> i32 {
+    if let Some(at) = args.iter().position(|a| a == "--entity") {
+        return schema_entity_command(args, at).await;
+    }
     let parsed = match parse(args, &["--json"]) {
         Ok(p) => p,
         Err(e) => return usage_error(&e),
@@ -237,5 +241,61 @@ async fn schema_command(args: &[String]) -> i32 {
     }
     println!("\nA mapping-document entry (put it under \"events\"; name the event as your producer does and check each path):");
     println!("{}", serde_json::to_string_pretty(&json!({ event: entry })).expect("JSON serialises"));
+    0
+}
+
+/// `schema --entity SET [--json]` (SPEC §19): the table's definition and a starter `rows` entry.
+async fn schema_entity_command(args: &[String], at: usize) -> i32 {
+    let Some(entity) = args.get(at + 1).filter(|e| !e.starts_with("--")) else {
+        return usage_error("usage: d365-trigger-relay schema --entity SET [--json]");
+    };
+    let rest: Vec<String> = args.iter().enumerate().filter(|(i, _)| *i != at && *i != at + 1).map(|(_, a)| a.clone()).collect();
+    let parsed = match parse(&rest, &["--json"]) {
+        Ok(p) if p.positional.is_empty() => p,
+        Ok(_) => return usage_error("usage: d365-trigger-relay schema --entity SET [--json]"),
+        Err(e) => return usage_error(&e),
+    };
+    let (settings, secret_file) = settings();
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => return usage_error(&format!("configuration error: {e}")),
+    };
+    let deadline = Instant::now() + COMMAND_DEADLINE;
+    let dynamics = dynamics(&settings, secret_file).await;
+    let definition = match crate::dynamics::entities::Entities::new(settings.schema_ttl).read(&dynamics, entity, deadline).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            eprintln!("d365-trigger-relay: no entity set named '{entity}' in this environment (use the plural set name: accounts, opportunities)");
+            return 1;
+        }
+        Err(crate::outcome::DeliveryError::Config(e)) => return usage_error(&format!("configuration error: {e}")),
+        Err(e) => {
+            eprintln!("d365-trigger-relay: cannot read {entity}'s definition: {e}");
+            return 1;
+        }
+    };
+    let entry = crate::rows::check::starter_row(&definition);
+    if parsed.json {
+        let keys: Vec<Value> = definition.keys.iter().map(|k| json!({"columns": k.columns, "status": k.status})).collect();
+        let report = json!({"entity": entity, "logical_name": definition.logical_name, "id": definition.primary_id, "columns": definition.columns,
+            "keys": keys, "navigation": definition.navigation, "rows": [entry]});
+        println!("{}", serde_json::to_string_pretty(&report).expect("JSON serialises"));
+        return 0;
+    }
+    println!("{entity} ({}): {} columns, id {}", definition.logical_name, definition.columns.len(), definition.primary_id);
+    for (column, kind) in &definition.columns {
+        println!("  {column:<40} {kind}");
+    }
+    for key in &definition.keys {
+        println!("  alternate key {} ({})", key.columns.join(", "), key.status);
+    }
+    if definition.keys.is_empty() {
+        println!("  no alternate key: key rows by the id, or define one (README \"Writing rows\")");
+    }
+    for (property, target) in &definition.navigation {
+        println!("  bind {property:<35} → {target}");
+    }
+    println!("\nA starter rows entry (put it under an event's \"rows\"; check each path, drop what you do not write):");
+    println!("{}", serde_json::to_string_pretty(&json!({ "rows": [entry] })).expect("JSON serialises"));
     0
 }

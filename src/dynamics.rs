@@ -19,6 +19,7 @@ use crate::outcome::DeliveryError;
 use crate::secrets::{SecretError, SecretStore};
 
 pub mod ceiling;
+pub mod entities;
 pub mod metadata;
 pub mod rows;
 
@@ -317,6 +318,10 @@ impl DynamicsPort for Dynamics {
         let body = Value::Object(update.body.clone());
         let path = format!("{}({})", update.entity, update.id);
         self.row_request(reqwest::Method::PATCH, &path, Some(&body), &[("If-Match", "*")], deadline).await.map(|_| Sent::default())
+    }
+
+    async fn write_row(&self, row: &crate::delivery::RowWrite, deadline: Instant) -> Result<Sent, DeliveryError> {
+        self.write_row_once(row, deadline).await
     }
 }
 

@@ -13,6 +13,7 @@ use crate::auth::{self, SenderProof};
 use crate::backlog::Backlog;
 use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
 use crate::delivery::{self, Budget, Job, Order, Pacer, Work};
+use crate::dynamics::entities::Entities;
 use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
 use crate::enqueue::Queue;
@@ -52,6 +53,8 @@ struct Wiring {
     schemas: Arc<Schemas>,
     /// Resolved profile ids (SPEC §14).
     identities: Arc<Identities>,
+    /// Entity definitions read from Dataverse (SPEC §19).
+    entities: Arc<Entities>,
 }
 
 /// What one invocation works with, read once by [`Relay::prepare`].
@@ -60,6 +63,7 @@ struct Prepared<'a> {
     dynamics: &'a Arc<Dynamics>,
     schemas: &'a Schemas,
     identities: &'a Identities,
+    entities: &'a Entities,
     credentials: Arc<Credentials>,
     default_trigger: Option<String>,
 }
@@ -82,6 +86,7 @@ impl Relay {
             dynamics: Arc::new(Dynamics::new(&settings, secrets_client, http)),
             schemas: Arc::new(Schemas::new(settings.schema_ttl)),
             identities: Arc::new(Identities::new(settings.identity_ttl)),
+            entities: Arc::new(Entities::new(settings.schema_ttl)),
             settings,
         });
         Relay {
@@ -158,11 +163,11 @@ impl Relay {
     /// The secret is read within the invocation's budget: a stalled Secrets
     /// Manager fails the records in time rather than outliving the invocation.
     async fn prepare(&self, budget: &Budget) -> Result<Prepared<'_>, SecretError> {
-        let Wiring { settings, dynamics, schemas, identities } = self.wiring.as_ref().map_err(|e| SecretError::Config(e.clone()))?;
+        let Wiring { settings, dynamics, schemas, identities, entities } = self.wiring.as_ref().map_err(|e| SecretError::Config(e.clone()))?;
         let credentials = dynamics.credentials_until(budget.hard_cutoff).await?;
         let default_trigger = settings.trigger_name.clone().or_else(|| credentials.trigger_name.clone());
         settings.mapping.check_triggers(default_trigger.as_deref())?;
-        Ok(Prepared { settings, dynamics, schemas, identities, credentials, default_trigger })
+        Ok(Prepared { settings, dynamics, schemas, identities, entities, credentials, default_trigger })
     }
 
     /// The profile ids this execution environment has resolved (SPEC §14).
@@ -185,6 +190,11 @@ impl Relay {
     /// The trigger definitions this execution environment has read (SPEC §13).
     pub fn schemas(&self) -> Option<&Arc<Schemas>> {
         self.wiring.as_ref().ok().map(|w| &w.schemas)
+    }
+
+    /// The entity definitions this execution environment has read (SPEC §19).
+    pub fn entities(&self) -> Option<&Arc<Entities>> {
+        self.wiring.as_ref().ok().map(|w| &w.entities)
     }
 
     /// The deployment check (SPEC §13) as a direct invocation answers it.
@@ -370,6 +380,15 @@ impl Relay {
                         let trigger = call.trigger.clone();
                         (Work::Send(call), Some(trigger), Some(idempotency::key_for(event)))
                     }
+                    // Rows, then the entry's own trigger: actions of their own (SPEC §19).
+                    Decision::Write { rows, call, warnings } => {
+                        for warning in warnings {
+                            tracing::warn!(message = "Field omitted.", message_id = mapping::message_id(event).as_deref().unwrap_or(""), warning = %warning);
+                        }
+                        let trigger = call.as_ref().map(|c| c.trigger.clone());
+                        let plan = crate::rows::RowPlan::new(rows, call, mapping::user_id(event));
+                        (Work::Rows(Box::new(plan)), trigger, Some(idempotency::key_for(event)))
+                    }
                 },
             };
             let prep = match &event {
@@ -396,7 +415,7 @@ impl Relay {
                 if resolves {
                     *prep = crate::identity::Prep::None;
                 }
-                if resolves || matches!(job.work, Work::Send(_)) {
+                if resolves || matches!(job.work, Work::Send(_) | Work::Rows(_)) {
                     job.work = Work::Done(Outcome::Failed(held_back.clone()));
                 }
             }
@@ -405,7 +424,7 @@ impl Relay {
         // for the next minute in the queue, and their lookups are not made.
         if let Some(spent) = prepared.dynamics.ceiling().spent_until(budget.start_cutoff).filter(|_| !self.dry_run) {
             for (job, prep) in jobs.iter_mut().zip(identity_preps.iter_mut()) {
-                if matches!(job.work, Work::Send(_)) {
+                if matches!(&job.work, Work::Send(_)) || matches!(&job.work, Work::Rows(plan) if plan.trigger.is_some()) {
                     job.work = Work::Done(Outcome::Failed(spent.clone()));
                     if matches!(prep, crate::identity::Prep::Resolve { .. }) {
                         *prep = crate::identity::Prep::None;
@@ -419,15 +438,17 @@ impl Relay {
         crate::identity::stage(prepared.identities, prepared.dynamics, &self.pacer, &settings.mapping, identity_preps, &mut jobs, budget, self.dry_run).await;
 
         // Each trigger's definition, once per invocation: omit, coerce, check (SPEC §13).
-        let wanted = jobs.iter().filter_map(|j| if let Work::Send(call) = &j.work { Some(call.trigger.clone()) } else { None }).collect();
+        let wanted = jobs.iter().filter_map(|j| trigger_call(&j.work).map(|call| call.trigger.clone())).collect();
         let definitions = prepared.schemas.lookup_all(prepared.dynamics, wanted, budget.start_cutoff).await;
         for job in &mut jobs {
-            if let Work::Send(call) = &mut job.work {
+            if let Some(call) = trigger_call_mut(&mut job.work) {
                 if let Err(outcome) = prepared.schemas.apply(definitions.get(&call.trigger), call) {
                     job.work = Work::Done(outcome);
                 }
             }
         }
+        // Each row's entity definition, once per TTL: the exact requests (SPEC §19).
+        crate::rows::stage(prepared.entities, prepared.dynamics, &mut jobs, budget.start_cutoff).await;
 
         let reports = if self.dry_run {
             jobs.into_iter().map(dry_run_report).collect()
@@ -498,9 +519,27 @@ fn dry_run_report(job: Job) -> delivery::Report {
     let outcome = match job.work {
         Work::Send(call) => Outcome::DryRun { body: call.body },
         Work::Update(update) => Outcome::DryRun { body: update.body },
+        Work::Rows(plan) => Outcome::DryRun { body: [("requests".to_string(), Value::Array(plan.requests()))].into_iter().collect() },
         Work::Done(outcome) => outcome,
     };
     delivery::Report { outcome, attempts: 0, throttled: 0, latency: None }
+}
+
+/// The trigger call a job will make, if any.
+fn trigger_call(work: &Work) -> Option<&mapping::TriggerCall> {
+    match work {
+        Work::Send(call) => Some(call),
+        Work::Rows(plan) => plan.trigger.as_ref(),
+        _ => None,
+    }
+}
+
+fn trigger_call_mut(work: &mut Work) -> Option<&mut mapping::TriggerCall> {
+    match work {
+        Work::Send(call) => Some(call),
+        Work::Rows(plan) => plan.trigger.as_mut(),
+        _ => None,
+    }
 }
 
 /// What a record's result needs of it once its event is mapped and dropped.

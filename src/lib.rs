@@ -9,6 +9,7 @@
 //! - [`auth`]: sender authentication schemes (hmac, standard, segment, key, writekey, none)
 //! - [`mapping`]: event → trigger body (pure)
 //! - [`schema`]: a trigger's definition; a body coerced to it (pure)
+//! - [`rows`]: the Dataverse rows an event writes, planned and fitted to their tables (pure)
 //! - [`check`]: the deployment check (`check` command, `{"check": true}`)
 //! - [`cli`]: the shell commands of the same binary
 //! - [`send`]: the `send` command: a file of events through the same engine (backfill, replay)
@@ -39,6 +40,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod outcome;
 pub mod redact;
+pub mod rows;
 pub mod schema;
 pub mod secrets;
 pub mod segment_api;

@@ -29,6 +29,12 @@ pub enum Decision {
         call: TriggerCall,
         warnings: Vec<String>,
     },
+    /// Write the entry's rows, then raise its trigger when it names one (SPEC §19).
+    Write {
+        rows: Vec<crate::rows::PlannedRow>,
+        call: Option<TriggerCall>,
+        warnings: Vec<String>,
+    },
     /// Not mapped: counted, never sent.
     Drop {
         reason: String,
@@ -83,9 +89,29 @@ pub fn map_event(event: &Value, ctx: &MapContext<'_>) -> Decision {
     if let Some(category) = consent_refused(event, entry, ctx.mapping) {
         return Decision::Drop { reason: format!("{NO_CONSENT}{category}") };
     }
+    // An entry with rows: its rows, and its own trigger if it names one (SPEC §19).
+    if let Some(entry) = entry.filter(|e| !e.rows.is_empty()) {
+        let rows = match crate::rows::plan(event, &entry.rows) {
+            Ok(rows) => rows,
+            Err(reason) => return Decision::Invalid { reason },
+        };
+        let (call, warnings) = match entry.trigger.as_deref() {
+            None => (None, Vec::new()),
+            Some(trigger) => match raise(event, object, Some(entry), trigger, ctx) {
+                Decision::Raise { call, warnings } => (Some(call), warnings),
+                other => return other,
+            },
+        };
+        return Decision::Write { rows, call, warnings };
+    }
     let Some(trigger) = ctx.mapping.trigger_for(entry, ctx.default_trigger) else {
         return Decision::Invalid { reason: "no trigger: the mapping names none and the secret has no trigger_name".into() };
     };
+    raise(event, object, entry, trigger, ctx)
+}
+
+/// The trigger call of a mapped event (SPEC §4).
+fn raise(event: &Value, object: &Map<String, Value>, entry: Option<&EventMapping>, trigger: &str, ctx: &MapContext<'_>) -> Decision {
 
     // With an `identity` section the profile id is resolved after mapping; a `userId` is not needed.
     let user_id = id_field(event, "userId", "user_id");
@@ -151,7 +177,7 @@ pub fn user_id(event: &Value) -> Option<String> {
 }
 
 /// Follows a dotted path through objects (and arrays, by index).
-fn lookup<'v>(value: &'v Value, path: &[String]) -> Option<&'v Value> {
+pub(crate) fn lookup<'v>(value: &'v Value, path: &[String]) -> Option<&'v Value> {
     path.iter().try_fold(value, |v, segment| match v {
         Value::Object(map) => map.get(segment),
         Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
@@ -160,7 +186,7 @@ fn lookup<'v>(value: &'v Value, path: &[String]) -> Option<&'v Value> {
 }
 
 /// Nested nulls are removed too: a null anywhere fails the journey at run time.
-fn strip_nulls(value: Value) -> Value {
+pub(crate) fn strip_nulls(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect()),
         Value::Array(items) => Value::Array(items.into_iter().filter(|v| !v.is_null()).map(strip_nulls).collect()),

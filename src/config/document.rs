@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::identity::{self, Consent, IdentitySpec, RawConsent, RawIdentity, RawWrite, WriteSpec};
+use super::rows::RowSpec;
 use super::{check_name, ConfigError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct EventMapping {
     pub required: Vec<String>,
     /// This event's consent, over the document's.
     pub consent: Option<Consent>,
+    /// Dataverse rows written before the trigger (SPEC §19).
+    pub rows: Vec<RowSpec>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +64,8 @@ struct RawEventMapping {
     #[serde(default)]
     required: Vec<String>,
     consent: Option<RawConsent>,
+    #[serde(default)]
+    rows: Vec<Value>,
 }
 
 #[derive(Deserialize)]
@@ -150,7 +155,8 @@ impl Mapping {
                 }
             }
             let consent = raw_event.consent.map(|c| identity::consent(c, &at("consent"))).transpose()?;
-            events.insert(name, EventMapping { trigger: raw_event.trigger, attributes, required: raw_event.required, consent });
+            let rows = super::rows::rows(raw_event.rows, &name)?;
+            events.insert(name, EventMapping { trigger: raw_event.trigger, attributes, required: raw_event.required, consent, rows });
         }
         let consent = raw.consent.map(|c| identity::consent(c, "consent")).transpose()?;
         let identify = raw.identify.map(identity::identify).transpose()?;
@@ -158,14 +164,18 @@ impl Mapping {
         Ok(Mapping { trigger: raw.trigger, events, default_action, identity, identify, consent })
     }
 
-    /// The trigger an event raises: the event's own, else the document's, else the secret's.
+    /// The trigger an event raises: the event's own, else the document's, else
+    /// the secret's. An entry with `rows` raises only a trigger it names itself (SPEC §19).
     pub fn trigger_for<'a>(&'a self, event: Option<&'a EventMapping>, secret_default: Option<&'a str>) -> Option<&'a str> {
+        if let Some(event) = event.filter(|e| !e.rows.is_empty()) {
+            return event.trigger.as_deref();
+        }
         event.and_then(|e| e.trigger.as_deref()).or(self.trigger.as_deref()).or(secret_default)
     }
 
     /// Checks, once the secret is known, that every mapped event has a trigger.
     pub fn check_triggers(&self, secret_default: Option<&str>) -> Result<(), ConfigError> {
-        for (name, event) in &self.events {
+        for (name, event) in self.events.iter().filter(|(_, e)| e.rows.is_empty()) {
             if self.trigger_for(Some(event), secret_default).is_none() {
                 return Err(ConfigError::new("secret.trigger_name", format!("is missing, and the mapping names no trigger for event '{name}'")));
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 pub mod document;
 pub mod identity;
+pub mod rows;
 pub mod secret;
 
 pub use document::{DefaultAction, EventMapping, Mapping, DEFAULT_PRESET};

@@ -10,6 +10,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+pub mod actions;
 pub mod budget;
 pub mod pacer;
 pub mod port;
@@ -17,7 +18,7 @@ pub mod retry;
 pub mod scheduler;
 
 pub use pacer::{Pacer, Slot, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
-pub use port::{DynamicsPort, ProfileUpdate, Sent};
+pub use port::{DynamicsPort, ProfileUpdate, RowWrite, Sent};
 pub use retry::{class, outcome_of, with_retries, Attempts, RetryClass, MAX_THROTTLED_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS};
 pub use scheduler::{deliver, Budget, Job, Order, Report, Work};
 

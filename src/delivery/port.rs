@@ -21,6 +21,13 @@ pub trait DynamicsPort: Send + Sync + 'static {
         async { Err(DeliveryError::Internal("this port writes no rows".into())) }
     }
 
+    /// One attempt at writing a row (SPEC §19: `PATCH` by key or `POST`),
+    /// answered before `deadline`.
+    fn write_row(&self, row: &RowWrite, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send {
+        let _ = (row, deadline);
+        async { Err(DeliveryError::Internal("this port writes no rows".into())) }
+    }
+
     /// A permit to start one trigger call under the per-minute trigger ceiling
     /// (SPEC §17.1), waited for while it can come before `until`; else
     /// [`DeliveryError::Ceiling`]. Without a ceiling, at once.
@@ -47,4 +54,23 @@ pub struct ProfileUpdate {
     pub id: String,
     /// The columns to write.
     pub body: Map<String, Value>,
+}
+
+/// One row an event writes (SPEC §19): an action of its own, with its own
+/// idempotency key, delivered in order before the record's trigger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowWrite {
+    /// `PATCH` (by key) or `POST` (a create without a key).
+    pub method: reqwest::Method,
+    /// After `/api/data/v9.2/`: `accounts(accountnumber='A-1')`, `accounts({id})` or `accounts`.
+    pub path: String,
+    /// The mode's condition: `If-Match: *` (update), `If-None-Match: *` (create by key).
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: Map<String, Value>,
+    /// `{event key}#{path}`, or `{event key}#{entity}#{n}` for an unkeyed create.
+    pub key: String,
+    /// How reasons name the row: its path (entity and key).
+    pub label: String,
+    /// A create by key: 412 (the row exists) is a success.
+    pub exists_is_success: bool,
 }

@@ -16,6 +16,7 @@ use super::retry::{deliver_one, deliver_update};
 use crate::idempotency::{Claim, Idempotency};
 use crate::mapping::TriggerCall;
 use crate::outcome::{DeliveryError, Outcome};
+use crate::rows::RowPlan;
 
 /// When to stop starting calls, when every call must be done, and when the
 /// bookkeeping after them (the idempotency writes) must be done.
@@ -94,6 +95,8 @@ pub enum Work {
     Send(TriggerCall),
     /// Update the profile row (an `identify` event, SPEC §14).
     Update(ProfileUpdate),
+    /// Write rows, then raise the trigger if there is one (SPEC §19): each its own action.
+    Rows(Box<RowPlan>),
     Done(Outcome),
 }
 
@@ -143,7 +146,7 @@ fn turns(jobs: &[Job]) -> Vec<Turn> {
     let mut last: HashMap<&str, oneshot::Receiver<()>> = HashMap::new();
     jobs.iter()
         .map(|job| match (&job.key, &job.work) {
-            (Some(key), Work::Send(_) | Work::Update(_)) => {
+            (Some(key), Work::Send(_) | Work::Update(_) | Work::Rows(_)) => {
                 let (done, next) = oneshot::channel();
                 Turn { after: last.insert(key.as_str(), next), _done: Some(done) }
             }
@@ -202,7 +205,7 @@ pub async fn deliver<P: DynamicsPort>(
                 let report = match (&blocked_by, job.work) {
                     (Some(group), _) => Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone() })),
                     (None, Work::Done(outcome)) => Report::done(outcome),
-                    (None, Work::Send(_) | Work::Update(_)) if !turn.wait(budget.start_cutoff).await => Report::done(Outcome::Failed(DeliveryError::Deadline)),
+                    (None, Work::Send(_) | Work::Update(_) | Work::Rows(_)) if !turn.wait(budget.start_cutoff).await => Report::done(Outcome::Failed(DeliveryError::Deadline)),
                     (None, Work::Send(call)) => match claim(&idempotency, job.key.as_deref(), budget).await {
                         Err(report) => report,
                         Ok(key) => {
@@ -217,6 +220,8 @@ pub async fn deliver<P: DynamicsPort>(
                             deliver_update(&*port, &pacer, &update, budget).await
                         }
                     },
+                    // Each action claims and settles its own key (SPEC §19).
+                    (None, Work::Rows(plan)) => super::actions::deliver_plan(&*port, &pacer, &idempotency, &plan, job.key.as_deref(), budget).await,
                 };
                 if order.blocks(&report.outcome) {
                     blocked_by = Some(job.group.clone().unwrap_or_default());
@@ -276,7 +281,7 @@ pub async fn deliver<P: DynamicsPort>(
 /// Claims the record's idempotency key (SPEC §11): `Ok(Some(key))` to go ahead
 /// and settle the key afterwards, `Ok(None)` without a key, `Err` with the
 /// record's report when it must not be sent.
-async fn claim(idempotency: &Idempotency, key: Option<&str>, budget: Budget) -> Result<Option<String>, Report> {
+pub(super) async fn claim(idempotency: &Idempotency, key: Option<&str>, budget: Budget) -> Result<Option<String>, Report> {
     let Some(key) = key else { return Ok(None) };
     match idempotency.claim_within(key, budget.hard_cutoff, budget.start_cutoff).await {
         Claim::Done => Err(Report::done(Outcome::Duplicate)),
@@ -291,7 +296,7 @@ async fn claim(idempotency: &Idempotency, key: Option<&str>, budget: Budget) -> 
 }
 
 /// Marks the key done after a delivery, else releases it; bounded by the settle cut-off.
-async fn settle(idempotency: &Idempotency, key: &str, delivered: bool, budget: Budget) {
+pub(super) async fn settle(idempotency: &Idempotency, key: &str, delivered: bool, budget: Budget) {
     if delivered {
         idempotency.complete_until(key, budget.settle_cutoff).await;
     } else {

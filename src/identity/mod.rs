@@ -43,7 +43,9 @@ pub fn prep(mapping: &Mapping, event: &Value, work: &Work) -> Prep {
         return Prep::None;
     }
     match work {
-        Work::Send(_) => match mapping.identity.as_ref().map(|spec| plan(event, spec)) {
+        // Rows need the profile for a "profile" bind, the trigger for its body (SPEC §19).
+        Work::Rows(rows) if rows.trigger.is_none() && !rows.binds_profile() => Prep::None,
+        Work::Send(_) | Work::Rows(_) => match mapping.identity.as_ref().map(|spec| plan(event, spec)) {
             None | Some(Ok(None)) => Prep::None,
             Some(Ok(Some(plan))) => Prep::Resolve { plan, update: None },
             Some(Err(reason)) => Prep::Done(Outcome::Invalid { reason }),
@@ -106,20 +108,35 @@ pub async fn stage(
     let identify_entity = mapping.identify.as_ref().map(|u| u.entity.as_str()).unwrap_or("contacts");
     let results = futures_util::future::join_all(work.into_iter().map(|(position, plan, update)| async move {
         let resolved = identities.resolve(dynamics, pacer, &plan, create, budget, dry_run).await;
-        (position, resolved, update)
+        (position, resolved, update, profile_set(&plan, create))
     }))
     .await;
-    for (position, resolved, update) in results {
+    for (position, resolved, update, set) in results {
         let job = &mut jobs[position];
         match (resolved, update, &mut job.work) {
             (Err(outcome), _, _) => job.work = Work::Done(outcome),
             (Ok(id), None, Work::Send(call)) => fill_profile(&mut call.body, &id),
+            (Ok(id), None, Work::Rows(rows)) => {
+                if let Some(call) = &mut rows.trigger {
+                    fill_profile(&mut call.body, &id);
+                }
+                rows.profile = Some(id);
+                rows.profile_set = set;
+            }
             // An identify event's update is an action of its own, delivered in the
             // record's turn: FIFO order, its own idempotency key, the deadline.
             (Ok(id), Some(body), _) => job.work = Work::Update(ProfileUpdate { entity: identify_entity.to_string(), id, body }),
             (Ok(_), None, _) => {}
         }
     }
+}
+
+/// The entity set a resolved profile is in, when the plan can only resolve to
+/// one: every lookup (and the create) names the same set (SPEC §19's "profile" bind).
+fn profile_set(plan: &Plan, create: Option<&crate::config::identity::WriteSpec>) -> Option<String> {
+    let mut sets = plan.steps.iter().map(|s| s.entity.as_str()).chain(create.map(|c| c.entity.as_str()));
+    let first = sets.next()?;
+    sets.all(|s| s == first).then(|| first.to_string())
 }
 
 fn is_identify(event: &Value) -> bool {

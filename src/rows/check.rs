@@ -1,0 +1,234 @@
+//! The deployment check of rows (SPEC §19): per row of the mapping, the entity
+//! set, each column and its type, whether the key is an alternate key whose
+//! index is Active, each bind's navigation property; with an event, every
+//! request it would make, in order. Reads only.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{fit, EntityDef, RowPlan, LOOKUP_TYPES};
+use crate::check::Problem;
+use crate::config::identity::id_column;
+use crate::config::rows::{BindSpec, KeySpec, RowSpec};
+use crate::config::Settings;
+use crate::dynamics::entities::Entities;
+use crate::dynamics::metadata::Schemas;
+use crate::dynamics::Dynamics;
+use crate::outcome::DeliveryError;
+
+const ENTITY_READ_FIX: &str =
+    "give the application user Read on the entity metadata (a security role with Read on Entity, Attribute and Relationship; System Customizer has them)";
+
+/// Checks every row of the mapping against its entity's definition.
+pub async fn check_rows(settings: &Settings, dynamics: &Dynamics, deadline: Instant) -> (Vec<Value>, Vec<Problem>) {
+    let entities = Entities::new(Duration::ZERO);
+    let mut read: BTreeMap<String, Result<Option<EntityDef>, DeliveryError>> = BTreeMap::new();
+    let mut views = Vec::new();
+    let mut problems = Vec::new();
+    for (event, entry) in &settings.mapping.events {
+        for (i, row) in entry.rows.iter().enumerate() {
+            let mut wanted = vec![row.entity.clone()];
+            wanted.extend(row.bind.iter().filter_map(|(_, b)| if let BindSpec::Row { entity, .. } = b { Some(entity.clone()) } else { None }));
+            for entity in wanted {
+                if !read.contains_key(&entity) {
+                    let definition = entities.read(dynamics, &entity, deadline).await;
+                    read.insert(entity, definition);
+                }
+            }
+            let at = format!("events[\"{event}\"].rows[{i}] ({})", row.entity);
+            views.push(judge_row(event, i, row, &read, &at, &mut problems));
+        }
+    }
+    (views, problems)
+}
+
+fn judge_row(
+    event: &str,
+    i: usize,
+    row: &RowSpec,
+    read: &BTreeMap<String, Result<Option<EntityDef>, DeliveryError>>,
+    at: &str,
+    problems: &mut Vec<Problem>,
+) -> Value {
+    let mut view = json!({"event": event, "row": i, "entity": row.entity, "mode": row.mode.name()});
+    let before = problems.len();
+    let mut problem = |problem: String, fix: String| problems.push(Problem { problem: format!("{at}: {problem}"), fix });
+    let definition = match &read[&row.entity] {
+        Err(error) => {
+            view["exists"] = Value::Null;
+            let fix = if error.status() == Some(403) { ENTITY_READ_FIX.to_string() } else { "run the check again; rows are sent as mapped meanwhile".to_string() };
+            problem(format!("the definition of {} cannot be read: {error}", row.entity), fix);
+            view["ok"] = json!(false);
+            return view;
+        }
+        Ok(None) => {
+            view["exists"] = json!(false);
+            problem(
+                format!("no entity set named '{}' in this environment", row.entity),
+                "use the table's entity set name (plural, lowercase: accounts, opportunities; `d365-trigger-relay schema --entity SET` prints a starter entry)".into(),
+            );
+            view["ok"] = json!(false);
+            return view;
+        }
+        Ok(Some(definition)) => definition,
+    };
+    view["exists"] = json!(true);
+    let mut columns = Vec::new();
+    for (column, _) in &row.attributes {
+        match definition.column_type(column) {
+            None => {
+                columns.push(json!({"column": column, "type": null}));
+                problem(format!("{} has no column '{column}'", row.entity), format!("map a column of {} (names are lowercase logical names); it is omitted meanwhile", row.entity));
+            }
+            Some(kind) => {
+                columns.push(json!({"column": column, "type": kind}));
+                if LOOKUP_TYPES.contains(&kind) {
+                    problem(format!("{column} is a {kind} column under attributes"), format!("use bind: \"bind\": {{\"<navigation property of {column}>\": {{\"entity\": …, \"key\": {{…}}}}}}"));
+                }
+            }
+        }
+    }
+    view["columns"] = json!(columns);
+    view["key"] = judge_key(&row.entity, &row.key, definition, &mut problem);
+    let mut binds = Vec::new();
+    for (property, bind) in &row.bind {
+        let target = definition.navigation.get(property);
+        let mut b = json!({"property": property, "exists": target.is_some(), "refers_to": target});
+        if target.is_none() {
+            let similar: Vec<&String> = definition.navigation.keys().filter(|n| n.eq_ignore_ascii_case(property)).collect();
+            let fix = match similar.first() {
+                Some(name) => format!("navigation property names are case-sensitive: write {name}"),
+                None => format!("bind a single-valued navigation property of {} (its ManyToOneRelationships' ReferencingEntityNavigationPropertyName)", row.entity),
+            };
+            problem(format!("{} has no navigation property '{property}'", row.entity), fix);
+        }
+        if let BindSpec::Row { entity, key } = bind {
+            match &read[entity] {
+                Ok(Some(bound)) => {
+                    if let Some(target) = target.filter(|t| **t != bound.logical_name) {
+                        problem(format!("bind {property} refers to {target}, not {}", bound.logical_name), format!("bind {property} to a row of the {target} table"));
+                    }
+                    b["key"] = judge_key(entity, key, bound, &mut problem);
+                }
+                Ok(None) => problem(format!("bind {property}: no entity set named '{entity}'"), "use the bound table's entity set name".into()),
+                Err(error) => problem(format!("bind {property}: the definition of {entity} cannot be read: {error}"), ENTITY_READ_FIX.into()),
+            }
+        }
+        binds.push(b);
+    }
+    view["binds"] = json!(binds);
+    view["ok"] = json!(problems.len() == before);
+    view
+}
+
+/// Whether `key` addresses one row: the id column alone, or an alternate key whose index is Active.
+fn judge_key(entity: &str, key: &KeySpec, definition: &EntityDef, problem: &mut impl FnMut(String, String)) -> Value {
+    let columns: Vec<&str> = key.iter().map(|(c, _)| c.as_str()).collect();
+    if columns.is_empty() {
+        return json!({"columns": [], "detail": "no key: a create (POST) on every delivery"});
+    }
+    if columns == [definition.primary_id.as_str()] {
+        return json!({"columns": columns, "detail": "the id column"});
+    }
+    match definition.key_for(&columns) {
+        Some(k) if k.status == "Active" => json!({"columns": columns, "detail": "an Active alternate key"}),
+        Some(k) => {
+            problem(format!("the key's index is {}", k.status), "the key's index is Pending/Failed: wait, or reactivate it (Power Apps → Tables → Keys)".into());
+            json!({"columns": columns, "detail": format!("an alternate key whose index is {}", k.status)})
+        }
+        None => {
+            problem(
+                format!("{} is not an alternate key of {entity}", columns.join(", ")),
+                format!("define an alternate key on {}, or key by the id ({})", columns.join(", "), definition.primary_id),
+            );
+            json!({"columns": columns, "detail": "not an alternate key"})
+        }
+    }
+}
+
+/// `check --event` for an entry with rows: every request it would make, in order.
+#[allow(clippy::too_many_arguments)]
+pub async fn event_view(
+    settings: &Settings,
+    dynamics: &Dynamics,
+    schemas: &Schemas,
+    mut plan: RowPlan,
+    event: &Value,
+    warnings: Vec<String>,
+    deadline: Instant,
+    view: &mut Value,
+    problems: &mut Vec<Problem>,
+) {
+    view["trigger"] = json!(plan.trigger.as_ref().map(|c| c.trigger.clone()));
+    view["warnings"] = json!(warnings);
+    if let Some(spec) = settings.mapping.identity.as_ref().filter(|_| plan.trigger.is_some() || plan.binds_profile()) {
+        let profile = crate::check::resolve_sample(spec, event, dynamics, deadline).await;
+        if let Ok(Some(id)) = &profile {
+            if let Some(call) = &mut plan.trigger {
+                crate::identity::fill_profile(&mut call.body, id);
+            }
+            plan.profile = Some(id.clone());
+        }
+        view["profile"] = json!(match &profile {
+            Ok(Some(id)) => format!("resolves to {id}"),
+            Ok(None) => "no lookup needed".to_string(),
+            Err((reason, _)) => reason.clone(),
+        });
+    }
+    let entities = Entities::new(Duration::ZERO);
+    let definitions = entities.lookup_all(dynamics, plan.entities(), deadline).await;
+    let key = crate::idempotency::key_for(event);
+    match fit(&mut plan, &key, &definitions) {
+        Err(outcome) => {
+            let reason = outcome.detail().unwrap_or_default();
+            view["outcome"] = json!(outcome.name());
+            view["reason"] = json!(reason);
+            problems.push(Problem { problem: format!("the event would be {}: {reason}", outcome.name()), fix: "fix the event (its producer) or the row's mapping".into() });
+            return;
+        }
+        Ok(omitted) => view["omitted"] = json!(omitted.iter().map(|(e, c)| format!("{e}.{c}")).collect::<Vec<_>>()),
+    }
+    if let Some(call) = &mut plan.trigger {
+        match schemas.read(dynamics, &call.trigger, deadline).await {
+            Ok(Some(definition)) => match crate::schema::fit(&definition, std::mem::take(&mut call.body)) {
+                Ok(fitted) => call.body = fitted.body,
+                Err(reason) => {
+                    view["outcome"] = json!("invalid");
+                    view["reason"] = json!(reason);
+                    problems.push(Problem { problem: format!("the event would be invalid: {reason}"), fix: "send a value of the parameter's type, or map another field".into() });
+                    return;
+                }
+            },
+            Ok(None) => {
+                view["outcome"] = json!("rejected");
+                view["reason"] = json!(format!("no custom API named '{}': nothing would be sent", call.trigger));
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+    view["outcome"] = json!("would be sent");
+    view["requests"] = json!(plan.requests());
+}
+
+/// `schema --entity SET`: a starter `rows` entry for a table — its key (the
+/// first Active alternate key, else the id), its writable columns with guessed
+/// paths, and its navigation properties as binds to fill in.
+pub fn starter_row(definition: &EntityDef) -> Value {
+    let key_columns: Vec<String> =
+        definition.keys.iter().find(|k| k.status == "Active").map(|k| k.columns.clone()).unwrap_or_else(|| vec![definition.primary_id.clone()]);
+    let guess = |column: &str| format!("properties.{}", column.strip_prefix("new_").unwrap_or(column));
+    let key: serde_json::Map<String, Value> = key_columns.iter().map(|c| (c.clone(), json!(guess(c)))).collect();
+    let skipped = ["Lookup", "Customer", "Owner", "Virtual", "EntityName", "PartyList", "ManagedProperty", "CalendarRules"];
+    let attributes: serde_json::Map<String, Value> = definition
+        .columns
+        .iter()
+        .filter(|(c, t)| !skipped.contains(&t.as_str()) && !key_columns.contains(c) && **c != definition.primary_id)
+        .map(|(c, _)| (c.clone(), json!(guess(c))))
+        .collect();
+    let bind: serde_json::Map<String, Value> =
+        definition.navigation.iter().map(|(p, e)| (p.clone(), json!({"entity": format!("{e}s"), "key": {id_column(&format!("{e}s")): format!("properties.{e}_id")}}))).collect();
+    json!({"entity": definition.entity_set, "key": key, "attributes": attributes, "bind": bind})
+}
