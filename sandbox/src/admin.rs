@@ -1,5 +1,5 @@
 //! Admin endpoints under `/_sandbox/`: what was received, faults, secrets,
-//! apps and triggers.
+//! apps, triggers and table rows.
 
 use hyper::Method;
 use serde_json::{json, Value};
@@ -15,6 +15,15 @@ pub(crate) fn handle(state: &State, method: &Method, path: &[&str], body: &[u8])
         (&Method::GET, ["visibility"]) => {
             json_response(200, &serde_json::to_value(&state.queues.lock().unwrap().visibility_changes).expect("changes serialise"))
         }
+        (&Method::GET, ["rows"]) => json_response(200, &serde_json::to_value(&*state.rows.lock().unwrap()).expect("rows serialise")),
+        (&Method::GET, ["rows", set]) => json_response(200, &Value::Array(state.rows.lock().unwrap().get(*set).cloned().unwrap_or_default())),
+        (&Method::PUT, ["rows", set]) => match serde_json::from_slice::<Vec<Value>>(body) {
+            Ok(rows) => {
+                state.rows.lock().unwrap().insert(set.to_string(), rows);
+                empty(204)
+            }
+            Err(e) => bad(format!("not a list of rows: {e}")),
+        },
         (&Method::GET, ["stats"]) => json_response(200, &serde_json::to_value(state.stats()).expect("stats serialise")),
         (&Method::POST, ["reset"]) => {
             state.reset();
@@ -51,7 +60,7 @@ pub(crate) fn handle(state: &State, method: &Method, path: &[&str], body: &[u8])
         },
         _ => json_response(
             404,
-            &json!({ "error": "admin endpoints: GET signals, GET stats, POST reset, GET/PUT faults, PUT secrets/{name}, PUT apps, PUT triggers" }),
+            &json!({ "error": "admin endpoints: GET signals, GET stats, GET rows, GET/PUT rows/{set}, POST reset, GET/PUT faults, PUT secrets/{name}, PUT apps, PUT triggers" }),
         ),
     }
 }

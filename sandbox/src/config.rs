@@ -110,6 +110,8 @@ pub struct Faults {
     pub sqs_refuse_rate: f64,
     /// The `customapis` metadata query answers this status (403: the app user may not read Custom APIs).
     pub metadata_status: Option<u16>,
+    /// The `EntityDefinitions` query answers this status (403: the app user may not read entity metadata).
+    pub entities_status: Option<u16>,
     /// Statuses for the next table-row requests (lookups, creates, updates), in order; 0 drops the connection.
     pub rows_script: Vec<u16>,
     /// Added to every table-row request.
@@ -126,11 +128,11 @@ pub struct Faults {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RowRequest {
     pub method: String,
-    /// `contacts`, or `contacts({id})` for an update.
+    /// `contacts`, `contacts({id})`, or `accounts(accountnumber='A-1')` as sent (percent-encoded).
     pub path: String,
     /// Decoded query parameters (`$filter`, `$select`, `$top`).
     pub query: BTreeMap<String, String>,
-    /// `prefer`, `if-match` and `content-type` only.
+    /// `prefer`, `if-match`, `if-none-match` and `content-type` only.
     pub headers: BTreeMap<String, String>,
     pub body: Value,
     pub status: u16,
@@ -173,6 +175,9 @@ pub struct Stats {
     /// Table-row requests received: identity lookups, creates, updates (not counted in `calls_by_status`).
     #[serde(default)]
     pub row_requests: u64,
+    /// `EntityDefinitions` queries received (not counted in `calls_by_status`).
+    #[serde(default)]
+    pub entity_requests: u64,
     /// Trigger calls received in each UTC minute (`YYYY-MM-DDThh:mm`), as CI-J counts
     /// activations against its ceiling of about 2,500 a minute.
     #[serde(default)]

@@ -1,12 +1,14 @@
 //! The sandbox (SPEC §10): Secrets Manager `GetSecretValue`, the Entra token
 //! endpoint and the Dataverse Web API (custom triggers, the `customapis`
-//! metadata query, `contacts`/`leads` rows) on one loopback port (and SQS
+//! metadata query, entity definitions and the rows of `accounts`, `contacts`,
+//! `leads` and `opportunities`) on one loopback port (and SQS
 //! `SendMessageBatch`/`ReceiveMessage` for enqueue mode, SPEC §15), with
 //! seeded fault injection and admin endpoints listing what it received.
 
 mod admin;
 mod config;
 mod dataverse;
+mod entities;
 mod entra;
 mod rows;
 mod secrets_manager;
@@ -53,6 +55,8 @@ struct State {
     token_requests: AtomicU64,
     secret_requests: AtomicU64,
     metadata_requests: AtomicU64,
+    /// `EntityDefinitions` queries received (SPEC §19).
+    entity_requests: AtomicU64,
     rows: Mutex<BTreeMap<String, Vec<Value>>>,
     row_log: Mutex<Vec<RowRequest>>,
     row_requests: AtomicU64,
@@ -117,6 +121,7 @@ impl Sandbox {
             token_requests: AtomicU64::new(0),
             secret_requests: AtomicU64::new(0),
             metadata_requests: AtomicU64::new(0),
+            entity_requests: AtomicU64::new(0),
             rows: Mutex::new(rows::DEFAULT_SETS.iter().map(|s| (s.to_string(), Vec::new())).chain(config.rows.clone()).collect()),
             row_log: Mutex::new(Vec::new()),
             row_requests: AtomicU64::new(0),
@@ -218,7 +223,7 @@ impl Sandbox {
         self.state.set_triggers(triggers);
     }
 
-    /// Every table-row request received (identity lookups, creates, updates), in order.
+    /// Every table-row request received (identity lookups, creates, updates, row writes), in order.
     pub fn row_requests(&self) -> Vec<RowRequest> {
         self.state.row_log.lock().unwrap().clone()
     }
@@ -268,6 +273,7 @@ impl State {
             calls_by_status: self.calls_by_status.lock().unwrap().clone(),
             max_concurrency_seen: self.max_in_flight.load(Ordering::SeqCst),
             metadata_requests: self.metadata_requests.load(Ordering::SeqCst),
+            entity_requests: self.entity_requests.load(Ordering::SeqCst),
             row_requests: self.row_requests.load(Ordering::SeqCst),
             trigger_calls_per_minute: self.calls_per_minute.lock().unwrap().clone(),
         }
@@ -283,6 +289,7 @@ impl State {
         self.secret_requests.store(0, Ordering::SeqCst);
         *self.queues.lock().unwrap() = sqs::Queues::default();
         self.metadata_requests.store(0, Ordering::SeqCst);
+        self.entity_requests.store(0, Ordering::SeqCst);
         self.row_requests.store(0, Ordering::SeqCst);
         self.row_log.lock().unwrap().clear();
         self.max_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
@@ -333,6 +340,7 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
         (&Method::POST, [""]) if target.is_some() => Ok(secrets_manager::get_secret_value(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [tenant, "oauth2", "v2.0", "token"]) => Ok(entra::token(&state, tenant, &body)),
         (&Method::GET, ["api", "data", "v9.2", "customapis"]) => Ok(dataverse::custom_apis(&state, &query, &headers)),
+        (&Method::GET, ["api", "data", "v9.2", "EntityDefinitions"]) => Ok(entities::entity_definitions(&state, &query, &headers)),
         (&Method::GET | &Method::POST | &Method::PATCH, ["api", "data", "v9.2", set]) if rows::is_table(&state, set) => {
             rows::handle(&state, method.as_str(), set, &query, &headers, &body).await
         }

@@ -15,6 +15,7 @@ mod identity;
 mod learned_cap;
 mod relay;
 mod reliability;
+mod rows;
 mod sam_local;
 mod schema;
 mod sdk;
