@@ -31,6 +31,7 @@ const SAMPLES: &[(&str, &str, usize)] = &[
     ("segment-batch.json", "an analytics SDK (segment-analytics-python) posting /v1/batch to a function URL, write key as HTTP Basic; a page dropped", 2),
     ("direct-schema.json", "direct invocation, values coerced to each trigger's types; contact points left out of a contact-bound trigger", 2),
     ("direct-identity.json", "direct invocation, an order identified by e-mail only (contact looked up) and an identify event (contact updated)", 1),
+    ("direct-rows.json", "direct invocation, an order that upserts its account, an opportunity bound to it and to the contact, then raises its trigger", 1),
 ];
 
 /// The demo accepts the signed samples (hmac), the keyed ones (Dataverse, Power
@@ -112,10 +113,11 @@ async fn main() {
         }
         let rows: Vec<_> = sandbox.row_requests().into_iter().skip(rows_seen).collect();
         if !rows.is_empty() {
-            println!("   Identity resolution made {} table request(s):", rows.len());
+            println!("   Identity resolution and rows made {} table request(s):", rows.len());
             for r in &rows {
                 let filter = r.query.get("$filter").map(|f| format!("?$filter={f}")).unwrap_or_default();
-                let if_match = r.headers.get("if-match").map(|m| format!("  If-Match: {m}")).unwrap_or_default();
+                let if_match = r.headers.get("if-match").map(|m| format!("  If-Match: {m}")).unwrap_or_default()
+                    + &r.headers.get("if-none-match").map(|m| format!("  If-None-Match: {m}")).unwrap_or_default();
                 println!("   {dim}{} {} /api/data/v9.2/{}{filter}{if_match}{reset}", r.status, r.method, r.path);
                 if r.method != "GET" {
                     println!("{}", indent(&serde_json::to_string_pretty(&r.body).unwrap(), 8));
@@ -124,6 +126,9 @@ async fn main() {
         }
         if *file == "direct-identity.json" {
             identity_notes(&received, &rows, &mut problems, (green, bold, reset));
+        }
+        if *file == "direct-rows.json" {
+            rows_notes(&sandbox, &received, &rows, &mut problems, (green, bold, reset));
         }
         if *file == "direct-schema.json" {
             schema_notes(&received, &mut problems, (green, bold, reset));
@@ -156,10 +161,11 @@ async fn main() {
 
     let stats = sandbox.stats();
     println!(
-        "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} trigger definition read(s), {} table request(s) for identity, {} token request(s), {} secret fetch(es)",
+        "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} trigger definition read(s), {} entity definition read(s), {} table request(s) for identity and rows, {} token request(s), {} secret fetch(es)",
         stats.calls(),
         stats.calls_by_status,
         stats.metadata_requests,
+        stats.entity_requests,
         stats.row_requests,
         stats.token_requests,
         stats.secret_requests
@@ -188,6 +194,36 @@ fn identity_notes(received: &[d365_sandbox::Signal], rows: &[d365_sandbox::RowRe
         println!("   {green}✓{reset} {bold}identity{reset}: priya@… → contact {priya}; identify cust-2 → PATCH contacts({sam})");
     } else {
         problems.push(format!("direct-identity.json: order resolved to the contact: {order_ok}; identify PATCHed the contact: {patch_ok}"));
+    }
+}
+
+/// The rows sample (SPEC §19): the account upserted by its account number, the
+/// opportunity by its order id, bound to the account and to Alex's contact
+/// (found by e-mail), then the order's trigger.
+fn rows_notes(
+    sandbox: &Sandbox,
+    received: &[d365_sandbox::Signal],
+    rows: &[d365_sandbox::RowRequest],
+    problems: &mut Vec<String>,
+    (green, bold, reset): (&str, &str, &str),
+) {
+    let alex = "5e1c0a7e-0001-4c0e-9a11-000000000001";
+    let writes: Vec<String> = rows.iter().filter(|r| r.method != "GET").map(|r| format!("{} {} {}", r.status, r.method, r.path)).collect();
+    let expected = ["204 PATCH accounts(accountnumber='ACC-1001')", "204 PATCH opportunities(new_orderid='ORD-60001')"];
+    let account = sandbox.rows("accounts").into_iter().find(|a| a["accountnumber"] == "ACC-1001");
+    let opportunity = sandbox.rows("opportunities").into_iter().find(|o| o["new_orderid"] == "ORD-60001");
+    let bound = match (&account, &opportunity) {
+        (Some(a), Some(o)) => o["_parentaccountid_value"] == a["accountid"] && o["_parentcontactid_value"] == alex,
+        _ => false,
+    };
+    let trigger_last = match (received.first(), rows.last()) {
+        (Some(signal), Some(row)) => signal.received_at >= row.received_at,
+        _ => false,
+    };
+    if writes == expected && bound && trigger_last {
+        println!("   {green}✓{reset} {bold}rows{reset}: account ACC-1001 upserted; opportunity ORD-60001 bound to it and to contact {alex}; then the trigger");
+    } else {
+        problems.push(format!("direct-rows.json: writes {writes:?}, opportunity bound to the account and the contact: {bound}, trigger after the rows: {trigger_last}"));
     }
 }
 
