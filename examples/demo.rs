@@ -223,7 +223,9 @@ fn rows_notes(
     if writes == expected && bound && trigger_last {
         println!("   {green}✓{reset} {bold}rows{reset}: account ACC-1001 upserted; opportunity ORD-60001 bound to it and to contact {alex}; then the trigger");
     } else {
-        problems.push(format!("direct-rows.json: writes {writes:?}, opportunity bound to the account and the contact: {bound}, trigger after the rows: {trigger_last}"));
+        problems.push(format!(
+            "direct-rows.json: writes {writes:?}, opportunity bound to the account and the contact: {bound}, trigger after the rows: {trigger_last}"
+        ));
     }
 }
 

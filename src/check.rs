@@ -200,7 +200,11 @@ impl Report {
                     line(format!("      {:<40} {}", column["column"].as_str().unwrap_or(""), column["type"].as_str().unwrap_or("(no such column)")));
                 }
                 for bind in row["binds"].as_array().into_iter().flatten() {
-                    line(format!("      bind {:<35} → {}", bind["property"].as_str().unwrap_or(""), bind["refers_to"].as_str().unwrap_or("(no such navigation property)")));
+                    line(format!(
+                        "      bind {:<35} → {}",
+                        bind["property"].as_str().unwrap_or(""),
+                        bind["refers_to"].as_str().unwrap_or("(no such navigation property)")
+                    ));
                 }
             }
             for problem in &self.rows_problems {

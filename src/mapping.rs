@@ -112,7 +112,6 @@ pub fn map_event(event: &Value, ctx: &MapContext<'_>) -> Decision {
 
 /// The trigger call of a mapped event (SPEC §4).
 fn raise(event: &Value, object: &Map<String, Value>, entry: Option<&EventMapping>, trigger: &str, ctx: &MapContext<'_>) -> Decision {
-
     // With an `identity` section the profile id is resolved after mapping; a `userId` is not needed.
     let user_id = id_field(event, "userId", "user_id");
     if user_id.is_none() && ctx.mapping.identity.is_none() {

@@ -178,7 +178,11 @@ pub(crate) fn entity_definitions(state: &State, query: &str, headers: &BTreeMap<
     let expand = get("$expand").unwrap_or_default();
     for part in ["Attributes(", "Keys(", "ManyToOneRelationships("] {
         if !expand.contains(part) {
-            return dataverse_error(400, "0x80060888", &format!("This sandbox answers EntityDefinitions queries that $expand Attributes, Keys and ManyToOneRelationships ({part} missing)."));
+            return dataverse_error(
+                400,
+                "0x80060888",
+                &format!("This sandbox answers EntityDefinitions queries that $expand Attributes, Keys and ManyToOneRelationships ({part} missing)."),
+            );
         }
     }
     let rows: Vec<Value> = definition(set)

@@ -220,9 +220,9 @@ fn bad_key(set: &str, detail: &str) -> Reply {
 }
 
 /// `{set}({inner})` → the set and how the row is addressed; 400 for a key the entity does not define.
-fn address(segment: &str) -> Result<(String, Address), Reply> {
+fn address(segment: &str) -> Result<(String, Address), Box<Reply>> {
     let Some((set, inner)) = segment.strip_suffix(')').and_then(|s| s.split_once('(')) else {
-        return Err(dataverse_error(400, "0x80060888", &format!("PATCH needs a row: {segment}({{id}}) or {segment}({{key}}={{value}})")));
+        return Err(Box::new(dataverse_error(400, "0x80060888", &format!("PATCH needs a row: {segment}({{id}}) or {segment}({{key}}={{value}})"))));
     };
     let inner = percent_decode(inner);
     if !inner.contains('=') {
@@ -244,23 +244,30 @@ fn address(segment: &str) -> Result<(String, Address), Reply> {
     parts.push(current);
     let mut key = Vec::new();
     for part in parts {
-        let Some((column, literal)) = part.split_once('=') else { return Err(bad_key(set, &format!("'{part}' is not column=value"))) };
+        let Some((column, literal)) = part.split_once('=') else { return Err(Box::new(bad_key(set, &format!("'{part}' is not column=value")))) };
         let literal = match literal.strip_prefix('\'').and_then(|l| l.strip_suffix('\'')) {
             Some(text) if !text.replace("''", "").contains('\'') => Literal::Quoted(text.replace("''", "'")),
-            Some(_) => return Err(bad_key(set, "an unescaped quote in a string literal")),
+            Some(_) => return Err(Box::new(bad_key(set, "an unescaped quote in a string literal"))),
             None => Literal::Bare(literal.to_string()),
         };
         key.push((column.trim().to_string(), literal));
     }
     let columns: Vec<&str> = key.iter().map(|(c, _)| c.as_str()).collect();
     let Some(definition) = entities::definition(set).filter(|d| d.is_key(&columns)) else {
-        return Err(bad_key(set, &format!("{} is not an alternate key of this table (define one, or address the row by its id)", columns.join(", "))));
+        return Err(Box::new(bad_key(
+            set,
+            &format!("{} is not an alternate key of this table (define one, or address the row by its id)", columns.join(", ")),
+        )));
     };
     for (column, literal) in &key {
         let kind = definition.column_type(column).unwrap_or("String");
         let quoted = matches!(literal, Literal::Quoted(_));
         if quoted != matches!(kind, "String" | "Memo") {
-            return Err(dataverse_error(400, "0x80048d19", &format!("Cannot convert the literal for key '{column}' to the expected type 'Edm.{}'.", edm(kind))));
+            return Err(Box::new(dataverse_error(
+                400,
+                "0x80048d19",
+                &format!("Cannot convert the literal for key '{column}' to the expected type 'Edm.{}'.", edm(kind)),
+            )));
         }
     }
     Ok((set.to_string(), Address::Key(key)))
@@ -309,15 +316,17 @@ fn fits(kind: &str, value: &Value) -> bool {
         "BigInt" => value.as_i64().is_some(),
         "Money" | "Decimal" | "Double" => value.is_number(),
         "Boolean" => value.is_boolean(),
-        "DateTime" => value.as_str().is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok() || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
+        "DateTime" => {
+            value.as_str().is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok() || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok())
+        }
         _ => true,
     }
 }
 
 /// A write's body checked against the set's columns, its binds resolved: the values to store.
-fn values(tables: &BTreeMap<String, Vec<Value>>, set: &str, body: &Value) -> Result<Map<String, Value>, Reply> {
+fn values(tables: &BTreeMap<String, Vec<Value>>, set: &str, body: &Value) -> Result<Map<String, Value>, Box<Reply>> {
     let Some(attributes) = body.as_object() else {
-        return Err(dataverse_error(400, "0x80048d19", "The request body is not a JSON object."));
+        return Err(Box::new(dataverse_error(400, "0x80048d19", "The request body is not a JSON object.")));
     };
     let known = columns(tables.get(set).map(Vec::as_slice).unwrap_or_default(), set);
     let definition = entities::definition(set);
@@ -325,31 +334,35 @@ fn values(tables: &BTreeMap<String, Vec<Value>>, set: &str, body: &Value) -> Res
     for (name, value) in attributes {
         if let Some(property) = name.strip_suffix("@odata.bind") {
             let Some(navigation) = definition.and_then(|d| d.navigation(property)) else {
-                return Err(dataverse_error(400, "0x80060888", &format!("An undeclared property '{property}' which only has property annotations in the payload but no property value was found in the payload. In OData, only declared navigation properties and declared named streams can be represented as properties without values.")));
+                return Err(Box::new(dataverse_error(400, "0x80060888", &format!("An undeclared property '{property}' which only has property annotations in the payload but no property value was found in the payload. In OData, only declared navigation properties and declared named streams can be represented as properties without values."))));
             };
             let Some(target) = value.as_str() else {
-                return Err(dataverse_error(400, "0x80048d19", &format!("The value of '{name}' must be a URL such as /accounts(id).")));
+                return Err(Box::new(dataverse_error(400, "0x80048d19", &format!("The value of '{name}' must be a URL such as /accounts(id)."))));
             };
             let segment = target.rsplit_once("/v9.2/").map_or(target.trim_start_matches('/'), |(_, s)| s);
             let (bound_set, bound) = address(segment)?;
             if bound_set != navigation.target {
-                return Err(dataverse_error(400, "0x80048d19", &format!("'{property}' refers to {}, not {bound_set}.", navigation.target)));
+                return Err(Box::new(dataverse_error(400, "0x80048d19", &format!("'{property}' refers to {}, not {bound_set}.", navigation.target))));
             }
             let rows = tables.get(&bound_set).map(Vec::as_slice).unwrap_or_default();
-            let Some(position) = find(rows, &bound_set, &bound) else { return Err(missing(&bound_set, &bound)) };
+            let Some(position) = find(rows, &bound_set, &bound) else { return Err(Box::new(missing(&bound_set, &bound))) };
             let id_column = entities::definition(&bound_set).map_or_else(|| id_column(&bound_set), |d| d.primary_id.to_string());
             out.insert(format!("_{}_value", navigation.column), rows[position].get(&id_column).cloned().unwrap_or(Value::Null));
             continue;
         }
         if !known.contains(name) {
-            return Err(no_property(set, name));
+            return Err(Box::new(no_property(set, name)));
         }
         if let Some(kind) = definition.and_then(|d| d.column_type(name)) {
             if matches!(kind, "Lookup" | "Customer" | "Owner") && !value.is_null() {
-                return Err(dataverse_error(400, "0x80060888", &format!("A 'PrimitiveValue' node with non-null value was found when trying to read the value of the navigation property '{name}'; bind it with {name}@odata.bind.")));
+                return Err(Box::new(dataverse_error(400, "0x80060888", &format!("A 'PrimitiveValue' node with non-null value was found when trying to read the value of the navigation property '{name}'; bind it with {name}@odata.bind."))));
             }
             if !fits(kind, value) {
-                return Err(dataverse_error(400, "0x80048d19", &format!("Cannot convert the literal '{value}' to the expected type 'Edm.{}' for '{name}'.", edm(kind))));
+                return Err(Box::new(dataverse_error(
+                    400,
+                    "0x80048d19",
+                    &format!("Cannot convert the literal '{value}' to the expected type 'Edm.{}' for '{name}'.", edm(kind)),
+                )));
             }
         }
         out.insert(name.clone(), value.clone());
@@ -368,7 +381,7 @@ fn create(state: &State, set: &str, body: &Value, headers: &BTreeMap<String, Str
     let mut tables = state.rows.lock().unwrap();
     let mut row = match values(&tables, set, body) {
         Ok(row) => row,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     let id = new_id(state);
     row.insert(entities::definition(set).map_or_else(|| id_column(set), |d| d.primary_id.to_string()), Value::String(id.clone()));
@@ -385,12 +398,12 @@ fn create(state: &State, set: &str, body: &Value, headers: &BTreeMap<String, Str
 fn update(state: &State, segment: &str, body: &Value, headers: &BTreeMap<String, String>) -> Reply {
     let (set, address) = match address(segment) {
         Ok(a) => a,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     let mut tables = state.rows.lock().unwrap();
     let attributes = match values(&tables, &set, body) {
         Ok(values) => values,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     let rows = tables.entry(set.clone()).or_default();
     let existing = find(rows, &set, &address);

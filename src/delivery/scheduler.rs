@@ -205,7 +205,9 @@ pub async fn deliver<P: DynamicsPort>(
                 let report = match (&blocked_by, job.work) {
                     (Some(group), _) => Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone() })),
                     (None, Work::Done(outcome)) => Report::done(outcome),
-                    (None, Work::Send(_) | Work::Update(_) | Work::Rows(_)) if !turn.wait(budget.start_cutoff).await => Report::done(Outcome::Failed(DeliveryError::Deadline)),
+                    (None, Work::Send(_) | Work::Update(_) | Work::Rows(_)) if !turn.wait(budget.start_cutoff).await => {
+                        Report::done(Outcome::Failed(DeliveryError::Deadline))
+                    }
                     (None, Work::Send(call)) => match claim(&idempotency, job.key.as_deref(), budget).await {
                         Err(report) => report,
                         Ok(key) => {

@@ -150,8 +150,12 @@ impl Dynamics {
         match self.row_request(row.method.clone(), &row.path, Some(&body), &row.headers, deadline).await {
             Ok(_) => Ok(Sent::default()),
             Err(DeliveryError::Rejected { status: 412, .. }) if row.exists_is_success => Ok(Sent::default()),
-            Err(DeliveryError::Rejected { status, code, message }) => Err(DeliveryError::Rejected { status, code, message: format!("row {}: {message}", row.label) }),
-            Err(DeliveryError::Transient { status, code, detail }) => Err(DeliveryError::Transient { status, code, detail: format!("row {}: {detail}", row.label) }),
+            Err(DeliveryError::Rejected { status, code, message }) => {
+                Err(DeliveryError::Rejected { status, code, message: format!("row {}: {message}", row.label) })
+            }
+            Err(DeliveryError::Transient { status, code, detail }) => {
+                Err(DeliveryError::Transient { status, code, detail: format!("row {}: {detail}", row.label) })
+            }
             Err(other) => Err(other),
         }
     }

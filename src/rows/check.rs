@@ -32,9 +32,9 @@ pub async fn check_rows(settings: &Settings, dynamics: &Dynamics, deadline: Inst
             let mut wanted = vec![row.entity.clone()];
             wanted.extend(row.bind.iter().filter_map(|(_, b)| if let BindSpec::Row { entity, .. } = b { Some(entity.clone()) } else { None }));
             for entity in wanted {
-                if !read.contains_key(&entity) {
-                    let definition = entities.read(dynamics, &entity, deadline).await;
-                    read.insert(entity, definition);
+                if let std::collections::btree_map::Entry::Vacant(slot) = read.entry(entity) {
+                    let definition = entities.read(dynamics, slot.key(), deadline).await;
+                    slot.insert(definition);
                 }
             }
             let at = format!("events[\"{event}\"].rows[{i}] ({})", row.entity);
@@ -58,7 +58,8 @@ fn judge_row(
     let definition = match &read[&row.entity] {
         Err(error) => {
             view["exists"] = Value::Null;
-            let fix = if error.status() == Some(403) { ENTITY_READ_FIX.to_string() } else { "run the check again; rows are sent as mapped meanwhile".to_string() };
+            let fix =
+                if error.status() == Some(403) { ENTITY_READ_FIX.to_string() } else { "run the check again; rows are sent as mapped meanwhile".to_string() };
             problem(format!("the definition of {} cannot be read: {error}", row.entity), fix);
             view["ok"] = json!(false);
             return view;
@@ -67,7 +68,8 @@ fn judge_row(
             view["exists"] = json!(false);
             problem(
                 format!("no entity set named '{}' in this environment", row.entity),
-                "use the table's entity set name (plural, lowercase: accounts, opportunities; `d365-trigger-relay schema --entity SET` prints a starter entry)".into(),
+                "use the table's entity set name (plural, lowercase: accounts, opportunities; `d365-trigger-relay schema --entity SET` prints a starter entry)"
+                    .into(),
             );
             view["ok"] = json!(false);
             return view;
@@ -80,12 +82,18 @@ fn judge_row(
         match definition.column_type(column) {
             None => {
                 columns.push(json!({"column": column, "type": null}));
-                problem(format!("{} has no column '{column}'", row.entity), format!("map a column of {} (names are lowercase logical names); it is omitted meanwhile", row.entity));
+                problem(
+                    format!("{} has no column '{column}'", row.entity),
+                    format!("map a column of {} (names are lowercase logical names); it is omitted meanwhile", row.entity),
+                );
             }
             Some(kind) => {
                 columns.push(json!({"column": column, "type": kind}));
                 if LOOKUP_TYPES.contains(&kind) {
-                    problem(format!("{column} is a {kind} column under attributes"), format!("use bind: \"bind\": {{\"<navigation property of {column}>\": {{\"entity\": …, \"key\": {{…}}}}}}"));
+                    problem(
+                        format!("{column} is a {kind} column under attributes"),
+                        format!("use bind: \"bind\": {{\"<navigation property of {column}>\": {{\"entity\": …, \"key\": {{…}}}}}}"),
+                    );
                 }
             }
         }
@@ -100,7 +108,9 @@ fn judge_row(
             let similar: Vec<&String> = definition.navigation.keys().filter(|n| n.eq_ignore_ascii_case(property)).collect();
             let fix = match similar.first() {
                 Some(name) => format!("navigation property names are case-sensitive: write {name}"),
-                None => format!("bind a single-valued navigation property of {} (its ManyToOneRelationships' ReferencingEntityNavigationPropertyName)", row.entity),
+                None => {
+                    format!("bind a single-valued navigation property of {} (its ManyToOneRelationships' ReferencingEntityNavigationPropertyName)", row.entity)
+                }
             };
             problem(format!("{} has no navigation property '{property}'", row.entity), fix);
         }
@@ -108,7 +118,10 @@ fn judge_row(
             match &read[entity] {
                 Ok(Some(bound)) => {
                     if let Some(target) = target.filter(|t| **t != bound.logical_name) {
-                        problem(format!("bind {property} refers to {target}, not {}", bound.logical_name), format!("bind {property} to a row of the {target} table"));
+                        problem(
+                            format!("bind {property} refers to {target}, not {}", bound.logical_name),
+                            format!("bind {property} to a row of the {target} table"),
+                        );
                     }
                     b["key"] = judge_key(entity, key, bound, &mut problem);
                 }
@@ -135,7 +148,10 @@ fn judge_key(entity: &str, key: &KeySpec, definition: &EntityDef, problem: &mut 
     match definition.key_for(&columns) {
         Some(k) if k.status == "Active" => json!({"columns": columns, "detail": "an Active alternate key"}),
         Some(k) => {
-            problem(format!("the key's index is {}", k.status), "the key's index is Pending/Failed: wait, or reactivate it (Power Apps → Tables → Keys)".into());
+            problem(
+                format!("the key's index is {}", k.status),
+                "the key's index is Pending/Failed: wait, or reactivate it (Power Apps → Tables → Keys)".into(),
+            );
             json!({"columns": columns, "detail": format!("an alternate key whose index is {}", k.status)})
         }
         None => {
@@ -185,7 +201,10 @@ pub async fn event_view(
             let reason = outcome.detail().unwrap_or_default();
             view["outcome"] = json!(outcome.name());
             view["reason"] = json!(reason);
-            problems.push(Problem { problem: format!("the event would be {}: {reason}", outcome.name()), fix: "fix the event (its producer) or the row's mapping".into() });
+            problems.push(Problem {
+                problem: format!("the event would be {}: {reason}", outcome.name()),
+                fix: "fix the event (its producer) or the row's mapping".into(),
+            });
             return;
         }
         Ok(omitted) => view["omitted"] = json!(omitted.iter().map(|(e, c)| format!("{e}.{c}")).collect::<Vec<_>>()),
@@ -197,7 +216,10 @@ pub async fn event_view(
                 Err(reason) => {
                     view["outcome"] = json!("invalid");
                     view["reason"] = json!(reason);
-                    problems.push(Problem { problem: format!("the event would be invalid: {reason}"), fix: "send a value of the parameter's type, or map another field".into() });
+                    problems.push(Problem {
+                        problem: format!("the event would be invalid: {reason}"),
+                        fix: "send a value of the parameter's type, or map another field".into(),
+                    });
                     return;
                 }
             },
@@ -228,7 +250,10 @@ pub fn starter_row(definition: &EntityDef) -> Value {
         .filter(|(c, t)| !skipped.contains(&t.as_str()) && !key_columns.contains(c) && **c != definition.primary_id)
         .map(|(c, _)| (c.clone(), json!(guess(c))))
         .collect();
-    let bind: serde_json::Map<String, Value> =
-        definition.navigation.iter().map(|(p, e)| (p.clone(), json!({"entity": format!("{e}s"), "key": {id_column(&format!("{e}s")): format!("properties.{e}_id")}}))).collect();
+    let bind: serde_json::Map<String, Value> = definition
+        .navigation
+        .iter()
+        .map(|(p, e)| (p.clone(), json!({"entity": format!("{e}s"), "key": {id_column(&format!("{e}s")): format!("properties.{e}_id")}})))
+        .collect();
     json!({"entity": definition.entity_set, "key": key, "attributes": attributes, "bind": bind})
 }

@@ -55,7 +55,11 @@ impl EntityDef {
         let keys = list("Keys")
             .iter()
             .map(|k| AlternateKey {
-                columns: k.get("KeyAttributes").and_then(Value::as_array).map(|c| c.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default(),
+                columns: k
+                    .get("KeyAttributes")
+                    .and_then(Value::as_array)
+                    .map(|c| c.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default(),
                 status: text(k, "EntityKeyIndexStatus").unwrap_or_default(),
             })
             .collect();
@@ -103,6 +107,7 @@ mod tests {
         assert_eq!(d.navigation["primarycontactid"], "contact");
         assert_eq!(EntityDef::from_answer(&json!({"value": []})), Ok(None));
         assert!(EntityDef::from_answer(&json!({})).is_err());
-        assert!(query("accounts").starts_with("EntityDefinitions?$filter=EntitySetName eq 'accounts'&$select=LogicalName,EntitySetName,PrimaryIdAttribute&$expand=Attributes("));
+        assert!(query("accounts")
+            .starts_with("EntityDefinitions?$filter=EntitySetName eq 'accounts'&$select=LogicalName,EntitySetName,PrimaryIdAttribute&$expand=Attributes("));
     }
 }

@@ -219,9 +219,7 @@ pub fn fit(plan: &mut RowPlan, event_key: &str, definitions: &HashMap<String, En
                 continue;
             };
             if LOOKUP_TYPES.contains(&kind) {
-                return Err(Outcome::Invalid {
-                    reason: format!("row {label}: {column} is a {kind} column; write it with bind, not attributes (use bind)"),
-                });
+                return Err(Outcome::Invalid { reason: format!("row {label}: {column} is a {kind} column; write it with bind, not attributes (use bind)") });
             }
             let coerced = coerce_column(kind, value).map_err(|why| Outcome::Invalid { reason: format!("row {label}: column {column} ({kind}): {why}") })?;
             body.insert(column.clone(), coerced);
@@ -230,18 +228,22 @@ pub fn fit(plan: &mut RowPlan, event_key: &str, definitions: &HashMap<String, En
             let target = match bind {
                 PlannedBind::Profile { set } => {
                     let id = plan.profile.as_deref().ok_or_else(|| Outcome::Invalid {
-                        reason: format!("row {label}: bind {property} to the profile: the event has no profile id (no userId, and no identity section resolved one)"),
+                        reason: format!(
+                            "row {label}: bind {property} to the profile: the event has no profile id (no userId, and no identity section resolved one)"
+                        ),
                     })?;
                     let id = schema::guid(id).ok_or_else(|| Outcome::Invalid {
-                        reason: format!("row {label}: bind {property} to the profile: the profile id is not a Dataverse id (add an identity section to resolve one)"),
+                        reason: format!(
+                            "row {label}: bind {property} to the profile: the profile id is not a Dataverse id (add an identity section to resolve one)"
+                        ),
                     })?;
                     let set = set.clone().or_else(|| plan.profile_set.clone()).unwrap_or_else(|| "contacts".to_string());
                     format!("/{set}({id})")
                 }
                 PlannedBind::Row { entity, key } => {
                     let bound = found(definitions, entity)?;
-                    let path = key_path(entity, key, bound)
-                        .map_err(|why| Outcome::Invalid { reason: format!("row {label}: bind {property} to {entity}: {why}") })?;
+                    let path =
+                        key_path(entity, key, bound).map_err(|why| Outcome::Invalid { reason: format!("row {label}: bind {property} to {entity}: {why}") })?;
                     format!("/{path}")
                 }
             };
@@ -422,13 +424,20 @@ mod tests {
     fn keys_are_formatted_by_column_type_and_percent_encoded() {
         let a = account();
         let k = |c: &str, v: Value| vec![(c.to_string(), v)];
-        assert_eq!(key_path("accounts", &k("accountnumber", json!("O'Brien & Co")), Some(&a)).unwrap_err(), "key value not addressable (accountnumber holds one of < > * % & : / \\)");
+        assert_eq!(
+            key_path("accounts", &k("accountnumber", json!("O'Brien & Co")), Some(&a)).unwrap_err(),
+            "key value not addressable (accountnumber holds one of < > * % & : / \\)"
+        );
         assert_eq!(key_path("accounts", &k("accountnumber", json!("O'Brien Co é")), Some(&a)).unwrap(), "accounts(accountnumber='O''Brien%20Co%20%C3%A9')");
         assert_eq!(key_path("accounts", &k("accountnumber", json!(42)), Some(&a)).unwrap(), "accounts(accountnumber='42')", "a String column is quoted");
         assert_eq!(key_path("accounts", &k("numberofemployees", json!("42")), Some(&a)).unwrap(), "accounts(numberofemployees=42)");
         let id = "B6A8C2E0-1234-4F9A-9C3D-AA11BB22CC33";
         assert_eq!(key_path("accounts", &k("accountid", json!(id)), Some(&a)).unwrap(), "accounts(b6a8c2e0-1234-4f9a-9c3d-aa11bb22cc33)");
-        assert_eq!(key_path("accounts", &k("accountid", json!(id)), None).unwrap(), "accounts(b6a8c2e0-1234-4f9a-9c3d-aa11bb22cc33)", "the id column guessed from the set");
+        assert_eq!(
+            key_path("accounts", &k("accountid", json!(id)), None).unwrap(),
+            "accounts(b6a8c2e0-1234-4f9a-9c3d-aa11bb22cc33)",
+            "the id column guessed from the set"
+        );
         assert_eq!(
             key_path("accounts", &k("primarycontactid", json!(id)), Some(&a)).unwrap(),
             "accounts(_primarycontactid_value=b6a8c2e0-1234-4f9a-9c3d-aa11bb22cc33)"
@@ -456,7 +465,10 @@ mod tests {
         let omitted = fit(&mut p, "msg-1", &defs()).unwrap();
         assert_eq!(omitted, vec![("accounts".to_string(), "new_colour".to_string())]);
         let w = &p.writes;
-        assert_eq!((w[0].method.clone(), w[0].path.as_str(), w[0].key.as_str()), (Method::PATCH, "accounts(accountnumber='A-1')", "msg-1#accounts(accountnumber='A-1')"));
+        assert_eq!(
+            (w[0].method.clone(), w[0].path.as_str(), w[0].key.as_str()),
+            (Method::PATCH, "accounts(accountnumber='A-1')", "msg-1#accounts(accountnumber='A-1')")
+        );
         assert_eq!(Value::Object(w[0].body.clone()), json!({"name": "Contoso", "revenue": 129.5, "new_region": 3}), "coerced; the unknown column omitted");
         assert!(w[0].headers.is_empty() && !w[0].exists_is_success);
         assert_eq!((w[1].method.clone(), w[1].path.as_str(), w[1].key.as_str()), (Method::POST, "accounts", "msg-1#accounts#1"));
@@ -472,8 +484,13 @@ mod tests {
 
     #[test]
     fn missing_values_lookups_and_unknown_sets_decide_the_record_before_anything_is_sent() {
-        let rows = specs(json!([{ "entity": "accounts", "key": { "accountnumber": "properties.account_id" }, "bind": {"parentaccountid": {"entity": "accounts", "key": {"accountnumber": "properties.parent"}}} }]));
-        assert_eq!(plan(&json!({"properties": {"account_id": ""}}), &rows).unwrap_err(), "row accounts(accountnumber): no value for key accountnumber at properties.account_id");
+        let rows = specs(
+            json!([{ "entity": "accounts", "key": { "accountnumber": "properties.account_id" }, "bind": {"parentaccountid": {"entity": "accounts", "key": {"accountnumber": "properties.parent"}}} }]),
+        );
+        assert_eq!(
+            plan(&json!({"properties": {"account_id": ""}}), &rows).unwrap_err(),
+            "row accounts(accountnumber): no value for key accountnumber at properties.account_id"
+        );
         let e = plan(&json!({"properties": {"account_id": "A"}}), &rows).unwrap_err();
         assert_eq!(e, "row accounts(accountnumber), bind parentaccountid to accounts: no value for key accountnumber at properties.parent");
         let rows = specs(json!([{ "entity": "accounts", "key": { "accountnumber": "p.a" }, "attributes": {"primarycontactid": "p.c"} }]));

@@ -179,7 +179,8 @@ async fn update_needs_the_row_create_never_overwrites_and_an_unkeyed_create_post
     assert_eq!(answer["delivered"], 1, "{answer}");
     let answer = direct(&h, vec![event("c2", "Account Opened", "ACC-C")]).await;
     assert_eq!(answer["delivered"], 1, "412: the row exists, which is what a create wants: {answer}");
-    let creates: Vec<(String, u16)> = writes(&h).iter().filter(|r| r.headers.get("if-none-match").is_some_and(|v| v == "*")).map(|r| (r.path.clone(), r.status)).collect();
+    let creates: Vec<(String, u16)> =
+        writes(&h).iter().filter(|r| r.headers.get("if-none-match").is_some_and(|v| v == "*")).map(|r| (r.path.clone(), r.status)).collect();
     assert_eq!(creates, [("accounts(accountnumber='ACC-C')".to_string(), 204), ("accounts(accountnumber='ACC-C')".to_string(), 412)]);
     assert_eq!(row(&h.sandbox.rows("accounts"), "accountnumber", "ACC-C")["name"], "Account Opened c1", "not overwritten");
 
@@ -195,7 +196,10 @@ async fn update_needs_the_row_create_never_overwrites_and_an_unkeyed_create_post
     let posts: Vec<(String, String, Value)> = writes(&h).into_iter().map(|r| (r.method, r.path, r.body)).collect();
     assert_eq!(
         posts,
-        [("POST".to_string(), "accounts".to_string(), json!({"name": "Note Taken n1"})), ("POST".to_string(), "accounts".to_string(), json!({"name": "Second"}))]
+        [
+            ("POST".to_string(), "accounts".to_string(), json!({"name": "Note Taken n1"})),
+            ("POST".to_string(), "accounts".to_string(), json!({"name": "Second"}))
+        ]
     );
     let answer = direct(&h, vec![event("n1", "Note Taken", "")]).await;
     assert_eq!(answer["duplicates"], 1, "{answer}");
@@ -291,12 +295,16 @@ async fn an_unreadable_definition_never_blocks_delivery_and_an_unknown_entity_se
 #[tokio::test]
 async fn a_key_the_table_does_not_define_is_answered_400_and_the_profile_bind_follows_identity() {
     // accounts has an alternate key on accountnumber only: a PATCH by name is Dataverse's 400.
-    let doc = document(json!({ "rows": [{ "entity": "accounts", "key": { "name": "properties.company" }, "attributes": { "telephone1": "properties.phone" } }] }));
+    let doc =
+        document(json!({ "rows": [{ "entity": "accounts", "key": { "name": "properties.company" }, "attributes": { "telephone1": "properties.phone" } }] }));
     let h = harness(&doc).await;
     let answer = direct(&h, vec![json!({"event": "Order Completed", "messageId": "k1", "properties": {"company": "Contoso", "phone": "1"}})]).await;
     let failed = &answer["failed"][0];
     assert_eq!((failed["outcome"].as_str(), failed["status"].as_u64(), failed["code"].as_str()), (Some("rejected"), Some(400), Some("0x80060888")), "{answer}");
-    assert!(failed["error"].as_str().unwrap().contains("row accounts(name='Contoso')") && failed["error"].as_str().unwrap().contains("not an alternate key"), "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("row accounts(name='Contoso')") && failed["error"].as_str().unwrap().contains("not an alternate key"),
+        "{failed}"
+    );
 
     // With an identity section, "profile" is the contact an e-mail address resolves to (no userId needed).
     let mut doc: Value = serde_json::from_str(&spec_document()).unwrap();
@@ -312,7 +320,8 @@ async fn a_key_the_table_does_not_define_is_answered_400_and_the_profile_bind_fo
     assert_eq!(h.sandbox.accepted()[0].body["msdynmkt_profileid"], ALEX);
     // Without a GUID userId or an identity section a profile bind cannot be made: invalid, nothing sent.
     let h = harness(&spec_document()).await;
-    let answer = direct(&h, vec![json!({"event": "Order Completed", "messageId": "p1", "userId": "user-1", "properties": {"order_id": "O", "account_id": "A"}})]).await;
+    let answer =
+        direct(&h, vec![json!({"event": "Order Completed", "messageId": "p1", "userId": "user-1", "properties": {"order_id": "O", "account_id": "A"}})]).await;
     assert_eq!(answer["failed"][0]["outcome"], "invalid", "{answer}");
     assert!(answer["failed"][0]["error"].as_str().unwrap().contains("not a Dataverse id"), "{answer}");
     assert!(writes(&h).is_empty());
@@ -339,7 +348,10 @@ async fn check_reports_each_row_and_check_event_prints_every_request_in_order() 
     assert_eq!(checks.len(), 2);
     assert_eq!(checks[0]["key"]["detail"], "an Active alternate key");
     assert_eq!(checks[1]["columns"], json!([{"column": "estimatedvalue", "type": "Money"}, {"column": "name", "type": "String"}]));
-    assert_eq!(checks[1]["binds"][0], json!({"property": "parentaccountid", "exists": true, "refers_to": "account", "key": {"columns": ["accountnumber"], "detail": "an Active alternate key"}}));
+    assert_eq!(
+        checks[1]["binds"][0],
+        json!({"property": "parentaccountid", "exists": true, "refers_to": "account", "key": {"columns": ["accountnumber"], "detail": "an Active alternate key"}})
+    );
     let requests = answer["event"]["requests"].as_array().unwrap();
     let lines: Vec<String> = requests.iter().map(|r| format!("{} {}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap())).collect();
     assert_eq!(
@@ -368,11 +380,26 @@ async fn check_reports_each_row_and_check_event_prints_every_request_in_order() 
         .map(|p| (p["problem"].as_str().unwrap().to_string(), p["fix"].as_str().unwrap().to_string()))
         .collect();
     let at = "events[\"Order Completed\"].rows[0] (accounts): ";
-    assert!(problems.contains(&(format!("{at}accounts has no column 'new_colour'"), "map a column of accounts (names are lowercase logical names); it is omitted meanwhile".into())), "{problems:#?}");
-    assert!(problems.iter().any(|(p, f)| *p == format!("{at}primarycontactid is a Lookup column under attributes") && f.starts_with("use bind")), "{problems:#?}");
-    assert!(problems.contains(&(format!("{at}name is not an alternate key of accounts"), "define an alternate key on name, or key by the id (accountid)".into())), "{problems:#?}");
     assert!(
-        problems.contains(&(format!("{at}accounts has no navigation property 'ParentAccountId'"), "navigation property names are case-sensitive: write parentaccountid".into())),
+        problems.contains(&(
+            format!("{at}accounts has no column 'new_colour'"),
+            "map a column of accounts (names are lowercase logical names); it is omitted meanwhile".into()
+        )),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.iter().any(|(p, f)| *p == format!("{at}primarycontactid is a Lookup column under attributes") && f.starts_with("use bind")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.contains(&(format!("{at}name is not an alternate key of accounts"), "define an alternate key on name, or key by the id (accountid)".into())),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.contains(&(
+            format!("{at}accounts has no navigation property 'ParentAccountId'"),
+            "navigation property names are case-sensitive: write parentaccountid".into()
+        )),
         "{problems:#?}"
     );
 }
