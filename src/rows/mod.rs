@@ -201,13 +201,12 @@ pub fn fit(plan: &mut RowPlan, event_key: &str, definitions: &HashMap<String, En
     let mut writes = Vec::with_capacity(plan.planned.len());
     for row in &plan.planned {
         let definition = found(definitions, &row.entity)?;
-        let label = |path: &str| if row.key.is_empty() { format!("{} (new row {})", row.entity, row.unkeyed) } else { path.to_string() };
         let path = if row.key.is_empty() {
             row.entity.clone()
         } else {
             key_path(&row.entity, &row.key, definition).map_err(|why| Outcome::Invalid { reason: format!("row {}: {why}", shown_key(row)) })?
         };
-        let label = label(&path);
+        let label = if row.key.is_empty() { format!("{} (new row {})", row.entity, row.unkeyed) } else { key_label(&row.entity, &row.key, definition) };
         let mut body = Map::new();
         for (column, value) in &row.attributes {
             let Some(definition) = definition else {
@@ -296,6 +295,16 @@ const NOT_ADDRESSABLE: &[char] = &['<', '>', '*', '%', '&', ':', '/', '\\'];
 /// `{entity}({column}={value},…)` with each value formatted by its column's type
 /// and percent-encoded (SPEC §19).
 pub fn key_path(entity: &str, key: &[(String, Value)], definition: Option<&EntityDef>) -> Result<String, String> {
+    key_path_with(entity, key, definition, encode)
+}
+
+/// As [`key_path`], with the values not percent-encoded: how reasons and logs
+/// name the row (so [`crate::redact::scrub`] can mask an address in it).
+fn key_label(entity: &str, key: &[(String, Value)], definition: Option<&EntityDef>) -> String {
+    key_path_with(entity, key, definition, str::to_string).unwrap_or_else(|_| entity.to_string())
+}
+
+fn key_path_with(entity: &str, key: &[(String, Value)], definition: Option<&EntityDef>, encode: fn(&str) -> String) -> Result<String, String> {
     let id = definition.map_or_else(|| id_column(entity), |d| d.primary_id.clone());
     if let [(column, value)] = key {
         if *column == id {
@@ -320,9 +329,9 @@ pub fn key_path(entity: &str, key: &[(String, Value)], definition: Option<&Entit
                 let coerced = coerce_column(k, value).map_err(|why| format!("key {column} ({k}): {why}"))?;
                 format!("{column}={}", encode(&scalar_text(&coerced).unwrap_or_default()))
             }
-            Some(_) => format!("{column}={}", quoted(&text)),
+            Some(_) => format!("{column}='{}'", encode(&text.replace('\'', "''"))),
             // Without a definition: strings quoted, numbers and booleans bare.
-            None if value.is_string() => format!("{column}={}", quoted(&text)),
+            None if value.is_string() => format!("{column}='{}'", encode(&text.replace('\'', "''"))),
             None => format!("{column}={}", encode(&text)),
         };
         parts.push(part);
@@ -337,11 +346,6 @@ fn scalar_text(value: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-/// An OData string literal (`'` doubled), percent-encoded.
-fn quoted(text: &str) -> String {
-    format!("'{}'", encode(&text.replace('\'', "''")))
 }
 
 /// Percent-encodes a key value for a URL path: everything but RFC 3986's
@@ -480,6 +484,21 @@ mod tests {
         fit(&mut p, "msg-1", &HashMap::new()).unwrap();
         assert_eq!(p.writes[0].body["revenue"], "129.5");
         assert_eq!(p.writes[0].body["new_colour"], "red");
+    }
+
+    #[test]
+    fn a_profile_bind_names_its_set_and_reasons_name_the_row_unencoded() {
+        let rows = specs(json!([{ "entity": "accounts", "key": { "accountnumber": "p.a" }, "bind": { "primarycontactid": {"profile": "leads"} } }]));
+        let mut p = RowPlan::new(plan(&json!({"p": {"a": "a b@example.com"}}), &rows).unwrap(), None, Some("1EAD0000-0001-4C0E-9A11-000000000001".into()));
+        p.profile_set = Some("contacts".into());
+        fit(&mut p, "k", &defs()).unwrap();
+        assert_eq!(p.writes[0].body["primarycontactid@odata.bind"], "/leads(1ead0000-0001-4c0e-9a11-000000000001)", "the bind's set wins");
+        assert_eq!(p.writes[0].path, "accounts(accountnumber='a%20b%40example.com')");
+        assert_eq!(p.writes[0].label, "accounts(accountnumber='a b@example.com')", "so a log line's scrubbing can mask it");
+        assert_eq!(p.writes[0].key, "k#accounts(accountnumber='a%20b%40example.com')", "the key as in its URL");
+        p.planned[0].binds[0].1 = PlannedBind::Profile { set: None };
+        fit(&mut p, "k", &defs()).unwrap();
+        assert_eq!(p.writes[0].body["primarycontactid@odata.bind"], "/contacts(1ead0000-0001-4c0e-9a11-000000000001)", "the set that resolved it");
     }
 
     #[test]
