@@ -328,8 +328,14 @@ fn values(tables: &BTreeMap<String, Vec<Value>>, set: &str, body: &Value) -> Res
     let Some(attributes) = body.as_object() else {
         return Err(Box::new(dataverse_error(400, "0x80048d19", "The request body is not a JSON object.")));
     };
-    let known = columns(tables.get(set).map(Vec::as_slice).unwrap_or_default(), set);
+    let rows = tables.get(set).map(Vec::as_slice).unwrap_or_default();
     let definition = entities::definition(set);
+    // The defined (or standard) columns first; the seeded rows' own columns only for a name they lack.
+    let standard = |name: &str| match definition {
+        Some(d) => d.column_type(name).is_some(),
+        None => STANDARD_COLUMNS.contains(&name) || name == id_column(set),
+    };
+    let known = |name: &str| standard(name) || rows.iter().any(|r| r.get(name).is_some());
     let mut out = Map::new();
     for (name, value) in attributes {
         if let Some(property) = name.strip_suffix("@odata.bind") {
@@ -350,7 +356,7 @@ fn values(tables: &BTreeMap<String, Vec<Value>>, set: &str, body: &Value) -> Res
             out.insert(format!("_{}_value", navigation.column), rows[position].get(&id_column).cloned().unwrap_or(Value::Null));
             continue;
         }
-        if !known.contains(name) {
+        if !known(name) {
             return Err(Box::new(no_property(set, name)));
         }
         if let Some(kind) = definition.and_then(|d| d.column_type(name)) {
