@@ -6,7 +6,7 @@
 use d365_sandbox::{Faults, RowRequest};
 use serde_json::{json, Value};
 
-use crate::helpers::{failures, sandbox_config, sqs_batch, Harness};
+use crate::helpers::{failures, relay_command, run, sandbox_config, sqs_batch, Harness};
 
 const ALEX: &str = "5e1c0a7e-0001-4c0e-9a11-000000000001";
 
@@ -402,4 +402,63 @@ async fn check_reports_each_row_and_check_event_prints_every_request_in_order() 
         )),
         "{problems:#?}"
     );
+}
+
+#[tokio::test]
+async fn a_throttled_row_waits_out_its_retry_after_and_definitions_follow_the_schema_ttl() {
+    let h = harness_with(&spec_document(), &[("D365_SCHEMA_TTL_SECONDS", "0")]).await;
+    // 429 on the first row with Retry-After 1: the pacer's pause, then the same request again.
+    h.sandbox.set_faults(Faults { rows_script: vec![429], retry_after_secs: Some(1), ..Faults::default() });
+    let started = std::time::Instant::now();
+    let answer = direct(&h, vec![order("t1", "ACC-T")]).await;
+    assert_eq!(answer["delivered"], 1, "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "waited for Retry-After");
+    let statuses: Vec<(String, u16)> = writes(&h).iter().map(|r| (r.path.clone(), r.status)).collect();
+    assert_eq!(statuses[..2], [("accounts(accountnumber='ACC-T')".to_string(), 429), ("accounts(accountnumber='ACC-T')".to_string(), 204)]);
+    // TTL 0: every invocation reads the definitions again.
+    assert_eq!(h.sandbox.stats().entity_requests, 2);
+    direct(&h, vec![order("t2", "ACC-T")]).await;
+    assert_eq!(h.sandbox.stats().entity_requests, 4);
+}
+
+#[tokio::test]
+async fn check_event_and_schema_entity_from_a_shell() {
+    let h = harness(&spec_document()).await;
+    let dir = std::env::temp_dir().join(format!("relay-rows-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mapping = dir.join("mapping.json");
+    std::fs::write(&mapping, spec_document()).unwrap();
+    let event = dir.join("event.json");
+    std::fs::write(&event, order("s1", "ACC-S").to_string()).unwrap();
+    let env = [("D365_MAPPING_FILE", mapping.to_str().unwrap())];
+    let out = run(relay_command(&h.sandbox, &env), &["check", "--event", event.to_str().unwrap()]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} not in:\n{text}"));
+    let (account, opportunity, trigger) = (
+        at("PATCH /api/data/v9.2/accounts(accountnumber='ACC-S') (nothing was sent):"),
+        at("PATCH /api/data/v9.2/opportunities(new_orderid='ORD-s1') (nothing was sent):"),
+        at("POST /api/data/v9.2/msdynmkt_OrderCompleted (nothing was sent):"),
+    );
+    assert!(account < opportunity && opportunity < trigger, "every request, in order:\n{text}");
+    assert!(text.contains("\"parentaccountid@odata.bind\": \"/accounts(accountnumber='ACC-S')\""), "{text}");
+    assert!(text.contains("ok      Order Completed row 1 → opportunities (upsert), key: an Active alternate key"), "{text}");
+    assert!(writes(&h).is_empty() && h.sandbox.signals().is_empty(), "nothing was sent");
+
+    let out = run(relay_command(&h.sandbox, &env), &["schema", "--entity", "opportunities", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["keys"], json!([{"columns": ["new_orderid"], "status": "Active"}]));
+    let starter = &report["rows"][0];
+    assert_eq!(starter["entity"], "opportunities");
+    assert_eq!(starter["key"], json!({"new_orderid": "properties.orderid"}));
+    assert_eq!(starter["attributes"]["estimatedvalue"], "properties.estimatedvalue");
+    assert!(starter["attributes"].get("parentaccountid").is_none(), "lookups are binds, not attributes");
+    assert_eq!(starter["bind"]["parentaccountid"], json!({"entity": "accounts", "key": {"accountid": "properties.account_id"}}));
+    // The starter entry is a valid mapping document entry.
+    let document = json!({"events": {"Order Completed": {"rows": report["rows"]}}}).to_string();
+    assert!(relay::config::Mapping::parse(&document).is_ok(), "{document}");
+    let out = run(relay_command(&h.sandbox, &env), &["schema", "--entity", "widgets"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no entity set named 'widgets'"));
 }
