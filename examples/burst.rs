@@ -136,6 +136,18 @@ async fn scenario(principals: usize, events: usize) -> bool {
     let rate = accepted as f64 / elapsed.as_secs_f64();
     let bound = events as f64 / budget_rate;
     let signals = sandbox.signals();
+    if std::env::var("BURST_DEBUG").is_ok() {
+        let mut buckets: std::collections::BTreeMap<String, [usize; 4]> = Default::default();
+        for s in &signals {
+            let b = buckets.entry(s.received_at[..19].to_string()).or_default();
+            let i = if s.client_id == SECOND_CLIENT { 2 } else { 0 } + usize::from(s.status == 429);
+            b[i] += 1;
+        }
+        eprintln!("token requests {}, secret requests {}, row requests {}, metadata {}", stats.token_requests, stats.secret_requests, stats.row_requests, stats.metadata_requests);
+        for (t, b) in buckets {
+            eprintln!("{t} first 2xx {} 429 {} second 2xx {} 429 {}", b[0], b[1], b[2], b[3]);
+        }
+    }
     let second = signals.iter().filter(|s| s.client_id == SECOND_CLIENT).count();
     let share = (signals.len() - second).min(second) as f64 / signals.len().max(1) as f64;
     let mut rows = vec![
