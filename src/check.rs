@@ -64,6 +64,8 @@ pub struct Report {
     pub config_error: bool,
     /// The CI-J trigger ceiling and how it is shared (SPEC §17.1, §17.4).
     pub ceiling: Option<Value>,
+    /// The pool of application users and what their budgets add up to (SPEC §17.3, §17.4).
+    pub principals: Option<Value>,
 }
 
 impl Report {
@@ -112,6 +114,9 @@ impl Report {
         if let Some(ceiling) = &self.ceiling {
             report["ceiling"] = ceiling.clone();
         }
+        if let Some(principals) = &self.principals {
+            report["principals"] = principals.clone();
+        }
         if !self.identity.is_empty() {
             report["identity"] = json!({"checks": self.identity, "problems": problems(&self.identity_problems)});
         }
@@ -141,6 +146,9 @@ impl Report {
         }
         if let Some(detail) = self.ceiling.as_ref().and_then(|c| c["detail"].as_str()) {
             line(format!("note    {:<8} {detail}", "ceiling"));
+        }
+        if let Some(detail) = self.principals.as_ref().and_then(|c| c["detail"].as_str()) {
+            line(format!("note    {:<8} {detail}", "budget"));
         }
         for t in &self.triggers {
             let state = match t.exists {
@@ -336,20 +344,43 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
         report.config_error = true;
         return report;
     }
-    report.steps.push(Step { name: "secret", ok: true, detail: format!("read; org_url_host {}, client {}", creds.org_url_host, creds.client_id), fix: None });
+    let clients = creds.client_ids().collect::<Vec<_>>().join(", ");
+    let users = if creds.principals.len() == 1 { "client" } else { "clients" };
+    report.steps.push(Step { name: "secret", ok: true, detail: format!("read; org_url_host {}, {users} {clients}", creds.org_url_host), fix: None });
     report.ceiling = Some(Ceiling::describe(settings, Some(&creds.org_url_host)));
+    report.principals = Some(budget_arithmetic(settings, creds.principals.len()));
 
-    if let Err(error) = dynamics.check_token(deadline).await {
-        let fix = match &error {
-            DeliveryError::Credentials { .. } => {
-                "check tenant_id, client_id and client_secret in the secret (an expired client secret needs a new one in Entra ID)"
+    // A token for each application user of the pool (SPEC §17.4).
+    let mut tokens = 0;
+    for member in dynamics.pool().members() {
+        let who = if creds.principals.len() == 1 { String::new() } else { format!(" ({})", member.principal) };
+        match dynamics.check_token(&member.principal, deadline).await {
+            Ok(()) => {
+                tokens += 1;
+                report.steps.push(Step {
+                    name: "token",
+                    ok: true,
+                    detail: format!("Entra issued a token for https://{}/.default{who}", creds.org_url_host),
+                    fix: None,
+                });
             }
-            _ => "check that Entra is reachable from here and D365_AUTHORITY_HOST (national clouds)",
-        };
-        report.steps.push(Step { name: "token", ok: false, detail: error.to_string(), fix: Some(fix.into()) });
+            Err(error) => {
+                let fix = match &error {
+                    DeliveryError::Credentials { .. } if who.is_empty() => {
+                        "check tenant_id, client_id and client_secret in the secret (an expired client secret needs a new one in Entra ID)"
+                    }
+                    DeliveryError::Credentials { .. } => {
+                        "check this application user's client_id and client_secret in the secret's principals (an expired client secret needs a new one in Entra ID); until then it leaves the pool and the others carry the load"
+                    }
+                    _ => "check that Entra is reachable from here and D365_AUTHORITY_HOST (national clouds)",
+                };
+                report.steps.push(Step { name: "token", ok: false, detail: format!("{error}{who}"), fix: Some(fix.into()) });
+            }
+        }
+    }
+    if tokens == 0 {
         return report;
     }
-    report.steps.push(Step { name: "token", ok: true, detail: format!("Entra issued a token for https://{}/.default", creds.org_url_host), fix: None });
 
     // Every trigger the mapping can raise, with the events that raise it.
     let mut raised_by: BTreeMap<String, Vec<Option<&str>>> = BTreeMap::new();
@@ -484,7 +515,7 @@ async fn check_identity(settings: &Settings, dynamics: &Dynamics, deadline: Inst
             continue;
         }
         let query = format!("{entity}?$select={},{attribute}&$top=1", id_column(&entity));
-        let (ok, detail, fix) = match dynamics.row_request(reqwest::Method::GET, &query, None, &[], deadline).await {
+        let (ok, detail, fix) = match dynamics.row_request(&dynamics.pool().pick(), reqwest::Method::GET, &query, None, &[], deadline).await {
             Ok(_) => (true, "readable".to_string(), None),
             Err(error) => {
                 let fix = match error.status() {
@@ -518,7 +549,7 @@ pub(crate) async fn resolve_sample(
     }
     for step in &plan.steps {
         let answer = dynamics
-            .row_request(reqwest::Method::GET, &step.query(), None, &[], deadline)
+            .row_request(&dynamics.pool().pick(), reqwest::Method::GET, &step.query(), None, &[], deadline)
             .await
             .map_err(|e| (format!("the {} lookup failed: {e}", step.entity), true))?;
         let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
@@ -610,6 +641,27 @@ fn judge(settings: &Settings, trigger: &str, events: &[Option<&str>], read: &Res
         }
     }
     t
+}
+
+/// What the pool's request budgets add up to against the CI-J ceiling (SPEC §17.4):
+/// each application user may make 6,000 Dataverse requests in 5 minutes, 1,200 a minute.
+fn budget_arithmetic(settings: &Settings, principals: usize) -> Value {
+    const PER_USER_PER_MINUTE: usize = 1_200;
+    let requests = principals * PER_USER_PER_MINUTE;
+    let ceiling = settings.max_triggers_per_minute as usize;
+    let binds = if ceiling == 0 || requests < ceiling {
+        let toward = if ceiling == 0 { String::new() } else { format!(" toward the ceiling of {ceiling}") };
+        format!("the request budget binds first: add application users (README \"Running at volume\") to raise it{toward}")
+    } else {
+        format!("the CI-J ceiling of {ceiling} trigger calls a minute binds first; more application users add no trigger throughput (lookups and rows still spend the budget)")
+    };
+    json!({
+        "count": principals,
+        "requests_per_minute_each": PER_USER_PER_MINUTE,
+        "requests_per_minute": requests,
+        "triggers_per_minute": ceiling,
+        "detail": format!("{principals} application user(s) × {PER_USER_PER_MINUTE} Dataverse requests a minute = {requests} a minute; {binds}"),
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::config::{ConfigError, Credentials, Settings};
+use crate::config::{ConfigError, Credentials, PrincipalCredentials, Settings};
+use crate::delivery::{PacerSettings, Pool, Principal};
 use crate::mapping::TriggerCall;
 use crate::outcome::DeliveryError;
 use crate::secrets::{SecretError, SecretStore};
@@ -48,7 +49,10 @@ pub struct Dynamics {
     secrets: SecretStore,
     authority: String,
     base_override: Option<String>,
-    tokens: Mutex<TokenState>,
+    /// One token cache per application user, by client id (SPEC §17.3).
+    tokens: std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<TokenState>>>>,
+    /// The application users and their pacers: the secret's principals.
+    pool: Arc<Pool>,
     invocation: AtomicU64,
     /// `x-ms-dop-hint` is kept within 1..=this (`D365_MAX_IN_FLIGHT`).
     max_dop: usize,
@@ -69,6 +73,8 @@ struct Token {
     value: SecretString,
     refresh_at: Instant,
     creds: Arc<Credentials>,
+    /// The application user it was issued to.
+    client_id: String,
     serial: u64,
 }
 
@@ -123,7 +129,15 @@ impl Dynamics {
             secrets: SecretStore::new(secrets_client, settings.secret_id.clone(), settings.secret_ttl),
             authority: settings.authority_host.clone(),
             base_override: settings.dataverse_base_url.clone(),
-            tokens: Mutex::new(TokenState::default()),
+            tokens: Default::default(),
+            pool: Arc::new(Pool::new(
+                PacerSettings {
+                    max_in_flight: settings.max_in_flight.max(1),
+                    learned_cap_period: settings.learned_cap_period,
+                    budget_window: settings.budget_window,
+                },
+                settings.secret_ttl,
+            )),
             invocation: AtomicU64::new(0),
             max_dop: settings.max_in_flight.max(1),
             counters: Counters::default(),
@@ -145,9 +159,16 @@ impl Dynamics {
         self.credentials_until(Instant::now() + CREDENTIALS_TIMEOUT).await
     }
 
-    /// The credentials, answered by `deadline`.
+    /// The credentials, answered by `deadline`; the pool follows the secret's principals.
     pub async fn credentials_until(&self, deadline: Instant) -> Result<Arc<Credentials>, SecretError> {
-        self.secrets.get(self.current_invocation(), deadline).await
+        let creds = self.secrets.get(self.current_invocation(), deadline).await?;
+        self.pool.sync(creds.client_ids(), &creds.version);
+        Ok(creds)
+    }
+
+    /// The application users this destination's requests are made as (SPEC §17.3).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 
     pub fn secrets(&self) -> &SecretStore {
@@ -161,10 +182,29 @@ impl Dynamics {
         }
     }
 
-    /// A valid token for `creds`; all concurrent callers share one refresh.
-    async fn token(&self, creds: Arc<Credentials>, deadline: Instant) -> Result<Token, DeliveryError> {
+    /// The principal's credentials in `creds`: the first for a pool not yet
+    /// synced with the secret; an error naming it when the secret no longer holds it.
+    fn who<'c>(creds: &'c Credentials, principal: &Principal) -> Result<&'c PrincipalCredentials, DeliveryError> {
+        if principal.client_id().is_empty() {
+            return Ok(&creds.principals[0]);
+        }
+        creds.principal(principal.client_id()).ok_or_else(|| DeliveryError::Credentials {
+            code: "not in the secret".into(),
+            detail: format!("application user {principal} is no longer in the secret"),
+        })
+    }
+
+    fn token_state(&self, client_id: &str) -> Arc<Mutex<TokenState>> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tokens.entry(client_id.to_string()).or_default().clone()
+    }
+
+    /// A valid token of `principal` for `creds`; all concurrent callers share one refresh.
+    async fn token(&self, creds: Arc<Credentials>, principal: &Principal, deadline: Instant) -> Result<Token, DeliveryError> {
         let invocation = self.current_invocation();
-        let mut state = self.tokens.lock().await;
+        let client_id = Self::who(&creds, principal)?.client_id.clone();
+        let state = self.token_state(&client_id);
+        let mut state = state.lock().await;
         if let Some(token) = &state.token {
             if token.creds.version == creds.version && Instant::now() < token.refresh_at {
                 return Ok(token.clone());
@@ -178,10 +218,14 @@ impl Dynamics {
         let mut creds = creds;
         let mut rotation_checked = false;
         loop {
-            match self.fetch_token(&creds, deadline).await {
+            let who = match creds.principal(&client_id) {
+                Some(who) => who,
+                None => return Err(Self::who(&creds, &Principal::new(&client_id)).err().expect("not in the secret")),
+            };
+            match self.fetch_token(&creds, who, deadline).await {
                 Ok((value, lifetime)) => {
                     state.serial += 1;
-                    let token = Token { value, refresh_at: lifetime, creds, serial: state.serial };
+                    let token = Token { value, refresh_at: lifetime, creds, client_id: client_id.clone(), serial: state.serial };
                     state.token = Some(token.clone());
                     state.failure = None;
                     return Ok(token);
@@ -191,36 +235,39 @@ impl Dynamics {
                     rotation_checked = true;
                     match self.secrets.refresh(invocation, &creds.version, deadline).await {
                         Ok((fresh, true)) => {
-                            tracing::info!(message = "Entra rejected the cached credentials; retrying with the rotated secret.");
+                            tracing::info!(message = "Entra rejected the cached credentials; retrying with the rotated secret.", client_id = %client_id);
+                            self.pool.sync(fresh.client_ids(), &fresh.version);
                             creds = fresh;
                             continue;
                         }
                         Ok((_, false)) => {}
                         Err(refetch) => tracing::warn!(message = "Secret refetch failed.", error = %refetch),
                     }
-                    return Err(self.remember_token_failure(&mut state, invocation, error));
+                    return Err(self.remember_token_failure(&mut state, &client_id, invocation, error));
                 }
-                Err(error) => return Err(self.remember_token_failure(&mut state, invocation, error)),
+                Err(error) => return Err(self.remember_token_failure(&mut state, &client_id, invocation, error)),
             }
         }
     }
 
-    fn remember_token_failure(&self, state: &mut TokenState, invocation: u64, error: DeliveryError) -> DeliveryError {
+    fn remember_token_failure(&self, state: &mut TokenState, client_id: &str, invocation: u64, error: DeliveryError) -> DeliveryError {
         match &error {
             DeliveryError::Credentials { code, detail } => tracing::error!(
                 message = "Entra rejected the client credentials: check client_id, client_secret and tenant_id in the secret.",
+                client_id,
                 code = %code,
                 error = %detail
             ),
-            other => tracing::error!(message = "Could not get an Entra token.", error = %other),
+            other => tracing::error!(message = "Could not get an Entra token.", client_id, error = %other),
         }
         state.failure = Some((invocation, error.clone()));
         error
     }
 
     /// Forgets the token a 401 was answered to (unless it was already replaced).
-    async fn invalidate_token(&self, serial: u64) {
-        let mut state = self.tokens.lock().await;
+    async fn invalidate_token(&self, client_id: &str, serial: u64) {
+        let state = self.token_state(client_id);
+        let mut state = state.lock().await;
         if state.token.as_ref().map(|t| t.serial) == Some(serial) {
             state.token = None;
         }
@@ -228,7 +275,7 @@ impl Dynamics {
 
     /// The client-credentials grant, with a few quick retries for 429/5xx/network.
     /// Returns the token and when to refresh it.
-    async fn fetch_token(&self, creds: &Credentials, deadline: Instant) -> Result<(SecretString, Instant), DeliveryError> {
+    async fn fetch_token(&self, creds: &Credentials, who: &PrincipalCredentials, deadline: Instant) -> Result<(SecretString, Instant), DeliveryError> {
         let url = format!("{}/{}/oauth2/v2.0/token", self.authority, creds.tenant_id);
         let scope = format!("https://{}/.default", creds.org_url_host);
         let mut last = DeliveryError::TokenUnavailable { detail: "no attempt made".into() };
@@ -245,8 +292,8 @@ impl Dynamics {
             self.counters.token_requests.fetch_add(1, Ordering::Relaxed);
             let form = [
                 ("grant_type", "client_credentials"),
-                ("client_id", creds.client_id.as_str()),
-                ("client_secret", creds.client_secret.expose_secret()),
+                ("client_id", who.client_id.as_str()),
+                ("client_secret", who.client_secret.expose_secret()),
                 ("scope", scope.as_str()),
             ];
             let started = Instant::now();
@@ -299,9 +346,9 @@ fn refresh_after(lifetime: Duration) -> Duration {
 }
 
 impl DynamicsPort for Dynamics {
-    async fn send(&self, call: &TriggerCall, deadline: Instant) -> Result<Sent, DeliveryError> {
+    async fn send(&self, call: &TriggerCall, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
         // Every step below is bounded too; this is the guarantee that nothing outlives the deadline.
-        match tokio::time::timeout_at(deadline.into(), self.send_once(call, deadline)).await {
+        match tokio::time::timeout_at(deadline.into(), self.send_once(call, principal, deadline)).await {
             Ok(result) => result,
             Err(_) => Err(DeliveryError::Transient { status: None, code: None, detail: "no answer before the invocation's cut-off".into() }),
         }
@@ -311,24 +358,24 @@ impl DynamicsPort for Dynamics {
         self.trigger_permit(until)
     }
 
-    async fn update(&self, update: &crate::delivery::ProfileUpdate, deadline: Instant) -> Result<Sent, DeliveryError> {
+    async fn update(&self, update: &crate::delivery::ProfileUpdate, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
         if update.body.is_empty() {
             return Ok(Sent::default());
         }
         let body = Value::Object(update.body.clone());
         let path = format!("{}({})", update.entity, update.id);
-        self.row_request(reqwest::Method::PATCH, &path, Some(&body), &[("If-Match", "*")], deadline).await.map(|_| Sent::default())
+        self.row_request(principal, reqwest::Method::PATCH, &path, Some(&body), &[("If-Match", "*")], deadline).await.map(|_| Sent::default())
     }
 
-    async fn write_row(&self, row: &crate::delivery::RowWrite, deadline: Instant) -> Result<Sent, DeliveryError> {
-        self.write_row_once(row, deadline).await
+    async fn write_row(&self, row: &crate::delivery::RowWrite, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
+        self.write_row_once(row, principal, deadline).await
     }
 }
 
 impl Dynamics {
-    async fn send_once(&self, call: &TriggerCall, deadline: Instant) -> Result<Sent, DeliveryError> {
+    async fn send_once(&self, call: &TriggerCall, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
         let body = serde_json::to_vec(&call.body).expect("a JSON map serialises");
-        let answer = self.web_api_bytes(reqwest::Method::POST, &call.trigger, Some(body), &[], deadline).await?;
+        let answer = self.web_api_bytes(principal, reqwest::Method::POST, &call.trigger, Some(body), &[], deadline).await?;
         if answer.status.is_success() {
             let dop_hint = header_number(&answer.headers, "x-ms-dop-hint").filter(|h| *h > 0).map(|h| h.min(self.max_dop));
             return Ok(Sent { dop_hint });

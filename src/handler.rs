@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::auth::{self, SenderProof};
 use crate::backlog::Backlog;
 use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
-use crate::delivery::{self, Budget, Job, Order, Pacer, Work};
+use crate::delivery::{self, Budget, Job, Order, PacerSettings, Pool, Work};
 use crate::dynamics::entities::Entities;
 use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
@@ -33,7 +33,9 @@ pub const WEBHOOK_BUDGET: Duration = Duration::from_secs(25);
 pub struct Relay {
     /// The settings and the Dynamics adapter, or why the function is misconfigured.
     wiring: Result<Wiring, ConfigError>,
-    pacer: Arc<Pacer>,
+    /// The application users and their pacers (SPEC §17.3): the destination's
+    /// pool, or a pool of one that never sends when the settings are bad.
+    pool: Arc<Pool>,
     idempotency: Arc<Idempotency>,
     /// EMF lines on stdout (on in Lambda; off in tests and the demo).
     emit_metrics: bool,
@@ -72,9 +74,6 @@ impl Relay {
     /// Wires the relay. A bad setting does not stop the function: every
     /// invocation then reports its records failed, with one clear log line.
     pub fn new(settings: Result<Settings, ConfigError>, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Relay {
-        let max_in_flight = settings.as_ref().map(|s| s.max_in_flight).unwrap_or(1);
-        let learned_cap_period = settings.as_ref().map_or(delivery::pacer::LEARNED_CAP_PERIOD, |s| s.learned_cap_period);
-        let budget_window = settings.as_ref().map_or(delivery::budget::BUDGET_WINDOW, |s| s.budget_window);
         match &settings {
             Ok(s) if s.webhook_auth.contains(&WebhookAuth::None) => {
                 tracing::warn!(message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer.")
@@ -89,15 +88,15 @@ impl Relay {
             entities: Arc::new(Entities::new(settings.schema_ttl)),
             settings,
         });
-        Relay {
-            wiring,
-            pacer: Arc::new(Pacer::new(max_in_flight, max_in_flight).with_learned_cap_period(learned_cap_period).with_budget_window(budget_window)),
-            idempotency: Arc::new(Idempotency::in_memory()),
-            emit_metrics: false,
-            queue: None,
-            backlog: None,
-            dry_run: false,
-        }
+        let pool = match &wiring {
+            Ok(wiring) => wiring.dynamics.pool().clone(),
+            Err(_) => {
+                let settings =
+                    PacerSettings { max_in_flight: 1, learned_cap_period: delivery::pacer::LEARNED_CAP_PERIOD, budget_window: delivery::budget::BUDGET_WINDOW };
+                Arc::new(Pool::new(settings, Duration::ZERO))
+            }
+        };
+        Relay { wiring, pool, idempotency: Arc::new(Idempotency::in_memory()), emit_metrics: false, queue: None, backlog: None, dry_run: false }
     }
 
     /// Adds the SQS client: the SQS path's backoff and DLQ (SPEC §18) and the
@@ -143,8 +142,8 @@ impl Relay {
     }
 
     /// Caps trigger-call starts at `per_second` (`send --rate`).
-    pub fn with_rate(mut self, per_second: f64) -> Relay {
-        Arc::get_mut(&mut self.pacer).expect(Self::NOT_SHARED).set_rate(per_second);
+    pub fn with_rate(self, per_second: f64) -> Relay {
+        self.pool.set_rate(per_second);
         self
     }
 
@@ -203,8 +202,14 @@ impl Relay {
         crate::check::run(wiring, event.as_ref(), deadline).await.to_json()
     }
 
-    pub fn pacer(&self) -> &Arc<Pacer> {
-        &self.pacer
+    /// The first application user's pacer (a pool of one: its limit, learned caps, pace).
+    pub fn pacer(&self) -> Arc<delivery::Pacer> {
+        self.pool.first()
+    }
+
+    /// The application users' pool: its pacers, pauses and who is in it.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 
     /// Handles one invocation. An `Err` makes Lambda retry the whole payload:
@@ -409,7 +414,7 @@ impl Relay {
         // A paused application user does not spin (SPEC §18.2): when no call can
         // start before the cut-off, nothing is looked up, read or sent, and every
         // record waits out the pause (in the queue, for SQS).
-        if let Some(held_back) = self.pacer.held_back(budget.start_cutoff).filter(|_| !self.dry_run) {
+        if let Some(held_back) = self.pool.held_back(budget.start_cutoff).filter(|_| !self.dry_run) {
             for (job, prep) in jobs.iter_mut().zip(identity_preps.iter_mut()) {
                 let resolves = matches!(prep, crate::identity::Prep::Resolve { .. });
                 if resolves {
@@ -435,7 +440,7 @@ impl Relay {
 
         // ── Identity and consent (SPEC §14) ── the profile id of each call that needs one
         // (lookups, create) fills both profile fields; identify events update the profile.
-        crate::identity::stage(prepared.identities, prepared.dynamics, &self.pacer, &settings.mapping, identity_preps, &mut jobs, budget, self.dry_run).await;
+        crate::identity::stage(prepared.identities, prepared.dynamics, &self.pool, &settings.mapping, identity_preps, &mut jobs, budget, self.dry_run).await;
 
         // Each trigger's definition, once per invocation: omit, coerce, check (SPEC §13).
         let wanted = jobs.iter().filter_map(|j| trigger_call(&j.work).map(|call| call.trigger.clone())).collect();
@@ -453,7 +458,7 @@ impl Relay {
         let reports = if self.dry_run {
             jobs.into_iter().map(dry_run_report).collect()
         } else {
-            delivery::deliver(prepared.dynamics.clone(), self.pacer.clone(), self.idempotency.clone(), jobs, order, budget).await
+            delivery::deliver(prepared.dynamics.clone(), self.pool.clone(), self.idempotency.clone(), jobs, order, budget).await
         };
         seen.into_iter()
             .zip(reports)
@@ -482,7 +487,7 @@ impl Relay {
             tally: Tally::of(results),
             token_refreshes: self.token_requests().saturating_sub(tokens_before),
             omitted_attributes: self.schemas().map_or(0, |s| s.omitted.swap(0, Ordering::Relaxed)),
-            throttled_by_code: self.pacer.take_throttled_by_code(),
+            throttled_by_code: self.pool.take_throttled_by_code(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         };
         let t = &metrics.tally;
@@ -501,7 +506,7 @@ impl Relay {
             held_back = t.held_back,
             token_refreshes = metrics.token_refreshes,
             omitted_attributes = metrics.omitted_attributes,
-            concurrency_limit = self.pacer.limit(),
+            concurrency_limit = self.pool.limit(),
             duration_ms = metrics.duration_ms as u64,
         );
         if self.emit_metrics {

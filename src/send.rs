@@ -268,13 +268,13 @@ async fn next_window(items: &mut mpsc::Receiver<Item>, done: &Done, interrupt: &
 /// Ctrl-C stops the relay's pacer and turns the returned flag true; a second Ctrl-C quits at once.
 fn interrupt_on_ctrl_c(relay: &Arc<Relay>) -> watch::Receiver<bool> {
     let (sender, receiver) = watch::channel(false);
-    let pacer = relay.pacer().clone();
+    let pool = relay.pool().clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
         eprintln!("d365-trigger-relay: interrupted: no new calls; finishing the calls in flight and writing the report (Ctrl-C again to quit at once)");
-        pacer.stop();
+        pool.stop();
         sender.send_replace(true);
         if tokio::signal::ctrl_c().await.is_ok() {
             std::process::exit(INTERRUPTED);

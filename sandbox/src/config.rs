@@ -122,6 +122,9 @@ pub struct Faults {
     pub budget_requests: Option<usize>,
     /// The budget's window (default 300 s, Dataverse's).
     pub budget_window_secs: Option<u64>,
+    /// Client ids whose application user lacks the privilege: Dataverse answers
+    /// their trigger calls and table requests 403 `0x80040220` (the token is issued).
+    pub forbidden_clients: Vec<String>,
 }
 
 /// One table-row request (lookup, create, update) as the sandbox received it.
@@ -150,6 +153,9 @@ pub struct Signal {
     pub body: Value,
     pub status: u16,
     pub received_at: String,
+    /// The application user whose token the call carried (empty without a known token).
+    #[serde(default)]
+    pub client_id: String,
 }
 
 /// One token request as the sandbox received it (the client secret is not kept).

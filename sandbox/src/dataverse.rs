@@ -29,6 +29,10 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
         let mut dice = state.dice.lock().unwrap();
         (dice.f64(), if faults.latency_jitter_ms > 0 { dice.u64(0..=faults.latency_jitter_ms) } else { 0 }, dice.f64() < faults.slow_rate)
     };
+    let client_id = {
+        let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        state.token_clients.lock().unwrap().get(token).cloned().unwrap_or_default()
+    };
     let record = |status: u16, body: Value| {
         state.count(status);
         state.signals.lock().unwrap().push(Signal {
@@ -41,6 +45,7 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
             body,
             status,
             received_at: timestamp(),
+            client_id: client_id.clone(),
         });
     };
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -114,6 +119,10 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
         r.headers_mut()
             .insert("www-authenticate", "Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize".parse().expect("a header value"));
         return Ok(r);
+    }
+    if let Some(reply) = forbidden(&faults, &client_id) {
+        record(403, parsed);
+        return Ok(reply);
     }
     if let Some(limit) = faults.budget_requests {
         let window = Duration::from_secs(faults.budget_window_secs.unwrap_or(300).max(1));
@@ -284,4 +293,15 @@ fn type_matches(kind: &str, entity: Option<&str>, value: &Value) -> bool {
         "StringArray" => value.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
         _ => true,
     }
+}
+
+/// A 403 for an application user that lacks the privilege (`forbidden_clients`), as Dataverse answers it.
+pub(crate) fn forbidden(faults: &crate::config::Faults, client_id: &str) -> Option<Reply> {
+    faults.forbidden_clients.iter().any(|c| c == client_id).then(|| {
+        dataverse_error(
+            403,
+            "0x80040220",
+            &format!("Principal user (Id={client_id}, type=8, roleCount=0) is missing prvCreatemsdynmkt_trigger privilege (sandbox fault)."),
+        )
+    })
 }

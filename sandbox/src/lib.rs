@@ -254,8 +254,21 @@ impl State {
         let version = secrets.get(name).map_or(1, |s| s.version + 1);
         secrets.insert(name.to_string(), StoredSecret { value: text, version });
         if derive_app {
-            if let Ok(app) = serde_json::from_value::<App>(value.clone()) {
-                let mut apps = self.apps.lock().unwrap();
+            // The top-level application user and each of `principals` (SPEC §17.3).
+            let parsed: Value = match value {
+                Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            let mut derived: Vec<App> = serde_json::from_value::<App>(parsed.clone()).into_iter().collect();
+            for principal in parsed.get("principals").and_then(Value::as_array).into_iter().flatten() {
+                let mut entry = parsed.clone();
+                for field in ["client_id", "client_secret"] {
+                    entry[field] = principal.get(field).cloned().unwrap_or(Value::Null);
+                }
+                derived.extend(serde_json::from_value::<App>(entry));
+            }
+            let mut apps = self.apps.lock().unwrap();
+            for app in derived {
                 apps.retain(|a| a != &app);
                 apps.push(app);
             }

@@ -112,6 +112,11 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
         log(401);
         return Ok(dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired."));
     }
+    let client_id = state.token_clients.lock().unwrap().get(token).cloned().unwrap_or_default();
+    if let Some(reply) = crate::dataverse::forbidden(&state.faults.lock().unwrap(), &client_id) {
+        log(403);
+        return Ok(reply);
+    }
     let reply = match method {
         "GET" => query_rows(state, segment, &pairs),
         "POST" => create(state, segment, &parsed, headers),

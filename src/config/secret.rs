@@ -14,8 +14,9 @@ pub const DATAVERSE_SUFFIXES: &[&str] = &[".dynamics.com", ".microsoftdynamics.u
 #[derive(Clone)]
 pub struct Credentials {
     pub tenant_id: String,
-    pub client_id: String,
-    pub client_secret: SecretString,
+    /// The application users (SPEC §17.3): the top-level `client_id` /
+    /// `client_secret` first, then `principals`; never empty, no client id twice.
+    pub principals: Vec<PrincipalCredentials>,
     pub org_url_host: String,
     pub trigger_name: Option<String>,
     pub webhook_secret: Option<SecretString>,
@@ -27,11 +28,30 @@ pub struct Credentials {
     pub version: String,
 }
 
+/// One application user's client credentials (SPEC §17.3).
+#[derive(Clone)]
+pub struct PrincipalCredentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+impl Credentials {
+    /// The credentials of the application user `client_id`, if the secret still holds it.
+    pub fn principal(&self, client_id: &str) -> Option<&PrincipalCredentials> {
+        self.principals.iter().find(|p| p.client_id == client_id)
+    }
+
+    /// The client ids of the pool, in the secret's order.
+    pub fn client_ids(&self) -> impl Iterator<Item = &str> {
+        self.principals.iter().map(|p| p.client_id.as_str())
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
+            .field("client_ids", &self.client_ids().collect::<Vec<_>>())
             .field("org_url_host", &self.org_url_host)
             .field("trigger_name", &self.trigger_name)
             .field("version", &self.version)
@@ -49,6 +69,13 @@ struct RawCredentials {
     webhook_secret: Option<String>,
     webhook_key: Option<String>,
     write_key: Option<String>,
+    principals: Option<Vec<RawPrincipal>>,
+}
+
+#[derive(Deserialize)]
+struct RawPrincipal {
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
 impl Credentials {
@@ -65,8 +92,7 @@ impl Credentials {
         if !tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
             return Err(ConfigError::new("secret.tenant_id", "must be a tenant GUID or domain name (letters, digits, '-' and '.')"));
         }
-        let client_id = need(raw.client_id, "client_id")?;
-        let client_secret = need(raw.client_secret, "client_secret")?;
+        let principals = principals(raw.client_id, raw.client_secret, raw.principals.unwrap_or_default())?;
         let org_url_host = need(raw.org_url_host, "org_url_host")?.to_ascii_lowercase();
         check_org_host(&org_url_host).map_err(|e| ConfigError::new("secret.org_url_host", e))?;
         let trigger_name = raw.trigger_name.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
@@ -75,8 +101,7 @@ impl Credentials {
         }
         Ok(Credentials {
             tenant_id,
-            client_id,
-            client_secret: SecretString::from(client_secret),
+            principals,
             org_url_host,
             trigger_name,
             webhook_secret: raw.webhook_secret.filter(|s| !s.is_empty()).map(SecretString::from),
@@ -85,6 +110,36 @@ impl Credentials {
             version: version.to_string(),
         })
     }
+}
+
+/// The pool of application users (SPEC §17.3): the top-level pair (a pool of
+/// one), then each of `principals`. A half-given pair, an empty field or a
+/// client id given twice names the field, never a value.
+fn principals(client_id: Option<String>, client_secret: Option<String>, listed: Vec<RawPrincipal>) -> Result<Vec<PrincipalCredentials>, ConfigError> {
+    let given = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+    let mut pool = Vec::with_capacity(listed.len() + 1);
+    let mut add = |id: Option<String>, secret: Option<String>, field: &str| -> Result<(), ConfigError> {
+        let id = id.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let secret = secret.filter(|v| !v.trim().is_empty());
+        match (id, secret) {
+            (Some(client_id), Some(secret)) => {
+                if pool.iter().any(|p: &PrincipalCredentials| p.client_id == client_id) {
+                    return Err(ConfigError::new(format!("secret.{field}client_id"), "names an application user already in the pool"));
+                }
+                pool.push(PrincipalCredentials { client_id, client_secret: SecretString::from(secret) });
+                Ok(())
+            }
+            (None, _) => Err(ConfigError::new(format!("secret.{field}client_id"), "is missing or empty")),
+            (Some(_), None) => Err(ConfigError::new(format!("secret.{field}client_secret"), "is missing or empty")),
+        }
+    };
+    if given(&client_id) || given(&client_secret) || listed.is_empty() {
+        add(client_id, client_secret, "")?;
+    }
+    for (i, p) in listed.into_iter().enumerate() {
+        add(p.client_id, p.client_secret, &format!("principals[{i}]."))?;
+    }
+    Ok(pool)
 }
 
 /// `org_url_host` is a bare DNS name of a Dataverse environment: no scheme, path or port.
@@ -122,6 +177,35 @@ mod tests {
         assert_eq!(c.trigger_name.as_deref(), Some("msdynmkt_OrderCompleted"));
         let debug = format!("{c:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn principals_join_the_top_level_pair_in_order() {
+        let c = Credentials::parse(
+            &GOOD.replace(
+                "\"webhook_secret\"",
+                r#""principals":[{"client_id":"d","client_secret":"t0p"},{"client_id":" e ","client_secret":"x"}],"webhook_secret""#,
+            ),
+            "v1",
+        )
+        .unwrap();
+        assert_eq!(c.client_ids().collect::<Vec<_>>(), ["c", "d", "e"]);
+        assert!(!format!("{c:?}").contains("t0p"));
+        // A list alone is a pool; the top-level pair is then optional.
+        let only = GOOD.replace("\"client_id\":\"c\",\"client_secret\":\"s3cret\",", r#""principals":[{"client_id":"d","client_secret":"t"}],"#);
+        assert_eq!(Credentials::parse(&only, "v1").unwrap().client_ids().collect::<Vec<_>>(), ["d"]);
+        for (principals, field) in [
+            (r#"[{"client_id":"d"}]"#, "secret.principals[0].client_secret"),
+            (r#"[{"client_id":"d","client_secret":"t"},{"client_secret":"t"}]"#, "secret.principals[1].client_id"),
+            (r#"[{"client_id":"c","client_secret":"t"}]"#, "secret.principals[0].client_id"),
+        ] {
+            let text = GOOD.replace("\"webhook_secret\"", &format!(r#""principals":{principals},"webhook_secret""#));
+            let err = Credentials::parse(&text, "v1").unwrap_err();
+            assert_eq!(err.setting, field, "{principals}");
+            assert!(!err.to_string().contains("s3cret"));
+        }
+        let half = GOOD.replace("\"client_secret\":\"s3cret\",", r#""principals":[{"client_id":"d","client_secret":"t"}],"#);
+        assert_eq!(Credentials::parse(&half, "v1").unwrap_err().setting, "secret.client_secret");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::pacer::Pacer;
+use super::pool::Pool;
 use super::port::{DynamicsPort, RowWrite};
 use super::retry::{deliver_one, outcome_of, with_retries};
 use super::scheduler::{claim, settle, Budget, Report};
@@ -19,7 +19,7 @@ use crate::rows::RowPlan;
 /// action succeeded and one was done now, `duplicate` when all were done before.
 pub(super) async fn deliver_plan<P: DynamicsPort>(
     port: &P,
-    pacer: &Arc<Pacer>,
+    pool: &Arc<Pool>,
     idempotency: &Idempotency,
     plan: &RowPlan,
     key: Option<&str>,
@@ -34,8 +34,8 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
             Err(report) => report,
             Ok(claimed) => {
                 let report = match action {
-                    Action::Row(row) => deliver_row(port, pacer, row, budget).await,
-                    Action::Trigger(call) => deliver_one(port, pacer, call, budget).await,
+                    Action::Row(row) => deliver_row(port, pool, row, budget).await,
+                    Action::Trigger(call) => deliver_one(port, pool, call, budget).await,
                 };
                 if let Some(claimed) = claimed {
                     settle(idempotency, &claimed, report.outcome == Outcome::Delivered, budget).await;
@@ -61,8 +61,8 @@ enum Action<'a> {
 }
 
 /// One row, with the retries of SPEC §7; like a profile update, it takes no ceiling permit.
-async fn deliver_row<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, row: &RowWrite, budget: Budget) -> Report {
-    let run = with_retries(pacer, budget, |deadline| async move { port.write_row(row, deadline).await.map(|sent| ((), sent)) }).await;
+async fn deliver_row<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, row: &RowWrite, budget: Budget) -> Report {
+    let run = with_retries(pool, budget, |deadline, principal| async move { port.write_row(row, &principal, deadline).await.map(|sent| ((), sent)) }).await;
     match run.result {
         Ok(()) => Report { outcome: Outcome::Delivered, attempts: run.attempts, throttled: run.throttled, latency: run.latency },
         Err(error) => Report::after(outcome_of(error), run.attempts, run.throttled),

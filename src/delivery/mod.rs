@@ -13,11 +13,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 pub mod actions;
 pub mod budget;
 pub mod pacer;
+pub mod pool;
 pub mod port;
 pub mod retry;
 pub mod scheduler;
 
 pub use pacer::{Pacer, Slot, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
+pub use pool::{PacerSettings, Pool, Principal};
 pub use port::{DynamicsPort, ProfileUpdate, RowWrite, Sent};
 pub use retry::{class, outcome_of, with_retries, Attempts, RetryClass, MAX_THROTTLED_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS};
 pub use scheduler::{deliver, Budget, Job, Order, Report, Work};

@@ -219,7 +219,15 @@ impl Pacer {
             slot = self.acquire_slot(until) => slot,
             _ = stopped.wait_for(|s| *s) => None,
         }?;
-        // The slower of `send --rate` and the learned request rate.
+        tokio::select! {
+            slot = self.pace(slot, until) => slot,
+            _ = stopped.wait_for(|s| *s) => None,
+        }
+    }
+
+    /// Spaces the start of the call holding `slot` by the slower of `send
+    /// --rate` and the learned request rate; `None` if it would start at or after `until`.
+    pub(super) async fn pace(&self, slot: Slot, until: Instant) -> Option<Slot> {
         let learned = lock(&self.budget).interval(Instant::now());
         let Some(interval) = self.rate.max(learned) else { return Some(slot) };
         let start = {
@@ -231,13 +239,20 @@ impl Pacer {
         if start >= until {
             return None;
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(start.into()) => Some(slot),
-            _ = stopped.wait_for(|s| *s) => None,
-        }
+        tokio::time::sleep_until(start.into()).await;
+        Some(slot)
     }
 
-    async fn acquire_slot(self: &Arc<Self>, until: Instant) -> Option<Slot> {
+    /// How much room this pacer has now, for the pool's choice (SPEC §17.3):
+    /// paused or not, when its next paced start may be, and its free slots.
+    pub(super) fn room(&self) -> Room {
+        let now = Instant::now();
+        let paused_until = self.pause_until();
+        let next_start = lock(&self.next_start).filter(|n| *n > now).filter(|_| self.rate.is_some() || lock(&self.budget).interval(now).is_some());
+        Room { paused_until, next_start, free: self.permits.available_permits() }
+    }
+
+    pub(super) async fn acquire_slot(self: &Arc<Self>, until: Instant) -> Option<Slot> {
         loop {
             if let Some(pause) = self.pause_until() {
                 if pause >= until {
@@ -390,6 +405,23 @@ impl Pacer {
             state.owed += remove;
         }
         state.granted = target;
+    }
+}
+
+/// A pacer's room at one moment (see [`Pacer::room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub paused_until: Option<Instant>,
+    /// Set while a paced start is reserved ahead of now.
+    pub next_start: Option<Instant>,
+    pub free: usize,
+}
+
+impl Room {
+    /// Orders pacers from the most room to the least: not paused first, then
+    /// the soonest start, then the most free slots.
+    pub fn rank(&self) -> (Option<Instant>, bool, Option<Instant>, std::cmp::Reverse<usize>) {
+        (self.paused_until, self.free == 0, self.next_start, std::cmp::Reverse(self.free))
     }
 }
 

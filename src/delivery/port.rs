@@ -6,25 +6,27 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
+use super::pool::Principal;
 use crate::mapping::TriggerCall;
 use crate::outcome::DeliveryError;
 
 /// The port delivery talks to: one attempt at one trigger call, answered
 /// before `deadline`. A 401 is handled inside (token refreshed, retried once).
 pub trait DynamicsPort: Send + Sync + 'static {
-    fn send(&self, call: &TriggerCall, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send;
+    /// The call is made as `principal` (SPEC §17.3): with its token.
+    fn send(&self, call: &TriggerCall, principal: &Principal, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send;
 
     /// One attempt at updating a profile row (`PATCH /{entity}({id})` with
     /// `If-Match: *`: an `identify` event, SPEC §14), answered before `deadline`.
-    fn update(&self, update: &ProfileUpdate, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send {
-        let _ = (update, deadline);
+    fn update(&self, update: &ProfileUpdate, principal: &Principal, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send {
+        let _ = (update, principal, deadline);
         async { Err(DeliveryError::Internal("this port writes no rows".into())) }
     }
 
-    /// One attempt at writing a row (SPEC §19: `PATCH` by key or `POST`),
-    /// answered before `deadline`.
-    fn write_row(&self, row: &RowWrite, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send {
-        let _ = (row, deadline);
+    /// One attempt at writing a row (SPEC §19: `PATCH` by key or `POST`) as
+    /// `principal`, answered before `deadline`.
+    fn write_row(&self, row: &RowWrite, principal: &Principal, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send {
+        let _ = (row, principal, deadline);
         async { Err(DeliveryError::Internal("this port writes no rows".into())) }
     }
 

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::pacer::{Pacer, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
+use super::pacer::{CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
+use super::pool::{Pool, Principal};
 use super::port::{DynamicsPort, ProfileUpdate, Sent};
 use super::scheduler::{Budget, Report};
 use crate::mapping::TriggerCall;
@@ -76,21 +77,21 @@ pub fn outcome_of(error: DeliveryError) -> Outcome {
 /// receives, and one answered 429 or 5xx may have been counted too, so a retry
 /// takes a permit of its own. An attempt that got no permit was never sent and
 /// is not counted as one.
-pub(super) async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, call: &TriggerCall, budget: Budget) -> Report {
+pub(super) async fn deliver_one<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, call: &TriggerCall, budget: Budget) -> Report {
     let unsent = AtomicU32::new(0);
-    let run = with_retries(pacer, budget, |deadline| {
+    let run = with_retries(pool, budget, |deadline, principal| {
         let unsent = &unsent;
         async move {
             let permit = tokio::select! {
                 permit = port.permit(budget.start_cutoff) => permit,
                 // `send` interrupted: a call waiting for its permit is not started.
-                () = pacer.stopped() => Err(DeliveryError::Deadline),
+                () = pool.stopped() => Err(DeliveryError::Deadline),
             };
             if let Err(error) = permit {
                 unsent.fetch_add(1, Ordering::Relaxed);
                 return Err(error);
             }
-            port.send(call, deadline).await.map(|sent| ((), sent))
+            port.send(call, &principal, deadline).await.map(|sent| ((), sent))
         }
     })
     .await;
@@ -102,8 +103,8 @@ pub(super) async fn deliver_one<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, c
 }
 
 /// A profile update (an `identify` event), with the retries of SPEC §7; it takes no ceiling permit.
-pub(super) async fn deliver_update<P: DynamicsPort>(port: &P, pacer: &Arc<Pacer>, update: &ProfileUpdate, budget: Budget) -> Report {
-    let run = with_retries(pacer, budget, |deadline| async move { port.update(update, deadline).await.map(|sent| ((), sent)) }).await;
+pub(super) async fn deliver_update<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, update: &ProfileUpdate, budget: Budget) -> Report {
+    let run = with_retries(pool, budget, |deadline, principal| async move { port.update(update, &principal, deadline).await.map(|sent| ((), sent)) }).await;
     match run.result {
         Ok(()) => Report { outcome: Outcome::Delivered, attempts: run.attempts, throttled: run.throttled, latency: run.latency },
         Err(error) => Report::after(outcome_of(error), run.attempts, run.throttled),
@@ -123,31 +124,48 @@ pub struct Attempts<T> {
 
 /// One Dataverse request with the retries of SPEC §7, for every remote call
 /// (trigger calls, identity lookups, creates and updates): each attempt takes
-/// a pacer slot, its error is classified by [`class`], a 429 pauses the
-/// environment, transient errors back off, and nothing starts after the
-/// budget's start cut-off. `attempt` gets the hard cut-off its request must end by.
-pub async fn with_retries<T, F, Fut>(pacer: &Arc<Pacer>, budget: Budget, mut attempt: F) -> Attempts<T>
+/// a slot of the principal with the most room (SPEC §17.3), its error is
+/// classified by [`class`], a 429 pauses that principal and the next attempt
+/// goes to another, transient errors back off, and nothing starts after the
+/// budget's start cut-off. `attempt` gets the hard cut-off its request must
+/// end by and the principal it is made as.
+///
+/// A principal Entra rejects leaves the pool and the attempt is made again as
+/// another; a 403 is tried as another principal before it counts, and when
+/// another succeeds the one answered 403 leaves the pool (not the record `rejected`).
+pub async fn with_retries<T, F, Fut>(pool: &Arc<Pool>, budget: Budget, mut attempt: F) -> Attempts<T>
 where
-    F: FnMut(Instant) -> Fut,
+    F: FnMut(Instant, Principal) -> Fut,
     Fut: Future<Output = Result<(T, Sent), DeliveryError>>,
 {
     let mut attempts = 0;
     let mut transient = 0;
     let mut throttled = 0;
     let mut last: Option<DeliveryError> = None;
+    // Principals this record is not tried as again: rejected by Entra, or answered 403.
+    let mut avoid: Vec<Principal> = Vec::new();
+    let mut forbidden: Vec<Principal> = Vec::new();
     let first = Instant::now();
     let done = |result, attempts, throttled| Attempts { result, attempts, throttled, latency: None };
     loop {
-        let Some(slot) = pacer.acquire(budget.start_cutoff).await else {
+        let (member, slot) = match pool.acquire(budget.start_cutoff, &avoid).await {
+            Ok(chosen) => chosen,
             // Held back by a 429's pause (this record's or another's), or out of time.
-            let why = last.or_else(|| pacer.held_back(budget.start_cutoff)).unwrap_or(DeliveryError::Deadline);
-            return done(Err(why), attempts, throttled);
+            Err(_) => {
+                let why = last.or_else(|| pool.held_back(budget.start_cutoff)).unwrap_or(DeliveryError::Deadline);
+                return done(Err(why), attempts, throttled);
+            }
         };
+        let pacer = &member.pacer;
         attempts += 1;
         let started = Instant::now();
-        let error = match attempt(budget.hard_cutoff).await {
+        let error = match attempt(budget.hard_cutoff, member.principal.clone()).await {
             Ok((value, sent)) => {
                 pacer.on_success(started.elapsed(), sent.dop_hint);
+                pool.succeeded(&member);
+                for principal in &forbidden {
+                    pool.leave(principal, &format!("Dataverse answered 403 to it and {} succeeded", member.principal));
+                }
                 return Attempts { result: Ok(value), attempts, throttled, latency: Some(first.elapsed()) };
             }
             Err(error) => error,
@@ -158,15 +176,42 @@ where
         if let DeliveryError::Throttled { code, retry_after } = &error {
             pacer.on_throttle_code(code.clone(), *retry_after);
         }
-        match class {
-            // The pacer's pause is the wait.
-            RetryClass::Throttled { retry_after, .. } => {
+        match (&error, class) {
+            // Entra rejects this principal even after the secret was read again: it leaves the pool.
+            (DeliveryError::Credentials { code, .. }, _) if pool.has_other(&with(&avoid, &member.principal)) => {
+                pool.leave(&member.principal, &format!("Entra rejected its credentials ({code})"));
+                avoid.push(member.principal.clone());
+            }
+            // A 403 may be this principal's alone (no role, disabled): tried as another
+            // first. When another has just succeeded, it is this one's: it leaves at once.
+            (DeliveryError::Rejected { status: 403, code, .. }, _) if pool.has_other(&with(&avoid, &member.principal)) => {
+                if pool.succeeded_elsewhere(&member.principal) {
+                    pool.leave(
+                        &member.principal,
+                        &format!("Dataverse answered 403 ({}) to it while another application user succeeded", code.as_deref().unwrap_or("no code")),
+                    );
+                } else {
+                    pool.suspect(&member.principal);
+                    forbidden.push(member.principal.clone());
+                }
+                avoid.push(member.principal.clone());
+            }
+            // Every principal tried was answered 403: the record's own, not a principal's.
+            (DeliveryError::Rejected { status: 403, .. }, _) => {
+                for principal in forbidden.drain(..) {
+                    pool.acquit(&principal);
+                }
+                return done(Err(error), attempts, throttled);
+            }
+            // The pacer's pause is the wait; another principal may start sooner.
+            (_, RetryClass::Throttled { .. }) => {
                 throttled += 1;
-                if throttled >= budget.throttled_attempts || Instant::now() + retry_after >= budget.start_cutoff {
+                // Every principal is paused past the cut-off (with one principal: its Retry-After is).
+                if throttled >= budget.throttled_attempts || pool.held_back(budget.start_cutoff).is_some() {
                     return done(Err(error), attempts, throttled);
                 }
             }
-            RetryClass::Transient | RetryClass::BackPressure => {
+            (_, RetryClass::Transient | RetryClass::BackPressure) => {
                 transient += 1;
                 if transient >= MAX_TRANSIENT_ATTEMPTS {
                     return done(Err(error), attempts, throttled);
@@ -177,10 +222,14 @@ where
                 }
                 tokio::time::sleep(wait).await;
             }
-            RetryClass::Permanent | RetryClass::Auth | RetryClass::Stop => return done(Err(error), attempts, throttled),
+            (_, RetryClass::Permanent | RetryClass::Auth | RetryClass::Stop) => return done(Err(error), attempts, throttled),
         }
         last = Some(error);
     }
+}
+
+fn with(avoid: &[Principal], one: &Principal) -> Vec<Principal> {
+    avoid.iter().chain([one]).cloned().collect()
 }
 
 /// Exponential backoff with full jitter: a random wait up to base × 2^(n−1), capped.
@@ -228,7 +277,7 @@ mod tests {
     struct Throttling(std::sync::atomic::AtomicU32);
 
     impl DynamicsPort for Throttling {
-        async fn send(&self, _call: &TriggerCall, _deadline: Instant) -> Result<super::super::Sent, DeliveryError> {
+        async fn send(&self, _call: &TriggerCall, _principal: &Principal, _deadline: Instant) -> Result<super::super::Sent, DeliveryError> {
             if self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) > 0 {
                 return Err(DeliveryError::Throttled { retry_after: Some(Duration::ZERO), code: None });
             }
@@ -239,11 +288,11 @@ mod tests {
     #[tokio::test]
     async fn without_a_deadline_429s_do_not_use_up_the_attempts() {
         let call = TriggerCall { trigger: "t".into(), body: serde_json::Map::new() };
-        let pacer = Arc::new(Pacer::new(1, 1));
-        let bounded = deliver_one(&Throttling(12.into()), &pacer, &call, Budget::until(Instant::now() + Duration::from_secs(10))).await;
+        let pool = Arc::new(Pool::of(super::super::Pacer::new(1, 1)));
+        let bounded = deliver_one(&Throttling(12.into()), &pool, &call, Budget::until(Instant::now() + Duration::from_secs(10))).await;
         assert!(matches!(bounded.outcome, Outcome::Failed(DeliveryError::Throttled { .. })));
         assert_eq!((bounded.attempts, bounded.throttled), (MAX_THROTTLED_ATTEMPTS, MAX_THROTTLED_ATTEMPTS));
-        let unbounded = deliver_one(&Throttling(12.into()), &pacer, &call, Budget::unbounded()).await;
+        let unbounded = deliver_one(&Throttling(12.into()), &pool, &call, Budget::unbounded()).await;
         assert_eq!((unbounded.outcome, unbounded.attempts, unbounded.throttled), (Outcome::Delivered, 13, 12));
     }
 }

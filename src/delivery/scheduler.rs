@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::lock;
-use super::pacer::Pacer;
+use super::pool::Pool;
 use super::port::DynamicsPort;
 use super::port::ProfileUpdate;
 use super::retry::{deliver_one, deliver_update};
@@ -158,7 +158,7 @@ fn turns(jobs: &[Job]) -> Vec<Turn> {
 /// Delivers every job; the reports come back in job order, one per job.
 pub async fn deliver<P: DynamicsPort>(
     port: Arc<P>,
-    pacer: Arc<Pacer>,
+    pool: Arc<Pool>,
     idempotency: Arc<Idempotency>,
     jobs: Vec<Job>,
     order: Order,
@@ -189,14 +189,14 @@ pub async fn deliver<P: DynamicsPort>(
     // retry, a claim or their key's turn. A record waits only for an earlier
     // record of its key, which is started before it, so the window cannot
     // stall a turn. FIFO runs all start at once: a key's turn may cross groups.
-    let window = if fifo { usize::MAX } else { pacer.ceiling().saturating_mul(2).max(1) };
+    let window = if fifo { usize::MAX } else { pool.ceiling().saturating_mul(2).max(1) };
 
     let mut tasks = JoinSet::new();
     let mut task_positions: HashMap<tokio::task::Id, (Vec<usize>, Option<String>)> = HashMap::new();
     let start = |run: Vec<(Job, Turn)>, tasks: &mut JoinSet<()>, task_positions: &mut HashMap<tokio::task::Id, (Vec<usize>, Option<String>)>| {
         let run_positions: Vec<usize> = run.iter().map(|(j, _)| positions[&j.index]).collect();
         let group = run[0].0.group.clone();
-        let (port, pacer, idempotency, slots) = (port.clone(), pacer.clone(), idempotency.clone(), slots.clone());
+        let (port, pool, idempotency, slots) = (port.clone(), pool.clone(), idempotency.clone(), slots.clone());
         let positions = run_positions.clone();
         let handle = tasks.spawn(async move {
             let mut blocked_by: Option<String> = None;
@@ -212,18 +212,18 @@ pub async fn deliver<P: DynamicsPort>(
                         Err(report) => report,
                         Ok(key) => {
                             claimed = key;
-                            deliver_one(&*port, &pacer, &call, budget).await
+                            deliver_one(&*port, &pool, &call, budget).await
                         }
                     },
                     (None, Work::Update(update)) => match claim(&idempotency, job.key.as_deref(), budget).await {
                         Err(report) => report,
                         Ok(key) => {
                             claimed = key;
-                            deliver_update(&*port, &pacer, &update, budget).await
+                            deliver_update(&*port, &pool, &update, budget).await
                         }
                     },
                     // Each action claims and settles its own key (SPEC §19).
-                    (None, Work::Rows(plan)) => super::actions::deliver_plan(&*port, &pacer, &idempotency, &plan, job.key.as_deref(), budget).await,
+                    (None, Work::Rows(plan)) => super::actions::deliver_plan(&*port, &pool, &idempotency, &plan, job.key.as_deref(), budget).await,
                 };
                 if order.blocks(&report.outcome) {
                     blocked_by = Some(job.group.clone().unwrap_or_default());
@@ -309,7 +309,8 @@ pub(super) async fn settle(idempotency: &Idempotency, key: &str, delivered: bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::pacer::CONCURRENCY_LIMIT_CODE;
+    use crate::delivery::pacer::{Pacer, CONCURRENCY_LIMIT_CODE};
+    use crate::delivery::pool::Principal;
     use crate::delivery::port::Sent;
     use serde_json::Map;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -339,7 +340,7 @@ mod tests {
     }
 
     impl DynamicsPort for Scripted {
-        async fn send(&self, call: &TriggerCall, _deadline: Instant) -> Result<Sent, DeliveryError> {
+        async fn send(&self, call: &TriggerCall, _principal: &Principal, _deadline: Instant) -> Result<Sent, DeliveryError> {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             self.calls.lock().unwrap().push(call.trigger.clone());
@@ -366,7 +367,7 @@ mod tests {
 
     async fn run(port: &Arc<Scripted>, pacer: Pacer, jobs: Vec<Job>, fifo: bool, budget: Budget) -> Vec<Report> {
         let order = if fifo { Order::Fifo { parks: false } } else { Order::Any };
-        deliver(port.clone(), Arc::new(pacer), Arc::new(Idempotency::in_memory()), jobs, order, budget).await
+        deliver(port.clone(), Arc::new(Pool::of(pacer)), Arc::new(Idempotency::in_memory()), jobs, order, budget).await
     }
 
     fn transient() -> DeliveryError {
@@ -523,8 +524,9 @@ mod tests {
     async fn an_absurd_retry_after_does_not_poison_the_pacer() {
         let port = Scripted::new(1);
         port.script("t", vec![Err(DeliveryError::Throttled { retry_after: Some(Duration::from_secs(u64::MAX)), code: Some(CONCURRENCY_LIMIT_CODE.into()) })]);
-        let pacer = Arc::new(Pacer::new(4, 4));
-        let reports = deliver(port.clone(), pacer.clone(), Arc::new(Idempotency::in_memory()), vec![job(0, "t", None)], Order::Any, budget(5)).await;
+        let pool = Arc::new(Pool::of(Pacer::new(4, 4)));
+        let pacer = pool.first();
+        let reports = deliver(port.clone(), pool.clone(), Arc::new(Idempotency::in_memory()), vec![job(0, "t", None)], Order::Any, budget(5)).await;
         assert!(matches!(reports[0].outcome, Outcome::Failed(DeliveryError::Throttled { .. })), "{:?}", reports[0]);
         assert!(pacer.limit() >= 1);
         pacer.pause(Duration::from_secs(u64::MAX));

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::metadata::{METADATA_TIMEOUT, UNREADABLE_RETRY};
 use super::{classify, Dynamics};
-use crate::delivery::{RowWrite, Sent};
+use crate::delivery::{Principal, RowWrite, Sent};
 use crate::outcome::DeliveryError;
 use crate::rows::{definition, EntityDef, EntityLookup};
 
@@ -145,9 +145,9 @@ impl Dynamics {
     /// One attempt at a row write (SPEC §19): the row's request through the one
     /// table-request path; a 412 to a create by key means the row exists (a
     /// success); a refusal names the row (entity and key).
-    pub async fn write_row_once(&self, row: &RowWrite, deadline: Instant) -> Result<Sent, DeliveryError> {
+    pub async fn write_row_once(&self, row: &RowWrite, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
         let body = Value::Object(row.body.clone());
-        match self.row_request(row.method.clone(), &row.path, Some(&body), &row.headers, deadline).await {
+        match self.row_request(principal, row.method.clone(), &row.path, Some(&body), &row.headers, deadline).await {
             Ok(_) => Ok(Sent::default()),
             Err(DeliveryError::Rejected { status: 412, .. }) if row.exists_is_success => Ok(Sent::default()),
             Err(DeliveryError::Rejected { status, code, message }) => {

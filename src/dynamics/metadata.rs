@@ -191,14 +191,15 @@ impl Dynamics {
     /// A Dataverse Web API read: `GET {base}/api/data/v9.2/{path_and_query}`
     /// with the cached token (refreshed once after a 401), answered before `deadline`.
     pub async fn get(&self, path_and_query: &str, deadline: Instant) -> Result<(StatusCode, Vec<u8>), DeliveryError> {
-        let answer = self.web_api(reqwest::Method::GET, path_and_query, None, &[], deadline).await?;
+        // A read takes no slot; it is made as the principal with the most room (SPEC §17.3).
+        let answer = self.web_api(&self.pool.pick(), reqwest::Method::GET, path_and_query, None, &[], deadline).await?;
         Ok((answer.status, answer.body))
     }
 
-    /// Gets a token now (the `check` command's third step).
-    pub async fn check_token(&self, deadline: Instant) -> Result<(), DeliveryError> {
-        let creds = self.secrets.get(self.current_invocation(), deadline).await?;
-        self.token(creds, deadline).await.map(|_| ())
+    /// Gets a token of `principal` now (the `check` command's third step, once per principal).
+    pub async fn check_token(&self, principal: &crate::delivery::Principal, deadline: Instant) -> Result<(), DeliveryError> {
+        let creds = self.credentials_until(deadline).await?;
+        self.token(creds, principal, deadline).await.map(|_| ())
     }
 }
 

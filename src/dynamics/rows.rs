@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::{classify, network_detail, time_left, Dynamics};
+use crate::delivery::Principal;
 use crate::outcome::DeliveryError;
 
 /// A 2xx answer: its headers and body.
@@ -25,13 +26,14 @@ impl Dynamics {
     /// `headers`; a non-2xx answer is classified as a trigger call's is (SPEC §7).
     pub async fn row_request(
         &self,
+        principal: &Principal,
         method: Method,
         path_and_query: &str,
         body: Option<&Value>,
         headers: &[(&str, &str)],
         deadline: Instant,
     ) -> Result<Answer, DeliveryError> {
-        let answer = match tokio::time::timeout_at(deadline.into(), self.web_api(method, path_and_query, body, headers, deadline)).await {
+        let answer = match tokio::time::timeout_at(deadline.into(), self.web_api(principal, method, path_and_query, body, headers, deadline)).await {
             Ok(answer) => answer?,
             Err(_) => return Err(DeliveryError::Transient { status: None, code: None, detail: "no answer before the invocation's cut-off".into() }),
         };
@@ -49,6 +51,7 @@ impl Dynamics {
     /// judge (trigger calls, the trigger-definition reader, row requests).
     pub async fn web_api(
         &self,
+        principal: &Principal,
         method: Method,
         path_and_query: &str,
         body: Option<&Value>,
@@ -56,7 +59,7 @@ impl Dynamics {
         deadline: Instant,
     ) -> Result<Answer, DeliveryError> {
         let body = body.map(|b| serde_json::to_vec(b).expect("JSON serialises"));
-        self.web_api_bytes(method, path_and_query, body, headers, deadline).await
+        self.web_api_bytes(principal, method, path_and_query, body, headers, deadline).await
     }
 
     /// The one way out to the Web API, with the one 401 policy (SPEC §7): the
@@ -65,6 +68,7 @@ impl Dynamics {
     /// after that is the caller's to judge.
     pub(crate) async fn web_api_bytes(
         &self,
+        principal: &Principal,
         method: Method,
         path_and_query: &str,
         body: Option<Vec<u8>>,
@@ -72,8 +76,8 @@ impl Dynamics {
         deadline: Instant,
     ) -> Result<Answer, DeliveryError> {
         let invocation = self.current_invocation();
-        let creds = self.secrets.get(invocation, deadline).await?;
-        let mut token = self.token(creds, deadline).await?;
+        let creds = self.credentials_until(deadline).await?;
+        let mut token = self.token(creds, principal, deadline).await?;
         let (mut refreshed, mut rotation_checked) = (false, false);
         loop {
             let timeout = time_left(deadline).ok_or(DeliveryError::Deadline)?;
@@ -100,7 +104,7 @@ impl Dynamics {
             if status != StatusCode::UNAUTHORIZED {
                 return Ok(Answer { status, headers, body });
             }
-            self.invalidate_token(token.serial).await;
+            self.invalidate_token(&token.client_id, token.serial).await;
             if !refreshed {
                 refreshed = true;
             } else if !rotation_checked {
@@ -112,8 +116,8 @@ impl Dynamics {
             } else {
                 return Ok(Answer { status, headers, body });
             }
-            let creds = self.secrets.get(invocation, deadline).await?;
-            token = self.token(creds, deadline).await?;
+            let creds = self.credentials_until(deadline).await?;
+            token = self.token(creds, principal, deadline).await?;
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::plan::{is_guid, Plan, Step};
 use crate::config::identity::{id_column, WriteSpec};
-use crate::delivery::{outcome_of, with_retries, Budget, Pacer, Sent};
+use crate::delivery::{outcome_of, with_retries, Budget, Pool, Sent};
 use crate::dynamics::Dynamics;
 use crate::outcome::{DeliveryError, Outcome};
 
@@ -85,7 +85,7 @@ impl Identities {
     pub async fn resolve(
         &self,
         dynamics: &Dynamics,
-        pacer: &Arc<Pacer>,
+        pool: &Arc<Pool>,
         plan: &Plan,
         create: Option<&WriteSpec>,
         budget: Budget,
@@ -103,7 +103,7 @@ impl Identities {
         if let Some(cached) = entry.as_ref().filter(|c| c.at.elapsed() < ttl_of(&c.found, self.hit_ttl)) {
             return into_result(&cached.found);
         }
-        let found = self.find(dynamics, pacer, plan, create, budget, dry_run).await?;
+        let found = self.find(dynamics, pool, plan, create, budget, dry_run).await?;
         if !dry_run {
             *entry = Some(Cached { found: found.clone(), at: Instant::now() });
         }
@@ -113,14 +113,14 @@ impl Identities {
     async fn find(
         &self,
         dynamics: &Dynamics,
-        pacer: &Arc<Pacer>,
+        pool: &Arc<Pool>,
         plan: &Plan,
         create: Option<&WriteSpec>,
         budget: Budget,
         dry_run: bool,
     ) -> Result<Resolved, Outcome> {
         for step in &plan.steps {
-            let rows = self.lookup(dynamics, pacer, step, budget).await?;
+            let rows = self.lookup(dynamics, pool, step, budget).await?;
             match rows.as_slice() {
                 [] => continue,
                 [id] => return Ok(Resolved::Id(id.clone())),
@@ -139,19 +139,19 @@ impl Identities {
         let noun = plan.steps.first().map_or_else(|| "profile".to_string(), Step::noun);
         match (create, &plan.create) {
             (Some(_), Some(_)) if dry_run => Ok(Resolved::Id(NEW_ROW.to_string())),
-            (Some(spec), Some(attributes)) => self.create(dynamics, pacer, &spec.entity, attributes, budget).await.map(Resolved::Id),
+            (Some(spec), Some(attributes)) => self.create(dynamics, pool, &spec.entity, attributes, budget).await.map(Resolved::Id),
             _ => Ok(Resolved::Unresolved(format!("no {noun} matches {} (add identity.create to create one)", tried.join(" or ")))),
         }
     }
 
     /// One lookup: the ids of at most two rows.
-    async fn lookup(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, step: &Step, budget: Budget) -> Result<Vec<String>, Outcome> {
+    async fn lookup(&self, dynamics: &Dynamics, pool: &Arc<Pool>, step: &Step, budget: Budget) -> Result<Vec<String>, Outcome> {
         let query = step.query();
         let column = id_column(&step.entity);
-        let run = with_retries(pacer, budget, |deadline| {
+        let run = with_retries(pool, budget, |deadline, principal| {
             self.lookups.fetch_add(1, Ordering::Relaxed);
             let query = query.clone();
-            async move { dynamics.row_request(Method::GET, &query, None, &[], deadline).await.map(|answer| (answer, Sent::default())) }
+            async move { dynamics.row_request(&principal, Method::GET, &query, None, &[], deadline).await.map(|answer| (answer, Sent::default())) }
         })
         .await;
         let answer = run.result.map_err(outcome_of)?;
@@ -167,13 +167,16 @@ impl Identities {
     }
 
     /// `POST {entity}` with `Prefer: return=representation`: the new row's id.
-    async fn create(&self, dynamics: &Dynamics, pacer: &Arc<Pacer>, entity: &str, attributes: &Map<String, Value>, budget: Budget) -> Result<String, Outcome> {
+    async fn create(&self, dynamics: &Dynamics, pool: &Arc<Pool>, entity: &str, attributes: &Map<String, Value>, budget: Budget) -> Result<String, Outcome> {
         let body = Value::Object(attributes.clone());
-        let run = with_retries(pacer, budget, |deadline| {
+        let run = with_retries(pool, budget, |deadline, principal| {
             self.creates.fetch_add(1, Ordering::Relaxed);
             let body = &body;
             async move {
-                dynamics.row_request(Method::POST, entity, Some(body), &[("Prefer", "return=representation")], deadline).await.map(|a| (a, Sent::default()))
+                dynamics
+                    .row_request(&principal, Method::POST, entity, Some(body), &[("Prefer", "return=representation")], deadline)
+                    .await
+                    .map(|a| (a, Sent::default()))
             }
         })
         .await;

@@ -21,7 +21,7 @@ pub use cache::{Identities, Resolved, MAX_ENTRIES, MISS_TTL, NEW_ROW};
 pub use plan::{is_guid, plan, update_body, Plan, Step};
 
 use crate::config::Mapping;
-use crate::delivery::{Budget, Job, Pacer, ProfileUpdate, Work};
+use crate::delivery::{Budget, Job, Pool, ProfileUpdate, Work};
 use crate::dynamics::Dynamics;
 use crate::mapping::{self, NO_CONSENT};
 use crate::outcome::Outcome;
@@ -81,7 +81,7 @@ pub fn prep(mapping: &Mapping, event: &Value, work: &Work) -> Prep {
 pub async fn stage(
     identities: &Identities,
     dynamics: &Dynamics,
-    pacer: &Arc<Pacer>,
+    pool: &Arc<Pool>,
     mapping: &Mapping,
     preps: Vec<Prep>,
     jobs: &mut [Job],
@@ -107,7 +107,7 @@ pub async fn stage(
     let create = mapping.identity.as_ref().and_then(|spec| spec.create.as_ref());
     let identify_entity = mapping.identify.as_ref().map(|u| u.entity.as_str()).unwrap_or("contacts");
     let results = futures_util::future::join_all(work.into_iter().map(|(position, plan, update)| async move {
-        let resolved = identities.resolve(dynamics, pacer, &plan, create, budget, dry_run).await;
+        let resolved = identities.resolve(dynamics, pool, &plan, create, budget, dry_run).await;
         (position, resolved, update, profile_set(&plan, create))
     }))
     .await;

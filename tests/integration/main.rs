@@ -13,6 +13,7 @@ mod enqueue;
 mod idempotency;
 mod identity;
 mod learned_cap;
+mod pool;
 mod relay;
 mod reliability;
 mod rows;
