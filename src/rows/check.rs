@@ -250,10 +250,84 @@ pub fn starter_row(definition: &EntityDef) -> Value {
         .filter(|(c, t)| !skipped.contains(&t.as_str()) && !key_columns.contains(c) && **c != definition.primary_id)
         .map(|(c, _)| (c.clone(), json!(guess(c))))
         .collect();
+    // The bound table's set is guessed from its logical name (opportunity → opportunities): check it.
     let bind: serde_json::Map<String, Value> = definition
         .navigation
         .iter()
-        .map(|(p, e)| (p.clone(), json!({"entity": format!("{e}s"), "key": {id_column(&format!("{e}s")): format!("properties.{e}_id")}})))
+        .map(|(p, e)| (p.clone(), json!({"entity": plural(e), "key": {id_column(&plural(e)): format!("properties.{e}_id")}})))
         .collect();
     json!({"entity": definition.entity_set, "key": key, "attributes": attributes, "bind": bind})
+}
+
+/// The usual entity set name of a logical name: `account` → `accounts`, `opportunity` → `opportunities`.
+fn plural(logical: &str) -> String {
+    match logical.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{stem}ies"),
+        _ if logical.ends_with(['s', 'x']) || logical.ends_with("ch") || logical.ends_with("sh") => format!("{logical}es"),
+        _ => format!("{logical}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::definition::AlternateKey;
+
+    #[test]
+    fn set_names_are_guessed_from_logical_names() {
+        assert_eq!(
+            [plural("account"), plural("opportunity"), plural("new_address"), plural("survey")],
+            ["accounts", "opportunities", "new_addresses", "surveys"]
+        );
+    }
+
+    fn account(status: &str) -> EntityDef {
+        EntityDef {
+            logical_name: "account".into(),
+            entity_set: "accounts".into(),
+            primary_id: "accountid".into(),
+            columns: [("accountid", "Uniqueidentifier"), ("accountnumber", "String"), ("name", "String"), ("primarycontactid", "Lookup")]
+                .into_iter()
+                .map(|(c, t)| (c.to_string(), t.to_string()))
+                .collect(),
+            keys: vec![AlternateKey { columns: vec!["accountnumber".into()], status: status.into() }],
+            navigation: [("primarycontactid".to_string(), "contact".to_string())].into_iter().collect(),
+        }
+    }
+
+    fn key(columns: &[&str]) -> KeySpec {
+        columns.iter().map(|c| (c.to_string(), vec!["properties".to_string(), c.to_string()])).collect()
+    }
+
+    #[test]
+    fn a_key_is_the_id_or_an_active_alternate_key_else_the_fix_says_what_to_do() {
+        let mut problems = Vec::new();
+        let mut problem = |p: String, f: String| problems.push((p, f));
+        assert_eq!(judge_key("accounts", &key(&["accountnumber"]), &account("Active"), &mut problem)["detail"], "an Active alternate key");
+        assert_eq!(judge_key("accounts", &key(&["accountid"]), &account("Active"), &mut problem)["detail"], "the id column");
+        assert_eq!(judge_key("accounts", &key(&[]), &account("Active"), &mut problem)["detail"], "no key: a create (POST) on every delivery");
+        judge_key("accounts", &key(&["accountnumber"]), &account("Pending"), &mut problem);
+        judge_key("accounts", &key(&["name"]), &account("Active"), &mut problem);
+        assert_eq!(
+            problems,
+            [
+                (
+                    "the key's index is Pending".to_string(),
+                    "the key's index is Pending/Failed: wait, or reactivate it (Power Apps → Tables → Keys)".to_string()
+                ),
+                ("name is not an alternate key of accounts".to_string(), "define an alternate key on name, or key by the id (accountid)".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_starter_row_keys_by_the_active_key_and_binds_lookups() {
+        let starter = starter_row(&account("Active"));
+        assert_eq!(
+            starter,
+            json!({"entity": "accounts", "key": {"accountnumber": "properties.accountnumber"}, "attributes": {"name": "properties.name"},
+                   "bind": {"primarycontactid": {"entity": "contacts", "key": {"contactid": "properties.contact_id"}}}})
+        );
+        assert_eq!(starter_row(&account("Failed"))["key"], json!({"accountid": "properties.accountid"}), "no Active key: by the id");
+    }
 }
