@@ -462,3 +462,32 @@ async fn check_event_and_schema_entity_from_a_shell() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no entity set named 'widgets'"));
 }
+
+#[tokio::test]
+async fn a_dry_run_reports_every_request_and_writes_nothing() {
+    let h = harness(&spec_document()).await;
+    let relay = crate::helpers::relay_for(&h.sandbox, &[("D365_MAPPING", &spec_document())]).with_dry_run(true);
+    let records = relay::intake::direct_records(vec![order("d1", "ACC-D")]);
+    let results = relay.process_events(records, relay::delivery::Budget::until(std::time::Instant::now() + std::time::Duration::from_secs(30))).await;
+    let relay::outcome::Outcome::DryRun { body } = &results[0].outcome else { panic!("{:?}", results[0].outcome) };
+    let requests = body["requests"].as_array().unwrap();
+    let lines: Vec<String> = requests.iter().map(|r| format!("{} {}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap())).collect();
+    assert_eq!(
+        lines,
+        [
+            "PATCH /api/data/v9.2/accounts(accountnumber='ACC-D')",
+            "PATCH /api/data/v9.2/opportunities(new_orderid='ORD-d1')",
+            "POST /api/data/v9.2/msdynmkt_OrderCompleted"
+        ]
+    );
+    assert_eq!(requests[0]["body"], json!({"name": "Contoso"}));
+    assert!(writes(&h).is_empty() && h.sandbox.signals().is_empty(), "a dry run writes and raises nothing");
+    // The same relay again: nothing was claimed, so it is a dry run again, not a duplicate.
+    let results = relay
+        .process_events(
+            relay::intake::direct_records(vec![order("d1", "ACC-D")]),
+            relay::delivery::Budget::until(std::time::Instant::now() + std::time::Duration::from_secs(30)),
+        )
+        .await;
+    assert_eq!(results[0].outcome.name(), "dry-run");
+}
