@@ -81,12 +81,15 @@ impl Relay {
             Ok(_) => {}
             Err(error) => tracing::error!(message = "Configuration error: every record will fail until it is fixed.", error = %error),
         }
-        let wiring = settings.map(|settings| Wiring {
-            dynamics: Arc::new(Dynamics::new(&settings, secrets_client, http)),
-            schemas: Arc::new(Schemas::new(settings.schema_ttl)),
-            identities: Arc::new(Identities::new(settings.identity_ttl)),
-            entities: Arc::new(Entities::new(settings.schema_ttl)),
-            settings,
+        let wiring = settings.map(|settings| {
+            let entities = Arc::new(Entities::new(settings.schema_ttl));
+            Wiring {
+                dynamics: Arc::new(Dynamics::new(&settings, secrets_client, http)),
+                schemas: Arc::new(Schemas::new(settings.schema_ttl)),
+                identities: Arc::new(Identities::new(settings.identity_ttl).with_entities(entities.clone())),
+                entities,
+                settings,
+            }
         });
         let pool = match &wiring {
             Ok(wiring) => wiring.dynamics.pool().clone(),

@@ -120,6 +120,16 @@ const DEFINITIONS: &[Definition] = &[
             Navigation { property: "customerid_contact", column: "customerid", target: "contacts" },
         ],
     },
+    // A custom table whose id column its set name does not give (`new_witnesses` → `new_witnessid`,
+    // not `new_witnesseid`): only rows the config seeds route to it.
+    Definition {
+        set: "new_witnesses",
+        logical: "new_witness",
+        primary_id: "new_witnessid",
+        columns: &[("new_witnessid", "Uniqueidentifier"), ("new_name", "String"), ("emailaddress1", "String")],
+        keys: &[],
+        navigation: &[],
+    },
 ];
 
 /// The definition of an entity set the sandbox describes.

@@ -14,8 +14,10 @@ use serde_json::{Map, Value};
 use super::plan::{is_guid, Plan, Step};
 use crate::config::identity::{id_column, WriteSpec};
 use crate::delivery::{outcome_of, with_retries, Budget, Pool, Sent};
+use crate::dynamics::entities::Entities;
 use crate::dynamics::Dynamics;
 use crate::outcome::{DeliveryError, Outcome};
+use crate::rows::EntityLookup;
 
 /// How long "no match" and "ambiguous" are remembered.
 pub const MISS_TTL: Duration = Duration::from_secs(60);
@@ -45,11 +47,31 @@ pub struct Identities {
     pub lookups: AtomicU64,
     /// Creates (`POST`) made.
     pub creates: AtomicU64,
+    /// Entity definitions: the id column is the entity's `PrimaryIdAttribute` (SPEC §14, §19).
+    entities: Option<Arc<Entities>>,
 }
 
 impl Identities {
     pub fn new(hit_ttl: Duration) -> Identities {
-        Identities { hit_ttl, entries: Mutex::default(), lookups: AtomicU64::new(0), creates: AtomicU64::new(0) }
+        Identities { hit_ttl, entries: Mutex::default(), lookups: AtomicU64::new(0), creates: AtomicU64::new(0), entities: None }
+    }
+
+    /// Reads each looked-up set's id column from its definition (`PrimaryIdAttribute`),
+    /// shared with rows (SPEC §19); without one, or when it cannot be read, the set's name guesses it.
+    pub fn with_entities(mut self, entities: Arc<Entities>) -> Identities {
+        self.entities = Some(entities);
+        self
+    }
+
+    /// The entity set's id column: its `PrimaryIdAttribute`, else `contacts` → `contactid`.
+    async fn id_column(&self, dynamics: &Dynamics, entity: &str, deadline: Instant) -> String {
+        match &self.entities {
+            Some(entities) => match entities.lookup(dynamics, entity, deadline).await {
+                EntityLookup::Found(definition) => definition.primary_id.clone(),
+                EntityLookup::Missing | EntityLookup::Unreadable(_) => id_column(entity),
+            },
+            None => id_column(entity),
+        }
     }
 
     /// Dataverse requests made to resolve profiles (lookups, creates; an
@@ -146,8 +168,8 @@ impl Identities {
 
     /// One lookup: the ids of at most two rows.
     async fn lookup(&self, dynamics: &Dynamics, pool: &Arc<Pool>, step: &Step, budget: Budget) -> Result<Vec<String>, Outcome> {
-        let query = step.query();
-        let column = id_column(&step.entity);
+        let column = self.id_column(dynamics, &step.entity, budget.start_cutoff).await;
+        let query = step.query_selecting(&column);
         let run = with_retries(pool, budget, |deadline, principal| {
             self.lookups.fetch_add(1, Ordering::Relaxed);
             let query = query.clone();
@@ -181,7 +203,7 @@ impl Identities {
         })
         .await;
         let answer = run.result.map_err(outcome_of)?;
-        let column = id_column(entity);
+        let column = self.id_column(dynamics, entity, budget.start_cutoff).await;
         let from_body = serde_json::from_slice::<Value>(&answer.body).ok().and_then(|v| v.get(&column).and_then(Value::as_str).map(str::to_string));
         // Without the representation, Dataverse names the new row in OData-EntityId: …/contacts(<id>).
         let from_header = || {

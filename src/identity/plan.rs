@@ -35,10 +35,16 @@ impl Plan {
 }
 
 impl Step {
-    /// The request's path and query; the value is an OData string literal (`'` doubled).
+    /// The request's path and query, selecting the id column guessed from the set's name.
     pub fn query(&self) -> String {
+        self.query_selecting(&id_column(&self.entity))
+    }
+
+    /// The request's path and query selecting `id` (the entity's `PrimaryIdAttribute`,
+    /// SPEC §14, §19); the value is an OData string literal (`'` doubled).
+    pub fn query_selecting(&self, id: &str) -> String {
         let literal = self.value.replace('\'', "''");
-        format!("{}?$select={}&$filter={}%20eq%20'{}'&$top=2", self.entity, id_column(&self.entity), self.attribute, encode(&literal))
+        format!("{}?$select={id}&$filter={}%20eq%20'{}'&$top=2", self.entity, self.attribute, encode(&literal))
     }
 
     /// The value as a log line or a reason may show it: e-mail addresses and phone numbers masked.

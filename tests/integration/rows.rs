@@ -491,3 +491,33 @@ async fn a_dry_run_reports_every_request_and_writes_nothing() {
         .await;
     assert_eq!(results[0].outcome.name(), "dry-run");
 }
+
+#[tokio::test]
+async fn identity_lookups_select_the_entity_s_primary_id_attribute() {
+    let mut config = sandbox_config();
+    let kim = "9e000000-0000-4000-8000-000000000001";
+    config.rows.insert("new_witnesses".into(), vec![json!({"new_witnessid": kim, "emailaddress1": "kim@example.com"})]);
+    let doc = json!({
+        "events": {"Order Completed": {"trigger": "msdynmkt_OrderCompleted", "attributes": {"msdynmkt_orderid": "properties.order_id"}}},
+        "identity": {"lookup": [{"entity": "new_witnesses", "attribute": "emailaddress1", "from": "context.traits.email"}]}
+    });
+    let h = Harness::with_config(config, &[("D365_MAPPING", &doc.to_string())]).await;
+    let event = json!({"event": "Order Completed", "messageId": "w1", "properties": {"order_id": "O-1"}, "context": {"traits": {"email": "Kim@Example.com"}}});
+    let answer = direct(&h, vec![event]).await;
+    assert_eq!(answer["delivered"], 1, "{answer}");
+    let lookup = &h.sandbox.row_requests()[0];
+    assert_eq!((lookup.path.as_str(), lookup.query["$select"].as_str()), ("new_witnesses", "new_witnessid"), "the set's name would guess new_witnesseid");
+    assert_eq!(h.sandbox.accepted()[0].body["msdynmkt_profileid"], kim);
+    // A definition that cannot be read never blocks a lookup: the id column is guessed from the set's name.
+    let mut config = sandbox_config();
+    config.rows.insert("contacts".into(), vec![json!({"contactid": ALEX, "emailaddress1": "alex@example.net"})]);
+    let doc = json!({
+        "events": {"Order Completed": {"trigger": "msdynmkt_OrderCompleted", "attributes": {"msdynmkt_orderid": "properties.order_id"}}},
+        "identity": {"lookup": [{"entity": "contacts", "attribute": "emailaddress1", "from": "context.traits.email"}]}
+    });
+    let h = Harness::with_config(config, &[("D365_MAPPING", &doc.to_string())]).await;
+    h.sandbox.set_faults(Faults { entities_status: Some(503), ..Faults::default() });
+    let event = json!({"event": "Order Completed", "messageId": "w2", "properties": {"order_id": "O-2"}, "context": {"traits": {"email": "alex@example.net"}}});
+    assert_eq!(direct(&h, vec![event]).await["delivered"], 1);
+    assert_eq!(h.sandbox.row_requests()[0].query["$select"], "contactid");
+}
