@@ -1,6 +1,6 @@
 //! The burst bench (`make bench`, SPEC §17.2, §18): a burst of ten budget
-//! windows' worth of order events in an SQS queue (moto's, with a redrive policy
-//! to a DLQ after 5 receives), drained by 3 execution environments of the real
+//! windows' worth of order events in an SQS queue (the sandbox's, with a redrive
+//! policy to a DLQ after 5 receives), drained by 3 execution environments of the real
 //! handler, each polling as Lambda's event source mapping does, against a
 //! sandbox that enforces Dataverse's request budget for their one application
 //! user (scaled: 100 requests per 5 s window, Dataverse's 20 a second, at 50 ms a
@@ -15,8 +15,6 @@
 //! `BURST_EVENTS=N` changes the burst of one principal (default 1,000: ten
 //! windows); `BURST_PRINCIPALS=1` or `2` runs one scenario only.
 
-#[path = "../tests/integration/moto.rs"]
-mod moto;
 #[path = "../tests/integration/sqs_poller.rs"]
 mod sqs_poller;
 
@@ -61,11 +59,10 @@ async fn scenario(principals: usize, events: usize) -> bool {
         secret["principals"] = json!([{"client_id": SECOND_CLIENT, "client_secret": "second-sandbox-secret"}]);
     }
     let sandbox = Sandbox::start(config, 0).await.expect("the sandbox starts");
-    let moto = moto::moto();
     let name = format!("burst-{}-{principals}", std::process::id());
     // Visibility 30 s (above the 10 s function timeout, scaled, as the template's 390 s is above its 60 s)
     // and 5 receives, as a first deployment would have it.
-    let queue = sqs_poller::Queues::create(&moto.url, &name, 30, 5).await;
+    let queue = sqs_poller::Queues::create(&sandbox.url(), &name, 30, 5).await;
     let mapping = format!("{ROOT}/events/mapping.json");
     let window = WINDOW_SECS.to_string();
     let relays: Vec<Relay> = (0..ENVIRONMENTS)
@@ -82,7 +79,7 @@ async fn scenario(principals: usize, events: usize) -> bool {
                 ],
             );
             Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
-                .with_queue(relay::enqueue::sqs_client_for_endpoint(&moto.url))
+                .with_queue(relay::enqueue::sqs_client_for_endpoint(&sandbox.url()))
         })
         .collect();
 

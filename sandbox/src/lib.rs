@@ -348,7 +348,7 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::POST, [..]) if target.as_deref().is_some_and(|t| t.starts_with("AmazonSQS.")) => {
-            Ok(sqs::handle(&state, target.as_deref().unwrap_or(""), &body))
+            Ok(sqs::handle(&state, target.as_deref().unwrap_or(""), &body, headers.get("host").map_or("localhost", String::as_str)))
         }
         (&Method::POST, [""]) if target.is_some() => Ok(secrets_manager::get_secret_value(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [tenant, "oauth2", "v2.0", "token"]) => Ok(entra::token(&state, tenant, &body)),

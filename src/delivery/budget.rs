@@ -36,7 +36,7 @@ const MIN_SAMPLE: usize = 5;
 /// calls in flight come back 429 one after another; a rate is first learned
 /// after this many budget 429s in a row (no call accepted between them). A
 /// stray 429 among successes teaches nothing.
-const CONFIRM: u32 = 4;
+const CONFIRM: u32 = 2;
 /// Once paced, another 429 cuts again only this share of a window after the
 /// last cut: one spent budget answers many calls.
 const CUT_SPACING: f64 = 0.1;
