@@ -237,7 +237,14 @@ fn receive_message(state: &State, queue: &str, request: &Value) -> Reply {
 
 impl Stored {
     fn new(message: QueuedMessage) -> Stored {
-        Stored { message, sent_ms: chrono::Utc::now().timestamp_millis(), receives: 0, first_receive_ms: None, visible_at: std::time::Instant::now(), receipt: None }
+        Stored {
+            message,
+            sent_ms: chrono::Utc::now().timestamp_millis(),
+            receives: 0,
+            first_receive_ms: None,
+            visible_at: std::time::Instant::now(),
+            receipt: None,
+        }
     }
 }
 

@@ -196,7 +196,7 @@ impl Pool {
             members.retain(|(_, m)| !m.is_suspect(now));
         }
         // A stable sort: ties go to the secret's order.
-        members.sort_by(|a, b| a.0.cmp(&b.0));
+        members.sort_by_key(|m| m.0);
         members.into_iter().map(|(_, m)| m).collect()
     }
 
