@@ -115,7 +115,24 @@ async fn logs_never_carry_secrets_tokens_or_contact_points() {
         sdk.handle(request, Instant::now() + Duration::from_secs(10)).await.unwrap();
     }
 
+    // A pool of application users whose second Entra rejects (SPEC §17.3): it leaves the pool, named by client id only.
+    let mut pooled = sandbox_config().secrets["d365/relay-demo"].clone();
+    pooled["principals"] = json!([{"client_id": "22222222-2222-2222-2222-222222222222", "client_secret": "rejected-principal-secret-value"}]);
+    h.sandbox.put_secret("d365/relay-demo", &pooled);
+    h.sandbox.set_apps(vec![d365_sandbox::App {
+        tenant_id: "00000000-0000-0000-0000-000000000000".into(),
+        client_id: "11111111-1111-1111-1111-111111111111".into(),
+        client_secret: "sandbox-client-secret".into(),
+        org_url_host: "contoso.api.crm.dynamics.com".into(),
+    }]);
+    let pool = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping_file()), ("D365_MAX_IN_FLIGHT", "1")]);
+    let answer = pool.handle(json!([order("p1"), order("p2"), order("p3")]), Instant::now() + Duration::from_secs(10)).await.unwrap();
+    assert_eq!(answer["delivered"], 3, "{answer}");
+
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let left: Vec<&str> = logs.lines().filter(|l| l.contains("An application user left the pool")).collect();
+    assert_eq!(left.len(), 1, "one line: {left:?}");
+    assert!(left[0].contains("22222222-2222-2222-2222-222222222222") && left[0].contains("Entra rejected its credentials"), "{}", left[0]);
     assert!(logs.contains("Invocation summary."), "logs were captured");
     assert!(logs.contains("AADSTS7000215"), "the Entra code is logged");
     assert!(logs.contains("the write key does not match write_key"), "the refusal is logged, without the key");
@@ -123,6 +140,7 @@ async fn logs_never_carry_secrets_tokens_or_contact_points() {
     for forbidden in [
         "sandbox-client-secret",
         "stale-client-secret-value",
+        "rejected-principal-secret-value",
         "sandbox-webhook-secret",
         "sandbox-write-key",
         "another-write-key-value",
