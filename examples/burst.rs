@@ -147,6 +147,10 @@ async fn scenario(principals: usize, events: usize) -> bool {
         for (t, b) in buckets {
             eprintln!("{t} first 2xx {} 429 {} second 2xx {} 429 {}", b[0], b[1], b[2], b[3]);
         }
+        for relay in relays {
+            let rates: Vec<String> = relay.pool().members().iter().map(|m| format!("{}: {:?}", &m.principal.client_id()[..4], m.pacer.learned_rate())).collect();
+            eprintln!("learned: {rates:?}");
+        }
     }
     let second = signals.iter().filter(|s| s.client_id == SECOND_CLIENT).count();
     let share = (signals.len() - second).min(second) as f64 / signals.len().max(1) as f64;
