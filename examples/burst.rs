@@ -148,7 +148,8 @@ async fn scenario(principals: usize, events: usize) -> bool {
             eprintln!("{t} first 2xx {} 429 {} second 2xx {} 429 {}", b[0], b[1], b[2], b[3]);
         }
         for relay in relays {
-            let rates: Vec<String> = relay.pool().members().iter().map(|m| format!("{}: {:?}", &m.principal.client_id()[..4], m.pacer.learned_rate())).collect();
+            let rates: Vec<String> =
+                relay.pool().members().iter().map(|m| format!("{}: {:?}", &m.principal.client_id()[..4], m.pacer.learned_rate())).collect();
             eprintln!("learned: {rates:?}");
         }
     }
