@@ -107,6 +107,15 @@ impl RequestBudget {
         self.learned = Some(learned);
     }
 
+    /// Starts pacing at `per_second` when nothing is learned yet: another
+    /// application user of the same pool, with the same budget, learned it here.
+    pub fn seed(&mut self, now: Instant, per_second: f64) {
+        if self.learned.is_none() && !self.keep.is_zero() && per_second.is_finite() {
+            let per_second = per_second.max(MIN_PER_SECOND);
+            self.learned = Some(Learned { per_second, too_fast: None, cut_at: now, grown_at: now });
+        }
+    }
+
     /// The learned rate at `now` (calls a second), if one is kept.
     pub fn per_second(&mut self, now: Instant) -> Option<f64> {
         let learned = self.learned.as_mut()?;

@@ -133,6 +133,11 @@ impl Pacer {
         lock(&self.budget).per_second(Instant::now())
     }
 
+    /// Paces at `per_second` unless a rate is learned already (a pool's other principal learned it).
+    pub fn seed_rate(&self, per_second: f64) {
+        lock(&self.budget).seed(Instant::now(), per_second);
+    }
+
     /// At most `per_second` starts (attempts) per second, evenly spaced (`send --rate`).
     pub fn with_rate(mut self, per_second: f64) -> Pacer {
         self.set_rate(per_second);

@@ -334,6 +334,16 @@ impl Pool {
         }
     }
 
+    /// `member` just learned a pace from a spent budget: the principals that have
+    /// none start at it (each application user has the same budget, and this
+    /// environment's share of one is its share of the others).
+    pub fn share_learned_rate(&self, member: &Member) {
+        let Some(rate) = member.pacer.learned_rate() else { return };
+        for other in self.members().iter().filter(|m| m.principal != member.principal) {
+            other.pacer.seed_rate(rate);
+        }
+    }
+
     /// Notes that `member`'s request was accepted.
     pub fn succeeded(&self, member: &Member) {
         *lock(&member.last_success) = Some(Instant::now());
@@ -476,6 +486,23 @@ mod tests {
         assert_eq!(pool.members().iter().map(|m| m.principal.to_string()).collect::<Vec<_>>(), ["b", "a", "c"]);
         assert!(Arc::ptr_eq(&pool.member(&Principal::new("b")).unwrap().pacer, &b_pacer));
         assert_eq!(pool.ceiling(), 12);
+    }
+
+    #[test]
+    fn a_pace_learned_by_one_principal_is_where_the_others_start() {
+        let pool = pool(4);
+        let (a, b) = (pool.member(&Principal::new("a")).unwrap(), pool.member(&Principal::new("b")).unwrap());
+        pool.share_learned_rate(&a);
+        assert_eq!(b.pacer.learned_rate(), None, "nothing learned, nothing shared");
+        a.pacer.seed_rate(7.0);
+        b.pacer.seed_rate(3.0);
+        pool.share_learned_rate(&a);
+        assert_eq!(b.pacer.learned_rate(), Some(3.0), "a pace of its own is kept");
+        let pool = super::tests::pool(4);
+        let (a, b) = (pool.member(&Principal::new("a")).unwrap(), pool.member(&Principal::new("b")).unwrap());
+        a.pacer.seed_rate(7.0);
+        pool.share_learned_rate(&a);
+        assert_eq!(b.pacer.learned_rate(), Some(7.0));
     }
 
     #[test]

@@ -174,7 +174,11 @@ where
         let class = class(&error);
         pacer.on_error(&class);
         if let DeliveryError::Throttled { code, retry_after } = &error {
+            let learned = pacer.learned_rate().is_some();
             pacer.on_throttle_code(code.clone(), *retry_after);
+            if !learned {
+                pool.share_learned_rate(&member);
+            }
         }
         match (&error, class) {
             // Entra rejects this principal even after the secret was read again: it leaves the pool.
