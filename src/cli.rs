@@ -148,6 +148,14 @@ pub(crate) fn settings_with(overrides: &[(&str, String)]) -> (Result<Settings, C
 }
 
 /// The Dynamics adapter as the function builds it (or reading the secret from a file).
+/// The settings and the Dynamics adapter a `schema` command reads with, or its exit status.
+async fn reader() -> Result<(Settings, Dynamics), i32> {
+    let (settings, secret_file) = settings();
+    let settings = settings.map_err(|e| usage_error(&format!("configuration error: {e}")))?;
+    let dynamics = dynamics(&settings, secret_file).await;
+    Ok((settings, dynamics))
+}
+
 async fn dynamics(settings: &Settings, secret_file: Option<String>) -> Dynamics {
     let aws = crate::aws_config_from_env().await;
     let dynamics = Dynamics::new(settings, aws_sdk_secretsmanager::Client::new(&aws), crate::dynamics::http_client());
@@ -205,13 +213,11 @@ async fn schema_command(args: &[String]) -> i32 {
     if let Err(e) = crate::config::check_name(trigger) {
         return usage_error(&format!("TRIGGER: {e}"));
     }
-    let (settings, secret_file) = settings();
-    let settings = match settings {
-        Ok(s) => s,
-        Err(e) => return usage_error(&format!("configuration error: {e}")),
+    let (settings, dynamics) = match reader().await {
+        Ok(wired) => wired,
+        Err(status) => return status,
     };
     let deadline = Instant::now() + COMMAND_DEADLINE;
-    let dynamics = dynamics(&settings, secret_file).await;
     let definition = match Schemas::new(settings.schema_ttl).read(&dynamics, trigger, deadline).await {
         Ok(Some(d)) => d,
         Ok(None) => {
@@ -255,13 +261,11 @@ async fn schema_entity_command(args: &[String], at: usize) -> i32 {
         Ok(_) => return usage_error("usage: d365-trigger-relay schema --entity SET [--json]"),
         Err(e) => return usage_error(&e),
     };
-    let (settings, secret_file) = settings();
-    let settings = match settings {
-        Ok(s) => s,
-        Err(e) => return usage_error(&format!("configuration error: {e}")),
+    let (settings, dynamics) = match reader().await {
+        Ok(wired) => wired,
+        Err(status) => return status,
     };
     let deadline = Instant::now() + COMMAND_DEADLINE;
-    let dynamics = dynamics(&settings, secret_file).await;
     let definition = match crate::dynamics::entities::Entities::new(settings.schema_ttl).read(&dynamics, entity, deadline).await {
         Ok(Some(d)) => d,
         Ok(None) => {
