@@ -17,9 +17,6 @@ use crate::outcome::DeliveryError;
 /// The longest a principal answered 403 waits to be judged.
 pub const SUSPECT_FOR: Duration = Duration::from_secs(10);
 
-/// How recent another principal's success must be for a 403 to be one principal's own.
-pub const RECENT_SUCCESS: Duration = Duration::from_secs(60);
-
 /// One application user, as delivery knows it: its client id (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal(Arc<str>);
@@ -63,8 +60,6 @@ pub struct Member {
     pub pacer: Arc<Pacer>,
     /// Out of the pool until then (Entra rejected it, or it alone was answered 403).
     out_until: Mutex<Option<Instant>>,
-    /// Its latest accepted request: a 403 to another principal soon after is that one's alone.
-    last_success: Mutex<Option<Instant>>,
     /// Answered 403 and not yet judged: no new call while another principal has room.
     suspect_until: Mutex<Option<Instant>>,
 }
@@ -110,13 +105,8 @@ impl Pool {
     /// A pool of one principal, the placeholder until the secret is read: its
     /// pacer is kept when the secret names that principal or is a pool of one.
     pub fn new(settings: PacerSettings, out_for: Duration) -> Pool {
-        let first = Arc::new(Member {
-            principal: Principal::new(""),
-            pacer: Arc::new(settings.pacer()),
-            out_until: Mutex::new(None),
-            last_success: Mutex::new(None),
-            suspect_until: Mutex::new(None),
-        });
+        let first =
+            Arc::new(Member { principal: Principal::new(""), pacer: Arc::new(settings.pacer()), out_until: Mutex::new(None), suspect_until: Mutex::new(None) });
         Pool {
             settings,
             out_for: out_for.max(Duration::from_secs(60)),
@@ -131,13 +121,8 @@ impl Pool {
     pub fn of(pacer: Pacer) -> Pool {
         let settings = PacerSettings { max_in_flight: pacer.ceiling(), learned_cap_period: LEARNED_CAP_PERIOD, budget_window: BUDGET_WINDOW };
         let pool = Pool::new(settings, Duration::ZERO);
-        lock(&pool.members).list[0] = Arc::new(Member {
-            principal: Principal::new(""),
-            pacer: Arc::new(pacer),
-            out_until: Mutex::new(None),
-            last_success: Mutex::new(None),
-            suspect_until: Mutex::new(None),
-        });
+        lock(&pool.members).list[0] =
+            Arc::new(Member { principal: Principal::new(""), pacer: Arc::new(pacer), out_until: Mutex::new(None), suspect_until: Mutex::new(None) });
         pool
     }
 
@@ -168,13 +153,7 @@ impl Pool {
                     if self.is_stopped() {
                         pacer.stop();
                     }
-                    Arc::new(Member {
-                        principal: Principal::new(id),
-                        pacer,
-                        out_until: Mutex::new(None),
-                        last_success: Mutex::new(None),
-                        suspect_until: Mutex::new(None),
-                    })
+                    Arc::new(Member { principal: Principal::new(id), pacer, out_until: Mutex::new(None), suspect_until: Mutex::new(None) })
                 }
             })
             .collect();
@@ -342,21 +321,6 @@ impl Pool {
         for other in self.members().iter().filter(|m| m.principal != member.principal) {
             other.pacer.seed_rate(rate);
         }
-    }
-
-    /// Notes that `member`'s request was accepted.
-    pub fn succeeded(&self, member: &Member) {
-        *lock(&member.last_success) = Some(Instant::now());
-    }
-
-    /// Whether a principal other than `principal`, in the pool, had a request
-    /// accepted in the last [`RECENT_SUCCESS`]: a 403 to `principal` is then its own.
-    pub fn succeeded_elsewhere(&self, principal: &Principal) -> bool {
-        let now = Instant::now();
-        lock(&self.members)
-            .list
-            .iter()
-            .any(|m| &m.principal != principal && !m.is_out(now) && lock(&m.last_success).is_some_and(|at| now.saturating_duration_since(at) < RECENT_SUCCESS))
     }
 
     /// The member for `principal`, if it is still in the secret.

@@ -132,7 +132,8 @@ pub struct Attempts<T> {
 ///
 /// A principal Entra rejects leaves the pool and the attempt is made again as
 /// another; a 403 is tried as another principal before it counts, and when
-/// another succeeds the one answered 403 leaves the pool (not the record `rejected`).
+/// that one succeeds for this record the one answered 403 leaves the pool (the
+/// record is not `rejected`).
 pub async fn with_retries<T, F, Fut>(pool: &Arc<Pool>, budget: Budget, mut attempt: F) -> Attempts<T>
 where
     F: FnMut(Instant, Principal) -> Fut,
@@ -162,7 +163,6 @@ where
         let error = match attempt(budget.hard_cutoff, member.principal.clone()).await {
             Ok((value, sent)) => {
                 pacer.on_success(started.elapsed(), sent.dop_hint);
-                pool.succeeded(&member);
                 for principal in &forbidden {
                     pool.leave(principal, &format!("Dataverse answered 403 to it and {} succeeded", member.principal));
                 }
@@ -186,18 +186,13 @@ where
                 pool.leave(&member.principal, &format!("Entra rejected its credentials ({code})"));
                 avoid.push(member.principal.clone());
             }
-            // A 403 may be this principal's alone (no role, disabled): tried as another
-            // first. When another has just succeeded, it is this one's: it leaves at once.
-            (DeliveryError::Rejected { status: 403, code, .. }, _) if pool.has_other(&with(&avoid, &member.principal)) => {
-                if pool.succeeded_elsewhere(&member.principal) {
-                    pool.leave(
-                        &member.principal,
-                        &format!("Dataverse answered 403 ({}) to it while another application user succeeded", code.as_deref().unwrap_or("no code")),
-                    );
-                } else {
-                    pool.suspect(&member.principal);
-                    forbidden.push(member.principal.clone());
-                }
+            // A 403 may be this principal's alone (no role, disabled): the record is
+            // tried as another, and this one takes no new call until that is known. A
+            // success elsewhere on another request proves nothing (that trigger or
+            // table may be allowed), so only this record's retry judges it.
+            (DeliveryError::Rejected { status: 403, .. }, _) if pool.has_other(&with(&avoid, &member.principal)) => {
+                pool.suspect(&member.principal);
+                forbidden.push(member.principal.clone());
                 avoid.push(member.principal.clone());
             }
             // Every principal tried was answered 403: the record's own, not a principal's.

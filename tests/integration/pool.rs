@@ -113,6 +113,26 @@ async fn a_403_from_every_principal_is_rejected_with_dataverses_code() {
 }
 
 #[tokio::test]
+async fn a_403_that_every_principal_gets_takes_none_out_of_the_pool_though_others_succeeded_before() {
+    let h = pooled(&[("D365_MAX_IN_FLIGHT", "1")]).await;
+    // Both principals succeed first (another trigger or table may be allowed where this one is not).
+    assert_eq!(h.invoke(batch("allowed", 4)).await["delivered"], 4);
+    h.sandbox.set_faults(Faults { forbidden_clients: vec![FIRST.into(), SECOND.into()], ..Faults::default() });
+    let answer = h.invoke(batch("refused", 1)).await;
+    assert_eq!(answer["failed"][0]["outcome"], "rejected", "{answer}");
+    h.sandbox.set_faults(Faults::default());
+    h.sandbox.reset();
+    assert_eq!(h.invoke(batch("after", 8)).await["delivered"], 8);
+    let signals = h.sandbox.signals();
+    assert!(
+        by(&signals, FIRST, 204) >= 2 && by(&signals, SECOND, 204) >= 2,
+        "both still in the pool: {} / {}",
+        by(&signals, FIRST, 204),
+        by(&signals, SECOND, 204)
+    );
+}
+
+#[tokio::test]
 async fn a_principal_entra_rejects_leaves_the_pool_and_the_others_deliver() {
     let h = pooled(&[("D365_MAX_IN_FLIGHT", "1")]).await;
     // The secret holds a wrong secret for the second user.
