@@ -107,7 +107,7 @@ async fn run_batches(sizes: &[usize], in_flight: usize, faults: Faults, sns: boo
         &sandbox.url(),
         &[("D365_MAPPING_FILE", &mapping), ("D365_MAX_IN_FLIGHT", &c), ("D365_DEFAULT_PHONE_REGION", "GB"), ("D365_MAX_TRIGGERS_PER_MINUTE", "0")],
     );
-    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
     relay::mapping::warm_phone_metadata();
     // Warm (one record): the secret and token are fetched; the limiter learns nothing yet.
     relay.handle(batch(1, "warm"), Instant::now() + Duration::from_secs(60)).await.unwrap();
@@ -182,7 +182,7 @@ async fn identity_run(by_email: bool) -> (Duration, u64, u64, usize) {
     let sandbox = Sandbox::start(config, 0).await.unwrap();
     let mapping = format!("{ROOT}/events/mapping.json");
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_MAX_IN_FLIGHT", "8")]);
-    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
     relay.handle(batch(1, "warm"), Instant::now() + Duration::from_secs(60)).await.unwrap();
     let records: Vec<Value> = (0..1_000)
         .map(|i| {
@@ -258,7 +258,7 @@ async fn rows_scenario(line: &mut impl FnMut(String)) {
             &sandbox.url(),
             &[("D365_MAPPING_FILE", &mapping), ("D365_MAX_IN_FLIGHT", &C.to_string()), ("D365_MAX_TRIGGERS_PER_MINUTE", "0")],
         );
-        let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client());
+        let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
         // Warm: the secret and the token (an unmapped event sends nothing).
         relay.handle(json!({"batch": [{"event": "Page Viewed", "userId": contact(0)}]}), Instant::now() + Duration::from_secs(60)).await.unwrap();
         let records: Vec<Value> = (0..N)
@@ -430,7 +430,7 @@ async fn ceiling_scenario(line: &mut impl FnMut(String)) {
         let relays: Vec<Relay> = (0..3)
             .map(|_| {
                 let settings = relay::sandbox_settings(&sandbox.url(), &overrides);
-                Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client()).with_idempotency_table(client.clone())
+                relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()).with_dynamodb(client.clone()), Default::default())
             })
             .collect();
         let tag = if shared == "table" { "ct" } else { "ce" };
@@ -494,8 +494,11 @@ async fn webhook_answer(n: usize, enqueue: bool, in_flight: usize, runs: usize) 
         overrides.extend([("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", queue.as_str())]);
     }
     let settings = relay::sandbox_settings(&sandbox.url(), &overrides);
-    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
-        .with_queue(relay::enqueue::sqs_client_for_endpoint(&sandbox.url()));
+    let relay = relay::startup::relay(
+        settings,
+        relay::startup::Clients::for_endpoint(&sandbox.url()).with_sqs(relay::enqueue::sqs_client_for_endpoint(&sandbox.url())),
+        Default::default(),
+    );
     relay::mapping::warm_phone_metadata();
     relay.handle(webhook(1, "warm"), Instant::now() + Duration::from_secs(60)).await.unwrap();
     let mut times = Vec::new();
@@ -552,7 +555,7 @@ async fn gzip_scenario(line: &mut impl FnMut(String)) {
     let mapping = format!("{ROOT}/events/mapping.json");
     let overrides = [("D365_MAPPING_FILE", mapping.as_str()), ("D365_MAX_IN_FLIGHT", "32"), ("D365_WEBHOOK_AUTH", "writekey,hmac")];
     let relay =
-        Relay::new(relay::sandbox_settings(&sandbox.url(), &overrides), relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client());
+        relay::startup::relay(relay::sandbox_settings(&sandbox.url(), &overrides), relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
     relay::mapping::warm_phone_metadata();
     relay.handle(webhook(1, "warm"), Instant::now() + Duration::from_secs(60)).await.unwrap();
     let (mut plain, mut gzipped) = (Vec::new(), Vec::new());

@@ -78,8 +78,11 @@ async fn scenario(principals: usize, events: usize) -> bool {
                     ("D365_DEAD_LETTER_QUEUE_URL", &queue.dlq_url),
                 ],
             );
-            Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
-                .with_queue(relay::enqueue::sqs_client_for_endpoint(&sandbox.url()))
+            relay::startup::relay(
+                settings,
+                relay::startup::Clients::for_endpoint(&sandbox.url()).with_sqs(relay::enqueue::sqs_client_for_endpoint(&sandbox.url())),
+                Default::default(),
+            )
         })
         .collect();
 

@@ -9,7 +9,6 @@
 use std::time::{Duration, Instant};
 
 use d365_sandbox::{Sandbox, SandboxConfig};
-use relay::Relay;
 use serde_json::Value;
 
 /// Sample file, what it is, and the Dataverse calls it should produce.
@@ -72,7 +71,7 @@ async fn main() {
 
     let mapping = format!("{root}/events/mapping.json");
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_WEBHOOK_AUTH", WEBHOOK_AUTH)]);
-    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
 
     let mut problems = Vec::new();
     for (file, what, expected_calls) in SAMPLES {
@@ -243,7 +242,7 @@ async fn enqueue_mode(sandbox: &Sandbox, root: &str, webhook_secret: &[u8]) -> R
         relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", &queue_url)]);
     let sqs = relay::enqueue::sqs_client_for_endpoint(&sandbox.url());
     // Another deployment of the function: its own execution environment and idempotency memory.
-    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client()).with_queue(sqs.clone());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()).with_sqs(sqs.clone()), Default::default());
 
     let mut payload: Value = serde_json::from_str(&std::fs::read_to_string(format!("{root}/events/{file}")).expect("sample event")).expect("sample is JSON");
     relay::webhook::resign_event(&mut payload, webhook_secret, chrono::Utc::now().timestamp_millis());
@@ -320,8 +319,11 @@ async fn backlog(sandbox: &Sandbox, root: &str) -> Result<(), String> {
     let mapping = format!("{root}/events/mapping.json");
     let settings =
         relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_DEAD_LETTER_QUEUE_URL", &dlq), ("D365_MAX_IN_FLIGHT", "1")]);
-    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
-        .with_queue(relay::enqueue::sqs_client_for_endpoint(&sandbox.url()));
+    let relay = relay::startup::relay(
+        settings,
+        relay::startup::Clients::for_endpoint(&sandbox.url()).with_sqs(relay::enqueue::sqs_client_for_endpoint(&sandbox.url())),
+        Default::default(),
+    );
     let order = |id: &str| {
         serde_json::json!({"type": "track", "event": "Order Completed", "messageId": id, "userId": "5e1c0a7e-0003-4c0e-9a11-000000000003",
             "properties": {"order_id": id, "revenue": 42.0, "currency": "EUR"}})
@@ -394,7 +396,7 @@ async fn backfill(sandbox: &Sandbox, root: &str) -> Result<(), String> {
     println!("\n{bold}── send events/{file}{reset}  {dim}the backfill command: a file of events (an SNS and an EventBridge envelope, a blank line, a line cut short, an unmapped page, a duplicate, a record missing a required attribute){reset}");
     let mapping = format!("{root}/events/mapping.json");
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping)]);
-    let relay = std::sync::Arc::new(Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client()));
+    let relay = std::sync::Arc::new(relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default()));
     let input = std::fs::File::open(format!("{root}/events/{file}")).map_err(|e| format!("send: {e}"))?;
     let report_path = format!("{}/backfill-report.ndjson", std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target")));
     let report = std::fs::File::create(&report_path).map_err(|e| format!("send: {report_path}: {e}"))?;

@@ -158,12 +158,10 @@ async fn reader() -> Result<(Settings, Dynamics), i32> {
 
 async fn dynamics(settings: &Settings, secret_file: Option<String>) -> Dynamics {
     let aws = crate::aws_config_from_env().await;
-    let dynamics = Dynamics::new(settings, aws_sdk_secretsmanager::Client::new(&aws), crate::dynamics::http_client());
+    let dynamics =
+        crate::startup::destination(settings, aws_sdk_secretsmanager::Client::new(&aws), crate::dynamics::http_client(), secret_file.map(Into::into));
     dynamics.begin_invocation();
-    match secret_file {
-        Some(path) => dynamics.with_secret_file(path),
-        None => dynamics,
-    }
+    dynamics
 }
 
 async fn check(args: &[String]) -> i32 {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::auth::{self, SenderProof};
 use crate::backlog::Backlog;
 use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
-use crate::delivery::{self, Budget, Job, Order, PacerSettings, Pool, Work};
+use crate::delivery::{self, Budget, Job, Order, Pool, Work};
 use crate::dynamics::entities::Entities;
 use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
@@ -30,33 +30,34 @@ use crate::webhook::{self, ErrorCode, HttpAnswer};
 /// API Gateway gives up after 29 s; webhook work is budgeted inside that.
 pub const WEBHOOK_BUDGET: Duration = Duration::from_secs(25);
 
+/// Built by [`crate::startup::relay`], the one place that wires it.
 pub struct Relay {
     /// The settings and the Dynamics adapter, or why the function is misconfigured.
-    wiring: Result<Wiring, ConfigError>,
+    pub(crate) wiring: Result<Wiring, ConfigError>,
     /// The application users and their pacers (SPEC §17.3): the destination's
     /// pool, or a pool of one that never sends when the settings are bad.
-    pool: Arc<Pool>,
-    idempotency: Arc<Idempotency>,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) idempotency: Arc<Idempotency>,
     /// EMF lines on stdout (on in Lambda; off in tests and the demo).
-    emit_metrics: bool,
+    pub(crate) emit_metrics: bool,
     /// The queue of `D365_WEBHOOK_MODE=enqueue` (SPEC §15).
-    queue: Option<Queue>,
+    pub(crate) queue: Option<Queue>,
     /// Backoff by visibility and the DLQ with reasons (SPEC §18), given an SQS client.
-    backlog: Option<Backlog>,
+    pub(crate) backlog: Option<Backlog>,
     /// `send --dry-run` (SPEC §16): records are mapped and coerced, nothing is sent or claimed.
-    dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 /// What a well-configured execution environment holds.
-struct Wiring {
-    settings: Settings,
-    dynamics: Arc<Dynamics>,
+pub(crate) struct Wiring {
+    pub(crate) settings: Settings,
+    pub(crate) dynamics: Arc<Dynamics>,
     /// Trigger definitions read from Dataverse (SPEC §13).
-    schemas: Arc<Schemas>,
+    pub(crate) schemas: Arc<Schemas>,
     /// Resolved profile ids (SPEC §14).
-    identities: Arc<Identities>,
+    pub(crate) identities: Arc<Identities>,
     /// Entity definitions read from Dataverse (SPEC §19).
-    entities: Arc<Entities>,
+    pub(crate) entities: Arc<Entities>,
 }
 
 /// What one invocation works with, read once by [`Relay::prepare`].
@@ -71,91 +72,6 @@ struct Prepared<'a> {
 }
 
 impl Relay {
-    /// Wires the relay. A bad setting does not stop the function: every
-    /// invocation then reports its records failed, with one clear log line.
-    pub fn new(settings: Result<Settings, ConfigError>, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Relay {
-        match &settings {
-            Ok(s) if s.webhook_auth.contains(&WebhookAuth::None) => {
-                tracing::warn!(message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer.")
-            }
-            Ok(_) => {}
-            Err(error) => tracing::error!(message = "Configuration error: every record will fail until it is fixed.", error = %error),
-        }
-        let wiring = settings.map(|settings| {
-            let entities = Arc::new(Entities::new(settings.schema_ttl));
-            Wiring {
-                dynamics: Arc::new(Dynamics::new(&settings, secrets_client, http)),
-                schemas: Arc::new(Schemas::new(settings.schema_ttl)),
-                identities: Arc::new(Identities::new(settings.identity_ttl).with_entities(entities.clone())),
-                entities,
-                settings,
-            }
-        });
-        let pool = match &wiring {
-            Ok(wiring) => wiring.dynamics.pool().clone(),
-            Err(_) => {
-                let settings =
-                    PacerSettings { max_in_flight: 1, learned_cap_period: delivery::pacer::LEARNED_CAP_PERIOD, budget_window: delivery::budget::BUDGET_WINDOW };
-                Arc::new(Pool::new(settings, Duration::ZERO))
-            }
-        };
-        Relay { wiring, pool, idempotency: Arc::new(Idempotency::in_memory()), emit_metrics: false, queue: None, backlog: None, dry_run: false }
-    }
-
-    /// Adds the SQS client: the SQS path's backoff and DLQ (SPEC §18) and the
-    /// queue of `D365_WEBHOOK_MODE=enqueue` (SPEC §15).
-    pub fn with_queue(mut self, client: aws_sdk_sqs::Client) -> Relay {
-        if let Ok(Wiring { settings: Settings { webhook_mode: WebhookMode::Enqueue(target), .. }, .. }) = &self.wiring {
-            tracing::info!(message = "Webhook events are queued, not delivered inline.", queue_url = %target.url, fifo = target.fifo);
-            self.queue = Some(Queue::new(client.clone(), target.clone()));
-        }
-        self.backlog = Some(Backlog::new(client));
-        self
-    }
-
-    /// Adds the DynamoDB idempotency table of `D365_IDEMPOTENCY_TABLE` (if set).
-    pub fn with_idempotency_table(mut self, client: aws_sdk_dynamodb::Client) -> Relay {
-        if let Ok(Wiring { settings, dynamics, .. }) = &mut self.wiring {
-            if let Some(table) = &settings.idempotency_table {
-                // The trigger ceiling is shared through the same table (SPEC §17.1).
-                Arc::get_mut(dynamics).expect(Self::NOT_SHARED).share_ceiling_through(client.clone(), table.clone());
-                let store = Idempotency::in_memory().with_table(client, table.clone(), settings.idempotency_expires_after);
-                self.idempotency = Arc::new(store);
-            }
-        }
-        self
-    }
-
-    /// `send --dry-run`: every record that would be sent ends `dry-run` with its
-    /// body; no trigger call, no write to Dataverse, no idempotency claim.
-    pub fn with_dry_run(mut self, dry_run: bool) -> Relay {
-        self.dry_run = dry_run;
-        self
-    }
-
-    /// Reads the secret's JSON from `path` instead of Secrets Manager (`D365_SECRET_FILE`, CLI only).
-    /// The relay is built before it serves: nothing else holds its parts yet.
-    const NOT_SHARED: &'static str = "a relay is configured before it serves: its parts are not shared yet";
-
-    pub fn with_secret_file(mut self, path: impl Into<std::path::PathBuf>) -> Relay {
-        if let Ok(wiring) = &mut self.wiring {
-            Arc::get_mut(&mut wiring.dynamics).expect(Self::NOT_SHARED).use_secret_file(path);
-        }
-        self
-    }
-
-    /// Caps trigger-call starts at `per_second` (`send --rate`).
-    pub fn with_rate(self, per_second: f64) -> Relay {
-        self.pool.set_rate(per_second);
-        self
-    }
-
-    /// Writes one CloudWatch EMF line per invocation to stdout.
-    pub fn with_metrics(mut self) -> Relay {
-        self.emit_metrics = true;
-        self
-    }
-
     pub fn dynamics(&self) -> Option<&Arc<Dynamics>> {
         self.wiring.as_ref().ok().map(|w| &w.dynamics)
     }

@@ -21,6 +21,7 @@
 //! - [`enqueue`]: durable webhooks, checked and queued to SQS
 //! - [`backlog`]: failed SQS records backed off by visibility; the DLQ with reasons
 //! - [`handler`]: the entry point, wired once per execution environment
+//! - [`startup`]: the composition root: the relay built from settings, clients and options
 
 pub mod auth;
 pub mod backlog;
@@ -45,6 +46,7 @@ pub mod schema;
 pub mod secrets;
 pub mod segment_api;
 pub mod send;
+pub mod startup;
 pub mod webhook;
 
 pub use handler::Relay;

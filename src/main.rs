@@ -5,8 +5,6 @@
 //! the commands of [`relay::cli`] instead.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use relay::config::Settings;
-use relay::Relay;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -20,12 +18,7 @@ async fn main() -> Result<(), Error> {
     // secret and token are fetched on first use. The phone metadata (~75 ms to
     // load) is parsed in the background meanwhile.
     std::thread::spawn(relay::mapping::warm_phone_metadata);
-    let settings = Settings::from_env();
-    let aws = relay::aws_config_from_env().await;
-    let relay = Relay::new(settings, aws_sdk_secretsmanager::Client::new(&aws), relay::dynamics::http_client())
-        .with_idempotency_table(aws_sdk_dynamodb::Client::new(&aws))
-        .with_queue(relay::enqueue::sqs_client(&aws))
-        .with_metrics();
+    let relay = relay::startup::lambda().await;
     let relay = &relay;
     // The payload is read into a `Value` whose SQS records keep only the fields read (intake::Payload).
     lambda_runtime::run(service_fn(move |event: LambdaEvent<relay::intake::Payload>| async move {

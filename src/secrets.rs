@@ -58,13 +58,7 @@ impl SecretStore {
     }
 
     /// Reads the secret's JSON from `path` instead of Secrets Manager (SPEC §16).
-    pub fn with_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.file = Some(path.into());
-        self
-    }
-
-    /// As [`SecretStore::with_file`], in place.
-    pub fn use_file(&mut self, path: impl Into<std::path::PathBuf>) {
+    pub(crate) fn use_file(&mut self, path: impl Into<std::path::PathBuf>) {
         self.file = Some(path.into());
     }
 

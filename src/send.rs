@@ -111,16 +111,11 @@ pub async fn command(args: &[String]) -> i32 {
         Err(error) => return usage_error(&error),
     };
 
-    let aws = crate::aws_config_from_env().await;
-    let mut relay = Relay::new(Ok(settings), aws_sdk_secretsmanager::Client::new(&aws), crate::dynamics::http_client())
-        .with_idempotency_table(aws_sdk_dynamodb::Client::new(&aws))
-        .with_dry_run(options.dry_run);
-    if let Some(path) = secret_file {
-        relay = relay.with_secret_file(path);
-    }
-    if let Some(rate) = options.rate {
-        relay = relay.with_rate(rate);
-    }
+    let mut clients = crate::startup::Clients::from_env().await;
+    // `send` delivers inline: it neither enqueues nor backs records off in a queue.
+    clients.sqs = None;
+    let startup = crate::startup::Options { secret_file: secret_file.map(Into::into), dry_run: options.dry_run, rate: options.rate, metrics: false };
+    let relay = crate::startup::relay(Ok(settings), clients, startup);
     if let Some(dynamics) = relay.dynamics() {
         dynamics.begin_invocation();
     }

@@ -205,14 +205,8 @@ impl Dynamics {
 
 impl Dynamics {
     /// Reads the credentials from a file holding the secret's JSON instead of
-    /// Secrets Manager (`D365_SECRET_FILE`, CLI commands only).
-    pub fn with_secret_file(mut self, path: impl Into<std::path::PathBuf>) -> Dynamics {
-        self.secrets = self.secrets.with_file(path);
-        self
-    }
-
-    /// As [`Dynamics::with_secret_file`], in place.
-    pub fn use_secret_file(&mut self, path: impl Into<std::path::PathBuf>) {
+    /// Secrets Manager (`D365_SECRET_FILE`, commands only); at construction, by [`crate::startup`].
+    pub(crate) fn use_secret_file(&mut self, path: impl Into<std::path::PathBuf>) {
         self.secrets.use_file(path);
     }
 }

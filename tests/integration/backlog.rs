@@ -23,7 +23,7 @@ fn relay_with_sqs(h: &Harness, overrides: &[(&str, &str)]) -> Relay {
     let mapping = mapping_file();
     let mut all = vec![("D365_MAPPING_FILE", mapping.as_str())];
     all.extend_from_slice(overrides);
-    relay_for(&h.sandbox, &all).with_queue(relay::enqueue::sqs_client_for_endpoint(&moto().url))
+    crate::helpers::relay_with(&h.sandbox, &all, |c| c.with_sqs(relay::enqueue::sqs_client_for_endpoint(&moto().url)), Default::default())
 }
 
 #[tokio::test]

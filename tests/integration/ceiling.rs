@@ -81,8 +81,8 @@ async fn two_relays_sharing_the_table_never_pass_the_minute_s_total() {
     let sandbox = d365_sandbox::Sandbox::start(sandbox_config(), 0).await.unwrap();
     let mapping = mapping_file();
     let settings = [("D365_MAPPING_FILE", mapping.as_str()), ("D365_IDEMPOTENCY_TABLE", "ceiling-relays"), ("D365_MAX_TRIGGERS_PER_MINUTE", "250")];
-    let first = relay_for(&sandbox, &settings).with_idempotency_table(client.clone());
-    let second = relay_for(&sandbox, &settings).with_idempotency_table(client.clone());
+    let first = crate::helpers::relay_with(&sandbox, &settings, |c| c.with_dynamodb(client.clone()), Default::default());
+    let second = crate::helpers::relay_with(&sandbox, &settings, |c| c.with_dynamodb(client.clone()), Default::default());
     clear_of_the_minute(Duration::from_secs(15)).await;
     let started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(8);

@@ -57,8 +57,9 @@ async fn drain(client: &aws_sdk_sqs::Client, url: &str) -> Vec<(Value, Option<St
 
 /// The sandbox and a relay in enqueue mode sending to `queue_url` through `client`.
 async fn enqueueing(queue_url: &str, client: aws_sdk_sqs::Client) -> (Sandbox, Relay) {
-    let Harness { sandbox, relay } = Harness::new(&[("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", queue_url)]).await;
-    (sandbox, relay.with_queue(client))
+    let overrides = [("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", queue_url)];
+    let Harness { sandbox, relay } = Harness::with_clients(crate::helpers::sandbox_config(), &overrides, |c| c.with_sqs(client)).await;
+    (sandbox, relay)
 }
 
 async fn post(relay: &Relay, request: Value) -> (u16, Option<String>, Value) {
@@ -234,8 +235,8 @@ async fn entries_sqs_refuses_are_listed_exactly() {
     let sandbox = Sandbox::start(config, 0).await.unwrap();
     let queue = sandbox.queue_url("relay-events");
     let mapping = mapping_file();
-    let relay = relay_for(&sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", &queue)])
-        .with_queue(relay::enqueue::sqs_client_for_endpoint(&sandbox.url()));
+    let overrides = [("D365_MAPPING_FILE", mapping.as_str()), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", queue.as_str())];
+    let relay = crate::helpers::relay_with(&sandbox, &overrides, |c| c.with_sqs(relay::enqueue::sqs_client_for_endpoint(&sandbox.url())), Default::default());
     let events: Vec<Value> = (0..30).map(|i| order(&format!("e-{i}"))).collect();
 
     let (status, retry_after, body) = post(&relay, signed_http(&json!(events).to_string())).await;
@@ -357,8 +358,8 @@ async fn enqueue_mode_without_a_queue_is_a_configuration_error_not_inline_delive
 #[tokio::test]
 async fn on_a_v1_path_queued_calls_answer_success_true_with_the_batch_context_merged() {
     let (client, url) = moto_queue("enqueue-segment-api", None).await;
-    let Harness { sandbox, relay } = Harness::new(&[("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", &url), ("D365_WEBHOOK_AUTH", "writekey")]).await;
-    let relay = relay.with_queue(client.clone());
+    let overrides = [("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", url.as_str()), ("D365_WEBHOOK_AUTH", "writekey")];
+    let Harness { sandbox, relay } = Harness::with_clients(crate::helpers::sandbox_config(), &overrides, |c| c.with_sqs(client.clone())).await;
     let body = json!({
         "batch": [order("seg-q-1"), {"type": "page", "messageId": "seg-q-2", "anonymousId": "a-1", "name": "Home"}],
         "context": {"traits": {"email": "batch@example.com"}},

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use d365_sandbox::{Sandbox, SandboxConfig};
+use relay::startup::{Clients, Options};
 use relay::Relay;
 use serde_json::{json, Value};
 
@@ -55,11 +56,16 @@ impl Harness {
     }
 
     pub async fn with_config(config: SandboxConfig, overrides: &[(&str, &str)]) -> Harness {
+        Harness::with_clients(config, overrides, |clients| clients).await
+    }
+
+    /// As [`Harness::with_config`], with the clients `clients` adds (SQS, DynamoDB).
+    pub async fn with_clients(config: SandboxConfig, overrides: &[(&str, &str)], clients: impl FnOnce(Clients) -> Clients) -> Harness {
         let sandbox = Sandbox::start(config, 0).await.unwrap();
         let mapping = mapping_file();
         let mut all = vec![("D365_MAPPING_FILE", mapping.as_str())];
         all.extend_from_slice(overrides);
-        let relay = relay_for(&sandbox, &all);
+        let relay = relay_with(&sandbox, &all, clients, Options::default());
         Harness { sandbox, relay }
     }
 
@@ -74,8 +80,14 @@ impl Harness {
 }
 
 pub fn relay_for(sandbox: &Sandbox, overrides: &[(&str, &str)]) -> Relay {
+    relay_with(sandbox, overrides, |clients| clients, Options::default())
+}
+
+/// A relay against `sandbox` built as the function builds it, with the clients
+/// `clients` adds (SQS, DynamoDB) and `options`.
+pub fn relay_with(sandbox: &Sandbox, overrides: &[(&str, &str)], clients: impl FnOnce(Clients) -> Clients, options: Options) -> Relay {
     let settings = relay::sandbox_settings(&sandbox.url(), overrides);
-    Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
+    relay::startup::relay(settings, clients(Clients::for_endpoint(&sandbox.url())), options)
 }
 
 /// An SQS batch of events (standard queue unless `fifo_groups` are given).

@@ -97,10 +97,18 @@ async fn a_redelivered_batch_in_another_environment_raises_each_trigger_once() {
     let client = table(moto, "redelivered-batch").await;
     let h = Harness::new(&[("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).await;
     let mapping = mapping_file();
-    let first =
-        relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).with_idempotency_table(client.clone());
-    let second =
-        relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")]).with_idempotency_table(client.clone());
+    let first = crate::helpers::relay_with(
+        &h.sandbox,
+        &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")],
+        |c| c.with_dynamodb(client.clone()),
+        Default::default(),
+    );
+    let second = crate::helpers::relay_with(
+        &h.sandbox,
+        &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "redelivered-batch")],
+        |c| c.with_dynamodb(client.clone()),
+        Default::default(),
+    );
     let bodies: Vec<String> = (0..10).map(|i| order(&format!("{i}")).to_string()).collect();
     let deadline = || Instant::now() + Duration::from_secs(30);
 
@@ -120,7 +128,12 @@ async fn a_failed_call_releases_its_claim_for_the_retry() {
     let client = table(moto, "released-claims").await;
     let h = Harness::new(&[]).await;
     let mapping = mapping_file();
-    let relay = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "released-claims")]).with_idempotency_table(client);
+    let relay = crate::helpers::relay_with(
+        &h.sandbox,
+        &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "released-claims")],
+        |c| c.with_dynamodb(client),
+        Default::default(),
+    );
     h.sandbox.set_faults(d365_sandbox::Faults { error_rate: 1.0, ..Default::default() });
     let batch = sqs_batch(&[order("a").to_string()], None);
     let response = relay.handle(batch.clone(), Instant::now() + Duration::from_secs(30)).await.unwrap();
@@ -137,7 +150,12 @@ async fn an_unreachable_table_fails_records_without_sending_them() {
     let client = relay::dynamodb_client_for_endpoint(&moto.url);
     let h = Harness::new(&[]).await;
     let mapping = mapping_file();
-    let relay = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "no-such-table")]).with_idempotency_table(client);
+    let relay = crate::helpers::relay_with(
+        &h.sandbox,
+        &[("D365_MAPPING_FILE", &mapping), ("D365_IDEMPOTENCY_TABLE", "no-such-table")],
+        |c| c.with_dynamodb(client),
+        Default::default(),
+    );
     let response = relay.handle(sqs_batch(&[order("a").to_string()], None), Instant::now() + Duration::from_secs(30)).await.unwrap();
     assert_eq!(failures(&response), ["sqs-0"]);
     assert_eq!(h.sandbox.stats().calls(), 0);
@@ -151,7 +169,8 @@ async fn the_relay_reads_its_secret_from_moto() {
     let secret = sandbox_config().secrets["d365/relay-demo"].clone();
     secrets.create_secret().name("d365/from-moto").secret_string(secret.to_string()).send().await.unwrap();
     let settings = relay::sandbox_settings(&h.sandbox.url(), &[("D365_MAPPING_FILE", &mapping_file()), ("D365_SECRET_ID", "d365/from-moto")]);
-    let relay = relay::Relay::new(settings, secrets, relay::dynamics::http_client());
+    let clients = relay::startup::Clients { secrets, ..relay::startup::Clients::for_endpoint(&h.sandbox.url()) };
+    let relay = relay::startup::relay(settings, clients, Default::default());
     let response = relay.handle(json!(order("m")), Instant::now() + Duration::from_secs(30)).await.unwrap();
     assert_eq!(response["delivered"], 1, "{response}");
     assert_eq!(h.sandbox.stats().secret_requests, 0, "the secret came from moto, not the sandbox");

@@ -310,7 +310,8 @@ async fn a_dry_run_looks_up_but_creates_and_updates_nothing() {
         "identify": {"entity": "contacts", "attributes": {"firstname": "traits.first_name"}}
     });
     let h = harness(extra.clone(), json!({})).await;
-    let relay = crate::helpers::relay_for(&h.sandbox, &[("D365_MAPPING", &document(extra))]).with_dry_run(true);
+    let relay =
+        crate::helpers::relay_with(&h.sandbox, &[("D365_MAPPING", &document(extra))], |c| c, relay::startup::Options { dry_run: true, ..Default::default() });
     let identify = json!({"type": "identify", "userId": ALEX, "messageId": "id-dry", "traits": {"first_name": "Alexandra"}});
     let answer =
         relay.handle(json!({"batch": [order("d1", None, Some("new@example.com")), identify]}), Instant::now() + Duration::from_secs(30)).await.unwrap();

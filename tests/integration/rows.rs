@@ -466,7 +466,8 @@ async fn check_event_and_schema_entity_from_a_shell() {
 #[tokio::test]
 async fn a_dry_run_reports_every_request_and_writes_nothing() {
     let h = harness(&spec_document()).await;
-    let relay = crate::helpers::relay_for(&h.sandbox, &[("D365_MAPPING", &spec_document())]).with_dry_run(true);
+    let relay =
+        crate::helpers::relay_with(&h.sandbox, &[("D365_MAPPING", &spec_document())], |c| c, relay::startup::Options { dry_run: true, ..Default::default() });
     let records = relay::intake::direct_records(vec![order("d1", "ACC-D")]);
     let results = relay.process_events(records, relay::delivery::Budget::until(std::time::Instant::now() + std::time::Duration::from_secs(30))).await;
     let relay::outcome::Outcome::DryRun { body } = &results[0].outcome else { panic!("{:?}", results[0].outcome) };

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use d365_sandbox::Faults;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use relay::Relay;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -103,7 +102,7 @@ async fn a_secrets_manager_that_never_answers_does_not_outlive_the_invocation() 
     let silent = silent_server().await;
     let mapping = mapping_file();
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", mapping.as_str())]);
-    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&silent), relay::dynamics::http_client());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&silent), Default::default());
     let bodies: Vec<String> = (0..3).map(|i| order(&format!("s{i}")).to_string()).collect();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(3);
@@ -121,8 +120,8 @@ async fn a_slow_done_write_at_the_cut_off_still_reports_the_record_delivered() {
     let sandbox = d365_sandbox::Sandbox::start(sandbox_config(), 0).await.unwrap();
     let mapping = mapping_file();
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", mapping.as_str()), ("D365_IDEMPOTENCY_TABLE", "keys")]);
-    let relay = Relay::new(settings, relay::secrets_client_for_endpoint(&sandbox.url()), relay::dynamics::http_client())
-        .with_idempotency_table(relay::dynamodb_client_for_endpoint(&dynamo));
+    let clients = relay::startup::Clients::for_endpoint(&sandbox.url()).with_dynamodb(relay::dynamodb_client_for_endpoint(&dynamo));
+    let relay = relay::startup::relay(settings, clients, Default::default());
     // Warm: the secret and the token are cached, the connections open.
     let warm = relay.handle(json!([order("warm")]), Instant::now() + Duration::from_secs(10)).await.unwrap();
     assert_eq!(warm["delivered"], 1, "{warm}");

@@ -1,0 +1,134 @@
+//! The composition root: one place builds the relay from its settings, its
+//! clients and its options, for the Lambda function (`main`), `send`, `check`
+//! and `schema`, the tests, the demo and the benches. Every part is given at
+//! construction, so nothing can be added once the relay serves (no builder
+//! that silently does nothing once its parts are shared).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backlog::Backlog;
+use crate::config::{ConfigError, Settings, WebhookAuth, WebhookMode};
+use crate::delivery::{self, PacerSettings, Pool};
+use crate::dynamics::entities::Entities;
+use crate::dynamics::metadata::Schemas;
+use crate::dynamics::Dynamics;
+use crate::enqueue::Queue;
+use crate::handler::{Relay, Wiring};
+use crate::idempotency::Idempotency;
+use crate::identity::Identities;
+
+/// The clients the relay talks through. Without an SQS client there is no
+/// backoff by visibility, no DLQ with reasons (SPEC §18) and no enqueue mode
+/// (SPEC §15); without a DynamoDB client no idempotency table and no shared
+/// trigger ceiling (SPEC §11, §17.1).
+pub struct Clients {
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub http: reqwest::Client,
+    pub sqs: Option<aws_sdk_sqs::Client>,
+    pub dynamodb: Option<aws_sdk_dynamodb::Client>,
+}
+
+impl Clients {
+    /// Every client, from the AWS configuration chain (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_*`).
+    pub async fn from_env() -> Clients {
+        let aws = crate::aws_config_from_env().await;
+        Clients {
+            secrets: aws_sdk_secretsmanager::Client::new(&aws),
+            http: crate::dynamics::http_client(),
+            sqs: Some(crate::enqueue::sqs_client(&aws)),
+            dynamodb: Some(aws_sdk_dynamodb::Client::new(&aws)),
+        }
+    }
+
+    /// Secrets Manager at `endpoint` (the sandbox, moto), with static test
+    /// credentials; no SQS and no DynamoDB client until given.
+    pub fn for_endpoint(endpoint: &str) -> Clients {
+        Clients { secrets: crate::secrets_client_for_endpoint(endpoint), http: crate::dynamics::http_client(), sqs: None, dynamodb: None }
+    }
+
+    pub fn with_sqs(self, sqs: aws_sdk_sqs::Client) -> Clients {
+        Clients { sqs: Some(sqs), ..self }
+    }
+
+    pub fn with_dynamodb(self, dynamodb: aws_sdk_dynamodb::Client) -> Clients {
+        Clients { dynamodb: Some(dynamodb), ..self }
+    }
+}
+
+/// How the relay runs beside its settings.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The secret's JSON read from this file instead of Secrets Manager (`D365_SECRET_FILE`, commands only).
+    pub secret_file: Option<PathBuf>,
+    /// `send --dry-run` (SPEC §16): records are mapped and coerced; nothing is sent or claimed.
+    pub dry_run: bool,
+    /// `send --rate`: trigger-call starts capped at this many a second.
+    pub rate: Option<f64>,
+    /// One CloudWatch EMF line per invocation on stdout (the Lambda function).
+    pub metrics: bool,
+}
+
+/// The Lambda function's relay: the settings from the environment, every client from the AWS chain, metrics on.
+pub async fn lambda() -> Relay {
+    relay(Settings::from_env(), Clients::from_env().await, Options { metrics: true, ..Options::default() })
+}
+
+/// Builds the relay. A bad setting does not stop the function: every
+/// invocation then reports its records failed, with one clear log line.
+pub fn relay(settings: Result<Settings, ConfigError>, clients: Clients, options: Options) -> Relay {
+    match &settings {
+        Ok(s) if s.webhook_auth.contains(&WebhookAuth::None) => {
+            tracing::warn!(message = "D365_WEBHOOK_AUTH=none: webhook requests are not signature-checked; only safe behind an API Gateway authorizer.")
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(message = "Configuration error: every record will fail until it is fixed.", error = %error),
+    }
+    let Clients { secrets, http, sqs, dynamodb } = clients;
+    let mut idempotency = Idempotency::in_memory();
+    let mut queue = None;
+    let wiring = settings.map(|settings| {
+        let mut dynamics = destination(&settings, secrets, http, options.secret_file.clone());
+        if let (Some(client), Some(table)) = (&dynamodb, &settings.idempotency_table) {
+            // The trigger ceiling is shared through the same table (SPEC §17.1).
+            dynamics.share_ceiling_through(client.clone(), table.clone());
+            idempotency = Idempotency::in_memory().with_table(client.clone(), table.clone(), settings.idempotency_expires_after);
+        }
+        if let (Some(client), WebhookMode::Enqueue(target)) = (&sqs, &settings.webhook_mode) {
+            tracing::info!(message = "Webhook events are queued, not delivered inline.", queue_url = %target.url, fifo = target.fifo);
+            queue = Some(Queue::new(client.clone(), target.clone()));
+        }
+        let entities = Arc::new(Entities::new(settings.schema_ttl));
+        Wiring {
+            dynamics: Arc::new(dynamics),
+            schemas: Arc::new(Schemas::new(settings.schema_ttl)),
+            identities: Arc::new(Identities::new(settings.identity_ttl).with_entities(entities.clone())),
+            entities,
+            settings,
+        }
+    });
+    let pool = match &wiring {
+        Ok(wiring) => wiring.dynamics.pool().clone(),
+        // A pool of one that never sends: the records fail with the configuration error.
+        Err(_) => {
+            let settings =
+                PacerSettings { max_in_flight: 1, learned_cap_period: delivery::pacer::LEARNED_CAP_PERIOD, budget_window: delivery::budget::BUDGET_WINDOW };
+            Arc::new(Pool::new(settings, Duration::ZERO))
+        }
+    };
+    if let Some(rate) = options.rate {
+        pool.set_rate(rate);
+    }
+    Relay { wiring, pool, idempotency: Arc::new(idempotency), emit_metrics: options.metrics, queue, backlog: sqs.map(Backlog::new), dry_run: options.dry_run }
+}
+
+/// The destination (one Dynamics environment) as the relay builds it, for the
+/// commands that read from it alone (`schema`, `check`).
+pub fn destination(settings: &Settings, secrets: aws_sdk_secretsmanager::Client, http: reqwest::Client, secret_file: Option<PathBuf>) -> Dynamics {
+    let mut dynamics = Dynamics::new(settings, secrets, http);
+    if let Some(path) = secret_file {
+        dynamics.use_secret_file(path);
+    }
+    dynamics
+}
