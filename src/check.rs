@@ -426,7 +426,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
                     .push(Problem { problem: format!("the event would be invalid: {reason}"), fix: "fix the event (its producer) or the mapping".into() });
             }
             Decision::Write { rows, call, warnings } => {
-                let plan = crate::rows::RowPlan::new(rows, call, mapping::user_id(event));
+                let plan = crate::delivery::ActionPlan::new(rows, call, mapping::user_id(event));
                 crate::rows::check::event_view(settings, dynamics, schemas, plan, event, warnings, deadline, &mut view, &mut report.event_problems).await;
             }
             Decision::Raise { mut call, warnings } => {

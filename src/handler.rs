@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::auth::{self, SenderProof};
 use crate::backlog::Backlog;
 use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
-use crate::delivery::{self, Budget, Job, Order, Pool, Work};
+use crate::delivery::{self, ActionPlan, Budget, Job, Order, Pool, Work};
 use crate::dynamics::entities::Entities;
 use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
@@ -302,7 +302,7 @@ impl Relay {
                             tracing::warn!(message = "Field omitted.", message_id = mapping::message_id(event).as_deref().unwrap_or(""), warning = %warning);
                         }
                         let trigger = call.trigger.clone();
-                        (Work::Send(call), Some(trigger), Some(idempotency::key_for(event)))
+                        (Work::Actions(Box::new(ActionPlan::raise(call))), Some(trigger), Some(idempotency::key_for(event)))
                     }
                     // Rows, then the entry's own trigger: actions of their own (SPEC §19).
                     Decision::Write { rows, call, warnings } => {
@@ -310,8 +310,8 @@ impl Relay {
                             tracing::warn!(message = "Field omitted.", message_id = mapping::message_id(event).as_deref().unwrap_or(""), warning = %warning);
                         }
                         let trigger = call.as_ref().map(|c| c.trigger.clone());
-                        let plan = crate::rows::RowPlan::new(rows, call, mapping::user_id(event));
-                        (Work::Rows(Box::new(plan)), trigger, Some(idempotency::key_for(event)))
+                        let plan = ActionPlan::new(rows, call, mapping::user_id(event));
+                        (Work::Actions(Box::new(plan)), trigger, Some(idempotency::key_for(event)))
                     }
                 },
             };
@@ -319,9 +319,10 @@ impl Relay {
                 Ok(event) => crate::identity::prep(&settings.mapping, event, &work),
                 Err(_) => crate::identity::Prep::None,
             };
-            // An identify event's profile update has a key of its own (SPEC §11, §19).
+            // An identify event's update takes the event's key too: its action's own
+            // key (`{event key}#identify`, SPEC §11) derives from it.
             let key = match (&prep, &event) {
-                (crate::identity::Prep::Resolve { update: Some(_), .. }, Ok(event)) => Some(format!("{}#identify", idempotency::key_for(event))),
+                (crate::identity::Prep::Resolve { update: Some(_), .. }, Ok(event)) => Some(idempotency::key_for(event)),
                 _ => key,
             };
             identity_preps.push(prep);
@@ -339,7 +340,7 @@ impl Relay {
                 if resolves {
                     *prep = crate::identity::Prep::None;
                 }
-                if resolves || matches!(job.work, Work::Send(_) | Work::Rows(_)) {
+                if resolves || matches!(job.work, Work::Actions(_)) {
                     job.work = Work::Done(Outcome::Failed(held_back.clone()));
                 }
             }
@@ -348,7 +349,7 @@ impl Relay {
         // for the next minute in the queue, and their lookups are not made.
         if let Some(spent) = prepared.dynamics.ceiling().spent_until(budget.start_cutoff).filter(|_| !self.dry_run) {
             for (job, prep) in jobs.iter_mut().zip(identity_preps.iter_mut()) {
-                if matches!(&job.work, Work::Send(_)) || matches!(&job.work, Work::Rows(plan) if plan.trigger.is_some()) {
+                if matches!(&job.work, Work::Actions(plan) if plan.trigger.is_some()) {
                     job.work = Work::Done(Outcome::Failed(spent.clone()));
                     if matches!(prep, crate::identity::Prep::Resolve { .. }) {
                         *prep = crate::identity::Prep::None;
@@ -438,12 +439,18 @@ impl Relay {
     }
 }
 
-/// What `send --dry-run` reports for a job: its body where it would be sent.
+/// What `send --dry-run` reports for a job: its body where it would be sent,
+/// or every request when it writes rows.
 fn dry_run_report(job: Job) -> delivery::Report {
     let outcome = match job.work {
-        Work::Send(call) => Outcome::DryRun { body: call.body },
-        Work::Update(update) => Outcome::DryRun { body: update.body },
-        Work::Rows(plan) => Outcome::DryRun { body: [("requests".to_string(), Value::Array(plan.requests()))].into_iter().collect() },
+        Work::Actions(plan) if !plan.planned.is_empty() => {
+            Outcome::DryRun { body: [("requests".to_string(), Value::Array(plan.requests()))].into_iter().collect() }
+        }
+        Work::Actions(plan) => match (plan.trigger, plan.update) {
+            (Some(call), _) => Outcome::DryRun { body: call.body },
+            (None, Some(update)) => Outcome::DryRun { body: update.body },
+            (None, None) => Outcome::DryRun { body: serde_json::Map::new() },
+        },
         Work::Done(outcome) => outcome,
     };
     delivery::Report { outcome, attempts: 0, throttled: 0, latency: None }
@@ -452,17 +459,15 @@ fn dry_run_report(job: Job) -> delivery::Report {
 /// The trigger call a job will make, if any.
 fn trigger_call(work: &Work) -> Option<&mapping::TriggerCall> {
     match work {
-        Work::Send(call) => Some(call),
-        Work::Rows(plan) => plan.trigger.as_ref(),
-        _ => None,
+        Work::Actions(plan) => plan.trigger.as_ref(),
+        Work::Done(_) => None,
     }
 }
 
 fn trigger_call_mut(work: &mut Work) -> Option<&mut mapping::TriggerCall> {
     match work {
-        Work::Send(call) => Some(call),
-        Work::Rows(plan) => plan.trigger.as_mut(),
-        _ => None,
+        Work::Actions(plan) => plan.trigger.as_mut(),
+        Work::Done(_) => None,
     }
 }
 

@@ -1,63 +1,115 @@
-//! A record's actions in order (SPEC §19, §11): its rows, then its trigger.
-//! Each action claims its own idempotency key and is settled before the next
-//! starts; the first that does not succeed is the record's outcome and the
-//! rest wait for a redelivery, which repeats none that were done.
+//! A record's plan of actions (SPEC §11, §14, §19): an `identify` event's
+//! profile update, an entry's rows, then its trigger — each one Web API
+//! request with its own idempotency key and its own outcome. Each action
+//! claims its key before it is sent; the first that does not succeed is the
+//! record's outcome and the rest wait for a redelivery, which repeats none
+//! that were done. FIFO order, the deadline and idempotency apply to every
+//! action alike: they are delivered in the record's turn (`scheduler`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::pool::Pool;
-use super::port::{DynamicsPort, RowWrite};
-use super::retry::{deliver_one, outcome_of, with_retries};
-use super::scheduler::{claim, settle, Budget, Report};
+use super::port::{DynamicsPort, ProfileUpdate, RowWrite};
+use super::retry::{deliver_one, deliver_update, outcome_of, with_retries};
+use super::scheduler::{claim, Budget, Report};
 use crate::idempotency::Idempotency;
+use crate::mapping::TriggerCall;
 use crate::outcome::Outcome;
-use crate::rows::RowPlan;
+use crate::rows::PlannedRow;
 
-/// Delivers `plan`'s rows in order, then its trigger under the event's `key`.
-/// The outcome: the first action that did not succeed; `delivered` when every
+/// What one record asks of Dynamics, in order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ActionPlan {
+    /// An `identify` event's update of its profile row (SPEC §14), under `{event key}#identify`.
+    pub update: Option<ProfileUpdate>,
+    /// The entry's rows with the event's values (SPEC §19) …
+    pub planned: Vec<PlannedRow>,
+    /// … and their requests, each under its own key, filled by [`crate::rows::fit`].
+    pub writes: Vec<RowWrite>,
+    /// The trigger, under the event's key (SPEC §11: keys already stored still match).
+    pub trigger: Option<TriggerCall>,
+    /// The profile id a `"profile"` bind points at: the `userId`, or what identity resolved.
+    pub profile: Option<String>,
+    /// The entity set that resolved the profile, when identity knows it.
+    pub profile_set: Option<String>,
+}
+
+impl ActionPlan {
+    /// Raise one trigger.
+    pub fn raise(call: TriggerCall) -> ActionPlan {
+        ActionPlan { trigger: Some(call), ..ActionPlan::default() }
+    }
+
+    /// Update one profile row (an `identify` event).
+    pub fn update(update: ProfileUpdate) -> ActionPlan {
+        ActionPlan { update: Some(update), ..ActionPlan::default() }
+    }
+
+    /// The actions in the order they are delivered, each with its idempotency
+    /// key, given the event's `key`.
+    fn actions<'a>(&'a self, key: Option<&'a str>) -> impl Iterator<Item = (Option<String>, Action<'a>)> + 'a {
+        let update = self.update.iter().map(move |update| (key.map(|k| format!("{k}#identify")), Action::Update(update)));
+        let rows = self.writes.iter().map(|row| (Some(row.key.clone()), Action::Row(row)));
+        let trigger = self.trigger.iter().map(move |call| (key.map(str::to_string), Action::Trigger(call)));
+        update.chain(rows).chain(trigger)
+    }
+}
+
+enum Action<'a> {
+    Update(&'a ProfileUpdate),
+    Row(&'a RowWrite),
+    Trigger(&'a TriggerCall),
+}
+
+/// A claimed key and whether its action was delivered: the scheduler settles
+/// it once the record's answer is known (a slow write cannot turn a delivery
+/// into a failure).
+pub(super) type Claimed = (String, bool);
+
+/// Delivers `plan`'s actions in order, the event's `key` giving theirs. The
+/// outcome: the first action that did not succeed; `delivered` when every
 /// action succeeded and one was done now, `duplicate` when all were done before.
 pub(super) async fn deliver_plan<P: DynamicsPort>(
     port: &P,
     pool: &Arc<Pool>,
     idempotency: &Idempotency,
-    plan: &RowPlan,
+    plan: &ActionPlan,
     key: Option<&str>,
     budget: Budget,
-) -> Report {
+) -> (Report, Vec<Claimed>) {
     let started = Instant::now();
     let (mut attempts, mut throttled, mut done) = (0, 0, false);
-    let trigger = plan.trigger.as_ref().map(|call| (key, Action::Trigger(call)));
-    let actions = plan.writes.iter().map(|row| (Some(row.key.as_str()), Action::Row(row))).chain(trigger);
-    for (action_key, action) in actions {
-        let report = match claim(idempotency, action_key, budget).await {
+    let (mut claimed, mut count, mut latency) = (Vec::new(), 0, None);
+    for (action_key, action) in plan.actions(key) {
+        count += 1;
+        let report = match claim(idempotency, action_key.as_deref(), budget).await {
             Err(report) => report,
-            Ok(claimed) => {
+            Ok(key) => {
                 let report = match action {
+                    Action::Update(update) => deliver_update(port, pool, update, budget).await,
                     Action::Row(row) => deliver_row(port, pool, row, budget).await,
                     Action::Trigger(call) => deliver_one(port, pool, call, budget).await,
                 };
-                if let Some(claimed) = claimed {
-                    settle(idempotency, &claimed, report.outcome == Outcome::Delivered, budget).await;
+                if let Some(key) = key {
+                    claimed.push((key, report.outcome == Outcome::Delivered));
                 }
                 report
             }
         };
         attempts += report.attempts;
         throttled += report.throttled;
+        latency = report.latency;
         match report.outcome {
             Outcome::Duplicate => {}
             Outcome::Delivered => done = true,
-            outcome => return Report::after(outcome, attempts, throttled),
+            outcome => return (Report::after(outcome, attempts, throttled), claimed),
         }
     }
     let outcome = if done { Outcome::Delivered } else { Outcome::Duplicate };
-    Report { latency: done.then(|| started.elapsed()), ..Report::after(outcome, attempts, throttled) }
-}
-
-enum Action<'a> {
-    Row(&'a RowWrite),
-    Trigger(&'a crate::mapping::TriggerCall),
+    // One action: from its first attempt to its 2xx, as for any call; several: the whole plan.
+    let latency = if count == 1 { latency } else { done.then(|| started.elapsed()) };
+    (Report { latency, ..Report::after(outcome, attempts, throttled) }, claimed)
 }
 
 /// One row, with the retries of SPEC §7; like a profile update, it takes no ceiling permit.

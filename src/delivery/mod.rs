@@ -6,7 +6,8 @@
 //! Cut as Vector's sinks are: [`retry`] says what an error means (one
 //! classifier) and runs the retry loop, [`pacer`] is the concurrency
 //! controller, [`scheduler`] orders the work (FIFO runs, idempotency, budget),
-//! and [`port`] is what delivery needs from Dynamics.
+//! [`actions`] is a record's plan (profile update, rows, trigger: each its own
+//! request and key), and [`port`] is what delivery needs from Dynamics.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -18,6 +19,7 @@ pub mod port;
 pub mod retry;
 pub mod scheduler;
 
+pub use actions::ActionPlan;
 pub use pacer::{Pacer, Slot, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
 pub use pool::{PacerSettings, Pool, Principal};
 pub use port::{DynamicsPort, ProfileUpdate, RowWrite, Sent};

@@ -10,13 +10,10 @@ use tokio::task::JoinSet;
 
 use super::lock;
 use super::pool::Pool;
+use super::actions::ActionPlan;
 use super::port::DynamicsPort;
-use super::port::ProfileUpdate;
-use super::retry::{deliver_one, deliver_update};
 use crate::idempotency::{Claim, Idempotency};
-use crate::mapping::TriggerCall;
 use crate::outcome::{DeliveryError, Outcome};
-use crate::rows::RowPlan;
 
 /// When to stop starting calls, when every call must be done, and when the
 /// bookkeeping after them (the idempotency writes) must be done.
@@ -80,23 +77,19 @@ impl Order {
     }
 }
 
-/// One record for delivery: a call to make, or an outcome already decided.
+/// One record for delivery: its plan of actions, or an outcome already decided.
 pub struct Job {
     pub index: usize,
     /// FIFO message group.
     pub group: Option<String>,
-    /// Idempotency key (SPEC §11).
+    /// The event's idempotency key (SPEC §11); each action's key derives from it.
     pub key: Option<String>,
     pub work: Work,
 }
 
 pub enum Work {
-    /// Raise the trigger.
-    Send(TriggerCall),
-    /// Update the profile row (an `identify` event, SPEC §14).
-    Update(ProfileUpdate),
-    /// Write rows, then raise the trigger if there is one (SPEC §19): each its own action.
-    Rows(Box<RowPlan>),
+    /// The record's actions, in order: a profile update, rows, a trigger (SPEC §11, §14, §19).
+    Actions(Box<ActionPlan>),
     Done(Outcome),
 }
 
@@ -146,7 +139,7 @@ fn turns(jobs: &[Job]) -> Vec<Turn> {
     let mut last: HashMap<&str, oneshot::Receiver<()>> = HashMap::new();
     jobs.iter()
         .map(|job| match (&job.key, &job.work) {
-            (Some(key), Work::Send(_) | Work::Update(_) | Work::Rows(_)) => {
+            (Some(key), Work::Actions(_)) => {
                 let (done, next) = oneshot::channel();
                 Turn { after: last.insert(key.as_str(), next), _done: Some(done) }
             }
@@ -201,37 +194,24 @@ pub async fn deliver<P: DynamicsPort>(
         let handle = tasks.spawn(async move {
             let mut blocked_by: Option<String> = None;
             for ((job, mut turn), position) in run.into_iter().zip(positions) {
-                let mut claimed = None;
+                let mut claimed = Vec::new();
                 let report = match (&blocked_by, job.work) {
                     (Some(group), _) => Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone() })),
                     (None, Work::Done(outcome)) => Report::done(outcome),
-                    (None, Work::Send(_) | Work::Update(_) | Work::Rows(_)) if !turn.wait(budget.start_cutoff).await => {
-                        Report::done(Outcome::Failed(DeliveryError::Deadline))
+                    (None, Work::Actions(_)) if !turn.wait(budget.start_cutoff).await => Report::done(Outcome::Failed(DeliveryError::Deadline)),
+                    // Each action claims its own key (SPEC §11, §19); they are settled below.
+                    (None, Work::Actions(plan)) => {
+                        let (report, keys) = super::actions::deliver_plan(&*port, &pool, &idempotency, &plan, job.key.as_deref(), budget).await;
+                        claimed = keys;
+                        report
                     }
-                    (None, Work::Send(call)) => match claim(&idempotency, job.key.as_deref(), budget).await {
-                        Err(report) => report,
-                        Ok(key) => {
-                            claimed = key;
-                            deliver_one(&*port, &pool, &call, budget).await
-                        }
-                    },
-                    (None, Work::Update(update)) => match claim(&idempotency, job.key.as_deref(), budget).await {
-                        Err(report) => report,
-                        Ok(key) => {
-                            claimed = key;
-                            deliver_update(&*port, &pool, &update, budget).await
-                        }
-                    },
-                    // Each action claims and settles its own key (SPEC §19).
-                    (None, Work::Rows(plan)) => super::actions::deliver_plan(&*port, &pool, &idempotency, &plan, job.key.as_deref(), budget).await,
                 };
                 if order.blocks(&report.outcome) {
                     blocked_by = Some(job.group.clone().unwrap_or_default());
                 }
-                let delivered = report.outcome == Outcome::Delivered;
                 // The answer is known before the bookkeeping: a slow write cannot turn a delivery into a failure.
                 lock(&slots)[position] = Some(report);
-                if let Some(key) = claimed {
+                for (key, delivered) in claimed {
                     settle(&idempotency, &key, delivered, budget).await;
                 }
                 drop(turn);
@@ -312,6 +292,7 @@ mod tests {
     use crate::delivery::pacer::{Pacer, CONCURRENCY_LIMIT_CODE};
     use crate::delivery::pool::Principal;
     use crate::delivery::port::Sent;
+    use crate::mapping::TriggerCall;
     use serde_json::Map;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -358,7 +339,7 @@ mod tests {
     }
 
     fn job(index: usize, trigger: &str, group: Option<&str>) -> Job {
-        Job { index, group: group.map(str::to_string), key: None, work: Work::Send(TriggerCall { trigger: trigger.into(), body: Map::new() }) }
+        Job { index, group: group.map(str::to_string), key: None, work: Work::Actions(Box::new(ActionPlan::raise(TriggerCall { trigger: trigger.into(), body: Map::new() }))) }
     }
 
     fn budget(secs: u64) -> Budget {

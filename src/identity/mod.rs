@@ -21,7 +21,7 @@ pub use cache::{Identities, Resolved, MAX_ENTRIES, MISS_TTL, NEW_ROW};
 pub use plan::{is_guid, plan, update_body, Plan, Step};
 
 use crate::config::Mapping;
-use crate::delivery::{Budget, Job, Pool, ProfileUpdate, Work};
+use crate::delivery::{ActionPlan, Budget, Job, Pool, ProfileUpdate, Work};
 use crate::dynamics::Dynamics;
 use crate::mapping::{self, NO_CONSENT};
 use crate::outcome::Outcome;
@@ -44,8 +44,8 @@ pub fn prep(mapping: &Mapping, event: &Value, work: &Work) -> Prep {
     }
     match work {
         // Rows need the profile for a "profile" bind, the trigger for its body (SPEC §19).
-        Work::Rows(rows) if rows.trigger.is_none() && !rows.binds_profile() => Prep::None,
-        Work::Send(_) | Work::Rows(_) => match mapping.identity.as_ref().map(|spec| plan(event, spec)) {
+        Work::Actions(plan) if plan.trigger.is_none() && !plan.binds_profile() => Prep::None,
+        Work::Actions(_) => match mapping.identity.as_ref().map(|spec| plan(event, spec)) {
             None | Some(Ok(None)) => Prep::None,
             Some(Ok(Some(plan))) => Prep::Resolve { plan, update: None },
             Some(Err(reason)) => Prep::Done(Outcome::Invalid { reason }),
@@ -67,7 +67,7 @@ pub fn prep(mapping: &Mapping, event: &Value, work: &Work) -> Prep {
                 Ok(Some(plan)) => Prep::Resolve { plan, update: Some(body) },
             }
         }
-        Work::Done(_) | Work::Update(_) => Prep::None,
+        Work::Done(_) => Prep::None,
     }
 }
 
@@ -115,17 +115,18 @@ pub async fn stage(
         let job = &mut jobs[position];
         match (resolved, update, &mut job.work) {
             (Err(outcome), _, _) => job.work = Work::Done(outcome),
-            (Ok(id), None, Work::Send(call)) => fill_profile(&mut call.body, &id),
-            (Ok(id), None, Work::Rows(rows)) => {
-                if let Some(call) = &mut rows.trigger {
+            (Ok(id), None, Work::Actions(plan)) => {
+                if let Some(call) = &mut plan.trigger {
                     fill_profile(&mut call.body, &id);
                 }
-                rows.profile = Some(id);
-                rows.profile_set = set;
+                plan.profile = Some(id);
+                plan.profile_set = set;
             }
             // An identify event's update is an action of its own, delivered in the
             // record's turn: FIFO order, its own idempotency key, the deadline.
-            (Ok(id), Some(body), _) => job.work = Work::Update(ProfileUpdate { entity: identify_entity.to_string(), id, body }),
+            (Ok(id), Some(body), _) => {
+                job.work = Work::Actions(Box::new(ActionPlan::update(ProfileUpdate { entity: identify_entity.to_string(), id, body })))
+            }
             (Ok(_), None, _) => {}
         }
     }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{fit, EntityDef, RowPlan, LOOKUP_TYPES};
+use super::{fit, EntityDef, LOOKUP_TYPES};
+use crate::delivery::ActionPlan;
 use crate::check::Problem;
 use crate::config::identity::id_column;
 use crate::config::rows::{BindSpec, KeySpec, RowSpec};
@@ -170,7 +171,7 @@ pub async fn event_view(
     settings: &Settings,
     dynamics: &Dynamics,
     schemas: &Schemas,
-    mut plan: RowPlan,
+    mut plan: ActionPlan,
     event: &Value,
     warnings: Vec<String>,
     deadline: Instant,

@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::identity::id_column;
 use crate::config::rows::{BindSpec, KeySpec, RowMode, RowSpec};
-use crate::delivery::{Job, RowWrite, Work};
+use crate::delivery::{ActionPlan, Job, RowWrite, Work};
 use crate::dynamics::entities::Entities;
 use crate::dynamics::Dynamics;
 use crate::mapping::{self, TriggerCall};
@@ -60,22 +60,13 @@ pub enum PlannedBind {
     Row { entity: String, key: Vec<(String, Value)> },
 }
 
-/// A record's actions: its rows, then its trigger (when the entry names one).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowPlan {
-    pub planned: Vec<PlannedRow>,
-    /// The requests, filled by [`fit`].
-    pub writes: Vec<RowWrite>,
-    pub trigger: Option<TriggerCall>,
-    /// The profile id a `"profile"` bind points at: the `userId`, or what identity resolved (SPEC §14).
-    pub profile: Option<String>,
-    /// The entity set that resolved the profile, when identity knows it.
-    pub profile_set: Option<String>,
-}
-
-impl RowPlan {
-    pub fn new(planned: Vec<PlannedRow>, trigger: Option<TriggerCall>, profile: Option<String>) -> RowPlan {
-        RowPlan { planned, writes: Vec::new(), trigger, profile, profile_set: None }
+/// The rows' part of a record's plan of actions (SPEC §19); the plan itself is
+/// [`ActionPlan`], whose rows are planned here and fitted by [`fit`].
+impl ActionPlan {
+    /// An entry's rows, then its trigger (when it names one). The `profile` a
+    /// `"profile"` bind points at is the `userId` until identity resolves one.
+    pub fn new(planned: Vec<PlannedRow>, trigger: Option<TriggerCall>, profile: Option<String>) -> ActionPlan {
+        ActionPlan { planned, trigger, profile, ..ActionPlan::default() }
     }
 
     /// Whether a row binds the profile (identity must resolve it).
@@ -122,18 +113,29 @@ impl RowPlan {
 /// rows into their requests; a record that cannot be written gets its outcome
 /// here and nothing of it is sent.
 pub async fn stage(entities: &Entities, dynamics: &Dynamics, jobs: &mut [Job], deadline: Instant) {
-    let wanted: BTreeSet<String> = jobs.iter().filter_map(|j| if let Work::Rows(plan) = &j.work { Some(plan.entities()) } else { None }).flatten().collect();
+    let wanted: BTreeSet<String> = jobs.iter().filter_map(|j| rows_of(&j.work).map(ActionPlan::entities)).flatten().collect();
     if wanted.is_empty() {
         return;
     }
     let definitions = entities.lookup_all(dynamics, wanted, deadline).await;
     for job in jobs {
-        if let Work::Rows(plan) = &mut job.work {
+        if let Work::Actions(plan) = &mut job.work {
+            if plan.planned.is_empty() {
+                continue;
+            }
             match fit(plan, job.key.as_deref().unwrap_or_default(), &definitions) {
                 Ok(omitted) => entities.note_omitted(&omitted),
                 Err(outcome) => job.work = Work::Done(outcome),
             }
         }
+    }
+}
+
+/// The plan of a record that writes rows.
+fn rows_of(work: &Work) -> Option<&ActionPlan> {
+    match work {
+        Work::Actions(plan) if !plan.planned.is_empty() => Some(plan),
+        _ => None,
     }
 }
 
@@ -196,7 +198,7 @@ pub type Omitted = Vec<(String, String)>;
 /// Turns each planned row into its request (pure), with the definitions read
 /// for this invocation: `Err` is the record's outcome (invalid, or rejected
 /// without a request when an entity set does not exist).
-pub fn fit(plan: &mut RowPlan, event_key: &str, definitions: &HashMap<String, EntityLookup>) -> Result<Omitted, Outcome> {
+pub fn fit(plan: &mut ActionPlan, event_key: &str, definitions: &HashMap<String, EntityLookup>) -> Result<Omitted, Outcome> {
     let mut omitted = Vec::new();
     let mut writes = Vec::with_capacity(plan.planned.len());
     for row in &plan.planned {
@@ -465,7 +467,7 @@ mod tests {
         let planned = plan(&event, &rows).unwrap();
         assert_eq!(planned[0].key, vec![("accountnumber".to_string(), json!("A-1"))]);
         assert_eq!(planned[1].unkeyed, 1);
-        let mut p = RowPlan::new(planned, None, Some("5E1C0A7E-0001-4C0E-9A11-000000000001".into()));
+        let mut p = ActionPlan::new(planned, None, Some("5E1C0A7E-0001-4C0E-9A11-000000000001".into()));
         let omitted = fit(&mut p, "msg-1", &defs()).unwrap();
         assert_eq!(omitted, vec![("accounts".to_string(), "new_colour".to_string())]);
         let w = &p.writes;
@@ -480,7 +482,7 @@ mod tests {
         assert_eq!(w[2].headers, vec![("If-Match", "*")]);
         assert_eq!(w[2].path, "accounts(b6a8c2e0-1234-4f9a-9c3d-aa11bb22cc33)");
         // Unreadable definitions: sent as mapped, nothing omitted or coerced.
-        let mut p = RowPlan::new(plan(&event, &rows).unwrap(), None, Some("5e1c0a7e-0001-4c0e-9a11-000000000001".into()));
+        let mut p = ActionPlan::new(plan(&event, &rows).unwrap(), None, Some("5e1c0a7e-0001-4c0e-9a11-000000000001".into()));
         fit(&mut p, "msg-1", &HashMap::new()).unwrap();
         assert_eq!(p.writes[0].body["revenue"], "129.5");
         assert_eq!(p.writes[0].body["new_colour"], "red");
@@ -489,7 +491,7 @@ mod tests {
     #[test]
     fn a_profile_bind_names_its_set_and_reasons_name_the_row_unencoded() {
         let rows = specs(json!([{ "entity": "accounts", "key": { "accountnumber": "p.a" }, "bind": { "primarycontactid": {"profile": "leads"} } }]));
-        let mut p = RowPlan::new(plan(&json!({"p": {"a": "a b@example.com"}}), &rows).unwrap(), None, Some("1EAD0000-0001-4C0E-9A11-000000000001".into()));
+        let mut p = ActionPlan::new(plan(&json!({"p": {"a": "a b@example.com"}}), &rows).unwrap(), None, Some("1EAD0000-0001-4C0E-9A11-000000000001".into()));
         p.profile_set = Some("contacts".into());
         fit(&mut p, "k", &defs()).unwrap();
         assert_eq!(p.writes[0].body["primarycontactid@odata.bind"], "/leads(1ead0000-0001-4c0e-9a11-000000000001)", "the bind's set wins");
@@ -513,15 +515,15 @@ mod tests {
         let e = plan(&json!({"properties": {"account_id": "A"}}), &rows).unwrap_err();
         assert_eq!(e, "row accounts(accountnumber), bind parentaccountid to accounts: no value for key accountnumber at properties.parent");
         let rows = specs(json!([{ "entity": "accounts", "key": { "accountnumber": "p.a" }, "attributes": {"primarycontactid": "p.c"} }]));
-        let mut p = RowPlan::new(plan(&json!({"p": {"a": "A", "c": "x"}}), &rows).unwrap(), None, None);
+        let mut p = ActionPlan::new(plan(&json!({"p": {"a": "A", "c": "x"}}), &rows).unwrap(), None, None);
         let Err(Outcome::Invalid { reason }) = fit(&mut p, "k", &defs()) else { panic!() };
         assert!(reason.contains("primarycontactid is a Lookup column") && reason.contains("use bind"), "{reason}");
         let rows = specs(json!([{ "entity": "widgets", "key": { "code": "p.a" } }]));
-        let mut p = RowPlan::new(plan(&json!({"p": {"a": "A"}}), &rows).unwrap(), None, None);
+        let mut p = ActionPlan::new(plan(&json!({"p": {"a": "A"}}), &rows).unwrap(), None, None);
         let missing = HashMap::from([("widgets".to_string(), EntityLookup::Missing)]);
         assert!(matches!(fit(&mut p, "k", &missing), Err(Outcome::Rejected(DeliveryError::Rejected { status: 404, .. }))));
         let rows = specs(json!([{ "entity": "accounts", "attributes": {"name": "p.a"}, "bind": {"primarycontactid": "profile"} }]));
-        let mut p = RowPlan::new(plan(&json!({"p": {"a": "A"}}), &rows).unwrap(), None, Some("user-1".into()));
+        let mut p = ActionPlan::new(plan(&json!({"p": {"a": "A"}}), &rows).unwrap(), None, Some("user-1".into()));
         assert!(matches!(fit(&mut p, "k", &defs()), Err(Outcome::Invalid { reason }) if reason.contains("not a Dataverse id")));
         assert_eq!(coerce_column("BigInt", &json!("9007199254740993")).unwrap(), json!(9007199254740993i64));
         assert!(coerce_column("Integer", &json!("x")).is_err());
