@@ -18,7 +18,7 @@ use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
 use crate::enqueue::Queue;
 use crate::idempotency::{self, Idempotency};
-use crate::identity::Identities;
+use crate::identity::{Identities, Prep};
 use crate::intake::{self, HttpRequest, Incoming, IntakeError, Pending, Source};
 use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
@@ -275,8 +275,10 @@ impl Relay {
         }
     }
 
-    /// Maps and delivers records; one result per record, in order.
-    async fn process(&self, prepared: &Prepared<'_>, records: Vec<Incoming>, order: Order, budget: Budget) -> Vec<RecordResult> {
+    /// Maps and delivers records; one result per record, in order. Each record
+    /// is one [`Record`] through the stages: parse → unwrap → map → consent →
+    /// identity → schema → rows → deliver → answer.
+    async fn process(&self, prepared: &Prepared<'_>, incoming: Vec<Incoming>, order: Order, budget: Budget) -> Vec<RecordResult> {
         let settings = prepared.settings;
         let ctx = MapContext {
             mapping: &settings.mapping,
@@ -284,110 +286,69 @@ impl Relay {
             default_phone_region: settings.default_phone_region,
             now: Utc::now(),
         };
-        let mut triggers = Vec::with_capacity(records.len());
-        let mut jobs = Vec::with_capacity(records.len());
-        let mut seen = Vec::with_capacity(records.len());
-        let mut identity_preps = Vec::with_capacity(records.len());
         // One record at a time: its body is parsed, mapped and dropped before the
         // next is read; what its result needs is kept apart (SPEC §9).
-        for record in records {
-            let (ids, group, event) = Seen::of(record);
-            let (work, trigger, key) = match &event {
-                Err(reason) => (Work::Done(Outcome::Invalid { reason: reason.clone() }), None, None),
-                Ok(event) => match mapping::map_event(event, &ctx) {
-                    Decision::Drop { reason } => (Work::Done(Outcome::Dropped { reason }), None, None),
-                    Decision::Invalid { reason } => (Work::Done(Outcome::Invalid { reason }), None, None),
-                    Decision::Raise { call, warnings } => {
-                        for warning in warnings {
-                            tracing::warn!(message = "Field omitted.", message_id = mapping::message_id(event).as_deref().unwrap_or(""), warning = %warning);
-                        }
-                        let trigger = call.trigger.clone();
-                        (Work::Actions(Box::new(ActionPlan::raise(call))), Some(trigger), Some(idempotency::key_for(event)))
-                    }
-                    // Rows, then the entry's own trigger: actions of their own (SPEC §19).
-                    Decision::Write { rows, call, warnings } => {
-                        for warning in warnings {
-                            tracing::warn!(message = "Field omitted.", message_id = mapping::message_id(event).as_deref().unwrap_or(""), warning = %warning);
-                        }
-                        let trigger = call.as_ref().map(|c| c.trigger.clone());
-                        let plan = ActionPlan::new(rows, call, mapping::user_id(event));
-                        (Work::Actions(Box::new(plan)), trigger, Some(idempotency::key_for(event)))
-                    }
-                },
-            };
-            let prep = match &event {
-                Ok(event) => crate::identity::prep(&settings.mapping, event, &work),
-                Err(_) => crate::identity::Prep::None,
-            };
-            // An identify event's update takes the event's key too: its action's own
-            // key (`{event key}#identify`, SPEC §11) derives from it.
-            let key = match (&prep, &event) {
-                (crate::identity::Prep::Resolve { update: Some(_), .. }, Ok(event)) => Some(idempotency::key_for(event)),
-                _ => key,
-            };
-            identity_preps.push(prep);
-            triggers.push(trigger);
-            jobs.push(Job { index: ids.index, group, key, work });
-            seen.push(ids);
-        }
+        let mut records: Vec<Record> = incoming.into_iter().map(|incoming| Record::mapped(incoming, &ctx)).collect();
 
         // A paused application user does not spin (SPEC §18.2): when no call can
         // start before the cut-off, nothing is looked up, read or sent, and every
         // record waits out the pause (in the queue, for SQS).
         if let Some(held_back) = self.pool.held_back(budget.start_cutoff).filter(|_| !self.dry_run) {
-            for (job, prep) in jobs.iter_mut().zip(identity_preps.iter_mut()) {
-                let resolves = matches!(prep, crate::identity::Prep::Resolve { .. });
-                if resolves {
-                    *prep = crate::identity::Prep::None;
-                }
-                if resolves || matches!(job.work, Work::Actions(_)) {
-                    job.work = Work::Done(Outcome::Failed(held_back.clone()));
+            for record in &mut records {
+                if record.resolves() || matches!(record.job.work, Work::Actions(_)) {
+                    record.fail(held_back.clone());
                 }
             }
         }
         // Nor does a spent trigger ceiling (SPEC §17.1, §18.2): trigger calls wait
         // for the next minute in the queue, and their lookups are not made.
         if let Some(spent) = prepared.dynamics.ceiling().spent_until(budget.start_cutoff).filter(|_| !self.dry_run) {
-            for (job, prep) in jobs.iter_mut().zip(identity_preps.iter_mut()) {
-                if matches!(&job.work, Work::Actions(plan) if plan.trigger.is_some()) {
-                    job.work = Work::Done(Outcome::Failed(spent.clone()));
-                    if matches!(prep, crate::identity::Prep::Resolve { .. }) {
-                        *prep = crate::identity::Prep::None;
-                    }
+            for record in &mut records {
+                if trigger_call(&record.job.work).is_some() {
+                    record.fail(spent.clone());
                 }
             }
         }
 
         // ── Identity and consent (SPEC §14) ── the profile id of each call that needs one
         // (lookups, create) fills both profile fields; identify events update the profile.
-        crate::identity::stage(prepared.identities, prepared.dynamics, &self.pool, &settings.mapping, identity_preps, &mut jobs, budget, self.dry_run).await;
+        let resolver = crate::identity::Resolver {
+            identities: prepared.identities,
+            dynamics: prepared.dynamics,
+            pool: &self.pool,
+            mapping: &settings.mapping,
+            budget,
+            dry_run: self.dry_run,
+        };
+        resolver.stage(records.iter_mut().map(|r| (std::mem::replace(&mut r.prep, Prep::None), &mut r.job)).collect()).await;
 
         // Each trigger's definition, once per invocation: omit, coerce, check (SPEC §13).
-        let wanted = jobs.iter().filter_map(|j| trigger_call(&j.work).map(|call| call.trigger.clone())).collect();
+        let wanted = records.iter().filter_map(|r| trigger_call(&r.job.work).map(|call| call.trigger.clone())).collect();
         let definitions = prepared.schemas.lookup_all(prepared.dynamics, wanted, budget.start_cutoff).await;
-        for job in &mut jobs {
-            if let Some(call) = trigger_call_mut(&mut job.work) {
+        for record in &mut records {
+            if let Some(call) = trigger_call_mut(&mut record.job.work) {
                 if let Err(outcome) = prepared.schemas.apply(definitions.get(&call.trigger), call) {
-                    job.work = Work::Done(outcome);
+                    record.job.work = Work::Done(outcome);
                 }
             }
         }
         // Each row's entity definition, once per TTL: the exact requests (SPEC §19).
-        crate::rows::stage(prepared.entities, prepared.dynamics, &mut jobs, budget.start_cutoff).await;
+        crate::rows::stage(prepared.entities, prepared.dynamics, records.iter_mut().map(|r| &mut r.job).collect(), budget.start_cutoff).await;
 
+        let (jobs, answers): (Vec<Job>, Vec<(Seen, Option<String>)>) = records.into_iter().map(|r| (r.job, (r.seen, r.trigger))).unzip();
         let reports = if self.dry_run {
             jobs.into_iter().map(dry_run_report).collect()
         } else {
             delivery::deliver(prepared.dynamics.clone(), self.pool.clone(), self.idempotency.clone(), jobs, order, budget).await
         };
-        seen.into_iter()
+        answers
+            .into_iter()
             .zip(reports)
-            .zip(triggers)
-            .map(|((record, report), trigger)| {
+            .map(|((seen, trigger), report)| {
                 if let (Outcome::Rejected(error), Some(trigger)) = (&report.outcome, &trigger) {
                     prepared.schemas.note_rejection(trigger, error);
                 }
-                let mut result = result_of(record, trigger, report.outcome, report.attempts);
+                let mut result = result_of(seen, trigger, report.outcome, report.attempts);
                 result.throttled = report.throttled;
                 result.latency = report.latency;
                 log_record(&result);
@@ -468,6 +429,70 @@ fn trigger_call_mut(work: &mut Work) -> Option<&mut mapping::TriggerCall> {
     match work {
         Work::Actions(plan) => plan.trigger.as_mut(),
         Work::Done(_) => None,
+    }
+}
+
+/// One record through the stages of [`Relay::process`]: what its answer
+/// needs, the trigger it raises, its identity work and its job for delivery.
+struct Record {
+    seen: Seen,
+    /// The trigger it raises, for its result and a rejection's note.
+    trigger: Option<String>,
+    /// What identity resolution will do for it (SPEC §14).
+    prep: Prep,
+    job: Job,
+}
+
+impl Record {
+    /// Parses and maps one record (SPEC §3, §5, §19); the event is dropped here.
+    fn mapped(incoming: Incoming, ctx: &MapContext<'_>) -> Record {
+        let (seen, group, event) = Seen::of(incoming);
+        let (work, trigger, key) = match &event {
+            Err(reason) => (Work::Done(Outcome::Invalid { reason: reason.clone() }), None, None),
+            Ok(event) => match mapping::map_event(event, ctx) {
+                Decision::Drop { reason } => (Work::Done(Outcome::Dropped { reason }), None, None),
+                Decision::Invalid { reason } => (Work::Done(Outcome::Invalid { reason }), None, None),
+                Decision::Raise { call, warnings } => {
+                    warn_omitted(event, warnings);
+                    let trigger = call.trigger.clone();
+                    (Work::Actions(Box::new(ActionPlan::raise(call))), Some(trigger), Some(idempotency::key_for(event)))
+                }
+                // Rows, then the entry's own trigger: actions of their own (SPEC §19).
+                Decision::Write { rows, call, warnings } => {
+                    warn_omitted(event, warnings);
+                    let trigger = call.as_ref().map(|c| c.trigger.clone());
+                    let plan = ActionPlan::new(rows, call, mapping::user_id(event));
+                    (Work::Actions(Box::new(plan)), trigger, Some(idempotency::key_for(event)))
+                }
+            },
+        };
+        let prep = match &event {
+            Ok(event) => crate::identity::prep(ctx.mapping, event, &work),
+            Err(_) => Prep::None,
+        };
+        // An identify event's update takes the event's key too: its action's own
+        // key (`{event key}#identify`, SPEC §11) derives from it.
+        let key = match (&prep, &event) {
+            (Prep::Resolve { update: Some(_), .. }, Ok(event)) => Some(idempotency::key_for(event)),
+            _ => key,
+        };
+        Record { job: Job { index: seen.index, group, key, work }, seen, trigger, prep }
+    }
+
+    fn resolves(&self) -> bool {
+        matches!(self.prep, Prep::Resolve { .. })
+    }
+
+    /// Fails the record before anything of it is looked up or sent.
+    fn fail(&mut self, error: DeliveryError) {
+        self.prep = Prep::None;
+        self.job.work = Work::Done(Outcome::Failed(error));
+    }
+}
+
+fn warn_omitted(event: &Value, warnings: Vec<String>) {
+    for warning in warnings {
+        tracing::warn!(message = "Field omitted.", message_id = mapping::message_id(event).as_deref().unwrap_or(""), warning = %warning);
     }
 }
 

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use super::actions::ActionPlan;
 use super::lock;
 use super::pool::Pool;
-use super::actions::ActionPlan;
 use super::port::DynamicsPort;
 use crate::idempotency::{Claim, Idempotency};
 use crate::outcome::{DeliveryError, Outcome};
@@ -339,7 +339,12 @@ mod tests {
     }
 
     fn job(index: usize, trigger: &str, group: Option<&str>) -> Job {
-        Job { index, group: group.map(str::to_string), key: None, work: Work::Actions(Box::new(ActionPlan::raise(TriggerCall { trigger: trigger.into(), body: Map::new() }))) }
+        Job {
+            index,
+            group: group.map(str::to_string),
+            key: None,
+            work: Work::Actions(Box::new(ActionPlan::raise(TriggerCall { trigger: trigger.into(), body: Map::new() }))),
+        }
     }
 
     fn budget(secs: u64) -> Budget {

@@ -4,7 +4,7 @@
 //!
 //! [`plan`] is pure (what to look up, from the event and the document);
 //! [`Identities`] resolves plans against Dataverse with a per-environment
-//! cache and one request per key in flight; [`stage`] is the handler's step
+//! cache and one request per key in flight; [`Resolver::stage`] is the handler's step
 //! between mapping and delivery. Every request goes through
 //! [`delivery::with_retries`]: the pacer, the retry classifier, Retry-After
 //! pauses and the invocation's budget. Only ids and normalised lookup values
@@ -71,30 +71,41 @@ pub fn prep(mapping: &Mapping, event: &Value, work: &Work) -> Prep {
     }
 }
 
+/// What the identity stage works with: the destination's caches and port, its
+/// pool, the mapping document and the invocation's budget.
+pub struct Resolver<'a> {
+    pub identities: &'a Identities,
+    pub dynamics: &'a Dynamics,
+    pub pool: &'a Arc<Pool>,
+    pub mapping: &'a Mapping,
+    pub budget: Budget,
+    pub dry_run: bool,
+}
+
+impl Resolver<'_> {
+    /// The stage for `records` (each its identity work and its job), as [`stage`] says.
+    pub async fn stage(&self, records: Vec<(Prep, &mut Job)>) {
+        stage(self, records).await
+    }
+}
+
 /// The step between mapping and delivery: resolves the profile id of every
 /// trigger call that needs one (filling `msdynmkt_profileid` and
 /// `msdynmkt_signaluserauthid`), and turns each `identify` event into its
 /// profile update, which delivery carries out (PATCH).
 /// A record that cannot be resolved gets its outcome here and is not sent.
 /// A dry run reads (lookups) but writes nothing: no create, no PATCH.
-#[allow(clippy::too_many_arguments)]
-pub async fn stage(
-    identities: &Identities,
-    dynamics: &Dynamics,
-    pool: &Arc<Pool>,
-    mapping: &Mapping,
-    preps: Vec<Prep>,
-    jobs: &mut [Job],
-    budget: Budget,
-    dry_run: bool,
-) {
+async fn stage(resolver: &Resolver<'_>, records: Vec<(Prep, &mut Job)>) {
+    let Resolver { identities, dynamics, pool, mapping, budget, dry_run } = *resolver;
+    let mut jobs = Vec::with_capacity(records.len());
     let mut work = Vec::new();
-    for (position, (prep, job)) in preps.into_iter().zip(jobs.iter_mut()).enumerate() {
+    for (position, (prep, job)) in records.into_iter().enumerate() {
         match prep {
             Prep::None => {}
             Prep::Done(outcome) => job.work = Work::Done(outcome),
             Prep::Resolve { plan, update } => work.push((position, plan, update)),
         }
+        jobs.push(job);
     }
     if work.is_empty() {
         return;
@@ -112,7 +123,7 @@ pub async fn stage(
     }))
     .await;
     for (position, resolved, update, set) in results {
-        let job = &mut jobs[position];
+        let job = &mut *jobs[position];
         match (resolved, update, &mut job.work) {
             (Err(outcome), _, _) => job.work = Work::Done(outcome),
             (Ok(id), None, Work::Actions(plan)) => {
@@ -124,9 +135,7 @@ pub async fn stage(
             }
             // An identify event's update is an action of its own, delivered in the
             // record's turn: FIFO order, its own idempotency key, the deadline.
-            (Ok(id), Some(body), _) => {
-                job.work = Work::Actions(Box::new(ActionPlan::update(ProfileUpdate { entity: identify_entity.to_string(), id, body })))
-            }
+            (Ok(id), Some(body), _) => job.work = Work::Actions(Box::new(ActionPlan::update(ProfileUpdate { entity: identify_entity.to_string(), id, body }))),
             (Ok(_), None, _) => {}
         }
     }

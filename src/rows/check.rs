@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{fit, EntityDef, LOOKUP_TYPES};
-use crate::delivery::ActionPlan;
 use crate::check::Problem;
 use crate::config::identity::id_column;
 use crate::config::rows::{BindSpec, KeySpec, RowSpec};
 use crate::config::Settings;
+use crate::delivery::ActionPlan;
 use crate::dynamics::entities::Entities;
 use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;

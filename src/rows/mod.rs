@@ -112,13 +112,13 @@ impl ActionPlan {
 /// entity set the records' rows name (cached per TTL), then fits each record's
 /// rows into their requests; a record that cannot be written gets its outcome
 /// here and nothing of it is sent.
-pub async fn stage(entities: &Entities, dynamics: &Dynamics, jobs: &mut [Job], deadline: Instant) {
+pub async fn stage(entities: &Entities, dynamics: &Dynamics, mut jobs: Vec<&mut Job>, deadline: Instant) {
     let wanted: BTreeSet<String> = jobs.iter().filter_map(|j| rows_of(&j.work).map(ActionPlan::entities)).flatten().collect();
     if wanted.is_empty() {
         return;
     }
     let definitions = entities.lookup_all(dynamics, wanted, deadline).await;
-    for job in jobs {
+    for job in jobs.iter_mut() {
         if let Work::Actions(plan) = &mut job.work {
             if plan.planned.is_empty() {
                 continue;
