@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::config::{ConfigError, Credentials, PrincipalCredentials, Settings};
-use crate::delivery::{PacerSettings, Pool, Principal};
+use crate::delivery::{PacerSettings, Pool, Principal, Request};
 use crate::mapping::TriggerCall;
 use crate::outcome::DeliveryError;
 use crate::secrets::{SecretError, SecretStore};
@@ -346,29 +346,25 @@ fn refresh_after(lifetime: Duration) -> Duration {
 }
 
 impl DynamicsPort for Dynamics {
-    async fn send(&self, call: &TriggerCall, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
-        // Every step below is bounded too; this is the guarantee that nothing outlives the deadline.
-        match tokio::time::timeout_at(deadline.into(), self.send_once(call, principal, deadline)).await {
-            Ok(result) => result,
-            Err(_) => Err(DeliveryError::Transient { status: None, code: None, detail: "no answer before the invocation's cut-off".into() }),
+    async fn execute(&self, request: Request<'_>, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
+        match request {
+            // Every step below is bounded too; this is the guarantee that nothing outlives the deadline.
+            Request::Trigger(call) => match tokio::time::timeout_at(deadline.into(), self.send_once(call, principal, deadline)).await {
+                Ok(result) => result,
+                Err(_) => Err(DeliveryError::Transient { status: None, code: None, detail: "no answer before the invocation's cut-off".into() }),
+            },
+            Request::Update(update) if update.body.is_empty() => Ok(Sent::default()),
+            Request::Update(update) => {
+                let body = Value::Object(update.body.clone());
+                let path = format!("{}({})", update.entity, update.id);
+                self.row_request(principal, reqwest::Method::PATCH, &path, Some(&body), &[("If-Match", "*")], deadline).await.map(|_| Sent::default())
+            }
+            Request::Row(row) => self.write_row_once(row, principal, deadline).await,
         }
     }
 
     fn permit(&self, until: Instant) -> impl std::future::Future<Output = Result<(), DeliveryError>> + Send {
         self.trigger_permit(until)
-    }
-
-    async fn update(&self, update: &crate::delivery::ProfileUpdate, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
-        if update.body.is_empty() {
-            return Ok(Sent::default());
-        }
-        let body = Value::Object(update.body.clone());
-        let path = format!("{}({})", update.entity, update.id);
-        self.row_request(principal, reqwest::Method::PATCH, &path, Some(&body), &[("If-Match", "*")], deadline).await.map(|_| Sent::default())
-    }
-
-    async fn write_row(&self, row: &crate::delivery::RowWrite, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
-        self.write_row_once(row, principal, deadline).await
     }
 }
 

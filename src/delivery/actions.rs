@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::pool::Pool;
-use super::port::{DynamicsPort, ProfileUpdate, RowWrite};
-use super::retry::{deliver_one, deliver_update, outcome_of, with_retries};
+use super::port::{DynamicsPort, ProfileUpdate, Request, RowWrite};
+use super::retry::deliver_request;
 use super::scheduler::{claim, Budget, Report};
 use crate::idempotency::Idempotency;
 use crate::mapping::TriggerCall;
@@ -48,18 +48,12 @@ impl ActionPlan {
 
     /// The actions in the order they are delivered, each with its idempotency
     /// key, given the event's `key`.
-    fn actions<'a>(&'a self, key: Option<&'a str>) -> impl Iterator<Item = (Option<String>, Action<'a>)> + 'a {
-        let update = self.update.iter().map(move |update| (key.map(|k| format!("{k}#identify")), Action::Update(update)));
-        let rows = self.writes.iter().map(|row| (Some(row.key.clone()), Action::Row(row)));
-        let trigger = self.trigger.iter().map(move |call| (key.map(str::to_string), Action::Trigger(call)));
+    fn actions<'a>(&'a self, key: Option<&'a str>) -> impl Iterator<Item = (Option<String>, Request<'a>)> + 'a {
+        let update = self.update.iter().map(move |update| (key.map(|k| format!("{k}#identify")), Request::Update(update)));
+        let rows = self.writes.iter().map(|row| (Some(row.key.clone()), Request::Row(row)));
+        let trigger = self.trigger.iter().map(move |call| (key.map(str::to_string), Request::Trigger(call)));
         update.chain(rows).chain(trigger)
     }
-}
-
-enum Action<'a> {
-    Update(&'a ProfileUpdate),
-    Row(&'a RowWrite),
-    Trigger(&'a TriggerCall),
 }
 
 /// A claimed key and whether its action was delivered: the scheduler settles
@@ -81,16 +75,12 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
     let started = Instant::now();
     let (mut attempts, mut throttled, mut done) = (0, 0, false);
     let (mut claimed, mut count, mut latency) = (Vec::new(), 0, None);
-    for (action_key, action) in plan.actions(key) {
+    for (action_key, request) in plan.actions(key) {
         count += 1;
         let report = match claim(idempotency, action_key.as_deref(), budget).await {
             Err(report) => report,
             Ok(key) => {
-                let report = match action {
-                    Action::Update(update) => deliver_update(port, pool, update, budget).await,
-                    Action::Row(row) => deliver_row(port, pool, row, budget).await,
-                    Action::Trigger(call) => deliver_one(port, pool, call, budget).await,
-                };
+                let report = deliver_request(port, pool, request, budget).await;
                 if let Some(key) = key {
                     claimed.push((key, report.outcome == Outcome::Delivered));
                 }
@@ -110,13 +100,4 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
     // One action: from its first attempt to its 2xx, as for any call; several: the whole plan.
     let latency = if count == 1 { latency } else { done.then(|| started.elapsed()) };
     (Report { latency, ..Report::after(outcome, attempts, throttled) }, claimed)
-}
-
-/// One row, with the retries of SPEC §7; like a profile update, it takes no ceiling permit.
-async fn deliver_row<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, row: &RowWrite, budget: Budget) -> Report {
-    let run = with_retries(pool, budget, |deadline, principal| async move { port.write_row(row, &principal, deadline).await.map(|sent| ((), sent)) }).await;
-    match run.result {
-        Ok(()) => Report { outcome: Outcome::Delivered, attempts: run.attempts, throttled: run.throttled, latency: run.latency },
-        Err(error) => Report::after(outcome_of(error), run.attempts, run.throttled),
-    }
 }

@@ -22,7 +22,7 @@ pub mod scheduler;
 pub use actions::ActionPlan;
 pub use pacer::{Pacer, Slot, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
 pub use pool::{PacerSettings, Pool, Principal};
-pub use port::{DynamicsPort, ProfileUpdate, RowWrite, Sent};
+pub use port::{DynamicsPort, ProfileUpdate, Request, RowWrite, Sent};
 pub use retry::{class, outcome_of, with_retries, Attempts, RetryClass, MAX_THROTTLED_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS};
 pub use scheduler::{deliver, Budget, Job, Order, Report, Work};
 

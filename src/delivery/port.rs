@@ -10,25 +10,23 @@ use super::pool::Principal;
 use crate::mapping::TriggerCall;
 use crate::outcome::DeliveryError;
 
-/// The port delivery talks to: one attempt at one trigger call, answered
-/// before `deadline`. A 401 is handled inside (token refreshed, retried once).
+/// One request of a record's plan (`actions`), as the port sends it.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// `POST /{trigger}`: raise a custom trigger (SPEC §3).
+    Trigger(&'a TriggerCall),
+    /// `PATCH /{entity}({id})` with `If-Match: *`: an `identify` event's update (SPEC §14).
+    Update(&'a ProfileUpdate),
+    /// A row (SPEC §19): `PATCH` by key or `POST`.
+    Row(&'a RowWrite),
+}
+
+/// The port delivery talks to: one attempt at one request, made as a
+/// principal and answered before `deadline`, through the one Web API path
+/// (one 401 policy inside: the token refreshed, then the secret re-read).
 pub trait DynamicsPort: Send + Sync + 'static {
-    /// The call is made as `principal` (SPEC §17.3): with its token.
-    fn send(&self, call: &TriggerCall, principal: &Principal, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send;
-
-    /// One attempt at updating a profile row (`PATCH /{entity}({id})` with
-    /// `If-Match: *`: an `identify` event, SPEC §14), answered before `deadline`.
-    fn update(&self, update: &ProfileUpdate, principal: &Principal, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send {
-        let _ = (update, principal, deadline);
-        async { Err(DeliveryError::Internal("this port writes no rows".into())) }
-    }
-
-    /// One attempt at writing a row (SPEC §19: `PATCH` by key or `POST`) as
-    /// `principal`, answered before `deadline`.
-    fn write_row(&self, row: &RowWrite, principal: &Principal, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send {
-        let _ = (row, principal, deadline);
-        async { Err(DeliveryError::Internal("this port writes no rows".into())) }
-    }
+    /// The request is made as `principal` (SPEC §17.3): with its token.
+    fn execute(&self, request: Request<'_>, principal: &Principal, deadline: Instant) -> impl Future<Output = Result<Sent, DeliveryError>> + Send;
 
     /// A permit to start one trigger call under the per-minute trigger ceiling
     /// (SPEC §17.1), waited for while it can come before `until`; else

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::pacer::{CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
 use super::pool::{Pool, Principal};
-use super::port::{DynamicsPort, ProfileUpdate, Sent};
+use super::port::{DynamicsPort, Request, Sent};
 use super::scheduler::{Budget, Report};
-use crate::mapping::TriggerCall;
 use crate::outcome::{DeliveryError, Outcome};
 
 /// At most this many attempts for 5xx, timeouts and connection errors (SPEC §7).
@@ -71,27 +70,30 @@ pub fn outcome_of(error: DeliveryError) -> Outcome {
     }
 }
 
-/// One record, with the retries of SPEC §7. Each attempt first takes a permit
-/// under the per-minute trigger ceiling (SPEC §17.1), waiting for it while the
-/// call could still start before the start cut-off. CI-J counts the calls it
-/// receives, and one answered 429 or 5xx may have been counted too, so a retry
-/// takes a permit of its own. An attempt that got no permit was never sent and
-/// is not counted as one.
-pub(super) async fn deliver_one<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, call: &TriggerCall, budget: Budget) -> Report {
+/// One request of a record's plan, with the retries of SPEC §7. Each attempt
+/// at a trigger call first takes a permit under the per-minute trigger ceiling
+/// (SPEC §17.1), waiting for it while the call could still start before the
+/// start cut-off. CI-J counts the calls it receives, and one answered 429 or
+/// 5xx may have been counted too, so a retry takes a permit of its own. An
+/// attempt that got no permit was never sent and is not counted as one.
+/// Profile updates and rows take no permit.
+pub(super) async fn deliver_request<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, request: Request<'_>, budget: Budget) -> Report {
     let unsent = AtomicU32::new(0);
     let run = with_retries(pool, budget, |deadline, principal| {
         let unsent = &unsent;
         async move {
-            let permit = tokio::select! {
-                permit = port.permit(budget.start_cutoff) => permit,
-                // `send` interrupted: a call waiting for its permit is not started.
-                () = pool.stopped() => Err(DeliveryError::Deadline),
-            };
-            if let Err(error) = permit {
-                unsent.fetch_add(1, Ordering::Relaxed);
-                return Err(error);
+            if matches!(request, Request::Trigger(_)) {
+                let permit = tokio::select! {
+                    permit = port.permit(budget.start_cutoff) => permit,
+                    // `send` interrupted: a call waiting for its permit is not started.
+                    () = pool.stopped() => Err(DeliveryError::Deadline),
+                };
+                if let Err(error) = permit {
+                    unsent.fetch_add(1, Ordering::Relaxed);
+                    return Err(error);
+                }
             }
-            port.send(call, &principal, deadline).await.map(|sent| ((), sent))
+            port.execute(request, &principal, deadline).await.map(|sent| ((), sent))
         }
     })
     .await;
@@ -99,15 +101,6 @@ pub(super) async fn deliver_one<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, cal
     match run.result {
         Ok(()) => Report { outcome: Outcome::Delivered, attempts, throttled: run.throttled, latency: run.latency },
         Err(error) => Report::after(outcome_of(error), attempts, run.throttled),
-    }
-}
-
-/// A profile update (an `identify` event), with the retries of SPEC §7; it takes no ceiling permit.
-pub(super) async fn deliver_update<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, update: &ProfileUpdate, budget: Budget) -> Report {
-    let run = with_retries(pool, budget, |deadline, principal| async move { port.update(update, &principal, deadline).await.map(|sent| ((), sent)) }).await;
-    match run.result {
-        Ok(()) => Report { outcome: Outcome::Delivered, attempts: run.attempts, throttled: run.throttled, latency: run.latency },
-        Err(error) => Report::after(outcome_of(error), run.attempts, run.throttled),
     }
 }
 
@@ -241,6 +234,7 @@ fn backoff(retry: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapping::TriggerCall;
 
     #[test]
     fn backoff_grows_and_is_capped() {
@@ -276,7 +270,7 @@ mod tests {
     struct Throttling(std::sync::atomic::AtomicU32);
 
     impl DynamicsPort for Throttling {
-        async fn send(&self, _call: &TriggerCall, _principal: &Principal, _deadline: Instant) -> Result<super::super::Sent, DeliveryError> {
+        async fn execute(&self, _request: Request<'_>, _principal: &Principal, _deadline: Instant) -> Result<super::super::Sent, DeliveryError> {
             if self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) > 0 {
                 return Err(DeliveryError::Throttled { retry_after: Some(Duration::ZERO), code: None });
             }
@@ -288,10 +282,10 @@ mod tests {
     async fn without_a_deadline_429s_do_not_use_up_the_attempts() {
         let call = TriggerCall { trigger: "t".into(), body: serde_json::Map::new() };
         let pool = Arc::new(Pool::of(super::super::Pacer::new(1, 1)));
-        let bounded = deliver_one(&Throttling(12.into()), &pool, &call, Budget::until(Instant::now() + Duration::from_secs(10))).await;
+        let bounded = deliver_request(&Throttling(12.into()), &pool, Request::Trigger(&call), Budget::until(Instant::now() + Duration::from_secs(10))).await;
         assert!(matches!(bounded.outcome, Outcome::Failed(DeliveryError::Throttled { .. })));
         assert_eq!((bounded.attempts, bounded.throttled), (MAX_THROTTLED_ATTEMPTS, MAX_THROTTLED_ATTEMPTS));
-        let unbounded = deliver_one(&Throttling(12.into()), &pool, &call, Budget::unbounded()).await;
+        let unbounded = deliver_request(&Throttling(12.into()), &pool, Request::Trigger(&call), Budget::unbounded()).await;
         assert_eq!((unbounded.outcome, unbounded.attempts, unbounded.throttled), (Outcome::Delivered, 13, 12));
     }
 }

@@ -291,7 +291,7 @@ mod tests {
     use super::*;
     use crate::delivery::pacer::{Pacer, CONCURRENCY_LIMIT_CODE};
     use crate::delivery::pool::Principal;
-    use crate::delivery::port::Sent;
+    use crate::delivery::port::{Request, Sent};
     use crate::mapping::TriggerCall;
     use serde_json::Map;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -321,7 +321,8 @@ mod tests {
     }
 
     impl DynamicsPort for Scripted {
-        async fn send(&self, call: &TriggerCall, _principal: &Principal, _deadline: Instant) -> Result<Sent, DeliveryError> {
+        async fn execute(&self, request: Request<'_>, _principal: &Principal, _deadline: Instant) -> Result<Sent, DeliveryError> {
+            let Request::Trigger(call) = request else { unreachable!("these tests raise triggers only") };
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             self.calls.lock().unwrap().push(call.trigger.clone());
