@@ -11,7 +11,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{Credentials, WebhookAuth};
+use crate::config::{SenderSecrets, WebhookAuth};
 use crate::webhook;
 
 /// Standard Webhooks' tolerance for `webhook-timestamp` (seconds).
@@ -39,10 +39,10 @@ pub struct Accepted {
 }
 
 /// Tries each scheme in order; the error is the first listed scheme's reason.
-pub fn authenticate(schemes: &[WebhookAuth], credentials: &Credentials, proof: &SenderProof<'_>, now_ms: i64) -> Result<Accepted, String> {
-    let secret = credentials.webhook_secret.as_ref().map(|s| s.expose_secret().as_bytes());
-    let key = credentials.webhook_key.as_ref().map(|s| s.expose_secret().as_bytes());
-    let write_key = credentials.write_key.as_ref().map(|s| s.expose_secret().as_bytes());
+pub fn authenticate(schemes: &[WebhookAuth], senders: &SenderSecrets, proof: &SenderProof<'_>, now_ms: i64) -> Result<Accepted, String> {
+    let secret = senders.webhook_secret.as_ref().map(|s| s.expose_secret().as_bytes());
+    let key = senders.webhook_key.as_ref().map(|s| s.expose_secret().as_bytes());
+    let write_key = senders.write_key.as_ref().map(|s| s.expose_secret().as_bytes());
     let mut first_reason = None;
     for &scheme in schemes {
         let result = match scheme {

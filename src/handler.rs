@@ -222,7 +222,7 @@ impl Relay {
         let mut decoded = reads_body.then(|| webhook::decode(&sent, &request.headers));
         let proof =
             SenderProof { headers: &request.headers, code: request.code.as_deref(), body: &sent, decoded: decoded.as_ref().and_then(|d| d.as_deref().ok()) };
-        let accepted = match auth::authenticate(schemes, &prepared.credentials, &proof, Utc::now().timestamp_millis()) {
+        let accepted = match auth::authenticate(schemes, &prepared.credentials.senders, &proof, Utc::now().timestamp_millis()) {
             Ok(accepted) => accepted,
             Err(problem) => return reject(HttpAnswer::error(ErrorCode::Unauthorized, problem)),
         };

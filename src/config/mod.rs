@@ -10,7 +10,7 @@ pub mod rows;
 pub mod secret;
 
 pub use document::{DefaultAction, EventMapping, Mapping, DEFAULT_PRESET};
-pub use secret::{check_org_host, Credentials, PrincipalCredentials, DATAVERSE_SUFFIXES};
+pub use secret::{check_org_host, Credentials, PrincipalCredentials, SenderSecrets, DATAVERSE_SUFFIXES};
 
 /// A configuration problem, naming the setting so the log line says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

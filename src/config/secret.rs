@@ -19,13 +19,22 @@ pub struct Credentials {
     pub principals: Vec<PrincipalCredentials>,
     pub org_url_host: String,
     pub trigger_name: Option<String>,
+    /// What senders prove themselves with: the relay's side, apart from the destination's credentials.
+    pub senders: SenderSecrets,
+    /// Secrets Manager's VersionId, to tell a rotated secret from the one in use.
+    pub version: String,
+}
+
+/// The secrets webhook senders are checked against (SPEC §12, §20); they never
+/// reach Dynamics, and the destination's credentials never reach a sender check.
+#[derive(Clone, Default)]
+pub struct SenderSecrets {
+    /// The signing secret of the `hmac`, `standard` and `segment` schemes.
     pub webhook_secret: Option<SecretString>,
     /// The shared key of the `key` sender scheme (SPEC §12).
     pub webhook_key: Option<SecretString>,
     /// The write key of the `writekey` sender scheme (SPEC §20): what analytics SDKs send.
     pub write_key: Option<SecretString>,
-    /// Secrets Manager's VersionId, to tell a rotated secret from the one in use.
-    pub version: String,
 }
 
 /// One application user's client credentials (SPEC §17.3).
@@ -104,9 +113,11 @@ impl Credentials {
             principals,
             org_url_host,
             trigger_name,
-            webhook_secret: raw.webhook_secret.filter(|s| !s.is_empty()).map(SecretString::from),
-            webhook_key: raw.webhook_key.filter(|s| !s.is_empty()).map(SecretString::from),
-            write_key: raw.write_key.filter(|s| !s.is_empty()).map(SecretString::from),
+            senders: SenderSecrets {
+                webhook_secret: raw.webhook_secret.filter(|s| !s.is_empty()).map(SecretString::from),
+                webhook_key: raw.webhook_key.filter(|s| !s.is_empty()).map(SecretString::from),
+                write_key: raw.write_key.filter(|s| !s.is_empty()).map(SecretString::from),
+            },
             version: version.to_string(),
         })
     }

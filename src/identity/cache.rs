@@ -116,7 +116,12 @@ impl Identities {
         if let Some(id) = &plan.known {
             return Ok(id.clone());
         }
-        let slot = self.slot(&plan.key);
+        // Keyed by destination too: a secret that names another environment finds its profiles there.
+        let environment = match dynamics.credentials_until(budget.start_cutoff).await {
+            Ok(credentials) => credentials.org_url_host.clone(),
+            Err(error) => return Err(Outcome::Failed(error.into())),
+        };
+        let slot = self.slot(&format!("{environment} {}", plan.key));
         // One resolution per key at a time: the others wait for its answer.
         let mut entry = match tokio::time::timeout_at(budget.start_cutoff.into(), slot.lock()).await {
             Ok(entry) => entry,

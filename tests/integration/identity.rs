@@ -360,3 +360,22 @@ async fn a_lookup_answered_401_twice_re_reads_a_rotated_secret_as_a_trigger_call
     let statuses: Vec<u16> = h.sandbox.row_requests().iter().skip(1).map(|r| r.status).collect();
     assert_eq!(statuses, [401, 401, 200], "the same 401 policy as trigger calls");
 }
+
+#[tokio::test]
+async fn a_secret_that_names_another_environment_finds_its_profiles_there() {
+    let h = Harness::with_config(sandbox_config(), &[("D365_MAPPING", &document(json!({}))), ("D365_SECRET_TTL_SECONDS", "0")]).await;
+    let first = direct(&h, vec![order("env-1", None, Some("alex@example.net"))]).await;
+    assert_eq!(first["delivered"], 1, "{first}");
+    assert_eq!(h.sandbox.accepted()[0].body["msdynmkt_profileid"], ALEX);
+    // The secret now names another Dynamics environment, where the same address is another contact.
+    let mut secret = sandbox_config().secrets["d365/relay-demo"].clone();
+    secret["org_url_host"] = json!("contoso-test.crm4.dynamics.com");
+    h.sandbox.set_apps(vec![serde_json::from_value(secret.clone()).unwrap()]);
+    h.sandbox.put_secret("d365/relay-demo", &secret);
+    h.sandbox.set_rows("contacts", vec![json!({"contactid": PRIYA, "emailaddress1": "alex@example.net"})]);
+    let lookups = h.sandbox.row_requests().len();
+    let second = direct(&h, vec![order("env-2", None, Some("alex@example.net"))]).await;
+    assert_eq!(second["delivered"], 1, "{second}");
+    assert_eq!(h.sandbox.row_requests().len(), lookups + 1, "looked up again in the other environment");
+    assert_eq!(h.sandbox.accepted()[1].body["msdynmkt_profileid"], PRIYA, "not the first environment's contact");
+}
