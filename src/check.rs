@@ -15,7 +15,7 @@ use crate::dynamics::ceiling::Ceiling;
 use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
 use crate::mapping::{self, Decision, MapContext};
-use crate::outcome::DeliveryError;
+use crate::outcome::{DeliveryError, Outcome};
 use crate::schema::{self, Definition};
 use crate::secrets::SecretError;
 
@@ -333,7 +333,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
             return report;
         }
     };
-    let default_trigger = settings.trigger_name.clone().or_else(|| creds.trigger_name.clone());
+    let default_trigger = settings.default_trigger(&creds);
     if let Err(error) = settings.mapping.check_triggers(default_trigger.as_deref()) {
         report.steps.push(Step {
             name: "secret",
@@ -515,7 +515,7 @@ async fn check_identity(settings: &Settings, dynamics: &Dynamics, deadline: Inst
             continue;
         }
         let query = format!("{entity}?$select={},{attribute}&$top=1", id_column(&entity));
-        let (ok, detail, fix) = match dynamics.row_request(&dynamics.pool().pick(), reqwest::Method::GET, &query, None, &[], deadline).await {
+        let (ok, detail, fix) = match dynamics.read(&query, deadline).await {
             Ok(_) => (true, "readable".to_string(), None),
             Err(error) => {
                 let fix = match error.status() {
@@ -534,42 +534,30 @@ async fn check_identity(settings: &Settings, dynamics: &Dynamics, deadline: Inst
     }
 }
 
-/// The sample event's profile: its lookups run (reads only; nothing is created).
-/// `Err((reason, problem))`: `problem` is false when the outcome is fine (a row would be created).
+/// The sample event's profile, resolved as the function resolves it
+/// ([`crate::identity::Identities`] in a dry run: lookups only, nothing created
+/// or cached). `Err((reason, problem))`: `problem` is false when the outcome is
+/// fine (a row would be created).
 pub(crate) async fn resolve_sample(
     spec: &crate::config::identity::IdentitySpec,
     event: &Value,
     dynamics: &Dynamics,
     deadline: Instant,
 ) -> Result<Option<String>, (String, bool)> {
-    use crate::config::identity::id_column;
+    use crate::identity::{Identities, NEW_ROW};
     let Some(plan) = crate::identity::plan(event, spec).map_err(|reason| (reason, true))? else { return Ok(None) };
-    if let Some(id) = plan.known {
-        return Ok(Some(id));
-    }
-    for step in &plan.steps {
-        let answer = dynamics
-            .row_request(&dynamics.pool().pick(), reqwest::Method::GET, &step.query(), None, &[], deadline)
-            .await
-            .map_err(|e| (format!("the {} lookup failed: {e}", step.entity), true))?;
-        let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-        let column = id_column(&step.entity);
-        let ids: Vec<&str> = value
-            .get("value")
-            .and_then(Value::as_array)
-            .map(|rows| rows.iter().filter_map(|r| r.get(&column).and_then(Value::as_str)).collect())
-            .unwrap_or_default();
-        match ids.as_slice() {
-            [] => continue,
-            [id] => return Ok(Some(id.to_string())),
-            _ => return Err((format!("ambiguous: {} {}s have {} = {}", ids.len(), step.noun(), step.attribute, step.shown()), true)),
+    let budget = crate::delivery::Budget::until(deadline);
+    let identities = Identities::new(std::time::Duration::ZERO);
+    match identities.resolve(dynamics, dynamics.pool(), &plan, spec.create.as_ref(), budget, true).await {
+        Ok(id) if id == NEW_ROW => {
+            let tried: Vec<String> = plan.steps.iter().map(|s| format!("{} = {}", s.attribute, s.shown())).collect();
+            let entity = spec.create.as_ref().map_or("", |c| c.entity.as_str());
+            Err((format!("no match for {}: a row of {entity} would be created (nothing was created)", tried.join(" or ")), false))
         }
+        Ok(id) => Ok(Some(id)),
+        Err(Outcome::Invalid { reason }) => Err((reason, true)),
+        Err(outcome) => Err((format!("the lookup failed: {}", outcome.detail().unwrap_or_default()), true)),
     }
-    let tried: Vec<String> = plan.steps.iter().map(|s| format!("{} = {}", s.attribute, s.shown())).collect();
-    Err(match (&spec.create, &plan.create) {
-        (Some(create), Some(_)) => (format!("no match for {}: a row of {} would be created (nothing was created)", tried.join(" or "), create.entity), false),
-        _ => (format!("no match for {}: the event would be invalid (add identity.create to create one)", tried.join(" or ")), true),
-    })
 }
 
 /// One trigger's definition against the events that raise it.

@@ -374,7 +374,7 @@ impl Dynamics {
         let answer = self.web_api_bytes(principal, reqwest::Method::POST, &call.trigger, Some(body), &[], deadline).await?;
         if answer.status.is_success() {
             let dop_hint = header_number(&answer.headers, "x-ms-dop-hint").filter(|h| *h > 0).map(|h| h.min(self.max_dop));
-            return Ok(Sent { dop_hint });
+            return Ok(Sent { dop_hint, read: false });
         }
         if answer.status == StatusCode::UNAUTHORIZED {
             return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&answer.headers, &answer.body) });

@@ -83,7 +83,7 @@ impl Relay {
     async fn prepare(&self, budget: &Budget) -> Result<Prepared<'_>, SecretError> {
         let Wiring { settings, dynamics, schemas, identities, entities } = self.wiring.as_ref().map_err(|e| SecretError::Config(e.clone()))?;
         let credentials = dynamics.credentials_until(budget.hard_cutoff).await?;
-        let default_trigger = settings.trigger_name.clone().or_else(|| credentials.trigger_name.clone());
+        let default_trigger = settings.default_trigger(&credentials);
         settings.mapping.check_triggers(default_trigger.as_deref())?;
         Ok(Prepared { settings, dynamics, schemas, identities, entities, credentials, default_trigger })
     }

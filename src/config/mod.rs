@@ -153,6 +153,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The trigger of events whose entry names none (SPEC §2, §3):
+    /// `D365_TRIGGER_NAME`, else the secret's `trigger_name`.
+    pub fn default_trigger(&self, credentials: &Credentials) -> Option<String> {
+        self.trigger_name.clone().or_else(|| credentials.trigger_name.clone())
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Settings, ConfigError> {
         Settings::from_lookup(|key| std::env::var(key).ok())

@@ -296,6 +296,11 @@ impl Pacer {
         self.on_success_at(Instant::now(), latency, dop_hint);
     }
 
+    /// A read went through: it counts against the request budget only.
+    pub(super) fn on_read(&self) {
+        lock(&self.budget).on_accepted(Instant::now());
+    }
+
     fn on_success_at(&self, now: Instant, latency: Duration, dop_hint: Option<usize>) {
         lock(&self.budget).on_accepted(now);
         let mut state = lock(&self.state);

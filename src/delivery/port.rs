@@ -42,6 +42,9 @@ pub trait DynamicsPort: Send + Sync + 'static {
 pub struct Sent {
     /// `x-ms-dop-hint`: the degree of parallelism Dataverse recommends.
     pub dop_hint: Option<usize>,
+    /// A read (metadata, `check`): it spent the request budget, but its latency
+    /// says nothing of the calls the concurrency limit is tuned on.
+    pub read: bool,
 }
 
 /// An `identify` event's update of its profile row: an action of its own,

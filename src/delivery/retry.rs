@@ -155,7 +155,11 @@ where
         let started = Instant::now();
         let error = match attempt(budget.hard_cutoff, member.principal.clone()).await {
             Ok((value, sent)) => {
-                pacer.on_success(started.elapsed(), sent.dop_hint);
+                if sent.read {
+                    pacer.on_read();
+                } else {
+                    pacer.on_success(started.elapsed(), sent.dop_hint);
+                }
                 for principal in &forbidden {
                     pool.leave(principal, &format!("Dataverse answered 403 to it and {} succeeded", member.principal));
                 }

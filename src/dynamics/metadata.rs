@@ -191,9 +191,26 @@ impl Dynamics {
     /// A Dataverse Web API read: `GET {base}/api/data/v9.2/{path_and_query}`
     /// with the cached token (refreshed once after a 401), answered before `deadline`.
     pub async fn get(&self, path_and_query: &str, deadline: Instant) -> Result<(StatusCode, Vec<u8>), DeliveryError> {
-        // A read takes no slot; it is made as the principal with the most room (SPEC §17.3).
-        let answer = self.web_api(&self.pool.pick(), reqwest::Method::GET, path_and_query, None, &[], deadline).await?;
+        let answer = self.read(path_and_query, deadline).await?;
         Ok((answer.status, answer.body))
+    }
+
+    /// A read (metadata, `check`) as any call is made (SPEC §7, §17.3): a slot of
+    /// the principal with the most room, its pace and pauses, the one retry
+    /// classifier; a non-2xx answer is that classifier's error.
+    pub async fn read(&self, path_and_query: &str, deadline: Instant) -> Result<super::rows::Answer, DeliveryError> {
+        let budget = crate::delivery::Budget {
+            start_cutoff: deadline,
+            hard_cutoff: deadline,
+            settle_cutoff: deadline,
+            throttled_attempts: crate::delivery::MAX_THROTTLED_ATTEMPTS,
+        };
+        let run = crate::delivery::with_retries(&self.pool, budget, |deadline, principal| async move {
+            let answer = self.row_request(&principal, reqwest::Method::GET, path_and_query, None, &[], deadline).await?;
+            Ok((answer, crate::delivery::Sent { dop_hint: None, read: true }))
+        })
+        .await;
+        run.result
     }
 
     /// Gets a token of `principal` now (the `check` command's third step, once per principal).
