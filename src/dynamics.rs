@@ -195,7 +195,7 @@ impl Dynamics {
     }
 
     fn token_state(&self, client_id: &str) -> Arc<Mutex<TokenState>> {
-        let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tokens = crate::lock(&self.tokens);
         tokens.entry(client_id.to_string()).or_default().clone()
     }
 

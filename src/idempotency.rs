@@ -3,7 +3,7 @@
 //! released after a failure, so a retry can proceed.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -18,10 +18,7 @@ pub const MEMORY_CAPACITY: usize = 100_000;
 /// The longest a table write may take when no cut-off is given.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The memory stays consistent through a panic elsewhere; poisoning is ignored.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::lock;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {

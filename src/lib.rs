@@ -51,6 +51,14 @@ pub mod webhook;
 
 pub use handler::Relay;
 
+/// A std mutex whose poisoning is harmless: the state behind every one of the
+/// relay's locks stays consistent (each update is a few assignments), so a
+/// panic elsewhere must not fail every later invocation of the execution
+/// environment. The one way the relay takes a std lock.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Time limits of every AWS call (Secrets Manager, DynamoDB): a peer that accepts
 /// and never answers is given up well inside an invocation. The callers bound
 /// each call by the invocation's deadline as well.

@@ -9,7 +9,7 @@
 //! [`actions`] is a record's plan (profile update, rows, trigger: each its own
 //! request and key), and [`port`] is what delivery needs from Dynamics.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use crate::lock;
 
 pub mod actions;
 pub mod budget;
@@ -25,10 +25,3 @@ pub use pool::{PacerSettings, Pool, Principal};
 pub use port::{DynamicsPort, ProfileUpdate, Request, RowWrite, Sent};
 pub use retry::{class, outcome_of, with_retries, Attempts, RetryClass, MAX_THROTTLED_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS};
 pub use scheduler::{deliver, Budget, Job, Order, Report, Work};
-
-/// A std mutex whose poisoning is harmless: the state behind it stays consistent
-/// (every update is a few assignments), so a panic elsewhere must not fail every
-/// later invocation of the execution environment.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}

@@ -53,7 +53,7 @@ impl Entities {
     /// The entity set's definition, from the cache or read now (one read for
     /// all concurrent callers of the same set), within `deadline`.
     pub async fn lookup(&self, dynamics: &Dynamics, entity: &str, deadline: Instant) -> EntityLookup {
-        let slot = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(entity.to_string()).or_default().clone();
+        let slot = crate::lock(&self.entries).entry(entity.to_string()).or_default().clone();
         let mut entry = match tokio::time::timeout_at(deadline.into(), slot.lock()).await {
             Ok(entry) => entry,
             Err(_) => return EntityLookup::Unreadable(DeliveryError::Deadline),
@@ -125,7 +125,7 @@ impl Entities {
             return;
         }
         self.omitted.fetch_add(omitted.len() as u64, Ordering::Relaxed);
-        let mut warned = self.warned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut warned = crate::lock(&self.warned);
         for (entity, column) in omitted {
             if warned.insert((entity.clone(), column.clone())) {
                 tracing::warn!(message = "Column omitted: the entity does not have it.", entity = %entity, column = %column);

@@ -67,7 +67,7 @@ impl Schemas {
     /// The trigger's definition, from the cache or read now (one read for all
     /// concurrent callers of the same trigger), within `deadline`.
     pub async fn lookup(&self, dynamics: &Dynamics, trigger: &str, deadline: Instant) -> Lookup {
-        let slot = self.entries.lock().unwrap().entry(trigger.to_string()).or_default().clone();
+        let slot = crate::lock(&self.entries).entry(trigger.to_string()).or_default().clone();
         let mut entry = slot.lock().await;
         let base = match dynamics.credentials().await {
             Ok(creds) => dynamics.base_url(&creds),
@@ -149,7 +149,7 @@ impl Schemas {
                 let fitted = schema::fit(definition, std::mem::take(&mut call.body)).map_err(|reason| Outcome::Invalid { reason })?;
                 if !fitted.omitted.is_empty() {
                     self.omitted.fetch_add(fitted.omitted.len() as u64, Ordering::Relaxed);
-                    let mut warned = self.warned.lock().unwrap();
+                    let mut warned = crate::lock(&self.warned);
                     for parameter in &fitted.omitted {
                         if warned.insert((call.trigger.clone(), parameter.clone())) {
                             tracing::warn!(message = "Parameter omitted: the trigger does not have it.", trigger = %call.trigger, parameter = %parameter);
@@ -168,7 +168,7 @@ impl Schemas {
         if let DeliveryError::Rejected { status: 400, message, .. } = error {
             let about_parameter = ["parameter", "Required field", "Cannot convert"].iter().any(|w| message.contains(w));
             if about_parameter {
-                let slot = self.entries.lock().unwrap().get(trigger).cloned();
+                let slot = crate::lock(&self.entries).get(trigger).cloned();
                 if let Some(slot) = slot {
                     if let Ok(mut entry) = slot.try_lock() {
                         entry.stale = true;

@@ -81,7 +81,7 @@ impl Identities {
     }
 
     fn slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Option<Cached>>> {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = crate::lock(&self.entries);
         if let Some(slot) = entries.get(key) {
             return slot.clone();
         }
