@@ -553,7 +553,8 @@ fn sdk_batch(tag: &str, gzip: bool) -> Value {
 async fn gzip_scenario(line: &mut impl FnMut(String)) {
     let sandbox = Sandbox::start(config(Faults { latency_ms: LATENCY_MS, ..Faults::default() }), 0).await.unwrap();
     let mapping = format!("{ROOT}/events/mapping.json");
-    let overrides = [("D365_MAPPING_FILE", mapping.as_str()), ("D365_MAX_IN_FLIGHT", "32"), ("D365_WEBHOOK_AUTH", "writekey,hmac")];
+    let overrides =
+        [("D365_MAPPING_FILE", mapping.as_str()), ("D365_MAX_IN_FLIGHT", "32"), ("D365_WEBHOOK_AUTH", "writekey,hmac"), ("D365_MAX_TRIGGERS_PER_MINUTE", "0")];
     let relay =
         relay::startup::relay(relay::sandbox_settings(&sandbox.url(), &overrides), relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
     relay::mapping::warm_phone_metadata();
