@@ -24,27 +24,27 @@
 //! - [`startup`]: the composition root: the relay built from settings, clients and options
 
 pub mod auth;
-pub mod backlog;
-pub mod check;
+pub(crate) mod backlog;
+pub(crate) mod check;
 pub mod cli;
 pub mod config;
 pub mod deadline;
 pub mod delivery;
 pub mod dynamics;
 pub mod enqueue;
-pub mod envelope;
-pub mod handler;
+pub(crate) mod envelope;
+pub(crate) mod handler;
 pub mod idempotency;
-pub mod identity;
+pub(crate) mod identity;
 pub mod intake;
 pub mod mapping;
 pub mod metrics;
 pub mod outcome;
-pub mod redact;
-pub mod rows;
-pub mod schema;
-pub mod secrets;
-pub mod segment_api;
+pub(crate) mod redact;
+pub(crate) mod rows;
+pub(crate) mod schema;
+pub(crate) mod secrets;
+pub(crate) mod segment_api;
 pub mod send;
 pub mod startup;
 pub mod webhook;

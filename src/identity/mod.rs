@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-pub use cache::{Identities, Resolved, MAX_ENTRIES, MISS_TTL, NEW_ROW};
-pub use plan::{is_guid, plan, update_body, Plan, Step};
+pub use cache::{Identities, NEW_ROW};
+pub use plan::{is_guid, plan, update_body, Plan};
 
 use crate::config::Mapping;
 use crate::delivery::{ActionPlan, Budget, Job, Pool, ProfileUpdate, Work};
