@@ -101,3 +101,50 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
     let latency = if count == 1 { latency } else { done.then(|| started.elapsed()) };
     (Report { latency, ..Report::after(outcome, attempts, throttled) }, claimed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map};
+
+    fn row(key: &str) -> RowWrite {
+        RowWrite {
+            method: reqwest::Method::PATCH,
+            path: "accounts(accountnumber='A-1')".into(),
+            headers: Vec::new(),
+            body: Map::new(),
+            key: key.into(),
+            label: "accounts(accountnumber='A-1')".into(),
+            exists_is_success: false,
+        }
+    }
+
+    #[test]
+    fn the_actions_run_update_rows_trigger_each_under_its_own_key() {
+        let update = ProfileUpdate { entity: "contacts".into(), id: "c-1".into(), body: Map::new() };
+        let call = TriggerCall { trigger: "msdynmkt_OrderCompleted".into(), body: json!({"a": 1}).as_object().unwrap().clone() };
+        let plan = ActionPlan { update: Some(update), writes: vec![row("m-1#accounts(accountnumber='A-1')")], trigger: Some(call), ..ActionPlan::default() };
+        let order: Vec<(Option<String>, &str)> = plan
+            .actions(Some("m-1"))
+            .map(|(key, request)| {
+                let what = match request {
+                    Request::Update(_) => "update",
+                    Request::Row(_) => "row",
+                    Request::Trigger(_) => "trigger",
+                };
+                (key, what)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (Some("m-1#identify".to_string()), "update"),
+                (Some("m-1#accounts(accountnumber='A-1')".to_string()), "row"),
+                (Some("m-1".to_string()), "trigger")
+            ],
+            "the trigger keeps the event's key (SPEC §11), so keys already stored still match"
+        );
+        let unkeyed: Vec<Option<String>> = ActionPlan::raise(TriggerCall { trigger: "t".into(), body: Map::new() }).actions(None).map(|(k, _)| k).collect();
+        assert_eq!(unkeyed, [None], "without an event key, a trigger claims nothing");
+    }
+}
