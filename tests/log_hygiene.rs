@@ -125,6 +125,9 @@ async fn logs_never_carry_secrets_tokens_or_contact_points() {
         client_secret: "sandbox-client-secret".into(),
         org_url_host: "contoso.api.crm.dynamics.com".into(),
     }]);
+    // Calls of 200 ms overlap, so with one slot each the second record must be tried as the second principal
+    // (at Dataverse's 0 ms the first principal's slot may already be free again).
+    h.sandbox.set_faults(d365_sandbox::Faults { latency_ms: 200, ..Default::default() });
     let pool = relay_for(&h.sandbox, &[("D365_MAPPING_FILE", &mapping_file()), ("D365_MAX_IN_FLIGHT", "1")]);
     let answer = pool.handle(json!([order("p1"), order("p2"), order("p3")]), Instant::now() + Duration::from_secs(10)).await.unwrap();
     assert_eq!(answer["delivered"], 3, "{answer}");
