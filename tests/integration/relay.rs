@@ -454,3 +454,19 @@ async fn records_held_back_by_a_throttle_pause_name_the_429_not_the_deadline() {
     let held: Vec<&str> = failed[1..].iter().map(|r| r["error"].as_str().unwrap()).collect();
     assert!(held.iter().all(|e| e.starts_with("not attempted: Dataverse throttled the application user (429 0x80072322), Retry-After 1")), "{held:?}");
 }
+
+#[tokio::test]
+async fn a_throttled_definition_read_waits_out_the_pause_and_is_read_again() {
+    let h = Harness::new(&[]).await;
+    // The customapis query answers 429 (no Retry-After: a 1 s pause) until it is cleared.
+    h.sandbox.set_faults(Faults { metadata_status: Some(429), ..Faults::default() });
+    let invocation = h.invoke(json!([order("a")]));
+    let clear = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.sandbox.set_faults(Faults::default());
+    };
+    let (response, ()) = tokio::join!(invocation, clear);
+    assert_eq!(response["delivered"], 1, "{response}");
+    assert_eq!(h.sandbox.stats().metadata_requests, 2, "the read was retried after the pause, as any call is");
+    assert_eq!(h.sandbox.accepted().len(), 1);
+}
