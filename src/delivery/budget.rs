@@ -6,9 +6,11 @@
 //! caller keeps sending. The concurrency limit does not help: at 50 ms a call
 //! eight calls in flight send 160 a second. So after a budget 429 the requests
 //! Dataverse accepted in the window before it, divided by the window, are what
-//! this environment's share of the budget sustains: the calls are paced at that
-//! rate, which grows by a tenth each window without another budget 429, is cut
-//! again by the next, and is forgotten after the learned-cap period without one.
+//! this environment's share of the budget sustains: the calls are paced just
+//! under that rate, which probes past itself by half a percent each window
+//! without another budget 429 (a spent window proved no more), is cut again by
+//! the next, and is forgotten after the learned-cap period without one, so a
+//! rate learned while other environments shared the budget does not outlive them.
 //! Pure: the caller passes the time.
 
 use std::collections::VecDeque;
@@ -18,13 +20,17 @@ use std::time::{Duration, Instant};
 pub const BUDGET_CODES: &[&str] = &["0x80072322", "0x80072321"];
 /// `D365_BUDGET_WINDOW_SECONDS`'s default: Dataverse's window.
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(300);
-/// The learned rate grows by this share each window without a budget 429 …
-const GROWTH: f64 = 0.10;
-/// … up to this share of the rate a budget 429 last proved too fast, and past
-/// it by [`PROBE`] a window: each 429 costs a Retry-After pause, so the rate
-/// settles just under the budget instead of crossing it every other window.
-const HEADROOM: f64 = 0.93;
+/// A learned rate grows by this share each window without a budget 429: a
+/// window that was spent proved no more, and each 429 costs a Retry-After
+/// pause, so the rate stays just under the budget instead of crossing it every
+/// other window.
 const PROBE: f64 = 0.005;
+/// Paced, a budget 429 proves the pace too fast: it is cut to this share.
+const HEADROOM: f64 = 0.93;
+/// A spent window accepted exactly the budget, so pacing at that rate fills
+/// it to the last request and the jitter of several environments' starts
+/// crosses it: the learned rate starts at this share of it.
+const MARGIN: f64 = 0.98;
 /// The slowest pace ever learned: one call every ten seconds.
 const MIN_PER_SECOND: f64 = 0.1;
 /// Accepted calls remembered at most (a window's worth at Dataverse's default is 6,000).
@@ -60,8 +66,6 @@ pub struct RequestBudget {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Learned {
     per_second: f64,
-    /// The pace that drew the last budget 429, once one came while paced.
-    too_fast: Option<f64>,
     /// The last budget 429.
     cut_at: Instant,
     /// The last growth step (or the cut).
@@ -95,12 +99,13 @@ impl RequestBudget {
         let learned = match self.learned {
             Some(learned) if now.saturating_duration_since(learned.cut_at) < self.window.mul_f64(CUT_SPACING).max(Duration::from_secs(1)) => return,
             Some(learned) => {
-                Learned { per_second: (learned.per_second * HEADROOM).max(MIN_PER_SECOND), too_fast: Some(learned.per_second), cut_at: now, grown_at: now }
+                let per_second = (learned.per_second * HEADROOM).max(MIN_PER_SECOND);
+                Learned { per_second, cut_at: now, grown_at: now }
             }
             None if self.run < CONFIRM || self.accepted.len() < MIN_SAMPLE => return,
             None => {
-                let per_second = (self.accepted.len() as f64 / self.window.as_secs_f64()).max(MIN_PER_SECOND);
-                Learned { per_second, too_fast: None, cut_at: now, grown_at: now }
+                let per_second = (self.accepted.len() as f64 / self.window.as_secs_f64() * MARGIN).max(MIN_PER_SECOND);
+                Learned { per_second, cut_at: now, grown_at: now }
             }
         };
         tracing::debug!(message = "Request rate learned from a budget 429.", per_second = learned.per_second, window_seconds = self.window.as_secs());
@@ -112,7 +117,7 @@ impl RequestBudget {
     pub fn seed(&mut self, now: Instant, per_second: f64) {
         if self.learned.is_none() && !self.keep.is_zero() && per_second.is_finite() {
             let per_second = per_second.max(MIN_PER_SECOND);
-            self.learned = Some(Learned { per_second, too_fast: None, cut_at: now, grown_at: now });
+            self.learned = Some(Learned { per_second, cut_at: now, grown_at: now });
         }
     }
 
@@ -125,11 +130,7 @@ impl RequestBudget {
             return None;
         }
         while now.saturating_duration_since(learned.grown_at) >= self.window {
-            let grown = learned.per_second * (1.0 + GROWTH);
-            learned.per_second = match learned.too_fast {
-                Some(too_fast) if grown > too_fast * HEADROOM => (too_fast * HEADROOM).max(learned.per_second * (1.0 + PROBE)),
-                _ => grown,
-            };
+            learned.per_second *= 1.0 + PROBE;
             learned.grown_at += self.window;
         }
         Some(learned.per_second)
@@ -175,8 +176,9 @@ mod tests {
         // 66 calls accepted in a burst, then the budget is spent: the 8 in flight come back 429.
         accept(&mut budget, t0, 66, Duration::from_millis(5));
         spent(&mut budget, t0 + SECOND, 8);
-        assert_eq!(budget.per_second(t0 + SECOND), Some(6.6));
-        assert_eq!(budget.interval(t0 + SECOND), Some(Duration::from_secs_f64(1.0 / 6.6)));
+        // 6.6 a second filled the window to the last request: paced just under it.
+        assert_eq!(budget.per_second(t0 + SECOND), Some(6.6 * MARGIN));
+        assert_eq!(budget.interval(t0 + SECOND), Some(Duration::from_secs_f64(1.0 / (6.6 * MARGIN))));
     }
 
     #[test]
@@ -197,34 +199,53 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_grows_a_tenth_a_window_without_a_429_and_is_forgotten_after_the_keep_period() {
+    fn a_rate_learned_from_a_spent_window_probes_past_itself_a_little_and_is_forgotten_after_the_keep_period() {
         let t0 = Instant::now();
         let mut budget = RequestBudget::new(WINDOW, Duration::from_secs(60));
         accept(&mut budget, t0, 100, Duration::from_millis(1));
         spent(&mut budget, t0 + SECOND, 4);
-        assert_eq!(budget.per_second(t0 + Duration::from_secs(10)), Some(10.0), "less than a window: no growth");
-        let grown = budget.per_second(t0 + Duration::from_secs(22)).unwrap();
-        assert!((grown - 12.1).abs() < 1e-9, "two windows: ×1.1 twice, {grown}");
+        let learned = 10.0 * MARGIN;
+        assert_eq!(budget.per_second(t0 + Duration::from_secs(10)), Some(learned), "less than a window: no growth");
+        // The spent window proved 10 a second is the share: past it only by a probe a window.
+        let probed = budget.per_second(t0 + Duration::from_secs(22)).unwrap();
+        assert!((probed - learned * (1.0 + PROBE).powi(2)).abs() < 1e-9, "two windows: two probes, {probed}");
         assert_eq!(budget.per_second(t0 + Duration::from_secs(62)), None, "kept 60 s without a budget 429");
     }
 
     #[test]
-    fn paced_a_429_cuts_just_under_the_pace_once_per_tenth_of_a_window_then_growth_stops_there_and_probes() {
+    fn a_seeded_rate_paces_from_the_start_probes_and_is_cut_by_its_own_429() {
+        let t0 = Instant::now();
+        let mut budget = RequestBudget::new(WINDOW, Duration::from_secs(3_600));
+        budget.seed(t0, 10.0);
+        assert_eq!(budget.per_second(t0), Some(10.0), "paced before its own window is spent");
+        budget.seed(t0, 20.0);
+        assert_eq!(budget.per_second(t0), Some(10.0), "a rate of its own is kept");
+        let probed = budget.per_second(t0 + Duration::from_secs(12)).unwrap();
+        assert!((probed - 10.0 * (1.0 + PROBE)).abs() < 1e-9, "{probed}");
+        budget.on_accepted(t0 + Duration::from_secs(12));
+        spent(&mut budget, t0 + Duration::from_secs(13), 2);
+        let cut = budget.per_second(t0 + Duration::from_secs(13)).unwrap();
+        assert!((cut - probed * HEADROOM).abs() < 1e-9, "{cut}");
+    }
+
+    #[test]
+    fn paced_a_429_cuts_just_under_the_pace_once_per_tenth_of_a_window_then_probes() {
         let t0 = Instant::now();
         let mut budget = RequestBudget::new(WINDOW, Duration::from_secs(3_600));
         accept(&mut budget, t0, 100, Duration::from_millis(1));
         spent(&mut budget, t0 + SECOND, 8);
-        assert_eq!(budget.per_second(t0 + SECOND), Some(10.0));
-        // Paced at 10 a second, Dataverse still says no: 10 was too fast. One cut for the round.
+        let paced = 10.0 * MARGIN;
+        assert_eq!(budget.per_second(t0 + SECOND), Some(paced));
+        // Paced at 9.8 a second, Dataverse still says no: it was too fast. One cut for the round.
         accept(&mut budget, t0 + Duration::from_secs(2), 80, Duration::from_millis(100));
         spent(&mut budget, t0 + Duration::from_secs(11), 3);
         let cut = budget.per_second(t0 + Duration::from_secs(11)).unwrap();
-        assert!((cut - 10.0 * HEADROOM).abs() < 1e-9, "{cut}");
-        // Growth stops just under 10 (a tenth more would pass it), then probes a little each window.
+        assert!((cut - paced * HEADROOM).abs() < 1e-9, "{cut}");
+        // Then it probes a little each window.
         let later = |w: u32| budget.clone().per_second(t0 + Duration::from_secs(11) + WINDOW * w).unwrap();
         assert!((later(1) - cut * (1.0 + PROBE)).abs() < 1e-9, "{}", later(1));
         assert!((later(3) - cut * (1.0 + PROBE).powi(3)).abs() < 1e-9, "{}", later(3));
-        assert!(later(3) < 10.0);
+        assert!(later(3) < paced);
     }
 
     #[test]
