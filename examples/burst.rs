@@ -101,9 +101,15 @@ async fn scenario(principals: usize, events: usize) -> bool {
     let receives: Mutex<HashMap<String, u32>> = Mutex::new(HashMap::new());
     let started = Instant::now();
     let limit = Duration::from_secs_f64(events as f64 / budget_rate * 3.0 + 60.0);
-    let poller = |relay: &'static Relay| {
+    // `BURST_LATE_SECONDS=S`: the last environment starts polling S seconds after
+    // the others, as one Lambda adds when it scales up, after the budget is learned.
+    let late: f64 = std::env::var("BURST_LATE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let poller = |(n, relay): (usize, &'static Relay)| {
         let (queue, sandbox, receives) = (&queue, &sandbox, &receives);
         async move {
+            if n + 1 == ENVIRONMENTS {
+                tokio::time::sleep(Duration::from_secs_f64(late)).await;
+            }
             while sandbox.accepted().len() < events && started.elapsed() < limit {
                 match queue.poll_within(relay, 10.0).await {
                     Some((_, records)) => {
@@ -121,7 +127,7 @@ async fn scenario(principals: usize, events: usize) -> bool {
         }
     };
     let relays: &'static [Relay] = Box::leak(relays.into_boxed_slice());
-    futures_util::future::join_all(relays.iter().map(poller)).await;
+    futures_util::future::join_all(relays.iter().enumerate().map(poller)).await;
     let elapsed = started.elapsed();
 
     let stats = sandbox.stats();

@@ -25,8 +25,13 @@ pub const BUDGET_WINDOW: Duration = Duration::from_secs(300);
 /// pause, so the rate stays just under the budget instead of crossing it every
 /// other window.
 const PROBE: f64 = 0.005;
-/// Paced, a budget 429 proves the pace too fast: it is cut to this share.
+/// Paced, a budget 429 proves the pace too fast: it is cut to this share of
+/// itself, or to what the spent window accepted from this environment when
+/// that is less (other environments took more of the budget than this pace
+/// assumed: one that joined later, bursting into the room left), but by at
+/// most half (an environment idle for part of the window is not starved).
 const HEADROOM: f64 = 0.93;
+const MAX_CUT: f64 = 0.5;
 /// A spent window accepted exactly the budget, so pacing at that rate fills
 /// it to the last request and the jitter of several environments' starts
 /// crosses it: the learned rate starts at this share of it.
@@ -89,7 +94,7 @@ impl RequestBudget {
 
     /// A budget 429 at `now`. Unpaced, a spent budget (several 429s in a row)
     /// sets the rate to what the window before it accepted; paced, the pace was
-    /// too fast: it is cut to just under itself.
+    /// too fast: it is cut to just under itself, or to that share if less.
     pub fn on_budget_throttled(&mut self, now: Instant, retry_after: Duration) {
         if self.keep.is_zero() || retry_after < self.window.mul_f64(LONG_WAIT) {
             return;
@@ -99,7 +104,8 @@ impl RequestBudget {
         let learned = match self.learned {
             Some(learned) if now.saturating_duration_since(learned.cut_at) < self.window.mul_f64(CUT_SPACING).max(Duration::from_secs(1)) => return,
             Some(learned) => {
-                let per_second = (learned.per_second * HEADROOM).max(MIN_PER_SECOND);
+                let share = self.accepted.len() as f64 / self.window.as_secs_f64() * MARGIN;
+                let per_second = (learned.per_second * HEADROOM).min(share.max(learned.per_second * MAX_CUT)).max(MIN_PER_SECOND);
                 Learned { per_second, cut_at: now, grown_at: now }
             }
             None if self.run < CONFIRM || self.accepted.len() < MIN_SAMPLE => return,
@@ -222,7 +228,7 @@ mod tests {
         assert_eq!(budget.per_second(t0), Some(10.0), "a rate of its own is kept");
         let probed = budget.per_second(t0 + Duration::from_secs(12)).unwrap();
         assert!((probed - 10.0 * (1.0 + PROBE)).abs() < 1e-9, "{probed}");
-        budget.on_accepted(t0 + Duration::from_secs(12));
+        accept(&mut budget, t0 + Duration::from_millis(3_050), 100, Duration::from_millis(99));
         spent(&mut budget, t0 + Duration::from_secs(13), 2);
         let cut = budget.per_second(t0 + Duration::from_secs(13)).unwrap();
         assert!((cut - probed * HEADROOM).abs() < 1e-9, "{cut}");
@@ -237,7 +243,7 @@ mod tests {
         let paced = 10.0 * MARGIN;
         assert_eq!(budget.per_second(t0 + SECOND), Some(paced));
         // Paced at 9.8 a second, Dataverse still says no: it was too fast. One cut for the round.
-        accept(&mut budget, t0 + Duration::from_secs(2), 80, Duration::from_millis(100));
+        accept(&mut budget, t0 + Duration::from_millis(1_050), 98, Duration::from_millis(100));
         spent(&mut budget, t0 + Duration::from_secs(11), 3);
         let cut = budget.per_second(t0 + Duration::from_secs(11)).unwrap();
         assert!((cut - paced * HEADROOM).abs() < 1e-9, "{cut}");
@@ -246,6 +252,30 @@ mod tests {
         assert!((later(1) - cut * (1.0 + PROBE)).abs() < 1e-9, "{}", later(1));
         assert!((later(3) - cut * (1.0 + PROBE).powi(3)).abs() < 1e-9, "{}", later(3));
         assert!(later(3) < paced);
+    }
+
+    #[test]
+    fn paced_a_429_cuts_to_the_share_the_spent_window_gave_when_others_took_more_but_by_half_at_most() {
+        let t0 = Instant::now();
+        let learn = || {
+            let mut budget = RequestBudget::new(WINDOW, Duration::from_secs(3_600));
+            accept(&mut budget, t0, 100, Duration::from_millis(1));
+            spent(&mut budget, t0 + SECOND, 8);
+            budget
+        };
+        let paced = 10.0 * MARGIN;
+        // Another environment joined and took a third of the window: this one's 9.8 a second got 6.
+        let mut crowded = learn();
+        accept(&mut crowded, t0 + Duration::from_millis(1_050), 60, Duration::from_millis(160));
+        spent(&mut crowded, t0 + Duration::from_secs(11), 3);
+        let cut = crowded.per_second(t0 + Duration::from_secs(11)).unwrap();
+        assert!((cut - 6.0 * MARGIN).abs() < 1e-9, "its share of the spent window, not 93 % of its pace: {cut}");
+        // Idle for most of the window (20 accepted): cut by half, not to 2 a second.
+        let mut idle = learn();
+        accept(&mut idle, t0 + Duration::from_millis(9_000), 20, Duration::from_millis(100));
+        spent(&mut idle, t0 + Duration::from_secs(11), 3);
+        let cut = idle.per_second(t0 + Duration::from_secs(11)).unwrap();
+        assert!((cut - paced * MAX_CUT).abs() < 1e-9, "{cut}");
     }
 
     #[test]
