@@ -8,12 +8,17 @@
 //! the share of 429s, the drain time against events ÷ budget rate, valid events
 //! in the DLQ, and receives per event (median, max). Appends to target/bench.md.
 //!
+//! Then the same with the last environment starting 8 s after the others, as
+//! Lambda adds one when it scales up, after the budget is learned: it bursts into
+//! the room left and must settle on its share without a run of 429s.
+//!
 //! Then the same with a pool of two application users (SPEC §17.3), twice the
 //! burst: drain against events ÷ twice the budget's rate, and each principal's
 //! share of the calls.
 //!
 //! `BURST_EVENTS=N` changes the burst of one principal (default 1,000: ten
-//! windows); `BURST_PRINCIPALS=1` or `2` runs one scenario only.
+//! windows); `BURST_PRINCIPALS=1` or `2` runs those scenarios only;
+//! `BURST_LATE_SECONDS=S` changes how late the late environment starts.
 
 #[path = "../tests/integration/sqs_poller.rs"]
 mod sqs_poller;
@@ -38,10 +43,13 @@ const SECOND_CLIENT: &str = "22222222-2222-2222-2222-222222222222";
 async fn main() {
     let events: usize = std::env::var("BURST_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10 * BUDGET);
     let only: Option<usize> = std::env::var("BURST_PRINCIPALS").ok().and_then(|v| v.parse().ok());
+    // `BURST_LATE_SECONDS=S`: in the scenario with a late environment, it starts polling S
+    // seconds after the others (default 8), as Lambda adds one when it scales up, after the budget is learned.
+    let late: f64 = std::env::var("BURST_LATE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(8.0);
     let mut ok = true;
-    for principals in [1, 2] {
+    for (principals, late) in [(1, 0.0), (1, late), (2, 0.0)] {
         if only.is_none_or(|n| n == principals) {
-            ok &= scenario(principals, events * principals).await;
+            ok &= scenario(principals, events * principals, late).await;
         }
     }
     if !ok {
@@ -49,8 +57,9 @@ async fn main() {
     }
 }
 
-/// Drains `events` with `principals` application users; false when an event was lost.
-async fn scenario(principals: usize, events: usize) -> bool {
+/// Drains `events` with `principals` application users, the last environment
+/// starting `late` seconds after the others; false when an event was lost.
+async fn scenario(principals: usize, events: usize, late: f64) -> bool {
     let budget_rate = (BUDGET * principals) as f64 / WINDOW_SECS as f64;
     let mut config: SandboxConfig = serde_json::from_str(&std::fs::read_to_string(format!("{ROOT}/sandbox/config.json")).unwrap()).unwrap();
     config.faults = Faults { latency_ms: LATENCY_MS, budget_requests: Some(BUDGET), budget_window_secs: Some(WINDOW_SECS), ..Faults::default() };
@@ -101,9 +110,6 @@ async fn scenario(principals: usize, events: usize) -> bool {
     let receives: Mutex<HashMap<String, u32>> = Mutex::new(HashMap::new());
     let started = Instant::now();
     let limit = Duration::from_secs_f64(events as f64 / budget_rate * 3.0 + 60.0);
-    // `BURST_LATE_SECONDS=S`: the last environment starts polling S seconds after
-    // the others, as one Lambda adds when it scales up, after the budget is learned.
-    let late: f64 = std::env::var("BURST_LATE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let poller = |(n, relay): (usize, &'static Relay)| {
         let (queue, sandbox, receives) = (&queue, &sandbox, &receives);
         async move {
@@ -175,6 +181,7 @@ async fn scenario(principals: usize, events: usize) -> bool {
         rows.push(format!("| burst: the lesser principal's share of the calls | {share:.3} | ≥ 0.40 |"));
     }
     let users = if principals == 1 { "one application user".to_string() } else { format!("{principals} application users") };
+    let users = if late > 0.0 { format!("{users}, the last environment {late:.0} s late") } else { users };
     let table = format!("\n| burst of {events} events, {ENVIRONMENTS} environments, {users} | figure | target |\n|---|---|---|\n{}\n", rows.join("\n"));
     println!("{table}");
     let path = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{ROOT}/target")) + "/bench.md";
