@@ -117,8 +117,9 @@ pub struct Faults {
     /// Added to every table-row request.
     pub rows_latency_ms: u64,
     /// Dataverse's request budget per application user (SPEC §17.2): at most this
-    /// many trigger calls per `budget_window_secs`, sliding; beyond it 429
-    /// `0x80072322` with a Retry-After until the window has room.
+    /// many requests (trigger calls, lookups, rows, metadata reads) per
+    /// `budget_window_secs`, sliding; beyond it 429 `0x80072322` with a
+    /// Retry-After until the window has room.
     pub budget_requests: Option<usize>,
     /// The budget's window (default 300 s, Dataverse's).
     pub budget_window_secs: Option<u64>,

@@ -124,28 +124,9 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
         record(403, parsed);
         return Ok(reply);
     }
-    if let Some(limit) = faults.budget_requests {
-        let window = Duration::from_secs(faults.budget_window_secs.unwrap_or(300).max(1));
-        let client = state.token_clients.lock().unwrap().get(token).cloned().unwrap_or_default();
-        let now = Instant::now();
-        let mut usage = state.budget_usage.lock().unwrap();
-        let used = usage.entry(client).or_default();
-        while used.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            used.pop_front();
-        }
-        if used.len() >= limit {
-            let room_in = used.front().map_or(Duration::ZERO, |oldest| (*oldest + window).saturating_duration_since(now));
-            drop(usage);
-            record(429, parsed);
-            let mut r = dataverse_error(
-                429,
-                "0x80072322",
-                &format!("Number of requests exceeded the limit of {limit} over time window of {} seconds.", window.as_secs()),
-            );
-            r.headers_mut().insert("retry-after", room_in.as_secs_f64().ceil().max(1.0).to_string().parse().expect("a header value"));
-            return Ok(r);
-        }
-        used.push_back(now);
+    if let Some(reply) = over_budget(state, token) {
+        record(429, parsed);
+        return Ok(reply);
     }
     let definition = state.triggers.lock().unwrap().get(trigger).cloned();
     let Some(definition) = definition else {
@@ -214,6 +195,9 @@ pub(crate) fn custom_apis(state: &State, query: &str, headers: &BTreeMap<String,
     let valid = state.tokens.lock().unwrap().get(token).is_some_and(|(expires, _)| *expires > Instant::now());
     if !valid {
         return dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired.");
+    }
+    if let Some(reply) = over_budget(state, token) {
+        return reply;
     }
     if let Some(status) = state.faults.lock().unwrap().metadata_status {
         return match status {
@@ -296,6 +280,34 @@ fn type_matches(kind: &str, entity: Option<&str>, value: &Value) -> bool {
 }
 
 /// A 403 for an application user that lacks the privilege (`forbidden_clients`), as Dataverse answers it.
+/// Dataverse's request budget per application user (SPEC §17.2), when the
+/// faults set one: every request counts (trigger calls, lookups, rows, metadata
+/// reads); once `budget_requests` were accepted within the sliding window,
+/// 429 `0x80072322` with a Retry-After until it has room.
+pub(crate) fn over_budget(state: &State, token: &str) -> Option<Reply> {
+    let (limit, window) = {
+        let faults = state.faults.lock().unwrap();
+        (faults.budget_requests?, Duration::from_secs(faults.budget_window_secs.unwrap_or(300).max(1)))
+    };
+    let client = state.token_clients.lock().unwrap().get(token).cloned().unwrap_or_default();
+    let now = Instant::now();
+    let mut usage = state.budget_usage.lock().unwrap();
+    let used = usage.entry(client).or_default();
+    while used.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        used.pop_front();
+    }
+    if used.len() < limit {
+        used.push_back(now);
+        return None;
+    }
+    let room_in = used.front().map_or(Duration::ZERO, |oldest| (*oldest + window).saturating_duration_since(now));
+    drop(usage);
+    let mut r =
+        dataverse_error(429, "0x80072322", &format!("Number of requests exceeded the limit of {limit} over time window of {} seconds.", window.as_secs()));
+    r.headers_mut().insert("retry-after", room_in.as_secs_f64().ceil().max(1.0).to_string().parse().expect("a header value"));
+    Some(r)
+}
+
 pub(crate) fn forbidden(faults: &crate::config::Faults, client_id: &str) -> Option<Reply> {
     faults.forbidden_clients.iter().any(|c| c == client_id).then(|| {
         dataverse_error(

@@ -173,6 +173,9 @@ pub(crate) fn entity_definitions(state: &State, query: &str, headers: &BTreeMap<
     if !valid {
         return dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired.");
     }
+    if let Some(reply) = crate::dataverse::over_budget(state, token) {
+        return reply;
+    }
     if let Some(status) = state.faults.lock().unwrap().entities_status {
         return match status {
             403 => dataverse_error(403, "0x80040220", "Principal user is missing prvReadEntity privilege (sandbox fault)."),

@@ -117,6 +117,10 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
         log(403);
         return Ok(reply);
     }
+    if let Some(reply) = crate::dataverse::over_budget(state, token) {
+        log(429);
+        return Ok(reply);
+    }
     let reply = match method {
         "GET" => query_rows(state, segment, &pairs),
         "POST" => create(state, segment, &parsed, headers),

@@ -422,6 +422,32 @@ async fn a_throttled_row_waits_out_its_retry_after_and_definitions_follow_the_sc
 }
 
 #[tokio::test]
+async fn reads_and_rows_count_against_the_budget_and_a_row_answered_a_budget_429_waits_and_is_written_once() {
+    let h = harness(&spec_document()).await;
+    // 4 requests per 2 s for the application user: the trigger's definition, the two
+    // tables' definitions and the account spend it, so the opportunity meets a spent window.
+    h.sandbox.set_faults(Faults { budget_requests: Some(4), budget_window_secs: Some(2), ..Faults::default() });
+    let started = std::time::Instant::now();
+    let answer = direct(&h, vec![order("b1", "ACC-B")]).await;
+    assert_eq!((answer["delivered"].as_u64(), answer["failed"].as_array().unwrap().len()), (Some(1), 0), "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "waited for the window to have room: {:?}", started.elapsed());
+    let stats = h.sandbox.stats();
+    assert_eq!((stats.metadata_requests, stats.entity_requests), (1, 2), "the reads were made, and counted");
+    let statuses: Vec<(String, u16)> = writes(&h).iter().map(|r| (r.path.clone(), r.status)).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("accounts(accountnumber='ACC-B')".to_string(), 204),
+            ("opportunities(new_orderid='ORD-b1')".to_string(), 429),
+            ("opportunities(new_orderid='ORD-b1')".to_string(), 204)
+        ],
+        "the account once, the opportunity after its Retry-After"
+    );
+    assert_eq!(h.sandbox.signals().len(), 1, "then the trigger, once");
+    assert_eq!(h.sandbox.rows("opportunities").len(), 1);
+}
+
+#[tokio::test]
 async fn check_event_and_schema_entity_from_a_shell() {
     let h = harness(&spec_document()).await;
     let dir = std::env::temp_dir().join(format!("relay-rows-{}", std::process::id()));
