@@ -394,9 +394,10 @@ async fn backlog(sandbox: &Sandbox, root: &str) -> Result<(), String> {
 
 /// SPEC §17.2: a burst of 60 orders against a request budget of 20 per 2 s
 /// window for the application user (Dataverse's 6,000 per 5 minutes, scaled):
-/// the first window's 429s pause the calls and teach the pace, records that
-/// cannot start in time are held back (here sent again at once, as the queue
-/// would after their backoff), and the rest drains at the budget's rate.
+/// a budget 429 pauses the calls until the window has room (several in a row
+/// would also teach a pace), records that cannot start in time are held back
+/// (here sent again at once, as the queue would after their backoff), and the
+/// burst drains at the budget's rate.
 async fn budget_burst(sandbox: &Sandbox, root: &str) -> Result<(), String> {
     let Style { bold, dim, green, red, reset } = Style::for_stdout();
     const EVENTS: usize = 60;

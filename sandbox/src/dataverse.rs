@@ -279,7 +279,6 @@ fn type_matches(kind: &str, entity: Option<&str>, value: &Value) -> bool {
     }
 }
 
-/// A 403 for an application user that lacks the privilege (`forbidden_clients`), as Dataverse answers it.
 /// Dataverse's request budget per application user (SPEC §17.2), when the
 /// faults set one: every request counts (trigger calls, lookups, rows, metadata
 /// reads); once `budget_requests` were accepted within the sliding window,
@@ -308,6 +307,7 @@ pub(crate) fn over_budget(state: &State, token: &str) -> Option<Reply> {
     Some(r)
 }
 
+/// A 403 for an application user that lacks the privilege (`forbidden_clients`), as Dataverse answers it.
 pub(crate) fn forbidden(faults: &crate::config::Faults, client_id: &str) -> Option<Reply> {
     faults.forbidden_clients.iter().any(|c| c == client_id).then(|| {
         dataverse_error(

@@ -104,13 +104,12 @@ impl RequestBudget {
         let learned = match self.learned {
             Some(learned) if now.saturating_duration_since(learned.cut_at) < self.window.mul_f64(CUT_SPACING).max(Duration::from_secs(1)) => return,
             Some(learned) => {
-                let share = self.accepted.len() as f64 / self.window.as_secs_f64() * MARGIN;
-                let per_second = (learned.per_second * HEADROOM).min(share.max(learned.per_second * MAX_CUT)).max(MIN_PER_SECOND);
+                let per_second = (learned.per_second * HEADROOM).min(self.share().max(learned.per_second * MAX_CUT)).max(MIN_PER_SECOND);
                 Learned { per_second, cut_at: now, grown_at: now }
             }
             None if self.run < CONFIRM || self.accepted.len() < MIN_SAMPLE => return,
             None => {
-                let per_second = (self.accepted.len() as f64 / self.window.as_secs_f64() * MARGIN).max(MIN_PER_SECOND);
+                let per_second = self.share().max(MIN_PER_SECOND);
                 Learned { per_second, cut_at: now, grown_at: now }
             }
         };
@@ -145,6 +144,12 @@ impl RequestBudget {
     /// The spacing of call starts at `now`, if a rate is learned.
     pub fn interval(&mut self, now: Instant) -> Option<Duration> {
         self.per_second(now).map(|rate| Duration::from_secs_f64(1.0 / rate))
+    }
+
+    /// Just under what the window accepted from this environment, a second:
+    /// its share of a spent budget.
+    fn share(&self) -> f64 {
+        self.accepted.len() as f64 / self.window.as_secs_f64() * MARGIN
     }
 
     fn forget_before(&mut self, now: Instant) {
