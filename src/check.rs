@@ -411,7 +411,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
             default_phone_region: settings.default_phone_region,
             now: Utc::now(),
         };
-        let name = mapping::event_name(event).map(str::to_string);
+        let name = crate::fields::event_name(event).map(str::to_string);
         let mut view = json!({ "event": name });
         match mapping::map_event(event, &ctx) {
             Decision::Drop { reason } => {
@@ -426,7 +426,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
                     .push(Problem { problem: format!("the event would be invalid: {reason}"), fix: "fix the event (its producer) or the mapping".into() });
             }
             Decision::Write { rows, call, warnings } => {
-                let plan = crate::delivery::ActionPlan::new(rows, call, mapping::user_id(event));
+                let plan = crate::plan::ActionPlan::new(rows, call, crate::fields::user_id(event));
                 crate::rows::check::event_view(settings, dynamics, schemas, plan, event, warnings, deadline, &mut view, &mut report.event_problems).await;
             }
             Decision::Raise { mut call, warnings } => {
@@ -546,7 +546,7 @@ pub(crate) async fn resolve_sample(
 ) -> Result<Option<String>, (String, bool)> {
     use crate::identity::{Identities, NEW_ROW};
     let Some(plan) = crate::identity::plan(event, spec).map_err(|reason| (reason, true))? else { return Ok(None) };
-    let budget = crate::delivery::Budget::until(deadline);
+    let budget = crate::deadline::Cutoffs::until(deadline);
     let identities = Identities::new(std::time::Duration::ZERO);
     match identities.resolve(dynamics, dynamics.pool(), &plan, spec.create.as_ref(), budget, true).await {
         Ok(id) if id == NEW_ROW => {

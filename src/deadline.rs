@@ -67,6 +67,43 @@ pub fn instant_of(deadline_ms: u64) -> Instant {
     now + left
 }
 
+/// At most this many attempts of one record answered 429 within an invocation
+/// (without a deadline, [`Cutoffs::unbounded`], there is no such limit).
+pub const MAX_THROTTLED_ATTEMPTS: u32 = 8;
+
+/// When to stop starting calls, when every call must be done, and when the
+/// bookkeeping after them (the idempotency writes) must be done.
+#[derive(Debug, Clone, Copy)]
+pub struct Cutoffs {
+    pub start_cutoff: Instant,
+    pub hard_cutoff: Instant,
+    pub settle_cutoff: Instant,
+    /// Attempts of one record answered 429 before it is reported failed.
+    pub throttled_attempts: u32,
+}
+
+impl Cutoffs {
+    /// Leaves a reserve before `deadline` (a tenth of the time left, 200 ms to 1 s)
+    /// for the bookkeeping and the answer, and as much again in which no new call
+    /// is started; half the reserve is the bookkeeping's.
+    pub fn until(deadline: Instant) -> Cutoffs {
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let reserve = (left / 10).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        let hard_cutoff = deadline.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
+        let start_cutoff = hard_cutoff.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
+        let settle_cutoff = (hard_cutoff + reserve / 2).min(deadline).max(hard_cutoff);
+        Cutoffs { start_cutoff, hard_cutoff, settle_cutoff, throttled_attempts: MAX_THROTTLED_ATTEMPTS }
+    }
+
+    /// No invocation deadline (`send`, SPEC §16): the cut-offs a year away, and
+    /// 429s retried after their Retry-After for as long as Dataverse answers them.
+    pub fn unbounded() -> Cutoffs {
+        let budget = Cutoffs::until(Instant::now() + Duration::from_secs(365 * 86_400));
+        Cutoffs { throttled_attempts: u32::MAX, ..budget }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,8 @@ use tokio::sync::Mutex;
 
 use crate::config::{ConfigError, Credentials, PrincipalCredentials, Settings};
 use crate::delivery::{PacerSettings, Pool, Principal, Request};
-use crate::mapping::TriggerCall;
 use crate::outcome::DeliveryError;
+use crate::plan::TriggerCall;
 use crate::secrets::{SecretError, SecretStore};
 
 pub mod ceiling;
@@ -578,7 +578,7 @@ mod tests {
             e,
             DeliveryError::Rejected { status: 404, code: Some("0x8006088a".into()), message: "Resource not found for the segment 'msdynmkt_X'.".into() }
         );
-        assert_eq!(crate::delivery::retry::class(&e), crate::delivery::retry::RetryClass::Permanent);
+        assert_eq!(crate::delivery::classify::class(&e), crate::delivery::classify::RetryClass::Permanent);
         assert!(matches!(classify(StatusCode::BAD_REQUEST, &h, b"{}"), DeliveryError::Rejected { status: 400, .. }));
         assert!(matches!(classify(StatusCode::FORBIDDEN, &h, b"{}"), DeliveryError::Rejected { status: 403, .. }));
         assert!(matches!(classify(StatusCode::SERVICE_UNAVAILABLE, &h, b"oops"), DeliveryError::Transient { status: Some(503), .. }));
@@ -587,6 +587,6 @@ mod tests {
         h.insert(RETRY_AFTER, "7".parse().unwrap());
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &h, br#"{"error":{"code":"0x80072322","message":"limit"}}"#);
         assert_eq!(e, DeliveryError::Throttled { retry_after: Some(Duration::from_secs(7)), code: Some("0x80072322".into()) });
-        assert!(matches!(crate::delivery::retry::class(&e), crate::delivery::retry::RetryClass::Throttled { .. }));
+        assert!(matches!(crate::delivery::classify::class(&e), crate::delivery::classify::RetryClass::Throttled { .. }));
     }
 }

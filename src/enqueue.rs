@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::QueueTarget;
-use crate::delivery::Budget;
+use crate::deadline::Cutoffs;
 use crate::webhook::{ErrorCode, HttpAnswer};
 
 /// SQS takes at most 10 entries per `SendMessageBatch`.
@@ -66,7 +66,7 @@ fn timeouts() -> aws_sdk_sqs::config::timeout::TimeoutConfig {
 /// place this is decided, so the queue path raises each event once however
 /// often the sender resends it.
 pub fn message_key(event: &Value, given: Option<&str>) -> String {
-    if let Some(id) = crate::mapping::message_id(event) {
+    if let Some(id) = crate::fields::message_id(event) {
         return id;
     }
     if let Some(key) = given.map(str::trim).filter(|k| !k.is_empty()) {
@@ -99,8 +99,8 @@ impl Message {
         }
         let body = event.to_string();
         let (group, deduplication_id) = if fifo {
-            let group = crate::mapping::id_field(&event, "userId", "user_id")
-                .or_else(|| crate::mapping::id_field(&event, "anonymousId", "anonymous_id"))
+            let group = crate::fields::id_field(&event, "userId", "user_id")
+                .or_else(|| crate::fields::id_field(&event, "anonymousId", "anonymous_id"))
                 .unwrap_or_else(|| DEFAULT_GROUP.to_string());
             (Some(sqs_id(group)), Some(sqs_id(key.clone())))
         } else {
@@ -164,7 +164,7 @@ impl Queue {
         let started = Instant::now();
         let messages: Vec<Message> =
             events.iter().enumerate().map(|(i, e)| Message::new(i, e, keys.get(i).and_then(Option::as_deref), self.target.fifo)).collect();
-        let refused = self.send(&messages, Budget::until(deadline)).await;
+        let refused = self.send(&messages, Cutoffs::until(deadline)).await;
         for refusal in &refused {
             tracing::warn!(message = "Webhook event not queued; the sender is asked to retry.", message_id = %refusal.key, index = refusal.index, code = refusal.code.as_deref().unwrap_or(""), error = %refusal.error);
         }
@@ -184,7 +184,7 @@ impl Queue {
     /// call, within `budget`; returns those SQS did not take, in order. A FIFO
     /// queue's batches go one after another, and once an event of a group is
     /// refused the group's later events are not sent (its order would break).
-    pub async fn send(&self, messages: &[Message], budget: Budget) -> Vec<Refusal> {
+    pub async fn send(&self, messages: &[Message], budget: Cutoffs) -> Vec<Refusal> {
         let chunks = chunks(messages);
         let mut refused = Vec::new();
         if self.target.fifo {
@@ -247,7 +247,7 @@ fn refusal(message: &Message, code: Option<String>, error: String) -> Refusal {
 }
 
 /// One `SendMessageBatch`; every message is refused if the call fails or the budget runs out.
-async fn send_batch(client: aws_sdk_sqs::Client, url: String, batch: Vec<Message>, budget: Budget) -> Vec<Refusal> {
+async fn send_batch(client: aws_sdk_sqs::Client, url: String, batch: Vec<Message>, budget: Cutoffs) -> Vec<Refusal> {
     if batch.is_empty() {
         return Vec::new();
     }
@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(Message::new(0, &bare, None, false), hashed, "a resend gets the same key");
         // The queue path reads the key back as the event's messageId.
         let queued: Value = serde_json::from_str(&hashed.body).unwrap();
-        assert_eq!(crate::mapping::message_id(&queued).as_deref(), Some(hashed.key.as_str()));
+        assert_eq!(crate::fields::message_id(&queued).as_deref(), Some(hashed.key.as_str()));
         // snake_case message_id counts as the event's own.
         assert_eq!(Message::new(0, &json!({"message_id": 7}), None, false).key, "7");
     }

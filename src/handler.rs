@@ -12,7 +12,8 @@ use serde_json::Value;
 use crate::auth::{self, SenderProof};
 use crate::backlog::Backlog;
 use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
-use crate::delivery::{self, ActionPlan, Budget, Job, Order, Pool, Work};
+use crate::deadline::Cutoffs;
+use crate::delivery::{self, Job, Order, Pool, Work};
 use crate::dynamics::entities::Entities;
 use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
@@ -23,6 +24,7 @@ use crate::intake::{self, HttpRequest, Incoming, IntakeError, Pending, Source};
 use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
 use crate::outcome::{self, DeliveryError, Outcome, RecordResult, Tally};
+use crate::plan::ActionPlan;
 use crate::secrets::SecretError;
 use crate::segment_api;
 use crate::webhook::{self, ErrorCode, HttpAnswer};
@@ -80,7 +82,7 @@ impl Relay {
     /// the configuration error every record of it fails with (SPEC §2.1).
     /// The secret is read within the invocation's budget: a stalled Secrets
     /// Manager fails the records in time rather than outliving the invocation.
-    async fn prepare(&self, budget: &Budget) -> Result<Prepared<'_>, SecretError> {
+    async fn prepare(&self, budget: &Cutoffs) -> Result<Prepared<'_>, SecretError> {
         let Wiring { settings, dynamics, schemas, identities, entities } = self.wiring.as_ref().map_err(|e| SecretError::Config(e.clone()))?;
         let credentials = dynamics.credentials_until(budget.hard_cutoff).await?;
         let default_trigger = settings.default_trigger(&credentials);
@@ -95,13 +97,13 @@ impl Relay {
 
     /// Whether the relay can work (settings, secret, default trigger), as an
     /// invocation would find out (`send` checks it before the first record).
-    pub async fn ready(&self, budget: &Budget) -> Result<(), SecretError> {
+    pub async fn ready(&self, budget: &Cutoffs) -> Result<(), SecretError> {
         self.prepare(budget).await.map(|_| ())
     }
 
     /// Maps and delivers records as one invocation would (`send`, SPEC §16):
     /// one result per record, in order.
-    pub async fn process_events(&self, records: Vec<Incoming>, budget: Budget) -> Vec<RecordResult> {
+    pub async fn process_events(&self, records: Vec<Incoming>, budget: Cutoffs) -> Vec<RecordResult> {
         self.prepare_and_process(records, Order::Any, budget).await
     }
 
@@ -160,7 +162,7 @@ impl Relay {
                 }
                 let order = if fifo { Order::Fifo { parks } } else { Order::Any };
                 let reserve = backlog.map_or(Duration::ZERO, |_| crate::backlog::reserve(deadline));
-                let results = self.prepare_and_process(records, order, Budget::until(deadline - reserve)).await;
+                let results = self.prepare_and_process(records, order, Cutoffs::until(deadline - reserve)).await;
                 let parked = match backlog {
                     Some((backlog, settings)) => backlog.settle(settings, &batch, &results, deadline).await,
                     None => HashSet::new(),
@@ -169,7 +171,7 @@ impl Relay {
                 Ok(intake::sqs_response(&results, &parked))
             }
             Ok(Source::Async { source, records }) => {
-                let results = self.prepare_and_process(records, Order::Any, Budget::until(deadline)).await;
+                let results = self.prepare_and_process(records, Order::Any, Cutoffs::until(deadline)).await;
                 let tally = self.log_summary(source.name(), &results, started, tokens_before);
                 if tally.not_done() > 0 {
                     let error = intake::not_delivered(source, &results, &tally);
@@ -179,7 +181,7 @@ impl Relay {
                 Ok(outcome::summary(&results, &tally))
             }
             Ok(Source::Direct(payload)) => {
-                let results = self.prepare_and_process(intake::direct_payload_records(payload), Order::Any, Budget::until(deadline)).await;
+                let results = self.prepare_and_process(intake::direct_payload_records(payload), Order::Any, Cutoffs::until(deadline)).await;
                 let tally = self.log_summary("direct", &results, started, tokens_before);
                 Ok(outcome::summary(&results, &tally))
             }
@@ -203,7 +205,7 @@ impl Relay {
             Ok(body) => body,
             Err(answer) => return reject(answer),
         };
-        let budget = Budget::until(deadline);
+        let budget = Cutoffs::until(deadline);
         let prepared = match self.prepare(&budget).await {
             Ok(prepared) => prepared,
             Err(SecretError::Config(error)) => {
@@ -259,7 +261,7 @@ impl Relay {
 
     /// Prepares the invocation, then maps and delivers its records; with a
     /// configuration error every record fails (never silently dropped).
-    async fn prepare_and_process(&self, records: Vec<Incoming>, order: Order, budget: Budget) -> Vec<RecordResult> {
+    async fn prepare_and_process(&self, records: Vec<Incoming>, order: Order, budget: Cutoffs) -> Vec<RecordResult> {
         match self.prepare(&budget).await {
             Ok(prepared) => self.process(&prepared, records, order, budget).await,
             Err(error) => {
@@ -278,7 +280,7 @@ impl Relay {
     /// Maps and delivers records; one result per record, in order. Each record
     /// is one [`Record`] through the stages: parse → unwrap → map → consent →
     /// identity → schema → rows → deliver → answer.
-    async fn process(&self, prepared: &Prepared<'_>, incoming: Vec<Incoming>, order: Order, budget: Budget) -> Vec<RecordResult> {
+    async fn process(&self, prepared: &Prepared<'_>, incoming: Vec<Incoming>, order: Order, budget: Cutoffs) -> Vec<RecordResult> {
         let settings = prepared.settings;
         let ctx = MapContext {
             mapping: &settings.mapping,
@@ -418,14 +420,14 @@ fn dry_run_report(job: Job) -> delivery::Report {
 }
 
 /// The trigger call a job will make, if any.
-fn trigger_call(work: &Work) -> Option<&mapping::TriggerCall> {
+fn trigger_call(work: &Work) -> Option<&crate::plan::TriggerCall> {
     match work {
         Work::Actions(plan) => plan.trigger.as_ref(),
         Work::Done(_) => None,
     }
 }
 
-fn trigger_call_mut(work: &mut Work) -> Option<&mut mapping::TriggerCall> {
+fn trigger_call_mut(work: &mut Work) -> Option<&mut crate::plan::TriggerCall> {
     match work {
         Work::Actions(plan) => plan.trigger.as_mut(),
         Work::Done(_) => None,
@@ -461,7 +463,7 @@ impl Record {
                 Decision::Write { rows, call, warnings } => {
                     warn_omitted(event, warnings);
                     let trigger = call.as_ref().map(|c| c.trigger.clone());
-                    let plan = ActionPlan::new(rows, call, mapping::user_id(event));
+                    let plan = ActionPlan::new(rows, call, crate::fields::user_id(event));
                     (Work::Actions(Box::new(plan)), trigger, Some(idempotency::key_for(event)))
                 }
             },
@@ -492,7 +494,7 @@ impl Record {
 
 fn warn_omitted(event: &Value, warnings: Vec<String>) {
     for warning in warnings {
-        tracing::warn!(message = "Field omitted.", message_id = mapping::message_id(event).as_deref().unwrap_or(""), warning = %warning);
+        tracing::warn!(message = "Field omitted.", message_id = crate::fields::message_id(event).as_deref().unwrap_or(""), warning = %warning);
     }
 }
 
@@ -513,8 +515,8 @@ impl Seen {
         let seen = Seen {
             index: record.index,
             sqs_id: record.sqs_id,
-            message_id: ok.and_then(mapping::message_id),
-            event_name: ok.and_then(|e| mapping::event_name(e)).map(str::to_string),
+            message_id: ok.and_then(crate::fields::message_id),
+            event_name: ok.and_then(|e| crate::fields::event_name(e)).map(str::to_string),
         };
         (seen, record.group, event)
     }

@@ -35,7 +35,7 @@ pub enum Claim {
 /// The event's `messageId`, else a stable hash of its canonical JSON
 /// (serde_json orders object keys, so equal events serialise equally).
 pub fn key_for(event: &Value) -> String {
-    match crate::mapping::message_id(event) {
+    match crate::fields::message_id(event) {
         Some(id) => format!("msg:{id}"),
         None => {
             let canonical = serde_json::to_vec(event).expect("a JSON value serialises");

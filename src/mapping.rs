@@ -1,10 +1,13 @@
 //! Mapping (SPEC §3–4): one event + the mapping document → a trigger call, a
 //! drop or an invalid record. Pure: the clock and the phone region come in.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::config::{DefaultAction, EventMapping, Mapping};
+use crate::fields::{event_name, format_timestamp, id_field, lookup, strip_nulls};
+use crate::outcome::NO_CONSENT;
+use crate::plan::TriggerCall;
 use crate::redact;
 
 /// The inputs of mapping that are not in the event.
@@ -16,13 +19,6 @@ pub struct MapContext<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// One Dataverse custom-trigger call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TriggerCall {
-    pub trigger: String,
-    pub body: Map<String, Value>,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Raise {
@@ -31,7 +27,7 @@ pub enum Decision {
     },
     /// Write the entry's rows, then raise its trigger when it names one (SPEC §19).
     Write {
-        rows: Vec<crate::rows::PlannedRow>,
+        rows: Vec<crate::plan::PlannedRow>,
         call: Option<TriggerCall>,
         warnings: Vec<String>,
     },
@@ -43,26 +39,6 @@ pub enum Decision {
     Invalid {
         reason: String,
     },
-}
-
-/// Event name, for logs and reports (`None` for a non-track or nameless event).
-pub fn event_name(event: &Value) -> Option<&str> {
-    event.get("event").and_then(Value::as_str)
-}
-
-/// The event's own `messageId` (camelCase or snake_case); empty counts as missing.
-pub fn message_id(event: &Value) -> Option<String> {
-    id_field(event, "messageId", "message_id")
-}
-
-/// An id as the event gives it (§3: a string, or a number as its decimal text; empty counts as missing).
-pub(crate) fn id_field(event: &Value, camel: &str, snake: &str) -> Option<String> {
-    let value = event.get(camel).filter(|v| !v.is_null()).or_else(|| event.get(snake))?;
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 pub fn map_event(event: &Value, ctx: &MapContext<'_>) -> Decision {
@@ -162,35 +138,9 @@ fn raise(event: &Value, object: &Map<String, Value>, entry: Option<&EventMapping
     Decision::Raise { call: TriggerCall { trigger: trigger.to_string(), body }, warnings }
 }
 
-/// The reason prefix of events dropped for want of consent (metric `NoConsent`).
-pub const NO_CONSENT: &str = "no consent: ";
-
 /// The first consent category the event does not grant: the entry's `consent`, else the document's.
 pub fn consent_refused<'m>(event: &Value, entry: Option<&'m EventMapping>, mapping: &'m Mapping) -> Option<&'m str> {
     entry.and_then(|e| e.consent.as_ref()).or(mapping.consent.as_ref())?.refused(event)
-}
-
-/// The event's `userId` (camelCase or snake_case; a number as its decimal string).
-pub fn user_id(event: &Value) -> Option<String> {
-    id_field(event, "userId", "user_id")
-}
-
-/// Follows a dotted path through objects (and arrays, by index).
-pub(crate) fn lookup<'v>(value: &'v Value, path: &[String]) -> Option<&'v Value> {
-    path.iter().try_fold(value, |v, segment| match v {
-        Value::Object(map) => map.get(segment),
-        Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
-        _ => None,
-    })
-}
-
-/// Nested nulls are removed too: a null anywhere fails the journey at run time.
-pub(crate) fn strip_nulls(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect()),
-        Value::Array(items) => Value::Array(items.into_iter().filter(|v| !v.is_null()).map(strip_nulls).collect()),
-        other => other,
-    }
 }
 
 /// A trait read from `context.traits`, then `traits`.
@@ -290,12 +240,6 @@ fn signal_timestamp(event: &Map<String, Value>, now: DateTime<Utc>, warnings: &m
         }
     }
     format_timestamp(now)
-}
-
-/// UTC with `Z`: whole seconds without a fraction, else milliseconds.
-pub fn format_timestamp(t: DateTime<Utc>) -> String {
-    let format = if t.timestamp_subsec_millis() == 0 { SecondsFormat::Secs } else { SecondsFormat::Millis };
-    t.to_rfc3339_opts(format, true)
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@ use serde_json::{json, Value};
 
 use crate::config::ConfigError;
 
+/// The reason prefix of events dropped for want of consent (metric `NoConsent`).
+pub const NO_CONSENT: &str = "no consent: ";
+
 /// Why a trigger call did not succeed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DeliveryError {
@@ -216,7 +219,7 @@ impl Tally {
                 }
                 Outcome::Dropped { reason } => {
                     tally.dropped += 1;
-                    if reason.starts_with(crate::mapping::NO_CONSENT) {
+                    if reason.starts_with(NO_CONSENT) {
                         tally.no_consent += 1;
                     }
                 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::mapping::format_timestamp;
+use crate::fields::format_timestamp;
 
 /// The fields the relay fills itself (SPEC §4): they count as filled, and a
 /// trigger that lacks one of them is information, not a problem.

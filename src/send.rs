@@ -6,7 +6,7 @@
 //! The input is read on a thread of its own ([`input`]) and delivered in
 //! windows of [`WINDOW`] records, [`DEPTH`] windows at a time, each one
 //! [`Relay::process_events`] call with a budget that never ends
-//! ([`Budget::unbounded`]): the same code path as an invocation, with the same
+//! ([`Cutoffs::unbounded`]): the same code path as an invocation, with the same
 //! pacer. Report lines ([`report`]) are written in input order as windows
 //! complete, so memory follows what is in flight, not the size of the file.
 //! Ctrl-C stops the pacer: no call starts, the calls in flight finish, their
@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::cli::usage_error;
-use crate::delivery::Budget;
+use crate::deadline::Cutoffs;
 use crate::handler::Relay;
 use crate::intake::Incoming;
 use crate::outcome::{DeliveryError, Outcome, RecordResult};
@@ -119,7 +119,7 @@ pub async fn command(args: &[String]) -> i32 {
     if let Some(dynamics) = relay.dynamics() {
         dynamics.begin_invocation();
     }
-    if let Err(error) = relay.ready(&Budget::until(Instant::now() + READY_DEADLINE)).await {
+    if let Err(error) = relay.ready(&Cutoffs::until(Instant::now() + READY_DEADLINE)).await {
         return usage_error(&match error {
             crate::secrets::SecretError::Config(error) => format!("configuration error: {error}"),
             unavailable => unavailable.to_string(),
@@ -191,7 +191,7 @@ pub async fn run(
                 dynamics.begin_invocation();
             }
             let relay = relay.clone();
-            running.push_back(tokio::spawn(async move { relay.process_events(records, Budget::unbounded()).await }));
+            running.push_back(tokio::spawn(async move { relay.process_events(records, Cutoffs::unbounded()).await }));
         }
         let Some(window) = running.pop_front() else { break };
         let results = match window.await {

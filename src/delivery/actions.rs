@@ -10,50 +10,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::pool::Pool;
-use super::port::{DynamicsPort, ProfileUpdate, Request, RowWrite};
-use super::retry::deliver_request;
-use super::scheduler::{claim, Budget, Report};
-use crate::idempotency::Idempotency;
-use crate::mapping::TriggerCall;
-use crate::outcome::Outcome;
-use crate::rows::PlannedRow;
+use super::port::{DynamicsPort, Request};
+use super::retry::{deliver_request, Report};
+use crate::deadline::Cutoffs;
+use crate::idempotency::{Claim, Idempotency};
+use crate::outcome::{DeliveryError, Outcome};
+use crate::plan::ActionPlan;
 
-/// What one record asks of Dynamics, in order.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ActionPlan {
-    /// An `identify` event's update of its profile row (SPEC §14), under `{event key}#identify`.
-    pub update: Option<ProfileUpdate>,
-    /// The entry's rows with the event's values (SPEC §19) …
-    pub planned: Vec<PlannedRow>,
-    /// … and their requests, each under its own key, filled by [`crate::rows::fit`].
-    pub writes: Vec<RowWrite>,
-    /// The trigger, under the event's key (SPEC §11: keys already stored still match).
-    pub trigger: Option<TriggerCall>,
-    /// The profile id a `"profile"` bind points at: the `userId`, or what identity resolved.
-    pub profile: Option<String>,
-    /// The entity set that resolved the profile, when identity knows it.
-    pub profile_set: Option<String>,
-}
-
-impl ActionPlan {
-    /// Raise one trigger.
-    pub fn raise(call: TriggerCall) -> ActionPlan {
-        ActionPlan { trigger: Some(call), ..ActionPlan::default() }
-    }
-
-    /// Update one profile row (an `identify` event).
-    pub fn update(update: ProfileUpdate) -> ActionPlan {
-        ActionPlan { update: Some(update), ..ActionPlan::default() }
-    }
-
-    /// The actions in the order they are delivered, each with its idempotency
-    /// key, given the event's `key`.
-    fn actions<'a>(&'a self, key: Option<&'a str>) -> impl Iterator<Item = (Option<String>, Request<'a>)> + 'a {
-        let update = self.update.iter().map(move |update| (key.map(|k| format!("{k}#identify")), Request::Update(update)));
-        let rows = self.writes.iter().map(|row| (Some(row.key.clone()), Request::Row(row)));
-        let trigger = self.trigger.iter().map(move |call| (key.map(str::to_string), Request::Trigger(call)));
-        update.chain(rows).chain(trigger)
-    }
+/// The actions in the order they are delivered, each with its idempotency
+/// key, given the event's `key`.
+fn actions<'a>(plan: &'a ActionPlan, key: Option<&'a str>) -> impl Iterator<Item = (Option<String>, Request<'a>)> + 'a {
+    let update = plan.update.iter().map(move |update| (key.map(|k| format!("{k}#identify")), Request::Update(update)));
+    let rows = plan.writes.iter().map(|row| (Some(row.key.clone()), Request::Row(row)));
+    let trigger = plan.trigger.iter().map(move |call| (key.map(str::to_string), Request::Trigger(call)));
+    update.chain(rows).chain(trigger)
 }
 
 /// A claimed key and whether its action was delivered: the scheduler settles
@@ -70,12 +40,12 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
     idempotency: &Idempotency,
     plan: &ActionPlan,
     key: Option<&str>,
-    budget: Budget,
+    budget: Cutoffs,
 ) -> (Report, Vec<Claimed>) {
     let started = Instant::now();
     let (mut attempts, mut throttled, mut done) = (0, 0, false);
     let (mut claimed, mut count, mut latency) = (Vec::new(), 0, None);
-    for (action_key, request) in plan.actions(key) {
+    for (action_key, request) in actions(plan, key) {
         count += 1;
         let report = match claim(idempotency, action_key.as_deref(), budget).await {
             Err(report) => report,
@@ -102,9 +72,36 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
     (Report { latency, ..Report::after(outcome, attempts, throttled) }, claimed)
 }
 
+/// Claims the record's idempotency key (SPEC §11): `Ok(Some(key))` to go ahead
+/// and settle the key afterwards, `Ok(None)` without a key, `Err` with the
+/// record's report when it must not be sent.
+pub(super) async fn claim(idempotency: &Idempotency, key: Option<&str>, budget: Cutoffs) -> Result<Option<String>, Report> {
+    let Some(key) = key else { return Ok(None) };
+    match idempotency.claim_within(key, budget.hard_cutoff, budget.start_cutoff).await {
+        Claim::Done => Err(Report::done(Outcome::Duplicate)),
+        Claim::InProgress => Err(Report::done(Outcome::Failed(DeliveryError::Transient {
+            status: None,
+            code: None,
+            detail: "the same event is being delivered by another invocation".into(),
+        }))),
+        Claim::Unavailable(error) => Err(Report::done(Outcome::Failed(error))),
+        Claim::Claimed => Ok(Some(key.to_string())),
+    }
+}
+
+/// Marks the key done after a delivery, else releases it; bounded by the settle cut-off.
+pub(super) async fn settle(idempotency: &Idempotency, key: &str, delivered: bool, budget: Cutoffs) {
+    if delivered {
+        idempotency.complete_until(key, budget.settle_cutoff).await;
+    } else {
+        idempotency.release_until(key, budget.settle_cutoff).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{ProfileUpdate, RowWrite, TriggerCall};
     use serde_json::{json, Map};
 
     fn row(key: &str) -> RowWrite {
@@ -124,8 +121,7 @@ mod tests {
         let update = ProfileUpdate { entity: "contacts".into(), id: "c-1".into(), body: Map::new() };
         let call = TriggerCall { trigger: "msdynmkt_OrderCompleted".into(), body: json!({"a": 1}).as_object().unwrap().clone() };
         let plan = ActionPlan { update: Some(update), writes: vec![row("m-1#accounts(accountnumber='A-1')")], trigger: Some(call), ..ActionPlan::default() };
-        let order: Vec<(Option<String>, &str)> = plan
-            .actions(Some("m-1"))
+        let order: Vec<(Option<String>, &str)> = actions(&plan, Some("m-1"))
             .map(|(key, request)| {
                 let what = match request {
                     Request::Update(_) => "update",
@@ -144,7 +140,7 @@ mod tests {
             ],
             "the trigger keeps the event's key (SPEC §11), so keys already stored still match"
         );
-        let unkeyed: Vec<Option<String>> = ActionPlan::raise(TriggerCall { trigger: "t".into(), body: Map::new() }).actions(None).map(|(k, _)| k).collect();
+        let unkeyed: Vec<Option<String>> = actions(&ActionPlan::raise(TriggerCall { trigger: "t".into(), body: Map::new() }), None).map(|(k, _)| k).collect();
         assert_eq!(unkeyed, [None], "without an event key, a trigger claims nothing");
     }
 }

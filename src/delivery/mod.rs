@@ -9,19 +9,18 @@
 //! [`actions`] is a record's plan (profile update, rows, trigger: each its own
 //! request and key), and [`port`] is what delivery needs from Dynamics.
 
-use crate::lock;
-
 pub mod actions;
 pub mod budget;
+pub mod classify;
 pub mod pacer;
 pub mod pool;
 pub mod port;
 pub mod retry;
 pub mod scheduler;
 
-pub use actions::ActionPlan;
-pub use pacer::{Pacer, Slot, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
-pub use pool::{PacerSettings, Pool, Principal};
-pub use port::{DynamicsPort, ProfileUpdate, Request, RowWrite, Sent};
-pub use retry::{class, outcome_of, with_retries, Attempts, RetryClass, MAX_THROTTLED_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS};
-pub use scheduler::{deliver, Budget, Job, Order, Report, Work};
+pub use classify::{class, outcome_of, RetryClass, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
+pub use pacer::{Pacer, Slot};
+pub use pool::{PacerSettings, Pool};
+pub use port::{DynamicsPort, Principal, Request, Sent};
+pub use retry::{with_retries, Attempts, Report, MAX_TRANSIENT_ATTEMPTS};
+pub use scheduler::{deliver, Job, Order, Work};

@@ -8,12 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::budget::{RequestBudget, BUDGET_CODES, BUDGET_WINDOW};
-use super::lock;
-use super::retry::RetryClass;
+use super::classify::{RetryClass, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
+use crate::lock;
 use crate::outcome::DeliveryError;
-
-/// The longest pause a Retry-After can impose (upstream numbers are untrusted).
-pub const MAX_PAUSE: Duration = Duration::from_secs(300);
 
 /// The execution environment's concurrency governor: an AIMD limit (as Vector's
 /// Adaptive Request Concurrency) under `ceiling`, capped further by Dataverse's
@@ -77,9 +74,6 @@ pub const LEARNED_CAP_PERIOD: Duration = Duration::from_secs(300);
 
 /// After a 429 the limit does not grow for at least this long.
 const GROWTH_HOLD: Duration = Duration::from_secs(5);
-/// Dataverse's error code for "Number of concurrent requests exceeded the limit".
-pub const CONCURRENCY_LIMIT_CODE: &str = "0x80072326";
-
 impl Pacer {
     pub fn new(initial: usize, ceiling: usize) -> Pacer {
         let ceiling = ceiling.max(1);

@@ -10,32 +10,13 @@ use std::time::{Duration, Instant};
 use futures_util::future::select_all;
 
 use super::budget::BUDGET_WINDOW;
-use super::lock;
 use super::pacer::{Pacer, Slot, LEARNED_CAP_PERIOD, THROTTLE_CODES};
+use super::port::Principal;
+use crate::lock;
 use crate::outcome::DeliveryError;
 
 /// The longest a principal answered 403 waits to be judged.
 pub const SUSPECT_FOR: Duration = Duration::from_secs(10);
-
-/// One application user, as delivery knows it: its client id (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Principal(Arc<str>);
-
-impl Principal {
-    pub fn new(client_id: &str) -> Principal {
-        Principal(client_id.into())
-    }
-
-    pub fn client_id(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for Principal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// How every principal's pacer is built.
 #[derive(Debug, Clone, Copy)]

@@ -2,13 +2,11 @@
 //! delivery; [`crate::dynamics::Dynamics`] implements it.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{Map, Value};
-
-use super::pool::Principal;
-use crate::mapping::TriggerCall;
 use crate::outcome::DeliveryError;
+use crate::plan::{ProfileUpdate, RowWrite, TriggerCall};
 
 /// One request of a record's plan (`actions`), as the port sends it.
 #[derive(Debug, Clone, Copy)]
@@ -47,33 +45,22 @@ pub struct Sent {
     pub read: bool,
 }
 
-/// An `identify` event's update of its profile row: an action of its own,
-/// delivered in the record's turn (FIFO order, idempotency, the deadline).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProfileUpdate {
-    /// The entity set (`contacts`, `leads`).
-    pub entity: String,
-    /// The row's id.
-    pub id: String,
-    /// The columns to write.
-    pub body: Map<String, Value>,
+/// One application user, as delivery knows it: its client id (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal(Arc<str>);
+
+impl Principal {
+    pub fn new(client_id: &str) -> Principal {
+        Principal(client_id.into())
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.0
+    }
 }
 
-/// One row an event writes (SPEC §19): an action of its own, with its own
-/// idempotency key, delivered in order before the record's trigger.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowWrite {
-    /// `PATCH` (by key) or `POST` (a create without a key).
-    pub method: reqwest::Method,
-    /// After `/api/data/v9.2/`: `accounts(accountnumber='A-1')`, `accounts({id})` or `accounts`.
-    pub path: String,
-    /// The mode's condition: `If-Match: *` (update), `If-None-Match: *` (create by key).
-    pub headers: Vec<(&'static str, &'static str)>,
-    pub body: Map<String, Value>,
-    /// `{event key}#{path}`, or `{event key}#{entity}#{n}` for an unkeyed create.
-    pub key: String,
-    /// How reasons name the row: its path (entity and key).
-    pub label: String,
-    /// A create by key: 412 (the row exists) is a success.
-    pub exists_is_success: bool,
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }

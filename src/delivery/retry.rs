@@ -7,68 +7,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::pacer::{CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
-use super::pool::{Pool, Principal};
-use super::port::{DynamicsPort, Request, Sent};
-use super::scheduler::{Budget, Report};
+use super::classify::{class, outcome_of, RetryClass};
+use super::pool::Pool;
+use super::port::{DynamicsPort, Principal, Request, Sent};
+use crate::deadline::Cutoffs;
 use crate::outcome::{DeliveryError, Outcome};
 
 /// At most this many attempts for 5xx, timeouts and connection errors (SPEC §7).
 pub const MAX_TRANSIENT_ATTEMPTS: u32 = 4;
-/// At most this many attempts of one record answered 429 within an invocation
-/// (without a deadline, [`Budget::unbounded`], there is no such limit).
-pub const MAX_THROTTLED_ATTEMPTS: u32 = 8;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
-
-/// What a failed attempt means.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RetryClass {
-    /// Dataverse refused it for good (400/403/404…): not retried, `rejected`.
-    Permanent,
-    /// 500, 502, 504…: retried with backoff.
-    Transient,
-    /// No answer, 503 or 408: retried with backoff, and the limit shrinks.
-    BackPressure,
-    /// 429: retried after `retry_after` (clamped), which pauses the whole
-    /// environment; the concurrency limit (`0x80072326`) also lowers the limit.
-    Throttled { retry_after: Duration, concurrency_limit: bool },
-    /// Token or secret trouble, or a 401 to a fresh token: the Dynamics adapter
-    /// already refreshed and retried; not retried again here.
-    Auth,
-    /// Configuration, deadline, blocked group, internal error: not retried here.
-    Stop,
-}
-
-/// The one classifier.
-pub fn class(error: &DeliveryError) -> RetryClass {
-    match error {
-        DeliveryError::Rejected { .. } => RetryClass::Permanent,
-        // The wait for a permit ran to the start cut-off: failed, for a later invocation (SPEC §17.1).
-        DeliveryError::Ceiling { .. } => RetryClass::Stop,
-        DeliveryError::Throttled { retry_after, code } => RetryClass::Throttled {
-            retry_after: retry_after.unwrap_or(Duration::from_secs(1)).min(MAX_PAUSE),
-            concurrency_limit: code.as_deref() == Some(CONCURRENCY_LIMIT_CODE),
-        },
-        DeliveryError::Transient { status: None | Some(503) | Some(408), .. } => RetryClass::BackPressure,
-        DeliveryError::Transient { .. } => RetryClass::Transient,
-        DeliveryError::Unauthorized { .. } | DeliveryError::Credentials { .. } | DeliveryError::TokenUnavailable { .. } => RetryClass::Auth,
-        DeliveryError::Config(_)
-        | DeliveryError::SecretsUnavailable { .. }
-        | DeliveryError::HeldBack { .. }
-        | DeliveryError::Deadline
-        | DeliveryError::GroupBlocked { .. }
-        | DeliveryError::Internal(_) => RetryClass::Stop,
-    }
-}
-
-/// The record's outcome after its last attempt: permanent errors are `rejected`, the rest `failed`.
-pub fn outcome_of(error: DeliveryError) -> Outcome {
-    match class(&error) {
-        RetryClass::Permanent => Outcome::Rejected(error),
-        _ => Outcome::Failed(error),
-    }
-}
 
 /// One request of a record's plan, with the retries of SPEC §7. Each attempt
 /// at a trigger call first takes a permit under the per-minute trigger ceiling
@@ -77,7 +25,7 @@ pub fn outcome_of(error: DeliveryError) -> Outcome {
 /// 5xx may have been counted too, so a retry takes a permit of its own. An
 /// attempt that got no permit was never sent and is not counted as one.
 /// Profile updates and rows take no permit.
-pub(super) async fn deliver_request<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, request: Request<'_>, budget: Budget) -> Report {
+pub(super) async fn deliver_request<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, request: Request<'_>, budget: Cutoffs) -> Report {
     let unsent = AtomicU32::new(0);
     let run = with_retries(pool, budget, |deadline, principal| {
         let unsent = &unsent;
@@ -104,6 +52,27 @@ pub(super) async fn deliver_request<P: DynamicsPort>(port: &P, pool: &Arc<Pool>,
     }
 }
 
+/// What delivering one request (or a record's plan) did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub attempts: u32,
+    /// Attempts answered 429.
+    pub throttled: u32,
+    /// From the first attempt to the 2xx (delivered records).
+    pub latency: Option<Duration>,
+}
+
+impl Report {
+    pub(crate) fn done(outcome: Outcome) -> Report {
+        Report { outcome, attempts: 0, throttled: 0, latency: None }
+    }
+
+    pub(crate) fn after(outcome: Outcome, attempts: u32, throttled: u32) -> Report {
+        Report { outcome, attempts, throttled, latency: None }
+    }
+}
+
 /// What [`with_retries`] did: the last answer and how many attempts it took.
 #[derive(Debug)]
 pub struct Attempts<T> {
@@ -127,7 +96,7 @@ pub struct Attempts<T> {
 /// another; a 403 is tried as another principal before it counts, and when
 /// that one succeeds for this record the one answered 403 leaves the pool (the
 /// record is not `rejected`).
-pub async fn with_retries<T, F, Fut>(pool: &Arc<Pool>, budget: Budget, mut attempt: F) -> Attempts<T>
+pub async fn with_retries<T, F, Fut>(pool: &Arc<Pool>, budget: Cutoffs, mut attempt: F) -> Attempts<T>
 where
     F: FnMut(Instant, Principal) -> Fut,
     Fut: Future<Output = Result<(T, Sent), DeliveryError>>,
@@ -238,7 +207,9 @@ fn backoff(retry: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::TriggerCall;
+    use crate::deadline::MAX_THROTTLED_ATTEMPTS;
+    use crate::delivery::classify::{CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
+    use crate::plan::TriggerCall;
 
     #[test]
     fn backoff_grows_and_is_capped() {
@@ -286,10 +257,10 @@ mod tests {
     async fn without_a_deadline_429s_do_not_use_up_the_attempts() {
         let call = TriggerCall { trigger: "t".into(), body: serde_json::Map::new() };
         let pool = Arc::new(Pool::of(super::super::Pacer::new(1, 1)));
-        let bounded = deliver_request(&Throttling(12.into()), &pool, Request::Trigger(&call), Budget::until(Instant::now() + Duration::from_secs(10))).await;
+        let bounded = deliver_request(&Throttling(12.into()), &pool, Request::Trigger(&call), Cutoffs::until(Instant::now() + Duration::from_secs(10))).await;
         assert!(matches!(bounded.outcome, Outcome::Failed(DeliveryError::Throttled { .. })));
         assert_eq!((bounded.attempts, bounded.throttled), (MAX_THROTTLED_ATTEMPTS, MAX_THROTTLED_ATTEMPTS));
-        let unbounded = deliver_request(&Throttling(12.into()), &pool, Request::Trigger(&call), Budget::unbounded()).await;
+        let unbounded = deliver_request(&Throttling(12.into()), &pool, Request::Trigger(&call), Cutoffs::unbounded()).await;
         assert_eq!((unbounded.outcome, unbounded.attempts, unbounded.throttled), (Outcome::Delivered, 13, 12));
     }
 }

@@ -8,45 +8,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::actions::ActionPlan;
-use super::lock;
+use super::actions::settle;
 use super::pool::Pool;
 use super::port::DynamicsPort;
-use crate::idempotency::{Claim, Idempotency};
+use super::retry::Report;
+use crate::deadline::Cutoffs;
+use crate::idempotency::Idempotency;
+use crate::lock;
 use crate::outcome::{DeliveryError, Outcome};
-
-/// When to stop starting calls, when every call must be done, and when the
-/// bookkeeping after them (the idempotency writes) must be done.
-#[derive(Debug, Clone, Copy)]
-pub struct Budget {
-    pub start_cutoff: Instant,
-    pub hard_cutoff: Instant,
-    pub settle_cutoff: Instant,
-    /// Attempts of one record answered 429 before it is reported failed.
-    pub throttled_attempts: u32,
-}
-
-impl Budget {
-    /// Leaves a reserve before `deadline` (a tenth of the time left, 200 ms to 1 s)
-    /// for the bookkeeping and the answer, and as much again in which no new call
-    /// is started; half the reserve is the bookkeeping's.
-    pub fn until(deadline: Instant) -> Budget {
-        let now = Instant::now();
-        let left = deadline.saturating_duration_since(now);
-        let reserve = (left / 10).clamp(Duration::from_millis(200), Duration::from_secs(1));
-        let hard_cutoff = deadline.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
-        let start_cutoff = hard_cutoff.checked_sub(reserve).filter(|t| *t > now).unwrap_or(now);
-        let settle_cutoff = (hard_cutoff + reserve / 2).min(deadline).max(hard_cutoff);
-        Budget { start_cutoff, hard_cutoff, settle_cutoff, throttled_attempts: super::retry::MAX_THROTTLED_ATTEMPTS }
-    }
-
-    /// No invocation deadline (`send`, SPEC §16): the cut-offs a year away, and
-    /// 429s retried after their Retry-After for as long as Dataverse answers them.
-    pub fn unbounded() -> Budget {
-        let budget = Budget::until(Instant::now() + Duration::from_secs(365 * 86_400));
-        Budget { throttled_attempts: u32::MAX, ..budget }
-    }
-}
+use crate::plan::ActionPlan;
 
 /// How the records of a batch are ordered (SPEC §6, §18.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,26 +63,6 @@ pub enum Work {
     Done(Outcome),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub outcome: Outcome,
-    pub attempts: u32,
-    /// Attempts answered 429.
-    pub throttled: u32,
-    /// From the first attempt to the 2xx (delivered records).
-    pub latency: Option<Duration>,
-}
-
-impl Report {
-    pub(super) fn done(outcome: Outcome) -> Report {
-        Report { outcome, attempts: 0, throttled: 0, latency: None }
-    }
-
-    pub(super) fn after(outcome: Outcome, attempts: u32, throttled: u32) -> Report {
-        Report { outcome, attempts, throttled, latency: None }
-    }
-}
-
 /// A record's turn among the records of the same idempotency key in one batch
 /// (SPEC §11): it waits for the previous one to finish (delivered, so this one
 /// is a duplicate, or failed and released, so this one is attempted), and lets
@@ -155,7 +105,7 @@ pub async fn deliver<P: DynamicsPort>(
     idempotency: Arc<Idempotency>,
     jobs: Vec<Job>,
     order: Order,
-    budget: Budget,
+    budget: Cutoffs,
 ) -> Vec<Report> {
     let fifo = order.fifo();
     let count = jobs.len();
@@ -260,39 +210,14 @@ pub async fn deliver<P: DynamicsPort>(
     slots.into_iter().map(|slot| slot.unwrap_or_else(|| Report::done(Outcome::Failed(DeliveryError::Deadline)))).collect()
 }
 
-/// Claims the record's idempotency key (SPEC §11): `Ok(Some(key))` to go ahead
-/// and settle the key afterwards, `Ok(None)` without a key, `Err` with the
-/// record's report when it must not be sent.
-pub(super) async fn claim(idempotency: &Idempotency, key: Option<&str>, budget: Budget) -> Result<Option<String>, Report> {
-    let Some(key) = key else { return Ok(None) };
-    match idempotency.claim_within(key, budget.hard_cutoff, budget.start_cutoff).await {
-        Claim::Done => Err(Report::done(Outcome::Duplicate)),
-        Claim::InProgress => Err(Report::done(Outcome::Failed(DeliveryError::Transient {
-            status: None,
-            code: None,
-            detail: "the same event is being delivered by another invocation".into(),
-        }))),
-        Claim::Unavailable(error) => Err(Report::done(Outcome::Failed(error))),
-        Claim::Claimed => Ok(Some(key.to_string())),
-    }
-}
-
-/// Marks the key done after a delivery, else releases it; bounded by the settle cut-off.
-pub(super) async fn settle(idempotency: &Idempotency, key: &str, delivered: bool, budget: Budget) {
-    if delivered {
-        idempotency.complete_until(key, budget.settle_cutoff).await;
-    } else {
-        idempotency.release_until(key, budget.settle_cutoff).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::pacer::{Pacer, CONCURRENCY_LIMIT_CODE};
-    use crate::delivery::pool::Principal;
+    use crate::delivery::classify::CONCURRENCY_LIMIT_CODE;
+    use crate::delivery::pacer::Pacer;
+    use crate::delivery::port::Principal;
     use crate::delivery::port::{Request, Sent};
-    use crate::mapping::TriggerCall;
+    use crate::plan::TriggerCall;
     use serde_json::Map;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -348,11 +273,11 @@ mod tests {
         }
     }
 
-    fn budget(secs: u64) -> Budget {
-        Budget::until(Instant::now() + Duration::from_secs(secs))
+    fn budget(secs: u64) -> Cutoffs {
+        Cutoffs::until(Instant::now() + Duration::from_secs(secs))
     }
 
-    async fn run(port: &Arc<Scripted>, pacer: Pacer, jobs: Vec<Job>, fifo: bool, budget: Budget) -> Vec<Report> {
+    async fn run(port: &Arc<Scripted>, pacer: Pacer, jobs: Vec<Job>, fifo: bool, budget: Cutoffs) -> Vec<Report> {
         let order = if fifo { Order::Fifo { parks: false } } else { Order::Any };
         deliver(port.clone(), Arc::new(Pool::of(pacer)), Arc::new(Idempotency::in_memory()), jobs, order, budget).await
     }
@@ -433,7 +358,7 @@ mod tests {
         let port = Scripted::new(400);
         let jobs = (0..10).map(|i| job(i, "t", None)).collect();
         let started = Instant::now();
-        let reports = run(&port, Pacer::new(1, 1), jobs, false, Budget::until(Instant::now() + Duration::from_millis(1500))).await;
+        let reports = run(&port, Pacer::new(1, 1), jobs, false, Cutoffs::until(Instant::now() + Duration::from_millis(1500))).await;
         assert!(started.elapsed() < Duration::from_millis(1500), "answered before the deadline");
         let delivered = reports.iter().filter(|r| r.outcome == Outcome::Delivered).count();
         assert!((1..10).contains(&delivered), "{delivered}");
@@ -502,7 +427,7 @@ mod tests {
         let port = Scripted::new(400);
         let mut jobs: Vec<Job> = (0..10).map(|i| job(i, "t", None)).collect();
         jobs.push(Job { index: 10, group: None, key: None, work: Work::Done(Outcome::Dropped { reason: "unmapped".into() }) });
-        let reports = run(&port, Pacer::new(1, 1), jobs, false, Budget::until(Instant::now() + Duration::from_millis(1500))).await;
+        let reports = run(&port, Pacer::new(1, 1), jobs, false, Cutoffs::until(Instant::now() + Duration::from_millis(1500))).await;
         assert_eq!(reports[10].outcome, Outcome::Dropped { reason: "unmapped".into() });
         assert!(reports[..10].iter().any(|r| r.outcome == Outcome::Failed(DeliveryError::Deadline)));
     }

@@ -14,8 +14,9 @@ use serde_json::Value;
 
 use super::metadata::{METADATA_TIMEOUT, UNREADABLE_RETRY};
 use super::{classify, Dynamics};
-use crate::delivery::{Principal, RowWrite, Sent};
+use crate::delivery::{Principal, Sent};
 use crate::outcome::DeliveryError;
+use crate::plan::RowWrite;
 use crate::rows::{definition, EntityDef, EntityLookup};
 
 /// The entity definitions of one execution environment.

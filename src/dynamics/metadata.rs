@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 
 use super::{classify, Dynamics};
-use crate::mapping::TriggerCall;
 use crate::outcome::{DeliveryError, Outcome};
+use crate::plan::TriggerCall;
 use crate::schema::{self, Definition};
 
 /// After a failed read, the next one waits at least this long.
@@ -199,11 +199,11 @@ impl Dynamics {
     /// the principal with the most room, its pace and pauses, the one retry
     /// classifier; a non-2xx answer is that classifier's error.
     pub async fn read(&self, path_and_query: &str, deadline: Instant) -> Result<super::rows::Answer, DeliveryError> {
-        let budget = crate::delivery::Budget {
+        let budget = crate::deadline::Cutoffs {
             start_cutoff: deadline,
             hard_cutoff: deadline,
             settle_cutoff: deadline,
-            throttled_attempts: crate::delivery::MAX_THROTTLED_ATTEMPTS,
+            throttled_attempts: crate::deadline::MAX_THROTTLED_ATTEMPTS,
         };
         let run = crate::delivery::with_retries(&self.pool, budget, |deadline, principal| async move {
             let answer = self.row_request(&principal, reqwest::Method::GET, path_and_query, None, &[], deadline).await?;

@@ -7,7 +7,7 @@ use chrono::DateTime;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::mapping::format_timestamp;
+use crate::fields::format_timestamp;
 
 /// Recognised by `MessageName` and `PrimaryEntityName` (case-sensitive keys).
 pub fn is_change_event(map: &Map<String, Value>) -> bool {

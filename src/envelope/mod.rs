@@ -69,7 +69,7 @@ pub fn sns_message(message: &str, sns_message_id: Option<&str>, depth: usize) ->
 /// Sets `messageId` on an event object that has none (camelCase or snake_case; empty counts as none).
 pub fn fill_message_id(event: &mut Value, id: Option<&str>) {
     let Some(id) = id else { return };
-    if event.is_object() && crate::mapping::message_id(event).is_none() {
+    if event.is_object() && crate::fields::message_id(event).is_none() {
         event["messageId"] = Value::String(id.to_string());
     }
 }

@@ -13,7 +13,8 @@ use serde_json::{Map, Value};
 
 use super::plan::{is_guid, Plan, Step};
 use crate::config::identity::{id_column, WriteSpec};
-use crate::delivery::{outcome_of, with_retries, Budget, Pool, Sent};
+use crate::deadline::Cutoffs;
+use crate::delivery::{outcome_of, with_retries, Pool, Sent};
 use crate::dynamics::entities::Entities;
 use crate::dynamics::Dynamics;
 use crate::outcome::{DeliveryError, Outcome};
@@ -110,7 +111,7 @@ impl Identities {
         pool: &Arc<Pool>,
         plan: &Plan,
         create: Option<&WriteSpec>,
-        budget: Budget,
+        budget: Cutoffs,
         dry_run: bool,
     ) -> Result<String, Outcome> {
         if let Some(id) = &plan.known {
@@ -143,7 +144,7 @@ impl Identities {
         pool: &Arc<Pool>,
         plan: &Plan,
         create: Option<&WriteSpec>,
-        budget: Budget,
+        budget: Cutoffs,
         dry_run: bool,
     ) -> Result<Resolved, Outcome> {
         for step in &plan.steps {
@@ -172,7 +173,7 @@ impl Identities {
     }
 
     /// One lookup: the ids of at most two rows.
-    async fn lookup(&self, dynamics: &Dynamics, pool: &Arc<Pool>, step: &Step, budget: Budget) -> Result<Vec<String>, Outcome> {
+    async fn lookup(&self, dynamics: &Dynamics, pool: &Arc<Pool>, step: &Step, budget: Cutoffs) -> Result<Vec<String>, Outcome> {
         let column = self.id_column(dynamics, &step.entity, budget.start_cutoff).await;
         let query = step.query_selecting(&column);
         let run = with_retries(pool, budget, |deadline, principal| {
@@ -194,7 +195,7 @@ impl Identities {
     }
 
     /// `POST {entity}` with `Prefer: return=representation`: the new row's id.
-    async fn create(&self, dynamics: &Dynamics, pool: &Arc<Pool>, entity: &str, attributes: &Map<String, Value>, budget: Budget) -> Result<String, Outcome> {
+    async fn create(&self, dynamics: &Dynamics, pool: &Arc<Pool>, entity: &str, attributes: &Map<String, Value>, budget: Cutoffs) -> Result<String, Outcome> {
         let body = Value::Object(attributes.clone());
         let run = with_retries(pool, budget, |deadline, principal| {
             self.creates.fetch_add(1, Ordering::Relaxed);

@@ -21,10 +21,13 @@ pub use cache::{Identities, NEW_ROW};
 pub use plan::{is_guid, plan, update_body, Plan};
 
 use crate::config::Mapping;
-use crate::delivery::{ActionPlan, Budget, Job, Pool, ProfileUpdate, Work};
+use crate::deadline::Cutoffs;
+use crate::delivery::{Job, Pool, Work};
 use crate::dynamics::Dynamics;
-use crate::mapping::{self, NO_CONSENT};
+use crate::mapping;
 use crate::outcome::Outcome;
+use crate::outcome::NO_CONSENT;
+use crate::plan::{ActionPlan, ProfileUpdate};
 
 /// What identity resolution will do for one record, decided while its event
 /// is at hand (the event is dropped after mapping; SPEC §14's judgement order).
@@ -57,13 +60,13 @@ pub fn prep(mapping: &Mapping, event: &Value, work: &Work) -> Prep {
             }
             let body = update_body(event, update);
             let planned = match &mapping.identity {
-                _ if mapping::user_id(event).is_some_and(|u| is_guid(&u)) => Ok(None),
+                _ if crate::fields::user_id(event).is_some_and(|u| is_guid(&u)) => Ok(None),
                 Some(spec) => plan(event, spec),
                 None => Err("identify: the event's userId is not a Dataverse id and the mapping has no identity section to find one".to_string()),
             };
             match planned {
                 Err(reason) => Prep::Done(Outcome::Invalid { reason }),
-                Ok(None) => Prep::Resolve { plan: Plan::known(mapping::user_id(event).unwrap_or_default()), update: Some(body) },
+                Ok(None) => Prep::Resolve { plan: Plan::known(crate::fields::user_id(event).unwrap_or_default()), update: Some(body) },
                 Ok(Some(plan)) => Prep::Resolve { plan, update: Some(body) },
             }
         }
@@ -78,7 +81,7 @@ pub struct Resolver<'a> {
     pub dynamics: &'a Dynamics,
     pub pool: &'a Arc<Pool>,
     pub mapping: &'a Mapping,
-    pub budget: Budget,
+    pub budget: Cutoffs,
     pub dry_run: bool,
 }
 
@@ -114,7 +117,7 @@ async fn stage(resolver: &Resolver<'_>, records: Vec<(Prep, &mut Job)>) {
     // lookup fails its own records, and the others still have time to be delivered.
     let now = std::time::Instant::now();
     let half = now + budget.start_cutoff.saturating_duration_since(now) / 2;
-    let budget = Budget { start_cutoff: half, hard_cutoff: half, settle_cutoff: half, ..budget };
+    let budget = Cutoffs { start_cutoff: half, hard_cutoff: half, settle_cutoff: half, ..budget };
     let create = mapping.identity.as_ref().and_then(|spec| spec.create.as_ref());
     let identify_entity = mapping.identify.as_ref().map(|u| u.entity.as_str()).unwrap_or("contacts");
     let results = futures_util::future::join_all(work.into_iter().map(|(position, plan, update)| async move {

@@ -110,7 +110,7 @@ fn value_at<'v>(event: &'v Value, path: &str) -> Option<&'v Value> {
 /// `userId` is read in either spelling (`userId`, `user_id`), as mapping does.
 fn lookup_value(event: &Value, from: &str) -> Option<String> {
     match from {
-        "userId" | "user_id" => mapping::user_id(event),
+        "userId" | "user_id" => crate::fields::user_id(event),
         path => text_at(event, path),
     }
 }
@@ -143,7 +143,7 @@ pub fn update_body(event: &Value, spec: &WriteSpec) -> Map<String, Value> {
 /// What resolving this event takes: `Ok(None)` when its `userId` is already a
 /// GUID (used as is); `Err` with the reason when no lookup has a value.
 pub fn plan(event: &Value, spec: &IdentitySpec) -> Result<Option<Plan>, String> {
-    if mapping::user_id(event).is_some_and(|u| is_guid(&u)) {
+    if crate::fields::user_id(event).is_some_and(|u| is_guid(&u)) {
         return Ok(None);
     }
     let steps: Vec<Step> = spec

@@ -13,11 +13,11 @@ use crate::check::Problem;
 use crate::config::identity::id_column;
 use crate::config::rows::{BindSpec, KeySpec, RowSpec};
 use crate::config::Settings;
-use crate::delivery::ActionPlan;
 use crate::dynamics::entities::Entities;
 use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
 use crate::outcome::DeliveryError;
+use crate::plan::ActionPlan;
 
 const ENTITY_READ_FIX: &str =
     "give the application user Read on the entity metadata (a security role with Read on Entity, Attribute and Relationship; System Customizer has them)";

@@ -22,11 +22,11 @@ use serde_json::{json, Map, Value};
 
 use crate::config::identity::id_column;
 use crate::config::rows::{BindSpec, KeySpec, RowMode, RowSpec};
-use crate::delivery::{ActionPlan, Job, RowWrite, Work};
+use crate::delivery::{Job, Work};
 use crate::dynamics::entities::Entities;
 use crate::dynamics::Dynamics;
-use crate::mapping::{self, TriggerCall};
 use crate::outcome::{DeliveryError, Outcome};
+use crate::plan::{ActionPlan, PlannedBind, PlannedRow, RowWrite};
 use crate::schema::{self, ParamType, Parameter};
 pub use definition::{EntityDef, LOOKUP_TYPES};
 
@@ -38,74 +38,6 @@ pub enum EntityLookup {
     Missing,
     /// The definition could not be read (403, 5xx): rows are sent as mapped.
     Unreadable(DeliveryError),
-}
-
-/// A row with the event's values, before the entity's definition is applied.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannedRow {
-    pub entity: String,
-    pub mode: RowMode,
-    /// Key column → the event's value (empty: a `POST`).
-    pub key: Vec<(String, Value)>,
-    /// Column → the event's value (mapped, non-null).
-    pub attributes: Map<String, Value>,
-    pub binds: Vec<(String, PlannedBind)>,
-    /// An unkeyed row's place among its entity's unkeyed rows (1, 2, …): its idempotency key.
-    pub unkeyed: usize,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum PlannedBind {
-    Profile { set: Option<String> },
-    Row { entity: String, key: Vec<(String, Value)> },
-}
-
-/// The rows' part of a record's plan of actions (SPEC §19); the plan itself is
-/// [`ActionPlan`], whose rows are planned here and fitted by [`fit`].
-impl ActionPlan {
-    /// An entry's rows, then its trigger (when it names one). The `profile` a
-    /// `"profile"` bind points at is the `userId` until identity resolves one.
-    pub fn new(planned: Vec<PlannedRow>, trigger: Option<TriggerCall>, profile: Option<String>) -> ActionPlan {
-        ActionPlan { planned, trigger, profile, ..ActionPlan::default() }
-    }
-
-    /// Whether a row binds the profile (identity must resolve it).
-    pub fn binds_profile(&self) -> bool {
-        self.planned.iter().any(|r| r.binds.iter().any(|(_, b)| matches!(b, PlannedBind::Profile { .. })))
-    }
-
-    /// Every entity set whose definition the rows need: each row's and each bound row's.
-    pub fn entities(&self) -> BTreeSet<String> {
-        let mut sets = BTreeSet::new();
-        for row in &self.planned {
-            sets.insert(row.entity.clone());
-            for (_, bind) in &row.binds {
-                if let PlannedBind::Row { entity, .. } = bind {
-                    sets.insert(entity.clone());
-                }
-            }
-        }
-        sets
-    }
-
-    /// What `send --dry-run` and `check --event` show: every request, in order.
-    pub fn requests(&self) -> Vec<Value> {
-        let mut requests: Vec<Value> = self
-            .writes
-            .iter()
-            .map(|w| {
-                let mut r = json!({"method": w.method.as_str(), "path": format!("/api/data/v9.2/{}", w.path), "body": w.body});
-                if !w.headers.is_empty() {
-                    r["headers"] = w.headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<_, _>>().into();
-                }
-                r
-            })
-            .collect();
-        if let Some(call) = &self.trigger {
-            requests.push(json!({"method": "POST", "path": format!("/api/data/v9.2/{}", call.trigger), "body": call.body}));
-        }
-        requests
-    }
 }
 
 /// The handler's step after identity (SPEC §19): reads the definition of every
@@ -141,7 +73,7 @@ fn rows_of(work: &Work) -> Option<&ActionPlan> {
 
 /// A key's or a bind's value: a string (trimmed, not empty), a number or a boolean.
 fn key_value(event: &Value, path: &[String]) -> Option<Value> {
-    match mapping::lookup(event, path)? {
+    match crate::fields::lookup(event, path)? {
         Value::String(s) if !s.trim().is_empty() => Some(Value::String(s.trim().to_string())),
         v @ (Value::Number(_) | Value::Bool(_)) => Some(v.clone()),
         _ => None,
@@ -166,8 +98,8 @@ pub fn plan(event: &Value, specs: &[RowSpec]) -> Result<Vec<PlannedRow>, String>
         let key = key_values(event, &spec.key, &what)?;
         let mut attributes = Map::new();
         for (column, paths) in &spec.attributes {
-            if let Some(value) = paths.iter().find_map(|p| mapping::lookup(event, p).filter(|v| !v.is_null())) {
-                attributes.insert(column.clone(), mapping::strip_nulls(value.clone()));
+            if let Some(value) = paths.iter().find_map(|p| crate::fields::lookup(event, p).filter(|v| !v.is_null())) {
+                attributes.insert(column.clone(), crate::fields::strip_nulls(value.clone()));
             }
         }
         let mut binds = Vec::new();

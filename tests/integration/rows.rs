@@ -495,7 +495,7 @@ async fn a_dry_run_reports_every_request_and_writes_nothing() {
     let relay =
         crate::helpers::relay_with(&h.sandbox, &[("D365_MAPPING", &spec_document())], |c| c, relay::startup::Options { dry_run: true, ..Default::default() });
     let records = relay::intake::direct_records(vec![order("d1", "ACC-D")]);
-    let results = relay.process_events(records, relay::delivery::Budget::until(std::time::Instant::now() + std::time::Duration::from_secs(30))).await;
+    let results = relay.process_events(records, relay::deadline::Cutoffs::until(std::time::Instant::now() + std::time::Duration::from_secs(30))).await;
     let relay::outcome::Outcome::DryRun { body } = &results[0].outcome else { panic!("{:?}", results[0].outcome) };
     let requests = body["requests"].as_array().unwrap();
     let lines: Vec<String> = requests.iter().map(|r| format!("{} {}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap())).collect();
@@ -513,7 +513,7 @@ async fn a_dry_run_reports_every_request_and_writes_nothing() {
     let results = relay
         .process_events(
             relay::intake::direct_records(vec![order("d1", "ACC-D")]),
-            relay::delivery::Budget::until(std::time::Instant::now() + std::time::Duration::from_secs(30)),
+            relay::deadline::Cutoffs::until(std::time::Instant::now() + std::time::Duration::from_secs(30)),
         )
         .await;
     assert_eq!(results[0].outcome.name(), "dry-run");
