@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::command_line::{settings_with, usage_error};
 use crate::config::{ConfigError, Settings};
-use crate::dynamics::metadata::Schemas;
-use crate::dynamics::Dynamics;
 use crate::schema;
+use crate::stages::triggers::Schemas;
+use crate::stages::Destination;
 
 pub struct Command {
     pub name: &'static str,
@@ -67,11 +68,6 @@ Logs go to standard error, the report to standard output. Exit status: 0 nothing
 2 usage or configuration error, 130 send interrupted (Ctrl-C).\n",
     );
     text
-}
-
-pub(crate) fn usage_error(message: &str) -> i32 {
-    eprintln!("d365-trigger-relay: {message}\nRun `d365-trigger-relay --help` for the commands.");
-    2
 }
 
 /// Runs one command; returns the exit status.
@@ -133,35 +129,21 @@ fn settings() -> (Result<Settings, ConfigError>, Option<String>) {
     settings_with(&[])
 }
 
-/// As [`settings`], with `overrides` (a command's options) on top of the environment.
-pub(crate) fn settings_with(overrides: &[(&str, String)]) -> (Result<Settings, ConfigError>, Option<String>) {
-    let file = std::env::var("D365_SECRET_FILE").ok().filter(|f| !f.trim().is_empty());
-    let settings = Settings::from_lookup(|key| {
-        let overridden = overrides.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
-        let value = overridden.or_else(|| std::env::var(key).ok()).filter(|v| !v.trim().is_empty());
-        match (key, &value, &file) {
-            ("D365_SECRET_ID", None, Some(path)) => Some(format!("file:{path}")),
-            _ => value,
-        }
-    });
-    (settings, file)
-}
-
 /// The Dynamics adapter as the function builds it (or reading the secret from a file).
 /// The settings and the Dynamics adapter a `schema` command reads with, or its exit status.
-async fn reader() -> Result<(Settings, Dynamics), i32> {
+async fn reader() -> Result<(Settings, Destination), i32> {
     let (settings, secret_file) = settings();
     let settings = settings.map_err(|e| usage_error(&format!("configuration error: {e}")))?;
-    let dynamics = dynamics(&settings, secret_file).await;
-    Ok((settings, dynamics))
+    let destination = destination(&settings, secret_file).await;
+    Ok((settings, destination))
 }
 
-async fn dynamics(settings: &Settings, secret_file: Option<String>) -> Dynamics {
+async fn destination(settings: &Settings, secret_file: Option<String>) -> Destination {
     let aws = crate::aws_config_from_env().await;
-    let dynamics =
+    let destination =
         crate::startup::destination(settings, aws_sdk_secretsmanager::Client::new(&aws), crate::dynamics::http_client(), secret_file.map(Into::into));
-    dynamics.begin_invocation();
-    dynamics
+    destination.begin_invocation();
+    destination
 }
 
 async fn check(args: &[String]) -> i32 {
@@ -184,9 +166,9 @@ async fn check(args: &[String]) -> i32 {
     let report = match &settings {
         Err(error) => crate::check::run(Err(error), event.as_ref(), deadline).await,
         Ok(settings) => {
-            let dynamics = dynamics(settings, secret_file).await;
+            let destination = destination(settings, secret_file).await;
             let schemas = Schemas::new(settings.schema_ttl);
-            crate::check::run(Ok((settings, &dynamics, &schemas)), event.as_ref(), deadline).await
+            crate::check::run(Ok((settings, &destination, &schemas)), event.as_ref(), deadline).await
         }
     };
     if parsed.json {
@@ -211,12 +193,12 @@ async fn schema_command(args: &[String]) -> i32 {
     if let Err(e) = crate::config::check_name(trigger) {
         return usage_error(&format!("TRIGGER: {e}"));
     }
-    let (settings, dynamics) = match reader().await {
+    let (settings, destination) = match reader().await {
         Ok(wired) => wired,
         Err(status) => return status,
     };
     let deadline = Instant::now() + COMMAND_DEADLINE;
-    let definition = match Schemas::new(settings.schema_ttl).read(&dynamics, trigger, deadline).await {
+    let definition = match Schemas::new(settings.schema_ttl).read(&destination, trigger, deadline).await {
         Ok(Some(d)) => d,
         Ok(None) => {
             eprintln!("d365-trigger-relay: no custom API named '{trigger}' in this environment (names are case-sensitive; is the trigger published?)");
@@ -259,12 +241,12 @@ async fn schema_entity_command(args: &[String], at: usize) -> i32 {
         Ok(_) => return usage_error("usage: d365-trigger-relay schema --entity SET [--json]"),
         Err(e) => return usage_error(&e),
     };
-    let (settings, dynamics) = match reader().await {
+    let (settings, destination) = match reader().await {
         Ok(wired) => wired,
         Err(status) => return status,
     };
     let deadline = Instant::now() + COMMAND_DEADLINE;
-    let definition = match crate::dynamics::entities::Entities::new(settings.schema_ttl).read(&dynamics, entity, deadline).await {
+    let definition = match crate::stages::entities::Entities::new(settings.schema_ttl).read(&destination, entity, deadline).await {
         Ok(Some(d)) => d,
         Ok(None) => {
             eprintln!("d365-trigger-relay: no entity set named '{entity}' in this environment (use the plural set name: accounts, opportunities)");
@@ -276,7 +258,7 @@ async fn schema_entity_command(args: &[String], at: usize) -> i32 {
             return 1;
         }
     };
-    let entry = crate::rows::check::starter_row(&definition);
+    let entry = crate::check::rows::starter_row(&definition);
     if parsed.json {
         let keys: Vec<Value> = definition.keys.iter().map(|k| json!({"columns": k.columns, "status": k.status})).collect();
         let report = json!({"entity": entity, "logical_name": definition.logical_name, "id": definition.primary_id, "columns": definition.columns,

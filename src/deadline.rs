@@ -96,6 +96,11 @@ impl Cutoffs {
         Cutoffs { start_cutoff, hard_cutoff, settle_cutoff, throttled_attempts: MAX_THROTTLED_ATTEMPTS }
     }
 
+    /// Every cut-off at `deadline`: a read that must be answered by then (metadata, `check`).
+    pub fn at(deadline: Instant) -> Cutoffs {
+        Cutoffs { start_cutoff: deadline, hard_cutoff: deadline, settle_cutoff: deadline, throttled_attempts: MAX_THROTTLED_ATTEMPTS }
+    }
+
     /// No invocation deadline (`send`, SPEC §16): the cut-offs a year away, and
     /// 429s retried after their Retry-After for as long as Dataverse answers them.
     pub fn unbounded() -> Cutoffs {

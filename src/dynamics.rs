@@ -14,15 +14,15 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::config::{ConfigError, Credentials, PrincipalCredentials, Settings};
-use crate::delivery::{PacerSettings, Pool, Principal, Request};
+pub use crate::delivery::{DynamicsPort, Sent};
+use crate::delivery::{Principal, Principals, Request};
 use crate::outcome::DeliveryError;
-use crate::plan::TriggerCall;
+use crate::plan::{RowWrite, TriggerCall};
 use crate::secrets::{SecretError, SecretStore};
+use ceiling::Ceiling;
 
 pub mod ceiling;
-pub mod entities;
-pub mod metadata;
-pub mod rows;
+pub mod web_api;
 
 /// The longest a single Dataverse or Entra request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,8 +37,6 @@ pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The longest the secret may take when the caller gives no deadline.
 pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub use crate::delivery::port::{DynamicsPort, Sent};
-
 #[derive(Debug, Default)]
 pub struct Counters {
     pub token_requests: AtomicU64,
@@ -51,14 +49,14 @@ pub struct Dynamics {
     base_override: Option<String>,
     /// One token cache per application user, by client id (SPEC §17.3).
     tokens: std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<TokenState>>>>,
-    /// The application users and their pacers: the secret's principals.
-    pool: Arc<Pool>,
+    /// Told the secret's principals whenever the secret is read (the pool).
+    principals: Arc<dyn Principals>,
     invocation: AtomicU64,
     /// `x-ms-dop-hint` is kept within 1..=this (`D365_MAX_IN_FLIGHT`).
     max_dop: usize,
     pub counters: Counters,
     /// The CI-J ceiling (SPEC §17.1): permits for trigger calls.
-    ceiling: ceiling::Ceiling,
+    ceiling: Ceiling,
 }
 
 #[derive(Default)]
@@ -123,25 +121,27 @@ pub fn http_client() -> reqwest::Client {
 }
 
 impl Dynamics {
-    pub fn new(settings: &Settings, secrets_client: aws_sdk_secretsmanager::Client, http: reqwest::Client) -> Self {
+    /// The adapter of one Dynamics environment: its secret, its HTTP client, the
+    /// CI-J `ceiling` its trigger calls take permits from, and the `principals`
+    /// told of the secret's application users (the pool).
+    pub fn new(
+        settings: &Settings,
+        secrets_client: aws_sdk_secretsmanager::Client,
+        http: reqwest::Client,
+        ceiling: Ceiling,
+        principals: Arc<dyn Principals>,
+    ) -> Self {
         Dynamics {
             http,
             secrets: SecretStore::new(secrets_client, settings.secret_id.clone(), settings.secret_ttl),
             authority: settings.authority_host.clone(),
             base_override: settings.dataverse_base_url.clone(),
             tokens: Default::default(),
-            pool: Arc::new(Pool::new(
-                PacerSettings {
-                    max_in_flight: settings.max_in_flight.max(1),
-                    learned_cap_period: settings.learned_cap_period,
-                    budget_window: settings.budget_window,
-                },
-                settings.secret_ttl,
-            )),
+            principals,
             invocation: AtomicU64::new(0),
             max_dop: settings.max_in_flight.max(1),
             counters: Counters::default(),
-            ceiling: ceiling::Ceiling::for_settings(settings),
+            ceiling,
         }
     }
 
@@ -162,20 +162,21 @@ impl Dynamics {
     /// The credentials, answered by `deadline`; the pool follows the secret's principals.
     pub async fn credentials_until(&self, deadline: Instant) -> Result<Arc<Credentials>, SecretError> {
         let creds = self.secrets.get(self.current_invocation(), deadline).await?;
-        self.pool.sync(creds.client_ids(), &creds.version);
+        self.follow(&creds);
         Ok(creds)
     }
 
-    /// The application users this destination's requests are made as (SPEC §17.3).
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
+    fn follow(&self, creds: &Credentials) {
+        let client_ids: Vec<&str> = creds.client_ids().collect();
+        self.principals.follow(&client_ids, &creds.version);
     }
 
     pub fn secrets(&self) -> &SecretStore {
         &self.secrets
     }
 
-    fn base_url(&self, creds: &Credentials) -> String {
+    /// The Web API's base URL for `creds` (`D365_DATAVERSE_BASE_URL` when set).
+    pub fn base_url(&self, creds: &Credentials) -> String {
         match &self.base_override {
             Some(base) => base.clone(),
             None => format!("https://{}", creds.org_url_host),
@@ -236,7 +237,7 @@ impl Dynamics {
                     match self.secrets.refresh(invocation, &creds.version, deadline).await {
                         Ok((fresh, true)) => {
                             tracing::info!(message = "Entra rejected the cached credentials; retrying with the rotated secret.", client_id = %client_id);
-                            self.pool.sync(fresh.client_ids(), &fresh.version);
+                            self.follow(&fresh);
                             creds = fresh;
                             continue;
                         }
@@ -360,6 +361,20 @@ impl DynamicsPort for Dynamics {
                 self.row_request(principal, reqwest::Method::PATCH, &path, Some(&body), &[("If-Match", "*")], deadline).await.map(|_| Sent::default())
             }
             Request::Row(row) => self.write_row_once(row, principal, deadline).await,
+            Request::Get(path_and_query) => {
+                let answer = self.row_request(principal, reqwest::Method::GET, path_and_query, None, &[], deadline).await?;
+                Ok(Sent { answer: Some(answer), ..Sent::default() })
+            }
+            Request::Metadata(path_and_query) => {
+                let answer = self.row_request(principal, reqwest::Method::GET, path_and_query, None, &[], deadline).await?;
+                Ok(Sent { read: true, answer: Some(answer), ..Sent::default() })
+            }
+            Request::Create { entity, body } => {
+                let body = Value::Object(body.clone());
+                let prefer = [("Prefer", "return=representation")];
+                let answer = self.row_request(principal, reqwest::Method::POST, entity, Some(&body), &prefer, deadline).await?;
+                Ok(Sent { answer: Some(answer), ..Sent::default() })
+            }
         }
     }
 
@@ -374,7 +389,7 @@ impl Dynamics {
         let answer = self.web_api_bytes(principal, reqwest::Method::POST, &call.trigger, Some(body), &[], deadline).await?;
         if answer.status.is_success() {
             let dop_hint = header_number(&answer.headers, "x-ms-dop-hint").filter(|h| *h > 0).map(|h| h.min(self.max_dop));
-            return Ok(Sent { dop_hint, read: false });
+            return Ok(Sent { dop_hint, ..Sent::default() });
         }
         if answer.status == StatusCode::UNAUTHORIZED {
             return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&answer.headers, &answer.body) });
@@ -493,6 +508,52 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Deliver
         408 => DeliveryError::Transient { status: Some(408), code, detail: format!("Dataverse answered 408: {message}") },
         s @ 500..=599 if s != 501 => DeliveryError::Transient { status: Some(s), code, detail: format!("Dataverse answered {s}: {message}") },
         s => DeliveryError::Rejected { status: s, code, message },
+    }
+}
+
+impl Dynamics {
+    pub fn ceiling(&self) -> &Ceiling {
+        &self.ceiling
+    }
+
+    /// A permit for one trigger call (SPEC §17.1): the ceiling is counted per
+    /// CI-J environment, the secret's `org_url_host`.
+    async fn trigger_permit(&self, until: Instant) -> Result<(), DeliveryError> {
+        if self.ceiling.per_minute() == 0 {
+            return Ok(());
+        }
+        let creds = self.credentials_until(until).await?;
+        self.ceiling.take(&creds.org_url_host, until).await
+    }
+
+    /// Gets a token of `principal` now (the `check` command's third step, once per principal).
+    pub async fn check_token(&self, principal: &crate::delivery::Principal, deadline: Instant) -> Result<(), DeliveryError> {
+        let creds = self.credentials_until(deadline).await?;
+        self.token(creds, principal, deadline).await.map(|_| ())
+    }
+
+    /// Reads the credentials from a file holding the secret's JSON instead of
+    /// Secrets Manager (`D365_SECRET_FILE`, commands only); at construction, by [`crate::startup`].
+    pub(crate) fn use_secret_file(&mut self, path: impl Into<std::path::PathBuf>) {
+        self.secrets.use_file(path);
+    }
+
+    /// One attempt at a row write (SPEC §19): the row's request through the one
+    /// table-request path; a 412 to a create by key means the row exists (a
+    /// success); a refusal names the row (entity and key).
+    pub async fn write_row_once(&self, row: &RowWrite, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
+        let body = Value::Object(row.body.clone());
+        match self.row_request(principal, row.method.clone(), &row.path, Some(&body), &row.headers, deadline).await {
+            Ok(_) => Ok(Sent::default()),
+            Err(DeliveryError::Rejected { status: 412, .. }) if row.exists_is_success => Ok(Sent::default()),
+            Err(DeliveryError::Rejected { status, code, message }) => {
+                Err(DeliveryError::Rejected { status, code, message: format!("row {}: {message}", row.label) })
+            }
+            Err(DeliveryError::Transient { status, code, detail }) => {
+                Err(DeliveryError::Transient { status, code, detail: format!("row {}: {detail}", row.label) })
+            }
+            Err(other) => Err(other),
+        }
     }
 }
 

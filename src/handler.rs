@@ -14,8 +14,6 @@ use crate::backlog::Backlog;
 use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
 use crate::deadline::Cutoffs;
 use crate::delivery::{self, Job, Order, Pool, Work};
-use crate::dynamics::entities::Entities;
-use crate::dynamics::metadata::Schemas;
 use crate::dynamics::Dynamics;
 use crate::enqueue::Queue;
 use crate::idempotency::{self, Idempotency};
@@ -27,6 +25,9 @@ use crate::outcome::{self, DeliveryError, Outcome, RecordResult, Tally};
 use crate::plan::ActionPlan;
 use crate::secrets::SecretError;
 use crate::segment_api;
+use crate::stages::entities::Entities;
+use crate::stages::triggers::Schemas;
+use crate::stages::Destination;
 use crate::webhook::{self, ErrorCode, HttpAnswer};
 
 /// API Gateway gives up after 29 s; webhook work is budgeted inside that.
@@ -53,7 +54,8 @@ pub struct Relay {
 /// What a well-configured execution environment holds.
 pub(crate) struct Wiring {
     pub(crate) settings: Settings,
-    pub(crate) dynamics: Arc<Dynamics>,
+    /// The Dynamics environment: its adapter and the pool of its application users.
+    pub(crate) destination: Destination,
     /// Trigger definitions read from Dataverse (SPEC §13).
     pub(crate) schemas: Arc<Schemas>,
     /// Resolved profile ids (SPEC §14).
@@ -65,7 +67,7 @@ pub(crate) struct Wiring {
 /// What one invocation works with, read once by [`Relay::prepare`].
 struct Prepared<'a> {
     settings: &'a Settings,
-    dynamics: &'a Arc<Dynamics>,
+    destination: &'a Destination,
     schemas: &'a Schemas,
     identities: &'a Identities,
     entities: &'a Entities,
@@ -75,7 +77,7 @@ struct Prepared<'a> {
 
 impl Relay {
     pub fn dynamics(&self) -> Option<&Arc<Dynamics>> {
-        self.wiring.as_ref().ok().map(|w| &w.dynamics)
+        self.wiring.as_ref().ok().map(|w| &w.destination.dynamics)
     }
 
     /// Settings, credentials and the default trigger for one invocation, or
@@ -83,11 +85,11 @@ impl Relay {
     /// The secret is read within the invocation's budget: a stalled Secrets
     /// Manager fails the records in time rather than outliving the invocation.
     async fn prepare(&self, budget: &Cutoffs) -> Result<Prepared<'_>, SecretError> {
-        let Wiring { settings, dynamics, schemas, identities, entities } = self.wiring.as_ref().map_err(|e| SecretError::Config(e.clone()))?;
-        let credentials = dynamics.credentials_until(budget.hard_cutoff).await?;
+        let Wiring { settings, destination, schemas, identities, entities } = self.wiring.as_ref().map_err(|e| SecretError::Config(e.clone()))?;
+        let credentials = destination.credentials_until(budget.hard_cutoff).await?;
         let default_trigger = settings.default_trigger(&credentials);
         settings.mapping.check_triggers(default_trigger.as_deref())?;
-        Ok(Prepared { settings, dynamics, schemas, identities, entities, credentials, default_trigger })
+        Ok(Prepared { settings, destination, schemas, identities, entities, credentials, default_trigger })
     }
 
     /// The profile ids this execution environment has resolved (SPEC §14).
@@ -119,7 +121,7 @@ impl Relay {
 
     /// The deployment check (SPEC §13) as a direct invocation answers it.
     pub async fn check(&self, event: Option<Value>, deadline: Instant) -> Value {
-        let wiring = self.wiring.as_ref().map(|w| (&w.settings, &*w.dynamics, &*w.schemas));
+        let wiring = self.wiring.as_ref().map(|w| (&w.settings, &w.destination, &*w.schemas));
         crate::check::run(wiring, event.as_ref(), deadline).await.to_json()
     }
 
@@ -304,7 +306,7 @@ impl Relay {
         }
         // Nor does a spent trigger ceiling (SPEC §17.1, §18.2): trigger calls wait
         // for the next minute in the queue, and their lookups are not made.
-        if let Some(spent) = prepared.dynamics.ceiling().spent_until(budget.start_cutoff).filter(|_| !self.dry_run) {
+        if let Some(spent) = prepared.destination.ceiling().spent_until(budget.start_cutoff).filter(|_| !self.dry_run) {
             for record in &mut records {
                 if trigger_call(&record.job.work).is_some() {
                     record.fail(spent.clone());
@@ -316,8 +318,7 @@ impl Relay {
         // (lookups, create) fills both profile fields; identify events update the profile.
         let resolver = crate::identity::Resolver {
             identities: prepared.identities,
-            dynamics: prepared.dynamics,
-            pool: &self.pool,
+            destination: prepared.destination,
             mapping: &settings.mapping,
             budget,
             dry_run: self.dry_run,
@@ -326,7 +327,7 @@ impl Relay {
 
         // Each trigger's definition, once per invocation: omit, coerce, check (SPEC §13).
         let wanted = records.iter().filter_map(|r| trigger_call(&r.job.work).map(|call| call.trigger.clone())).collect();
-        let definitions = prepared.schemas.lookup_all(prepared.dynamics, wanted, budget.start_cutoff).await;
+        let definitions = prepared.schemas.lookup_all(prepared.destination, wanted, budget.start_cutoff).await;
         for record in &mut records {
             if let Some(call) = trigger_call_mut(&mut record.job.work) {
                 if let Err(outcome) = prepared.schemas.apply(definitions.get(&call.trigger), call) {
@@ -335,13 +336,13 @@ impl Relay {
             }
         }
         // Each row's entity definition, once per TTL: the exact requests (SPEC §19).
-        crate::rows::stage(prepared.entities, prepared.dynamics, records.iter_mut().map(|r| &mut r.job).collect(), budget.start_cutoff).await;
+        crate::stages::rows::stage(prepared.entities, prepared.destination, records.iter_mut().map(|r| &mut r.job).collect(), budget.start_cutoff).await;
 
         let (jobs, answers): (Vec<Job>, Vec<(Seen, Option<String>)>) = records.into_iter().map(|r| (r.job, (r.seen, r.trigger))).unzip();
         let reports = if self.dry_run {
             jobs.into_iter().map(dry_run_report).collect()
         } else {
-            delivery::deliver(prepared.dynamics.clone(), self.pool.clone(), self.idempotency.clone(), jobs, order, budget).await
+            delivery::deliver(prepared.destination.dynamics.clone(), prepared.destination.pool.clone(), self.idempotency.clone(), jobs, order, budget).await
         };
         answers
             .into_iter()

@@ -27,6 +27,7 @@ pub mod auth;
 pub(crate) mod backlog;
 pub(crate) mod check;
 pub mod cli;
+pub(crate) mod command_line;
 pub mod config;
 pub mod deadline;
 pub mod delivery;
@@ -48,6 +49,7 @@ pub(crate) mod schema;
 pub(crate) mod secrets;
 pub(crate) mod segment_api;
 pub mod send;
+pub mod stages;
 pub mod startup;
 pub mod webhook;
 

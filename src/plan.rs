@@ -4,10 +4,12 @@
 //! delivers; no I/O.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
 use crate::config::rows::RowMode;
+use crate::outcome::DeliveryError;
 
 /// One Dataverse custom-trigger call.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,4 +144,15 @@ pub struct RowWrite {
     pub label: String,
     /// A create by key: 412 (the row exists) is a success.
     pub exists_is_success: bool,
+}
+
+/// What is known of a definition a plan is fitted to (a trigger's, an
+/// entity's), read from Dataverse by the stages.
+#[derive(Debug, Clone)]
+pub enum Known<D> {
+    Found(Arc<D>),
+    /// Nothing has that name: a request to it would be answered 404.
+    Missing,
+    /// The definition could not be read (403, 5xx, no answer in time).
+    Unreadable(DeliveryError),
 }

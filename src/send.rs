@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::cli::usage_error;
+use crate::command_line::usage_error;
 use crate::deadline::Cutoffs;
 use crate::handler::Relay;
 use crate::intake::Incoming;
@@ -93,7 +93,7 @@ pub async fn command(args: &[String]) -> i32 {
         Err(error) => return usage_error(&error),
     };
     let overrides: Vec<(&str, String)> = options.max_in_flight.iter().map(|n| ("D365_MAX_IN_FLIGHT", n.clone())).collect();
-    let (settings, secret_file) = crate::cli::settings_with(&overrides);
+    let (settings, secret_file) = crate::command_line::settings_with(&overrides);
     let settings = match settings {
         Ok(settings) => settings,
         Err(error) => return usage_error(&format!("configuration error: {error}")),

@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use crate::backlog::Backlog;
 use crate::config::{ConfigError, Settings, WebhookAuth, WebhookMode};
-use crate::delivery::{self, PacerSettings, Pool};
-use crate::dynamics::entities::Entities;
-use crate::dynamics::metadata::Schemas;
+use crate::delivery::{PacerSettings, Pool};
+use crate::dynamics::ceiling::Ceiling;
 use crate::dynamics::Dynamics;
 use crate::enqueue::Queue;
 use crate::handler::{Relay, Wiring};
 use crate::idempotency::Idempotency;
 use crate::identity::Identities;
+use crate::stages::entities::Entities;
+use crate::stages::triggers::Schemas;
+use crate::stages::Destination;
 
 /// The clients the relay talks through. Without an SQS client there is no
 /// backoff by visibility, no DLQ with reasons (SPEC §18) and no enqueue mode
@@ -89,19 +91,20 @@ pub fn relay(settings: Result<Settings, ConfigError>, clients: Clients, options:
     let mut idempotency = Idempotency::in_memory();
     let mut queue = None;
     let wiring = settings.map(|settings| {
-        let mut dynamics = destination(&settings, secrets, http, options.secret_file.clone());
+        let mut ceiling = Ceiling::for_settings(&settings);
         if let (Some(client), Some(table)) = (&dynamodb, &settings.idempotency_table) {
             // The trigger ceiling is shared through the same table (SPEC §17.1).
-            dynamics.share_ceiling_through(client.clone(), table.clone());
+            ceiling = ceiling.with_table(client.clone(), table.clone());
             idempotency = Idempotency::in_memory().with_table(client.clone(), table.clone(), settings.idempotency_expires_after);
         }
+        let destination = destination_with(&settings, secrets, http, options.secret_file.clone(), ceiling);
         if let (Some(client), WebhookMode::Enqueue(target)) = (&sqs, &settings.webhook_mode) {
             tracing::info!(message = "Webhook events are queued, not delivered inline.", queue_url = %target.url, fifo = target.fifo);
             queue = Some(Queue::new(client.clone(), target.clone()));
         }
         let entities = Arc::new(Entities::new(settings.schema_ttl));
         Wiring {
-            dynamics: Arc::new(dynamics),
+            destination,
             schemas: Arc::new(Schemas::new(settings.schema_ttl)),
             identities: Arc::new(Identities::new(settings.identity_ttl).with_entities(entities.clone())),
             entities,
@@ -109,11 +112,14 @@ pub fn relay(settings: Result<Settings, ConfigError>, clients: Clients, options:
         }
     });
     let pool = match &wiring {
-        Ok(wiring) => wiring.dynamics.pool().clone(),
+        Ok(wiring) => wiring.destination.pool.clone(),
         // A pool of one that never sends: the records fail with the configuration error.
         Err(_) => {
-            let settings =
-                PacerSettings { max_in_flight: 1, learned_cap_period: delivery::pacer::LEARNED_CAP_PERIOD, budget_window: delivery::budget::BUDGET_WINDOW };
+            let settings = PacerSettings {
+                max_in_flight: 1,
+                learned_cap_period: crate::delivery::pacer::LEARNED_CAP_PERIOD,
+                budget_window: crate::delivery::budget::BUDGET_WINDOW,
+            };
             Arc::new(Pool::new(settings, Duration::ZERO))
         }
     };
@@ -124,11 +130,27 @@ pub fn relay(settings: Result<Settings, ConfigError>, clients: Clients, options:
 }
 
 /// The destination (one Dynamics environment) as the relay builds it, for the
-/// commands that read from it alone (`schema`, `check`).
-pub fn destination(settings: &Settings, secrets: aws_sdk_secretsmanager::Client, http: reqwest::Client, secret_file: Option<PathBuf>) -> Dynamics {
-    let mut dynamics = Dynamics::new(settings, secrets, http);
+/// commands that read from it alone (`schema`, `check`): the ceiling in memory.
+pub fn destination(settings: &Settings, secrets: aws_sdk_secretsmanager::Client, http: reqwest::Client, secret_file: Option<PathBuf>) -> Destination {
+    destination_with(settings, secrets, http, secret_file, Ceiling::for_settings(settings))
+}
+
+/// The destination: the pool of its application users, and the Dynamics
+/// adapter that tells the pool the secret's principals and takes trigger
+/// permits from `ceiling`.
+fn destination_with(
+    settings: &Settings,
+    secrets: aws_sdk_secretsmanager::Client,
+    http: reqwest::Client,
+    secret_file: Option<PathBuf>,
+    ceiling: Ceiling,
+) -> Destination {
+    let pacers =
+        PacerSettings { max_in_flight: settings.max_in_flight.max(1), learned_cap_period: settings.learned_cap_period, budget_window: settings.budget_window };
+    let pool = Arc::new(Pool::new(pacers, settings.secret_ttl));
+    let mut dynamics = Dynamics::new(settings, secrets, http, ceiling, pool.clone());
     if let Some(path) = secret_file {
         dynamics.use_secret_file(path);
     }
-    dynamics
+    Destination::new(Arc::new(dynamics), pool)
 }

@@ -127,6 +127,7 @@ mod tests {
                     Request::Update(_) => "update",
                     Request::Row(_) => "row",
                     Request::Trigger(_) => "trigger",
+                    Request::Get(_) | Request::Metadata(_) | Request::Create { .. } => "read",
                 };
                 (key, what)
             })

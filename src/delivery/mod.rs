@@ -21,6 +21,6 @@ pub mod scheduler;
 pub use classify::{class, outcome_of, RetryClass, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
 pub use pacer::{Pacer, Slot};
 pub use pool::{PacerSettings, Pool};
-pub use port::{DynamicsPort, Principal, Request, Sent};
-pub use retry::{with_retries, Attempts, Report, MAX_TRANSIENT_ATTEMPTS};
+pub use port::{Answer, DynamicsPort, Principal, Principals, Request, Sent};
+pub use retry::{call, Attempts, Report, MAX_TRANSIENT_ATTEMPTS};
 pub use scheduler::{deliver, Job, Order, Work};

@@ -11,7 +11,7 @@ use futures_util::future::select_all;
 
 use super::budget::BUDGET_WINDOW;
 use super::pacer::{Pacer, Slot, LEARNED_CAP_PERIOD, THROTTLE_CODES};
-use super::port::Principal;
+use super::port::{Principal, Principals};
 use crate::lock;
 use crate::outcome::DeliveryError;
 
@@ -360,6 +360,12 @@ impl Pool {
     /// The first principal's pacer (a pool of one: the tests, `check`).
     pub fn first(&self) -> Arc<Pacer> {
         lock(&self.members).list[0].pacer.clone()
+    }
+}
+
+impl Principals for Pool {
+    fn follow(&self, client_ids: &[&str], version: &str) {
+        self.sync(client_ids.iter().copied(), version);
     }
 }
 

@@ -17,6 +17,16 @@ pub enum Request<'a> {
     Update(&'a ProfileUpdate),
     /// A row (SPEC §19): `PATCH` by key or `POST`.
     Row(&'a RowWrite),
+    /// `GET /{path_and_query}` of a table (identity lookups, SPEC §14); the
+    /// answer's body comes back in [`Sent::answer`].
+    Get(&'a str),
+    /// `GET /{path_and_query}` of metadata (trigger and entity definitions,
+    /// `check`): it spends the request budget but its latency does not tune
+    /// the concurrency limit ([`Sent::read`]).
+    Metadata(&'a str),
+    /// `POST /{entity}` with `Prefer: return=representation`: a profile row
+    /// created by identity (SPEC §14); the created row comes back in [`Sent::answer`].
+    Create { entity: &'a str, body: &'a serde_json::Map<String, serde_json::Value> },
 }
 
 /// The port delivery talks to: one attempt at one request, made as a
@@ -35,14 +45,31 @@ pub trait DynamicsPort: Send + Sync + 'static {
     }
 }
 
+/// Told the secret's application users each time the adapter reads the
+/// secret, so that the pool follows them (SPEC §17.3). The pool implements it;
+/// the composition root hands it to the adapter.
+pub trait Principals: Send + Sync {
+    fn follow(&self, client_ids: &[&str], version: &str);
+}
+
 /// What a successful call tells about Dataverse's capacity.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sent {
     /// `x-ms-dop-hint`: the degree of parallelism Dataverse recommends.
     pub dop_hint: Option<usize>,
     /// A read (metadata, `check`): it spent the request budget, but its latency
     /// says nothing of the calls the concurrency limit is tuned on.
     pub read: bool,
+    /// The answer, for the requests that read one (`Get`, `Metadata`, `Create`).
+    pub answer: Option<Answer>,
+}
+
+/// A 2xx answer of the Web API: its status, headers and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 /// One application user, as delivery knows it: its client id (never its secret).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::classify::{class, outcome_of, RetryClass};
 use super::pool::Pool;
-use super::port::{DynamicsPort, Principal, Request, Sent};
+use super::port::{Answer, DynamicsPort, Principal, Request, Sent};
 use crate::deadline::Cutoffs;
 use crate::outcome::{DeliveryError, Outcome};
 
@@ -73,6 +73,20 @@ impl Report {
     }
 }
 
+/// The engine's one entry for the stages (identity, the definition catalogs,
+/// `check`): one request through the pool, the pace, the pauses and the
+/// retries of SPEC §7, as any call is made; its answer back. Attempts are
+/// counted in [`Attempts::attempts`].
+pub async fn call<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, request: Request<'_>, cutoffs: Cutoffs) -> Attempts<Answer> {
+    let run = with_retries(pool, cutoffs, |deadline, principal| async move {
+        let mut sent = port.execute(request, &principal, deadline).await?;
+        let answer = sent.answer.take().ok_or_else(|| DeliveryError::Internal("the request read no answer".into()))?;
+        Ok((answer, sent))
+    })
+    .await;
+    run
+}
+
 /// What [`with_retries`] did: the last answer and how many attempts it took.
 #[derive(Debug)]
 pub struct Attempts<T> {
@@ -96,7 +110,7 @@ pub struct Attempts<T> {
 /// another; a 403 is tried as another principal before it counts, and when
 /// that one succeeds for this record the one answered 403 leaves the pool (the
 /// record is not `rejected`).
-pub async fn with_retries<T, F, Fut>(pool: &Arc<Pool>, budget: Cutoffs, mut attempt: F) -> Attempts<T>
+pub(super) async fn with_retries<T, F, Fut>(pool: &Arc<Pool>, budget: Cutoffs, mut attempt: F) -> Attempts<T>
 where
     F: FnMut(Instant, Principal) -> Fut,
     Fut: Future<Output = Result<(T, Sent), DeliveryError>>,

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::Dynamics;
 use crate::config::Settings;
 use crate::outcome::DeliveryError;
 
@@ -291,28 +290,6 @@ impl Table {
 
 fn unavailable(detail: String) -> DeliveryError {
     DeliveryError::Transient { status: None, code: None, detail: format!("the trigger ceiling's table is unavailable: {detail}") }
-}
-
-impl Dynamics {
-    /// Shares the ceiling through the DynamoDB table `name` (`D365_IDEMPOTENCY_TABLE`).
-    pub fn share_ceiling_through(&mut self, client: aws_sdk_dynamodb::Client, name: String) {
-        let ceiling = std::mem::replace(&mut self.ceiling, Ceiling::in_memory(0, 1));
-        self.ceiling = ceiling.with_table(client, name);
-    }
-
-    pub fn ceiling(&self) -> &Ceiling {
-        &self.ceiling
-    }
-
-    /// A permit for one trigger call (SPEC §17.1): the ceiling is counted per
-    /// CI-J environment, the secret's `org_url_host`.
-    pub(super) async fn trigger_permit(&self, until: Instant) -> Result<(), DeliveryError> {
-        if self.ceiling.per_minute() == 0 {
-            return Ok(());
-        }
-        let creds = self.credentials_until(until).await?;
-        self.ceiling.take(&creds.org_url_host, until).await
-    }
 }
 
 #[cfg(test)]

@@ -8,17 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::{Map, Value};
 
 use super::plan::{is_guid, Plan, Step};
 use crate::config::identity::{id_column, WriteSpec};
 use crate::deadline::Cutoffs;
-use crate::delivery::{outcome_of, with_retries, Pool, Sent};
-use crate::dynamics::entities::Entities;
-use crate::dynamics::Dynamics;
+use crate::delivery::{outcome_of, Request};
 use crate::outcome::{DeliveryError, Outcome};
 use crate::rows::EntityLookup;
+use crate::stages::entities::Entities;
+use crate::stages::Destination;
 
 /// How long "no match" and "ambiguous" are remembered.
 pub const MISS_TTL: Duration = Duration::from_secs(60);
@@ -65,9 +64,9 @@ impl Identities {
     }
 
     /// The entity set's id column: its `PrimaryIdAttribute`, else `contacts` → `contactid`.
-    async fn id_column(&self, dynamics: &Dynamics, entity: &str, deadline: Instant) -> String {
+    async fn id_column(&self, destination: &Destination, entity: &str, deadline: Instant) -> String {
         match &self.entities {
-            Some(entities) => match entities.lookup(dynamics, entity, deadline).await {
+            Some(entities) => match entities.lookup(destination, entity, deadline).await {
                 EntityLookup::Found(definition) => definition.primary_id.clone(),
                 EntityLookup::Missing | EntityLookup::Unreadable(_) => id_column(entity),
             },
@@ -105,20 +104,12 @@ impl Identities {
     /// create (when the document has one). `Err` is the record's outcome.
     /// In a dry run (`send --dry-run`) lookups run but nothing is created: a row
     /// that would be created is named [`NEW_ROW`], and nothing is cached.
-    pub async fn resolve(
-        &self,
-        dynamics: &Dynamics,
-        pool: &Arc<Pool>,
-        plan: &Plan,
-        create: Option<&WriteSpec>,
-        budget: Cutoffs,
-        dry_run: bool,
-    ) -> Result<String, Outcome> {
+    pub async fn resolve(&self, destination: &Destination, plan: &Plan, create: Option<&WriteSpec>, budget: Cutoffs, dry_run: bool) -> Result<String, Outcome> {
         if let Some(id) = &plan.known {
             return Ok(id.clone());
         }
         // Keyed by destination too: a secret that names another environment finds its profiles there.
-        let environment = match dynamics.credentials_until(budget.start_cutoff).await {
+        let environment = match destination.credentials_until(budget.start_cutoff).await {
             Ok(credentials) => credentials.org_url_host.clone(),
             Err(error) => return Err(Outcome::Failed(error.into())),
         };
@@ -131,24 +122,16 @@ impl Identities {
         if let Some(cached) = entry.as_ref().filter(|c| c.at.elapsed() < ttl_of(&c.found, self.hit_ttl)) {
             return into_result(&cached.found);
         }
-        let found = self.find(dynamics, pool, plan, create, budget, dry_run).await?;
+        let found = self.find(destination, plan, create, budget, dry_run).await?;
         if !dry_run {
             *entry = Some(Cached { found: found.clone(), at: Instant::now() });
         }
         into_result(&found)
     }
 
-    async fn find(
-        &self,
-        dynamics: &Dynamics,
-        pool: &Arc<Pool>,
-        plan: &Plan,
-        create: Option<&WriteSpec>,
-        budget: Cutoffs,
-        dry_run: bool,
-    ) -> Result<Resolved, Outcome> {
+    async fn find(&self, destination: &Destination, plan: &Plan, create: Option<&WriteSpec>, budget: Cutoffs, dry_run: bool) -> Result<Resolved, Outcome> {
         for step in &plan.steps {
-            let rows = self.lookup(dynamics, pool, step, budget).await?;
+            let rows = self.lookup(destination, step, budget).await?;
             match rows.as_slice() {
                 [] => continue,
                 [id] => return Ok(Resolved::Id(id.clone())),
@@ -167,21 +150,17 @@ impl Identities {
         let noun = plan.steps.first().map_or_else(|| "profile".to_string(), Step::noun);
         match (create, &plan.create) {
             (Some(_), Some(_)) if dry_run => Ok(Resolved::Id(NEW_ROW.to_string())),
-            (Some(spec), Some(attributes)) => self.create(dynamics, pool, &spec.entity, attributes, budget).await.map(Resolved::Id),
+            (Some(spec), Some(attributes)) => self.create(destination, &spec.entity, attributes, budget).await.map(Resolved::Id),
             _ => Ok(Resolved::Unresolved(format!("no {noun} matches {} (add identity.create to create one)", tried.join(" or ")))),
         }
     }
 
     /// One lookup: the ids of at most two rows.
-    async fn lookup(&self, dynamics: &Dynamics, pool: &Arc<Pool>, step: &Step, budget: Cutoffs) -> Result<Vec<String>, Outcome> {
-        let column = self.id_column(dynamics, &step.entity, budget.start_cutoff).await;
+    async fn lookup(&self, destination: &Destination, step: &Step, budget: Cutoffs) -> Result<Vec<String>, Outcome> {
+        let column = self.id_column(destination, &step.entity, budget.start_cutoff).await;
         let query = step.query_selecting(&column);
-        let run = with_retries(pool, budget, |deadline, principal| {
-            self.lookups.fetch_add(1, Ordering::Relaxed);
-            let query = query.clone();
-            async move { dynamics.row_request(&principal, Method::GET, &query, None, &[], deadline).await.map(|answer| (answer, Sent::default())) }
-        })
-        .await;
+        let run = destination.call(Request::Get(&query), budget).await;
+        self.lookups.fetch_add(u64::from(run.attempts), Ordering::Relaxed);
         let answer = run.result.map_err(outcome_of)?;
         let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
         let Some(rows) = value.get("value").and_then(Value::as_array) else {
@@ -195,21 +174,11 @@ impl Identities {
     }
 
     /// `POST {entity}` with `Prefer: return=representation`: the new row's id.
-    async fn create(&self, dynamics: &Dynamics, pool: &Arc<Pool>, entity: &str, attributes: &Map<String, Value>, budget: Cutoffs) -> Result<String, Outcome> {
-        let body = Value::Object(attributes.clone());
-        let run = with_retries(pool, budget, |deadline, principal| {
-            self.creates.fetch_add(1, Ordering::Relaxed);
-            let body = &body;
-            async move {
-                dynamics
-                    .row_request(&principal, Method::POST, entity, Some(body), &[("Prefer", "return=representation")], deadline)
-                    .await
-                    .map(|a| (a, Sent::default()))
-            }
-        })
-        .await;
+    async fn create(&self, destination: &Destination, entity: &str, attributes: &Map<String, Value>, budget: Cutoffs) -> Result<String, Outcome> {
+        let run = destination.call(Request::Create { entity, body: attributes }, budget).await;
+        self.creates.fetch_add(u64::from(run.attempts), Ordering::Relaxed);
         let answer = run.result.map_err(outcome_of)?;
-        let column = self.id_column(dynamics, entity, budget.start_cutoff).await;
+        let column = self.id_column(destination, entity, budget.start_cutoff).await;
         let from_body = serde_json::from_slice::<Value>(&answer.body).ok().and_then(|v| v.get(&column).and_then(Value::as_str).map(str::to_string));
         // Without the representation, Dataverse names the new row in OData-EntityId: …/contacts(<id>).
         let from_header = || {

@@ -6,14 +6,12 @@
 //! [`Identities`] resolves plans against Dataverse with a per-environment
 //! cache and one request per key in flight; [`Resolver::stage`] is the handler's step
 //! between mapping and delivery. Every request goes through
-//! [`delivery::with_retries`]: the pacer, the retry classifier, Retry-After
+//! the engine's one entry ([`crate::delivery::call`]): the pacer, the retry classifier, Retry-After
 //! pauses and the invocation's budget. Only ids and normalised lookup values
 //! are kept, in memory.
 
 mod cache;
 mod plan;
-
-use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -22,12 +20,12 @@ pub use plan::{is_guid, plan, update_body, Plan};
 
 use crate::config::Mapping;
 use crate::deadline::Cutoffs;
-use crate::delivery::{Job, Pool, Work};
-use crate::dynamics::Dynamics;
+use crate::delivery::{Job, Work};
 use crate::mapping;
 use crate::outcome::Outcome;
 use crate::outcome::NO_CONSENT;
 use crate::plan::{ActionPlan, ProfileUpdate};
+use crate::stages::Destination;
 
 /// What identity resolution will do for one record, decided while its event
 /// is at hand (the event is dropped after mapping; SPEC §14's judgement order).
@@ -78,8 +76,7 @@ pub fn prep(mapping: &Mapping, event: &Value, work: &Work) -> Prep {
 /// pool, the mapping document and the invocation's budget.
 pub struct Resolver<'a> {
     pub identities: &'a Identities,
-    pub dynamics: &'a Dynamics,
-    pub pool: &'a Arc<Pool>,
+    pub destination: &'a Destination,
     pub mapping: &'a Mapping,
     pub budget: Cutoffs,
     pub dry_run: bool,
@@ -99,7 +96,7 @@ impl Resolver<'_> {
 /// A record that cannot be resolved gets its outcome here and is not sent.
 /// A dry run reads (lookups) but writes nothing: no create, no PATCH.
 async fn stage(resolver: &Resolver<'_>, records: Vec<(Prep, &mut Job)>) {
-    let Resolver { identities, dynamics, pool, mapping, budget, dry_run } = *resolver;
+    let Resolver { identities, destination, mapping, budget, dry_run } = *resolver;
     let mut jobs = Vec::with_capacity(records.len());
     let mut work = Vec::new();
     for (position, (prep, job)) in records.into_iter().enumerate() {
@@ -121,7 +118,7 @@ async fn stage(resolver: &Resolver<'_>, records: Vec<(Prep, &mut Job)>) {
     let create = mapping.identity.as_ref().and_then(|spec| spec.create.as_ref());
     let identify_entity = mapping.identify.as_ref().map(|u| u.entity.as_str()).unwrap_or("contacts");
     let results = futures_util::future::join_all(work.into_iter().map(|(position, plan, update)| async move {
-        let resolved = identities.resolve(dynamics, pool, &plan, create, budget, dry_run).await;
+        let resolved = identities.resolve(destination, &plan, create, budget, dry_run).await;
         (position, resolved, update, profile_set(&plan, create))
     }))
     .await;

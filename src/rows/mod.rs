@@ -10,66 +10,22 @@
 //! idempotency key. Delivery sends those requests as separate actions
 //! (`delivery::actions`), through the one retry loop and pacer.
 
-pub mod check;
 pub mod definition;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
 
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use crate::config::identity::id_column;
 use crate::config::rows::{BindSpec, KeySpec, RowMode, RowSpec};
-use crate::delivery::{Job, Work};
-use crate::dynamics::entities::Entities;
-use crate::dynamics::Dynamics;
 use crate::outcome::{DeliveryError, Outcome};
 use crate::plan::{ActionPlan, PlannedBind, PlannedRow, RowWrite};
 use crate::schema::{self, ParamType, Parameter};
 pub use definition::{EntityDef, LOOKUP_TYPES};
 
 /// What is known of an entity set's definition.
-#[derive(Debug, Clone)]
-pub enum EntityLookup {
-    Found(Arc<EntityDef>),
-    /// No entity has that set name: a request would be answered 404.
-    Missing,
-    /// The definition could not be read (403, 5xx): rows are sent as mapped.
-    Unreadable(DeliveryError),
-}
-
-/// The handler's step after identity (SPEC §19): reads the definition of every
-/// entity set the records' rows name (cached per TTL), then fits each record's
-/// rows into their requests; a record that cannot be written gets its outcome
-/// here and nothing of it is sent.
-pub async fn stage(entities: &Entities, dynamics: &Dynamics, mut jobs: Vec<&mut Job>, deadline: Instant) {
-    let wanted: BTreeSet<String> = jobs.iter().filter_map(|j| rows_of(&j.work).map(ActionPlan::entities)).flatten().collect();
-    if wanted.is_empty() {
-        return;
-    }
-    let definitions = entities.lookup_all(dynamics, wanted, deadline).await;
-    for job in jobs.iter_mut() {
-        if let Work::Actions(plan) = &mut job.work {
-            if plan.planned.is_empty() {
-                continue;
-            }
-            match fit(plan, job.key.as_deref().unwrap_or_default(), &definitions) {
-                Ok(omitted) => entities.note_omitted(&omitted),
-                Err(outcome) => job.work = Work::Done(outcome),
-            }
-        }
-    }
-}
-
-/// The plan of a record that writes rows.
-fn rows_of(work: &Work) -> Option<&ActionPlan> {
-    match work {
-        Work::Actions(plan) if !plan.planned.is_empty() => Some(plan),
-        _ => None,
-    }
-}
+pub type EntityLookup = crate::plan::Known<EntityDef>;
 
 /// A key's or a bind's value: a string (trimmed, not empty), a number or a boolean.
 fn key_value(event: &Value, path: &[String]) -> Option<Value> {
@@ -355,7 +311,7 @@ mod tests {
     }
 
     fn defs() -> HashMap<String, EntityLookup> {
-        HashMap::from([("accounts".to_string(), EntityLookup::Found(Arc::new(account())))])
+        HashMap::from([("accounts".to_string(), EntityLookup::Found(std::sync::Arc::new(account())))])
     }
 
     #[test]

@@ -8,22 +8,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{fit, EntityDef, LOOKUP_TYPES};
-use crate::check::Problem;
+use super::sample::{resolve_sample, Problem};
 use crate::config::identity::id_column;
 use crate::config::rows::{BindSpec, KeySpec, RowSpec};
 use crate::config::Settings;
-use crate::dynamics::entities::Entities;
-use crate::dynamics::metadata::Schemas;
-use crate::dynamics::Dynamics;
 use crate::outcome::DeliveryError;
 use crate::plan::ActionPlan;
+use crate::rows::{fit, EntityDef, LOOKUP_TYPES};
+use crate::stages::entities::Entities;
+use crate::stages::triggers::Schemas;
+use crate::stages::Destination;
 
 const ENTITY_READ_FIX: &str =
     "give the application user Read on the entity metadata (a security role with Read on Entity, Attribute and Relationship; System Customizer has them)";
 
 /// Checks every row of the mapping against its entity's definition.
-pub async fn check_rows(settings: &Settings, dynamics: &Dynamics, deadline: Instant) -> (Vec<Value>, Vec<Problem>) {
+pub async fn check_rows(settings: &Settings, destination: &Destination, deadline: Instant) -> (Vec<Value>, Vec<Problem>) {
     let entities = Entities::new(Duration::ZERO);
     let mut read: BTreeMap<String, Result<Option<EntityDef>, DeliveryError>> = BTreeMap::new();
     let mut views = Vec::new();
@@ -34,7 +34,7 @@ pub async fn check_rows(settings: &Settings, dynamics: &Dynamics, deadline: Inst
             wanted.extend(row.bind.iter().filter_map(|(_, b)| if let BindSpec::Row { entity, .. } = b { Some(entity.clone()) } else { None }));
             for entity in wanted {
                 if let std::collections::btree_map::Entry::Vacant(slot) = read.entry(entity) {
-                    let definition = entities.read(dynamics, slot.key(), deadline).await;
+                    let definition = entities.read(destination, slot.key(), deadline).await;
                     slot.insert(definition);
                 }
             }
@@ -169,7 +169,7 @@ fn judge_key(entity: &str, key: &KeySpec, definition: &EntityDef, problem: &mut 
 #[allow(clippy::too_many_arguments)]
 pub async fn event_view(
     settings: &Settings,
-    dynamics: &Dynamics,
+    destination: &Destination,
     schemas: &Schemas,
     mut plan: ActionPlan,
     event: &Value,
@@ -181,7 +181,7 @@ pub async fn event_view(
     view["trigger"] = json!(plan.trigger.as_ref().map(|c| c.trigger.clone()));
     view["warnings"] = json!(warnings);
     if let Some(spec) = settings.mapping.identity.as_ref().filter(|_| plan.trigger.is_some() || plan.binds_profile()) {
-        let profile = crate::check::resolve_sample(spec, event, dynamics, deadline).await;
+        let profile = resolve_sample(spec, event, destination, deadline).await;
         if let Ok(Some(id)) = &profile {
             if let Some(call) = &mut plan.trigger {
                 crate::identity::fill_profile(&mut call.body, id);
@@ -195,7 +195,7 @@ pub async fn event_view(
         });
     }
     let entities = Entities::new(Duration::ZERO);
-    let definitions = entities.lookup_all(dynamics, plan.entities(), deadline).await;
+    let definitions = entities.lookup_all(destination, plan.entities(), deadline).await;
     let key = crate::idempotency::key_for(event);
     match fit(&mut plan, &key, &definitions) {
         Err(outcome) => {
@@ -211,7 +211,7 @@ pub async fn event_view(
         Ok(omitted) => view["omitted"] = json!(omitted.iter().map(|(e, c)| format!("{e}.{c}")).collect::<Vec<_>>()),
     }
     if let Some(call) = &mut plan.trigger {
-        match schemas.read(dynamics, &call.trigger, deadline).await {
+        match schemas.read(destination, &call.trigger, deadline).await {
             Ok(Some(definition)) => match crate::schema::fit(&definition, std::mem::take(&mut call.body)) {
                 Ok(fitted) => call.body = fitted.body,
                 Err(reason) => {

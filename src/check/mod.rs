@@ -10,14 +10,19 @@ use std::time::Instant;
 use chrono::Utc;
 use serde_json::{json, Value};
 
+pub(crate) mod rows;
+mod sample;
+
 use crate::config::{ConfigError, DefaultAction, Settings};
 use crate::dynamics::ceiling::Ceiling;
-use crate::dynamics::metadata::Schemas;
-use crate::dynamics::Dynamics;
 use crate::mapping::{self, Decision, MapContext};
-use crate::outcome::{DeliveryError, Outcome};
+use crate::outcome::DeliveryError;
 use crate::schema::{self, Definition};
 use crate::secrets::SecretError;
+use crate::stages::triggers::Schemas;
+use crate::stages::Destination;
+use sample::resolve_sample;
+pub use sample::Problem;
 
 /// One step before the triggers: settings, secret, token.
 #[derive(Debug, Clone)]
@@ -26,12 +31,6 @@ pub struct Step {
     pub ok: bool,
     pub detail: String,
     pub fix: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    pub problem: String,
-    pub fix: String,
 }
 
 #[derive(Debug, Clone)]
@@ -278,9 +277,9 @@ pub fn direct_request(payload: &Value) -> Option<Option<Value>> {
 const READ_ACCESS_FIX: &str = "give the application user read access to the customapi and customapirequestparameter tables: a security role with organization-level Read on Custom API and Custom API Request Parameter (System Customizer has it)";
 
 /// Runs the check: nothing is sent to any trigger.
-pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>, event: Option<&Value>, deadline: Instant) -> Report {
+pub async fn run(wiring: Result<(&Settings, &Destination, &Schemas), &ConfigError>, event: Option<&Value>, deadline: Instant) -> Report {
     let mut report = Report::default();
-    let (settings, dynamics, schemas) = match wiring {
+    let (settings, destination, schemas) = match wiring {
         Ok(w) => w,
         Err(error) => {
             report.steps.push(Step {
@@ -309,7 +308,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
     });
     report.ceiling = Some(Ceiling::describe(settings, None));
 
-    let creds = match dynamics.credentials().await {
+    let creds = match destination.credentials().await {
         Ok(c) => c,
         Err(SecretError::Config(error)) => {
             report.steps.push(Step {
@@ -352,9 +351,9 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
 
     // A token for each application user of the pool (SPEC §17.4).
     let mut tokens = 0;
-    for member in dynamics.pool().members() {
+    for member in &destination.pool.members() {
         let who = if creds.principals.len() == 1 { String::new() } else { format!(" ({})", member.principal) };
-        match dynamics.check_token(&member.principal, deadline).await {
+        match destination.check_token(&member.principal, deadline).await {
             Ok(()) => {
                 tokens += 1;
                 report.steps.push(Step {
@@ -396,13 +395,13 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
     }
     let mut definitions: BTreeMap<String, Result<Option<Definition>, DeliveryError>> = BTreeMap::new();
     for (trigger, events) in &raised_by {
-        let read = schemas.read(dynamics, trigger, deadline).await;
+        let read = schemas.read(destination, trigger, deadline).await;
         report.triggers.push(judge(settings, trigger, events, &read, &creds.org_url_host));
         definitions.insert(trigger.clone(), read);
     }
 
-    check_identity(settings, dynamics, deadline, &mut report).await;
-    (report.rows, report.rows_problems) = crate::rows::check::check_rows(settings, dynamics, deadline).await;
+    check_identity(settings, destination, deadline, &mut report).await;
+    (report.rows, report.rows_problems) = rows::check_rows(settings, destination, deadline).await;
 
     if let Some(event) = event {
         let ctx = MapContext {
@@ -427,13 +426,13 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
             }
             Decision::Write { rows, call, warnings } => {
                 let plan = crate::plan::ActionPlan::new(rows, call, crate::fields::user_id(event));
-                crate::rows::check::event_view(settings, dynamics, schemas, plan, event, warnings, deadline, &mut view, &mut report.event_problems).await;
+                rows::event_view(settings, destination, schemas, plan, event, warnings, deadline, &mut view, &mut report.event_problems).await;
             }
             Decision::Raise { mut call, warnings } => {
                 view["trigger"] = json!(call.trigger);
                 // The profile is resolved first, as the function does (SPEC §14): reads only.
                 if let Some(spec) = &settings.mapping.identity {
-                    let profile = resolve_sample(spec, event, dynamics, deadline).await;
+                    let profile = resolve_sample(spec, event, destination, deadline).await;
                     match &profile {
                         Ok(Some(id)) => crate::identity::fill_profile(&mut call.body, id),
                         // A row would be created: the body shows where its id would go.
@@ -454,7 +453,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
                 }
                 view["warnings"] = json!(warnings);
                 if !definitions.contains_key(&call.trigger) {
-                    let read = schemas.read(dynamics, &call.trigger, deadline).await;
+                    let read = schemas.read(destination, &call.trigger, deadline).await;
                     definitions.insert(call.trigger.clone(), read);
                 }
                 match &definitions[&call.trigger] {
@@ -494,7 +493,7 @@ pub async fn run(wiring: Result<(&Settings, &Dynamics, &Schemas), &ConfigError>,
 /// Reads each entity and attribute the identity setup uses (`$top=1`, the
 /// attribute selected): a 400 about a property names a wrong attribute, a 404
 /// a wrong entity set, a 403 a missing privilege. Nothing is written.
-async fn check_identity(settings: &Settings, dynamics: &Dynamics, deadline: Instant, report: &mut Report) {
+async fn check_identity(settings: &Settings, destination: &Destination, deadline: Instant, report: &mut Report) {
     use crate::config::identity::id_column;
     let mapping = &settings.mapping;
     let mut uses: Vec<(String, String, &'static str)> = Vec::new();
@@ -515,7 +514,7 @@ async fn check_identity(settings: &Settings, dynamics: &Dynamics, deadline: Inst
             continue;
         }
         let query = format!("{entity}?$select={},{attribute}&$top=1", id_column(&entity));
-        let (ok, detail, fix) = match dynamics.read(&query, deadline).await {
+        let (ok, detail, fix) = match destination.read(&query, deadline).await {
             Ok(_) => (true, "readable".to_string(), None),
             Err(error) => {
                 let fix = match error.status() {
@@ -531,32 +530,6 @@ async fn check_identity(settings: &Settings, dynamics: &Dynamics, deadline: Inst
             report.identity_problems.push(Problem { problem: format!("{use_}: cannot read {entity}.{attribute}: {detail}"), fix });
         }
         report.identity.push(json!({"entity": entity, "attribute": attribute, "use": use_, "ok": ok, "detail": detail}));
-    }
-}
-
-/// The sample event's profile, resolved as the function resolves it
-/// ([`crate::identity::Identities`] in a dry run: lookups only, nothing created
-/// or cached). `Err((reason, problem))`: `problem` is false when the outcome is
-/// fine (a row would be created).
-pub(crate) async fn resolve_sample(
-    spec: &crate::config::identity::IdentitySpec,
-    event: &Value,
-    dynamics: &Dynamics,
-    deadline: Instant,
-) -> Result<Option<String>, (String, bool)> {
-    use crate::identity::{Identities, NEW_ROW};
-    let Some(plan) = crate::identity::plan(event, spec).map_err(|reason| (reason, true))? else { return Ok(None) };
-    let budget = crate::deadline::Cutoffs::until(deadline);
-    let identities = Identities::new(std::time::Duration::ZERO);
-    match identities.resolve(dynamics, dynamics.pool(), &plan, spec.create.as_ref(), budget, true).await {
-        Ok(id) if id == NEW_ROW => {
-            let tried: Vec<String> = plan.steps.iter().map(|s| format!("{} = {}", s.attribute, s.shown())).collect();
-            let entity = spec.create.as_ref().map_or("", |c| c.entity.as_str());
-            Err((format!("no match for {}: a row of {entity} would be created (nothing was created)", tried.join(" or ")), false))
-        }
-        Ok(id) => Ok(Some(id)),
-        Err(Outcome::Invalid { reason }) => Err((reason, true)),
-        Err(outcome) => Err((format!("the lookup failed: {}", outcome.detail().unwrap_or_default()), true)),
     }
 }
 

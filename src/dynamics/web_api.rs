@@ -4,22 +4,14 @@
 
 use std::time::Instant;
 
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::{classify, network_detail, time_left, Dynamics};
-use crate::delivery::Principal;
+use crate::delivery::{Answer, Principal};
 use crate::outcome::DeliveryError;
-
-/// A 2xx answer: its headers and body.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Vec<u8>,
-}
 
 impl Dynamics {
     /// `{method} {base}/api/data/v9.2/{path_and_query}` with `body` as JSON and
