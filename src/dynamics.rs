@@ -394,7 +394,7 @@ impl Dynamics {
         if answer.status == StatusCode::UNAUTHORIZED {
             return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&answer.headers, &answer.body) });
         }
-        Err(classify(answer.status, &answer.headers, &answer.body))
+        Err(error_of(answer.status, &answer.headers, &answer.body))
     }
 }
 
@@ -501,7 +501,7 @@ fn unauthorized_detail(headers: &HeaderMap, body: &[u8]) -> String {
 }
 
 /// Classifies a non-2xx, non-401 Dataverse answer (SPEC §7).
-pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> DeliveryError {
+pub fn error_of(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> DeliveryError {
     let (code, message) = dataverse_error(body);
     match status.as_u16() {
         429 => DeliveryError::Throttled { retry_after: retry_after(headers), code },
@@ -618,7 +618,7 @@ mod tests {
         assert_eq!(at("999999999999999999999999999"), Some(MAX_RETRY_AFTER));
         assert_eq!(at("-1"), None);
         assert_eq!(at("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        let e = classify(
+        let e = error_of(
             StatusCode::TOO_MANY_REQUESTS,
             &{
                 let mut h = HeaderMap::new();
@@ -634,20 +634,20 @@ mod tests {
     fn answers_are_classified_by_status() {
         let h = HeaderMap::new();
         let body = br#"{"error":{"code":"0x8006088a","message":"Resource not found for the segment 'msdynmkt_X'."}}"#;
-        let e = classify(StatusCode::NOT_FOUND, &h, body);
+        let e = error_of(StatusCode::NOT_FOUND, &h, body);
         assert_eq!(
             e,
             DeliveryError::Rejected { status: 404, code: Some("0x8006088a".into()), message: "Resource not found for the segment 'msdynmkt_X'.".into() }
         );
-        assert_eq!(crate::delivery::classify::class(&e), crate::delivery::classify::RetryClass::Permanent);
-        assert!(matches!(classify(StatusCode::BAD_REQUEST, &h, b"{}"), DeliveryError::Rejected { status: 400, .. }));
-        assert!(matches!(classify(StatusCode::FORBIDDEN, &h, b"{}"), DeliveryError::Rejected { status: 403, .. }));
-        assert!(matches!(classify(StatusCode::SERVICE_UNAVAILABLE, &h, b"oops"), DeliveryError::Transient { status: Some(503), .. }));
-        assert!(matches!(classify(StatusCode::NOT_IMPLEMENTED, &h, b""), DeliveryError::Rejected { status: 501, .. }));
+        assert_eq!(crate::delivery::retry_class::class(&e), crate::delivery::retry_class::RetryClass::Permanent);
+        assert!(matches!(error_of(StatusCode::BAD_REQUEST, &h, b"{}"), DeliveryError::Rejected { status: 400, .. }));
+        assert!(matches!(error_of(StatusCode::FORBIDDEN, &h, b"{}"), DeliveryError::Rejected { status: 403, .. }));
+        assert!(matches!(error_of(StatusCode::SERVICE_UNAVAILABLE, &h, b"oops"), DeliveryError::Transient { status: Some(503), .. }));
+        assert!(matches!(error_of(StatusCode::NOT_IMPLEMENTED, &h, b""), DeliveryError::Rejected { status: 501, .. }));
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "7".parse().unwrap());
-        let e = classify(StatusCode::TOO_MANY_REQUESTS, &h, br#"{"error":{"code":"0x80072322","message":"limit"}}"#);
+        let e = error_of(StatusCode::TOO_MANY_REQUESTS, &h, br#"{"error":{"code":"0x80072322","message":"limit"}}"#);
         assert_eq!(e, DeliveryError::Throttled { retry_after: Some(Duration::from_secs(7)), code: Some("0x80072322".into()) });
-        assert!(matches!(crate::delivery::classify::class(&e), crate::delivery::classify::RetryClass::Throttled { .. }));
+        assert!(matches!(crate::delivery::retry_class::class(&e), crate::delivery::retry_class::RetryClass::Throttled { .. }));
     }
 }

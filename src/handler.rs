@@ -148,7 +148,7 @@ impl Relay {
         if let Some(event) = crate::check::direct_request(&payload) {
             return Ok(self.check(event, deadline).await);
         }
-        match intake::classify(payload) {
+        match intake::source_of(payload) {
             Err(error) => {
                 tracing::error!(message = "Invocation rejected.", error = %error);
                 Err(error)
@@ -405,7 +405,7 @@ impl Relay {
 
 /// What `send --dry-run` reports for a job: its body where it would be sent,
 /// or every request when it writes rows.
-fn dry_run_report(job: Job) -> delivery::Report {
+fn dry_run_report(job: Job) -> delivery::DeliveryReport {
     let outcome = match job.work {
         Work::Actions(plan) if !plan.planned.is_empty() => {
             Outcome::DryRun { body: [("requests".to_string(), Value::Array(plan.requests()))].into_iter().collect() }
@@ -417,7 +417,7 @@ fn dry_run_report(job: Job) -> delivery::Report {
         },
         Work::Done(outcome) => outcome,
     };
-    delivery::Report { outcome, attempts: 0, throttled: 0, latency: None }
+    delivery::DeliveryReport { outcome, attempts: 0, throttled: 0, latency: None }
 }
 
 /// The trigger call a job will make, if any.

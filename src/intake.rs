@@ -164,7 +164,7 @@ fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
 
-pub fn classify(mut payload: Value) -> Result<Source, IntakeError> {
+pub fn source_of(mut payload: Value) -> Result<Source, IntakeError> {
     let Value::Object(map) = &payload else { return Ok(Source::Direct(payload)) };
 
     if let Some(records) = map.get("Records") {
@@ -380,7 +380,7 @@ impl<'de> serde::de::Visitor<'de> for Lean {
     }
 }
 
-/// A record cut down to the fields [`classify`], [`sqs_records`] and [`sns_records`] read.
+/// A record cut down to the fields [`source_of`], [`sqs_records`] and [`sns_records`] read.
 fn lean_record(record: Value) -> Value {
     let Value::Object(mut full) = record else { return record };
     let mut kept = Map::new();
@@ -506,28 +506,28 @@ mod tests {
     #[test]
     fn shapes_are_told_apart() {
         let sqs = json!({"Records": [{"messageId": "m1", "eventSource": "aws:sqs", "body": "{}", "eventSourceARN": "arn:aws:sqs:eu-west-1:1:q.fifo", "attributes": {"MessageGroupId": "g"}}]});
-        assert!(matches!(classify(sqs), Ok(Source::Sqs { fifo: true, .. })));
+        assert!(matches!(source_of(sqs), Ok(Source::Sqs { fifo: true, .. })));
         let v1 = json!({"httpMethod": "POST", "headers": {}, "requestContext": {"httpMethod": "POST"}, "body": "{}"});
-        assert!(matches!(classify(v1), Ok(Source::Http(HttpRequest { flavour: Flavour::Rest, .. }))));
+        assert!(matches!(source_of(v1), Ok(Source::Http(HttpRequest { flavour: Flavour::Rest, .. }))));
         let v2 = json!({"version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "headers": {}, "requestContext": {"http": {"method": "POST"}}, "body": "{}"});
-        assert!(matches!(classify(v2), Ok(Source::Http(HttpRequest { flavour: Flavour::HttpApi, .. }))));
-        assert!(matches!(classify(json!({"event": "E"})), Ok(Source::Direct(_))));
+        assert!(matches!(source_of(v2), Ok(Source::Http(HttpRequest { flavour: Flavour::HttpApi, .. }))));
+        assert!(matches!(source_of(json!({"event": "E"})), Ok(Source::Direct(_))));
     }
 
     #[test]
     fn sns_eventbridge_and_alb_are_told_apart() {
         let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": "{\"event\":\"E\"}"}}]});
-        match classify(sns) {
+        match source_of(sns) {
             Ok(Source::Async { source: AsyncSource::Sns, records }) => {
                 assert_eq!(records[0].event, Pending::Ready(Ok(json!({"event": "E", "messageId": "m"}))))
             }
             _ => panic!("an SNS subscription"),
         }
         let eb = json!({"detail-type": "D", "source": "s", "detail": {}, "id": "i"});
-        assert!(matches!(classify(eb), Ok(Source::Async { source: AsyncSource::EventBridge, .. })));
+        assert!(matches!(source_of(eb), Ok(Source::Async { source: AsyncSource::EventBridge, .. })));
         let alb = json!({"requestContext": {"elb": {"targetGroupArn": "arn"}}, "httpMethod": "POST", "multiValueHeaders": {"x-api-key": ["k"]},
                          "multiValueQueryStringParameters": {"code": ["a%20b"]}, "body": "{}"});
-        match classify(alb) {
+        match source_of(alb) {
             Ok(Source::Http(r)) => {
                 assert_eq!(r.flavour, Flavour::Alb { multi_value: true });
                 assert_eq!(r.headers.get("x-api-key").unwrap(), "k");
@@ -536,7 +536,7 @@ mod tests {
             _ => panic!("an ALB request"),
         }
         let v2 = json!({"version": "2.0", "rawQueryString": "x=1&code=k%2By", "queryStringParameters": {"code": "ignored"}, "requestContext": {"http": {"method": "POST"}}, "headers": {"bad header": "x", "ok": 5}});
-        match classify(v2) {
+        match source_of(v2) {
             Ok(Source::Http(r)) => {
                 assert_eq!(r.code.as_deref(), Some("k+y"));
                 assert!(r.headers.is_empty(), "invalid names and non-string values are skipped");
@@ -544,7 +544,7 @@ mod tests {
             _ => panic!("an HTTP API request"),
         }
         assert!(matches!(
-            classify(json!({"Records": [{"EventSource": "aws:sns"}, {"eventSource": "aws:sqs", "messageId": "m"}]})),
+            source_of(json!({"Records": [{"EventSource": "aws:sns"}, {"eventSource": "aws:sqs", "messageId": "m"}]})),
             Err(IntakeError::MalformedSqs(_))
         ));
     }
@@ -555,7 +555,7 @@ mod tests {
             {"messageId": "a", "eventSource": "aws:sqs", "body": "{\"event\":\"E\"}", "attributes": null, "messageAttributes": {"x": {"binaryValue": "%%%"}}},
             {"messageId": "b", "eventSource": "aws:sqs", "attributes": {"MessageGroupId": 5}},
             {"messageId": "c", "eventSource": "aws:sqs", "body": "{\"message\":\"foo\"}", "attributes": {"MessageGroupId": "g"}}]});
-        let Ok(Source::Sqs { records, fifo: false, .. }) = classify(sqs) else { panic!("an SQS batch") };
+        let Ok(Source::Sqs { records, fifo: false, .. }) = source_of(sqs) else { panic!("an SQS batch") };
         assert_eq!(records[0].sqs_id.as_deref(), Some("a"));
         assert_eq!(records[0].event, Pending::Text("{\"event\":\"E\"}".into()), "a body is parsed when its record is mapped");
         let events: Vec<Result<Value, String>> = records.iter().map(|r| r.event.clone().resolve()).collect();
@@ -606,13 +606,13 @@ mod tests {
 
     #[test]
     fn malformed_batches_are_errors_not_successes() {
-        assert!(matches!(classify(json!({"Records": "x"})), Err(IntakeError::MalformedSqs(_))));
-        assert!(matches!(classify(json!({"Records": [{"eventSource": "aws:s3"}]})), Err(IntakeError::MalformedSqs(_))));
+        assert!(matches!(source_of(json!({"Records": "x"})), Err(IntakeError::MalformedSqs(_))));
+        assert!(matches!(source_of(json!({"Records": [{"eventSource": "aws:s3"}]})), Err(IntakeError::MalformedSqs(_))));
         assert_eq!(
-            classify(json!({"Records": [{"messageId": "a", "eventSource": "aws:sqs"}, {"eventSource": "aws:sqs", "body": "{}"}]})).err(),
+            source_of(json!({"Records": [{"messageId": "a", "eventSource": "aws:sqs"}, {"eventSource": "aws:sqs", "body": "{}"}]})).err(),
             Some(IntakeError::MissingMessageId { index: 1 })
         );
-        assert!(classify(json!({"Records": [{"messageId": "", "eventSource": "aws:sqs"}]})).is_err());
-        assert!(matches!(classify(json!({"requestContext": {}})), Err(IntakeError::MalformedHttp(_))));
+        assert!(source_of(json!({"Records": [{"messageId": "", "eventSource": "aws:sqs"}]})).is_err());
+        assert!(matches!(source_of(json!({"requestContext": {}})), Err(IntakeError::MalformedHttp(_))));
     }
 }

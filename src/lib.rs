@@ -1,27 +1,37 @@
 //! d365-trigger-relay: raises Dynamics 365 Customer Insights – Journeys custom
-//! triggers from SQS batches, API Gateway / function URL webhooks and direct
-//! Lambda invocations.
+//! triggers (and writes Dataverse rows) from SQS batches, webhooks, SNS,
+//! EventBridge and direct Lambda invocations.
 //!
-//! - [`intake`]: Lambda payloads in, each source's answer out
-//! - [`envelope`]: SNS, EventBridge and Dataverse envelopes unwrapped to events
-//! - [`webhook`]: HTTP semantics and answers (content decoding included)
-//! - [`segment_api`]: Segment's HTTP API paths, for analytics SDKs as senders
-//! - [`auth`]: sender authentication schemes (hmac, standard, segment, key, writekey, none)
-//! - [`mapping`]: event → trigger body (pure)
-//! - [`schema`]: a trigger's definition; a body coerced to it (pure)
-//! - [`rows`]: the Dataverse rows an event writes, planned and fitted to their tables (pure)
-//! - [`check`]: the deployment check (`check` command, `{"check": true}`)
-//! - [`cli`]: the shell commands of the same binary
-//! - [`send`]: the `send` command: a file of events through the same engine (backfill, replay)
-//! - [`delivery`]: concurrency, retries, FIFO order, deadline
-//! - [`deadline`]: the invocation's deadline, from whichever runtime serves it
-//! - [`dynamics`]: Entra token cache and Dataverse client
-//! - [`secrets`]: the Secrets Manager adapter
-//! - [`idempotency`]: the same event is raised once
-//! - [`enqueue`]: durable webhooks, checked and queued to SQS
-//! - [`backlog`]: failed SQS records backed off by visibility; the DLQ with reasons
-//! - [`handler`]: the entry point, wired once per execution environment
-//! - [`startup`]: the composition root: the relay built from settings, clients and options
+//! The house is layered; an import only ever points to a layer above it in
+//! this list (`python3 ../shared/tools/module-cycles.py src` finds no circle):
+//!
+//! 1. **Model** — no `async`, no clients: [`config`] (settings, the mapping
+//!    document, the secret), [`fields`] (the event's fields and ids),
+//!    [`plan`] (a record's plan of actions: trigger call, profile update,
+//!    rows), [`outcome`] (errors, outcomes, the tally), [`deadline`] (the
+//!    invocation's deadline and [`deadline::Cutoffs`]), [`redact`] (masking).
+//! 2. **Domain** — pure functions over the model: [`mapping`] (event →
+//!    decision), [`schema`] (a trigger's definition, a body fitted to it),
+//!    [`rows`] (rows planned and fitted to their tables), [`envelope`] (SNS,
+//!    EventBridge, Dataverse envelopes), identity planning (`identity::plan`),
+//!    [`auth`] (sender schemes), [`segment_api`].
+//! 3. **Engine** — [`delivery`]: its files a chain, `retry_class` (the one
+//!    classifier) ← `budget` ← `pacer` ← `port` ← `pool` ← `retry` ←
+//!    `actions` ← `scheduler`. Its one face to the outside is its port,
+//!    [`delivery::DynamicsPort`]; the stages enter it through
+//!    [`delivery::call`], records through [`delivery::deliver`].
+//! 4. **Adapters** — [`dynamics`] (Entra tokens, the Web API transport, the
+//!    CI-J ceiling's table; it implements the port and never calls the
+//!    engine), [`secrets`], [`idempotency`], [`enqueue`] and [`backlog`]
+//!    (SQS), [`metrics`].
+//! 5. **Stages** — [`stages`] (a destination; the trigger and entity
+//!    definition catalogs over one generic cache; the rows' stage) and
+//!    identity resolution (`identity`): the engine's only callers besides
+//!    the scheduler.
+//! 6. **Entry** — [`intake`] and [`webhook`] (payloads in, answers out),
+//!    [`handler`] (an invocation), [`check`], [`cli`], [`send`],
+//!    [`command_line`], and [`startup`], the composition root: the only
+//!    place that builds pools, clients, caches and stores.
 
 pub mod auth;
 pub(crate) mod backlog;
@@ -42,14 +52,14 @@ pub mod intake;
 pub mod mapping;
 pub mod metrics;
 pub mod outcome;
-pub mod plan;
+pub(crate) mod plan;
 pub(crate) mod redact;
 pub(crate) mod rows;
 pub(crate) mod schema;
 pub(crate) mod secrets;
 pub(crate) mod segment_api;
 pub mod send;
-pub mod stages;
+pub(crate) mod stages;
 pub mod startup;
 pub mod webhook;
 

@@ -47,7 +47,7 @@ pub struct TriggerReport {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub struct CheckReport {
     pub steps: Vec<Step>,
     pub triggers: Vec<TriggerReport>,
     /// With an event: what would happen to it, and the body.
@@ -67,7 +67,7 @@ pub struct Report {
     pub principals: Option<Value>,
 }
 
-impl Report {
+impl CheckReport {
     pub fn problems(&self) -> usize {
         self.steps.iter().filter(|s| !s.ok).count()
             + self.triggers.iter().map(|t| t.problems.len()).sum::<usize>()
@@ -277,8 +277,8 @@ pub fn direct_request(payload: &Value) -> Option<Option<Value>> {
 const READ_ACCESS_FIX: &str = "give the application user read access to the customapi and customapirequestparameter tables: a security role with organization-level Read on Custom API and Custom API Request Parameter (System Customizer has it)";
 
 /// Runs the check: nothing is sent to any trigger.
-pub async fn run(wiring: Result<(&Settings, &Destination, &Schemas), &ConfigError>, event: Option<&Value>, deadline: Instant) -> Report {
-    let mut report = Report::default();
+pub async fn run(wiring: Result<(&Settings, &Destination, &Schemas), &ConfigError>, event: Option<&Value>, deadline: Instant) -> CheckReport {
+    let mut report = CheckReport::default();
     let (settings, destination, schemas) = match wiring {
         Ok(w) => w,
         Err(error) => {
@@ -493,7 +493,7 @@ pub async fn run(wiring: Result<(&Settings, &Destination, &Schemas), &ConfigErro
 /// Reads each entity and attribute the identity setup uses (`$top=1`, the
 /// attribute selected): a 400 about a property names a wrong attribute, a 404
 /// a wrong entity set, a 403 a missing privilege. Nothing is written.
-async fn check_identity(settings: &Settings, destination: &Destination, deadline: Instant, report: &mut Report) {
+async fn check_identity(settings: &Settings, destination: &Destination, deadline: Instant, report: &mut CheckReport) {
     use crate::config::identity::id_column;
     let mapping = &settings.mapping;
     let mut uses: Vec<(String, String, &'static str)> = Vec::new();

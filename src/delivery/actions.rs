@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::pool::Pool;
 use super::port::{DynamicsPort, Request};
-use super::retry::{deliver_request, Report};
+use super::retry::{deliver_request, DeliveryReport};
 use crate::deadline::Cutoffs;
 use crate::idempotency::{Claim, Idempotency};
 use crate::outcome::{DeliveryError, Outcome};
@@ -41,7 +41,7 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
     plan: &ActionPlan,
     key: Option<&str>,
     budget: Cutoffs,
-) -> (Report, Vec<Claimed>) {
+) -> (DeliveryReport, Vec<Claimed>) {
     let started = Instant::now();
     let (mut attempts, mut throttled, mut done) = (0, 0, false);
     let (mut claimed, mut count, mut latency) = (Vec::new(), 0, None);
@@ -63,28 +63,28 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
         match report.outcome {
             Outcome::Duplicate => {}
             Outcome::Delivered => done = true,
-            outcome => return (Report::after(outcome, attempts, throttled), claimed),
+            outcome => return (DeliveryReport::after(outcome, attempts, throttled), claimed),
         }
     }
     let outcome = if done { Outcome::Delivered } else { Outcome::Duplicate };
     // One action: from its first attempt to its 2xx, as for any call; several: the whole plan.
     let latency = if count == 1 { latency } else { done.then(|| started.elapsed()) };
-    (Report { latency, ..Report::after(outcome, attempts, throttled) }, claimed)
+    (DeliveryReport { latency, ..DeliveryReport::after(outcome, attempts, throttled) }, claimed)
 }
 
 /// Claims the record's idempotency key (SPEC §11): `Ok(Some(key))` to go ahead
 /// and settle the key afterwards, `Ok(None)` without a key, `Err` with the
 /// record's report when it must not be sent.
-pub(super) async fn claim(idempotency: &Idempotency, key: Option<&str>, budget: Cutoffs) -> Result<Option<String>, Report> {
+pub(super) async fn claim(idempotency: &Idempotency, key: Option<&str>, budget: Cutoffs) -> Result<Option<String>, DeliveryReport> {
     let Some(key) = key else { return Ok(None) };
     match idempotency.claim_within(key, budget.hard_cutoff, budget.start_cutoff).await {
-        Claim::Done => Err(Report::done(Outcome::Duplicate)),
-        Claim::InProgress => Err(Report::done(Outcome::Failed(DeliveryError::Transient {
+        Claim::Done => Err(DeliveryReport::done(Outcome::Duplicate)),
+        Claim::InProgress => Err(DeliveryReport::done(Outcome::Failed(DeliveryError::Transient {
             status: None,
             code: None,
             detail: "the same event is being delivered by another invocation".into(),
         }))),
-        Claim::Unavailable(error) => Err(Report::done(Outcome::Failed(error))),
+        Claim::Unavailable(error) => Err(DeliveryReport::done(Outcome::Failed(error))),
         Claim::Claimed => Ok(Some(key.to_string())),
     }
 }

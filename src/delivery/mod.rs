@@ -11,16 +11,16 @@
 
 pub mod actions;
 pub mod budget;
-pub mod classify;
 pub mod pacer;
 pub mod pool;
 pub mod port;
 pub mod retry;
+pub mod retry_class;
 pub mod scheduler;
 
-pub use classify::{class, outcome_of, RetryClass, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
 pub use pacer::{Pacer, Slot};
 pub use pool::{PacerSettings, Pool};
 pub use port::{Answer, DynamicsPort, Principal, Principals, Request, Sent};
-pub use retry::{call, Attempts, Report, MAX_TRANSIENT_ATTEMPTS};
+pub use retry::{call, Attempts, DeliveryReport, MAX_TRANSIENT_ATTEMPTS};
+pub use retry_class::{class, outcome_of, RetryClass, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
 pub use scheduler::{deliver, Job, Order, Work};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::budget::{RequestBudget, BUDGET_CODES, BUDGET_WINDOW};
-use super::classify::{RetryClass, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
+use super::retry_class::{RetryClass, CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
 use crate::lock;
 use crate::outcome::DeliveryError;
 
@@ -22,8 +22,6 @@ pub struct Pacer {
     learned_cap_period: Duration,
     permits: Arc<Semaphore>,
     state: Mutex<PaceState>,
-    /// `send --rate N` (SPEC §16): at most N starts per second, evenly spaced.
-    rate: Option<Duration>,
     next_start: Mutex<Option<Instant>>,
     /// Set once: no call starts any more (`send` interrupted).
     stopped: tokio::sync::watch::Sender<bool>,
@@ -82,7 +80,6 @@ impl Pacer {
             ceiling,
             learned_cap_period: LEARNED_CAP_PERIOD,
             permits: Arc::new(Semaphore::new(initial)),
-            rate: None,
             next_start: Mutex::new(None),
             stopped: tokio::sync::watch::channel(false).0,
             budget: Mutex::new(RequestBudget::new(BUDGET_WINDOW, LEARNED_CAP_PERIOD)),
@@ -130,19 +127,6 @@ impl Pacer {
     /// Paces at `per_second` unless a rate is learned already (a pool's other principal learned it).
     pub fn seed_rate(&self, per_second: f64) {
         lock(&self.budget).seed(Instant::now(), per_second);
-    }
-
-    /// At most `per_second` starts (attempts) per second, evenly spaced (`send --rate`).
-    pub fn with_rate(mut self, per_second: f64) -> Pacer {
-        self.set_rate(per_second);
-        self
-    }
-
-    /// As [`Pacer::with_rate`], in place.
-    pub fn set_rate(&mut self, per_second: f64) {
-        if per_second.is_finite() && per_second > 0.0 {
-            self.rate = Some(Duration::from_secs_f64(1.0 / per_second));
-        }
     }
 
     /// No call starts from now on; calls in flight finish (`send` interrupted).
@@ -224,11 +208,11 @@ impl Pacer {
         }
     }
 
-    /// Spaces the start of the call holding `slot` by the slower of `send
-    /// --rate` and the learned request rate; `None` if it would start at or after `until`.
+    /// Spaces the start of the call holding `slot` by the learned request rate
+    /// (`send --rate` is the pool's); `None` if it would start at or after `until`.
     pub(super) async fn pace(&self, slot: Slot, until: Instant) -> Option<Slot> {
         let learned = lock(&self.budget).interval(Instant::now());
-        let Some(interval) = self.rate.max(learned) else { return Some(slot) };
+        let Some(interval) = learned else { return Some(slot) };
         let start = {
             let mut next = lock(&self.next_start);
             let start = next.map_or(Instant::now(), |n| n.max(Instant::now()));
@@ -247,7 +231,7 @@ impl Pacer {
     pub(super) fn room(&self) -> Room {
         let now = Instant::now();
         let paused_until = self.pause_until();
-        let next_start = lock(&self.next_start).filter(|n| *n > now).filter(|_| self.rate.is_some() || lock(&self.budget).interval(now).is_some());
+        let next_start = lock(&self.next_start).filter(|n| *n > now).filter(|_| lock(&self.budget).interval(now).is_some());
         Room { paused_until, next_start, free: self.permits.available_permits() }
     }
 
@@ -656,19 +640,6 @@ mod tests {
         assert_eq!(pacer.limit(), 14);
         steady(&pacer, after(t0, 10), 2_000, None).await;
         assert_eq!(pacer.limit(), 16);
-    }
-
-    #[tokio::test]
-    async fn a_rate_spaces_the_starts_evenly() {
-        let pacer = Arc::new(Pacer::new(8, 8).with_rate(20.0));
-        let until = Instant::now() + Duration::from_secs(5);
-        let started = Instant::now();
-        for _ in 0..6 {
-            drop(pacer.acquire(until).await.expect("a slot"));
-        }
-        let elapsed = started.elapsed();
-        // Six starts at 20 per second: the sixth 250 ms after the first.
-        assert!(elapsed >= Duration::from_millis(240) && elapsed < Duration::from_millis(600), "{elapsed:?}");
     }
 
     #[tokio::test]

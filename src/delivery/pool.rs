@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::select_all;
 
-use super::budget::BUDGET_WINDOW;
-use super::pacer::{Pacer, Slot, LEARNED_CAP_PERIOD, THROTTLE_CODES};
+use super::pacer::{Pacer, Slot, THROTTLE_CODES};
 use super::port::{Principal, Principals};
 use crate::lock;
 use crate::outcome::DeliveryError;
@@ -98,9 +97,11 @@ impl Pool {
         }
     }
 
-    /// A pool of one principal paced by `pacer` (tests and benches that build a pacer).
-    pub fn of(pacer: Pacer) -> Pool {
-        let settings = PacerSettings { max_in_flight: pacer.ceiling(), learned_cap_period: LEARNED_CAP_PERIOD, budget_window: BUDGET_WINDOW };
+    /// A pool of one principal paced by `pacer` (tests that build a pacer).
+    #[cfg(test)]
+    pub(crate) fn of(pacer: Pacer) -> Pool {
+        let settings =
+            PacerSettings { max_in_flight: pacer.ceiling(), learned_cap_period: super::pacer::LEARNED_CAP_PERIOD, budget_window: super::budget::BUDGET_WINDOW };
         let pool = Pool::new(settings, Duration::ZERO);
         lock(&pool.members).list[0] =
             Arc::new(Member { principal: Principal::new(""), pacer: Arc::new(pacer), out_until: Mutex::new(None), suspect_until: Mutex::new(None) });
@@ -158,15 +159,6 @@ impl Pool {
         // A stable sort: ties go to the secret's order.
         members.sort_by_key(|m| m.0);
         members.into_iter().map(|(_, m)| m).collect()
-    }
-
-    /// The principal with the most room now, for a request that takes no slot
-    /// (a metadata read, `check`); any principal when all are out.
-    pub fn pick(&self) -> Principal {
-        match self.ranked(&[]).first() {
-            Some(member) => member.principal.clone(),
-            None => lock(&self.members).list[0].principal.clone(),
-        }
     }
 
     /// Whether a principal other than those in `avoid` is in the pool.
@@ -463,6 +455,20 @@ mod tests {
         let before = pool.first();
         pool.sync(["a"], "v1");
         assert!(Arc::ptr_eq(&before, &pool.first()));
-        assert_eq!(pool.pick(), Principal::new("a"));
+        assert_eq!(pool.members()[0].principal, Principal::new("a"));
+    }
+
+    #[tokio::test]
+    async fn a_rate_spaces_the_starts_evenly() {
+        let pool = Pool::of(Pacer::new(8, 8));
+        pool.set_rate(20.0);
+        let until = Instant::now() + Duration::from_secs(5);
+        let started = Instant::now();
+        for _ in 0..6 {
+            drop(pool.acquire(until, &[]).await.expect("a slot"));
+        }
+        let elapsed = started.elapsed();
+        // Six starts at 20 per second: the sixth 250 ms after the first.
+        assert!(elapsed >= Duration::from_millis(240) && elapsed < Duration::from_millis(600), "{elapsed:?}");
     }
 }

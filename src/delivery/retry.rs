@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::classify::{class, outcome_of, RetryClass};
 use super::pool::Pool;
 use super::port::{Answer, DynamicsPort, Principal, Request, Sent};
+use super::retry_class::{class, outcome_of, RetryClass};
 use crate::deadline::Cutoffs;
 use crate::outcome::{DeliveryError, Outcome};
 
@@ -25,7 +25,7 @@ const BACKOFF_CAP: Duration = Duration::from_secs(4);
 /// 5xx may have been counted too, so a retry takes a permit of its own. An
 /// attempt that got no permit was never sent and is not counted as one.
 /// Profile updates and rows take no permit.
-pub(super) async fn deliver_request<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, request: Request<'_>, budget: Cutoffs) -> Report {
+pub(super) async fn deliver_request<P: DynamicsPort>(port: &P, pool: &Arc<Pool>, request: Request<'_>, budget: Cutoffs) -> DeliveryReport {
     let unsent = AtomicU32::new(0);
     let run = with_retries(pool, budget, |deadline, principal| {
         let unsent = &unsent;
@@ -47,14 +47,14 @@ pub(super) async fn deliver_request<P: DynamicsPort>(port: &P, pool: &Arc<Pool>,
     .await;
     let attempts = run.attempts.saturating_sub(unsent.into_inner());
     match run.result {
-        Ok(()) => Report { outcome: Outcome::Delivered, attempts, throttled: run.throttled, latency: run.latency },
-        Err(error) => Report::after(outcome_of(error), attempts, run.throttled),
+        Ok(()) => DeliveryReport { outcome: Outcome::Delivered, attempts, throttled: run.throttled, latency: run.latency },
+        Err(error) => DeliveryReport::after(outcome_of(error), attempts, run.throttled),
     }
 }
 
 /// What delivering one request (or a record's plan) did.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Report {
+pub struct DeliveryReport {
     pub outcome: Outcome,
     pub attempts: u32,
     /// Attempts answered 429.
@@ -63,13 +63,13 @@ pub struct Report {
     pub latency: Option<Duration>,
 }
 
-impl Report {
-    pub(crate) fn done(outcome: Outcome) -> Report {
-        Report { outcome, attempts: 0, throttled: 0, latency: None }
+impl DeliveryReport {
+    pub(crate) fn done(outcome: Outcome) -> DeliveryReport {
+        DeliveryReport { outcome, attempts: 0, throttled: 0, latency: None }
     }
 
-    pub(crate) fn after(outcome: Outcome, attempts: u32, throttled: u32) -> Report {
-        Report { outcome, attempts, throttled, latency: None }
+    pub(crate) fn after(outcome: Outcome, attempts: u32, throttled: u32) -> DeliveryReport {
+        DeliveryReport { outcome, attempts, throttled, latency: None }
     }
 }
 
@@ -222,7 +222,7 @@ fn backoff(retry: u32) -> Duration {
 mod tests {
     use super::*;
     use crate::deadline::MAX_THROTTLED_ATTEMPTS;
-    use crate::delivery::classify::{CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
+    use crate::delivery::retry_class::{CONCURRENCY_LIMIT_CODE, MAX_PAUSE};
     use crate::plan::TriggerCall;
 
     #[test]

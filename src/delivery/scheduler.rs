@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use super::actions::settle;
 use super::pool::Pool;
 use super::port::DynamicsPort;
-use super::retry::Report;
+use super::retry::DeliveryReport;
 use crate::deadline::Cutoffs;
 use crate::idempotency::Idempotency;
 use crate::lock;
@@ -106,10 +106,10 @@ pub async fn deliver<P: DynamicsPort>(
     jobs: Vec<Job>,
     order: Order,
     budget: Cutoffs,
-) -> Vec<Report> {
+) -> Vec<DeliveryReport> {
     let fifo = order.fifo();
     let count = jobs.len();
-    let slots: Arc<Mutex<Vec<Option<Report>>>> = Arc::new(Mutex::new(vec![None; count]));
+    let slots: Arc<Mutex<Vec<Option<DeliveryReport>>>> = Arc::new(Mutex::new(vec![None; count]));
     let positions: HashMap<usize, usize> = jobs.iter().enumerate().map(|(pos, j)| (j.index, pos)).collect();
     let turns = turns(&jobs);
 
@@ -120,7 +120,7 @@ pub async fn deliver<P: DynamicsPort>(
         if fifo {
             sequences.entry(job.group.clone().unwrap_or_default()).or_default().push((job, turn));
         } else if let Work::Done(outcome) = job.work {
-            lock(&slots)[positions[&job.index]] = Some(Report::done(outcome));
+            lock(&slots)[positions[&job.index]] = Some(DeliveryReport::done(outcome));
         } else {
             singles.push(vec![(job, turn)]);
         }
@@ -146,9 +146,9 @@ pub async fn deliver<P: DynamicsPort>(
             for ((job, mut turn), position) in run.into_iter().zip(positions) {
                 let mut claimed = Vec::new();
                 let report = match (&blocked_by, job.work) {
-                    (Some(group), _) => Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone() })),
-                    (None, Work::Done(outcome)) => Report::done(outcome),
-                    (None, Work::Actions(_)) if !turn.wait(budget.start_cutoff).await => Report::done(Outcome::Failed(DeliveryError::Deadline)),
+                    (Some(group), _) => DeliveryReport::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone() })),
+                    (None, Work::Done(outcome)) => DeliveryReport::done(outcome),
+                    (None, Work::Actions(_)) if !turn.wait(budget.start_cutoff).await => DeliveryReport::done(Outcome::Failed(DeliveryError::Deadline)),
                     // Each action claims its own key (SPEC §11, §19); they are settled below.
                     (None, Work::Actions(plan)) => {
                         let (report, keys) = super::actions::deliver_plan(&*port, &pool, &idempotency, &plan, job.key.as_deref(), budget).await;
@@ -194,11 +194,11 @@ pub async fn deliver<P: DynamicsPort>(
                 }
                 if !reported {
                     tracing::error!(message = "A record's work panicked; it is reported failed.", index = position);
-                    slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::Internal("the record's work panicked".into()))));
+                    slots[position] = Some(DeliveryReport::done(Outcome::Failed(DeliveryError::Internal("the record's work panicked".into()))));
                     reported = true;
                 } else {
                     // Later records of a FIFO group do not run past it.
-                    slots[position] = Some(Report::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone().unwrap_or_default() })));
+                    slots[position] = Some(DeliveryReport::done(Outcome::Failed(DeliveryError::GroupBlocked { group: group.clone().unwrap_or_default() })));
                 }
             }
         }
@@ -207,16 +207,16 @@ pub async fn deliver<P: DynamicsPort>(
         tasks.abort_all();
     }
     let slots = std::mem::take(&mut *lock(&slots));
-    slots.into_iter().map(|slot| slot.unwrap_or_else(|| Report::done(Outcome::Failed(DeliveryError::Deadline)))).collect()
+    slots.into_iter().map(|slot| slot.unwrap_or_else(|| DeliveryReport::done(Outcome::Failed(DeliveryError::Deadline)))).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::classify::CONCURRENCY_LIMIT_CODE;
     use crate::delivery::pacer::Pacer;
     use crate::delivery::port::Principal;
     use crate::delivery::port::{Request, Sent};
+    use crate::delivery::retry_class::CONCURRENCY_LIMIT_CODE;
     use crate::plan::TriggerCall;
     use serde_json::Map;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -277,7 +277,7 @@ mod tests {
         Cutoffs::until(Instant::now() + Duration::from_secs(secs))
     }
 
-    async fn run(port: &Arc<Scripted>, pacer: Pacer, jobs: Vec<Job>, fifo: bool, budget: Cutoffs) -> Vec<Report> {
+    async fn run(port: &Arc<Scripted>, pacer: Pacer, jobs: Vec<Job>, fifo: bool, budget: Cutoffs) -> Vec<DeliveryReport> {
         let order = if fifo { Order::Fifo { parks: false } } else { Order::Any };
         deliver(port.clone(), Arc::new(Pool::of(pacer)), Arc::new(Idempotency::in_memory()), jobs, order, budget).await
     }
@@ -302,7 +302,7 @@ mod tests {
         port.script("down", vec![Err(transient()); 10]);
         let reports = run(&port, Pacer::new(4, 4), vec![job(0, "flaky", None), job(1, "down", None)], false, budget(30)).await;
         assert_eq!((reports[0].outcome.clone(), reports[0].attempts), (Outcome::Delivered, 3));
-        assert_eq!(reports[1], Report::after(Outcome::Failed(transient()), 4, 0));
+        assert_eq!(reports[1], DeliveryReport::after(Outcome::Failed(transient()), 4, 0));
     }
 
     #[tokio::test]
@@ -311,7 +311,7 @@ mod tests {
         let rejected = DeliveryError::Rejected { status: 404, code: Some("0x8006088a".into()), message: "nope".into() };
         port.script("gone", vec![Err(rejected.clone())]);
         let reports = run(&port, Pacer::new(4, 4), vec![job(0, "gone", None)], false, budget(10)).await;
-        assert_eq!(reports[0], Report::after(Outcome::Rejected(rejected), 1, 0));
+        assert_eq!(reports[0], DeliveryReport::after(Outcome::Rejected(rejected), 1, 0));
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use super::{classify, network_detail, time_left, Dynamics};
+use super::{error_of, network_detail, time_left, Dynamics};
 use crate::delivery::{Answer, Principal};
 use crate::outcome::DeliveryError;
 
@@ -33,7 +33,7 @@ impl Dynamics {
             return Err(DeliveryError::Unauthorized { detail: "Dataverse refused a fresh token for a table request".into() });
         }
         if !answer.status.is_success() {
-            return Err(classify(answer.status, &answer.headers, &answer.body));
+            return Err(error_of(answer.status, &answer.headers, &answer.body));
         }
         Ok(answer)
     }
