@@ -318,7 +318,10 @@ pub fn reasons(result: &RecordResult, message: &SqsMessage, outcome: &str) -> Ve
     if !detail.trim().is_empty() {
         attributes.push(("d365-error".into(), text(cut(&detail, MAX_ERROR_BYTES))));
     }
-    if let Some(id) = result.message_id.as_deref().filter(|id| !id.is_empty()) {
+    // The record's key: the event's `messageId`, else the SQS message's own, so
+    // that every parked record, a body that is not JSON too, can be found by id.
+    let key = result.message_id.as_deref().filter(|id| !id.is_empty()).or(result.sqs_id.as_deref());
+    if let Some(id) = key.filter(|id| !id.is_empty()) {
         attributes.push(("d365-message-id".into(), text(id.to_string())));
     }
     attributes.push(("d365-receive-count".into(), number(message.receive_count.to_string())));
@@ -374,6 +377,7 @@ mod tests {
             attempts: 1,
             throttled: 0,
             latency: None,
+            trace: Default::default(),
         }
     }
 

@@ -358,22 +358,24 @@ impl DynamicsPort for Dynamics {
             Request::Update(update) => {
                 let body = Value::Object(update.body.clone());
                 let path = format!("{}({})", update.entity, update.id);
-                self.row_request(principal, reqwest::Method::PATCH, &path, Some(&body), &[("If-Match", "*")], deadline).await.map(|_| Sent::default())
+                self.row_request(principal, reqwest::Method::PATCH, &path, Some(&body), &[("If-Match", "*")], deadline)
+                    .await
+                    .map(|answer| Sent { status: Some(answer.status.as_u16()), ..Sent::default() })
             }
             Request::Row(row) => self.write_row_once(row, principal, deadline).await,
             Request::Get(path_and_query) => {
                 let answer = self.row_request(principal, reqwest::Method::GET, path_and_query, None, &[], deadline).await?;
-                Ok(Sent { answer: Some(answer), ..Sent::default() })
+                Ok(Sent { status: Some(answer.status.as_u16()), answer: Some(answer), ..Sent::default() })
             }
             Request::Metadata(path_and_query) => {
                 let answer = self.row_request(principal, reqwest::Method::GET, path_and_query, None, &[], deadline).await?;
-                Ok(Sent { read: true, answer: Some(answer), ..Sent::default() })
+                Ok(Sent { read: true, status: Some(answer.status.as_u16()), answer: Some(answer), ..Sent::default() })
             }
             Request::Create { entity, body } => {
                 let body = Value::Object(body.clone());
                 let prefer = [("Prefer", "return=representation")];
                 let answer = self.row_request(principal, reqwest::Method::POST, entity, Some(&body), &prefer, deadline).await?;
-                Ok(Sent { answer: Some(answer), ..Sent::default() })
+                Ok(Sent { status: Some(answer.status.as_u16()), answer: Some(answer), ..Sent::default() })
             }
         }
     }
@@ -389,7 +391,7 @@ impl Dynamics {
         let answer = self.web_api_bytes(principal, reqwest::Method::POST, &call.trigger, Some(body), &[], deadline).await?;
         if answer.status.is_success() {
             let dop_hint = header_number(&answer.headers, "x-ms-dop-hint").filter(|h| *h > 0).map(|h| h.min(self.max_dop));
-            return Ok(Sent { dop_hint, ..Sent::default() });
+            return Ok(Sent { dop_hint, status: Some(answer.status.as_u16()), ..Sent::default() });
         }
         if answer.status == StatusCode::UNAUTHORIZED {
             return Err(DeliveryError::Unauthorized { detail: unauthorized_detail(&answer.headers, &answer.body) });
@@ -544,8 +546,8 @@ impl Dynamics {
     pub async fn write_row_once(&self, row: &RowWrite, principal: &Principal, deadline: Instant) -> Result<Sent, DeliveryError> {
         let body = Value::Object(row.body.clone());
         match self.row_request(principal, row.method.clone(), &row.path, Some(&body), &row.headers, deadline).await {
-            Ok(_) => Ok(Sent::default()),
-            Err(DeliveryError::Rejected { status: 412, .. }) if row.exists_is_success => Ok(Sent::default()),
+            Ok(answer) => Ok(Sent { status: Some(answer.status.as_u16()), ..Sent::default() }),
+            Err(DeliveryError::Rejected { status: 412, .. }) if row.exists_is_success => Ok(Sent { status: Some(412), ..Sent::default() }),
             Err(DeliveryError::Rejected { status, code, message }) => {
                 Err(DeliveryError::Rejected { status, code, message: format!("row {}: {message}", row.label) })
             }

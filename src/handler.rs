@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::auth::{self, SenderProof};
 use crate::backlog::Backlog;
-use crate::config::{ConfigError, Credentials, Settings, WebhookAuth, WebhookMode};
+use crate::config::{ConfigError, Credentials, RecordLog, Settings, WebhookAuth, WebhookMode};
 use crate::deadline::Cutoffs;
 use crate::delivery::{self, Job, Order, Pool, Work};
 use crate::dynamics::Dynamics;
@@ -21,7 +21,7 @@ use crate::identity::{Identities, Prep};
 use crate::intake::{self, HttpRequest, Incoming, IntakeError, Pending, Source};
 use crate::mapping::{self, Decision, MapContext};
 use crate::metrics::InvocationMetrics;
-use crate::outcome::{self, DeliveryError, Outcome, RecordResult, Tally};
+use crate::outcome::{self, ActionTrace, DeliveryError, Outcome, RecordResult, RecordTrace, Tally};
 use crate::plan::ActionPlan;
 use crate::secrets::SecretError;
 use crate::segment_api;
@@ -49,6 +49,8 @@ pub struct Relay {
     pub(crate) backlog: Option<Backlog>,
     /// `send --dry-run` (SPEC §16): records are mapped and coerced, nothing is sent or claimed.
     pub(crate) dry_run: bool,
+    /// Where record lines go (SPEC §22.1): standard output, or a buffer (tests).
+    pub(crate) record_lines: Option<Arc<std::sync::Mutex<Vec<u8>>>>,
 }
 
 /// What a well-configured execution environment holds.
@@ -169,12 +171,13 @@ impl Relay {
                     Some((backlog, settings)) => backlog.settle(settings, &batch, &results, deadline).await,
                     None => HashSet::new(),
                 };
-                self.log_summary(if fifo { "sqs-fifo" } else { "sqs" }, &results, started, tokens_before);
+                let receive_count = |index: usize| batch.messages.get(index).map(|m| m.receive_count);
+                self.log_summary(if fifo { "sqs-fifo" } else { "sqs" }, &results, receive_count, started, tokens_before);
                 Ok(intake::sqs_response(&results, &parked))
             }
             Ok(Source::Async { source, records }) => {
                 let results = self.prepare_and_process(records, Order::Any, Cutoffs::until(deadline)).await;
-                let tally = self.log_summary(source.name(), &results, started, tokens_before);
+                let tally = self.log_summary(source.name(), &results, |_| None, started, tokens_before);
                 if tally.not_done() > 0 {
                     let error = intake::not_delivered(source, &results, &tally);
                     tracing::error!(message = "Invocation failed: Lambda retries it.", error = %error);
@@ -184,7 +187,7 @@ impl Relay {
             }
             Ok(Source::Direct(payload)) => {
                 let results = self.prepare_and_process(intake::direct_payload_records(payload), Order::Any, Cutoffs::until(deadline)).await;
-                let tally = self.log_summary("direct", &results, started, tokens_before);
+                let tally = self.log_summary("direct", &results, |_| None, started, tokens_before);
                 Ok(outcome::summary(&results, &tally))
             }
             Ok(Source::Http(request)) => {
@@ -257,7 +260,7 @@ impl Relay {
             return answer.for_api(api);
         }
         let results = self.process(&prepared, records, Order::Any, budget).await;
-        let tally = self.log_summary("webhook", &results, started, tokens_before);
+        let tally = self.log_summary("webhook", &results, |_| None, started, tokens_before);
         webhook::answer(&results, &tally).for_api(api)
     }
 
@@ -274,7 +277,7 @@ impl Relay {
                     }
                 }
                 let outcome = Outcome::Failed(error.into());
-                records.into_iter().map(|r| result_of(Seen::of(r).0, None, outcome.clone(), 0)).collect()
+                records.into_iter().map(|r| result_of(Seen::of(r).0, None, None, outcome.clone(), 0)).collect()
             }
         }
     }
@@ -292,7 +295,8 @@ impl Relay {
         };
         // One record at a time: its body is parsed, mapped and dropped before the
         // next is read; what its result needs is kept apart (SPEC §9).
-        let mut records: Vec<Record> = incoming.into_iter().map(|incoming| Record::mapped(incoming, &ctx)).collect();
+        let traced = settings.record_log != RecordLog::None;
+        let mut records: Vec<Record> = incoming.into_iter().map(|incoming| Record::mapped(incoming, &ctx, traced)).collect();
 
         // A paused application user does not spin (SPEC §18.2): when no call can
         // start before the cut-off, nothing is looked up, read or sent, and every
@@ -338,7 +342,13 @@ impl Relay {
         // Each row's entity definition, once per TTL: the exact requests (SPEC §19).
         crate::stages::rows::stage(prepared.entities, prepared.destination, records.iter_mut().map(|r| &mut r.job).collect(), budget.start_cutoff).await;
 
-        let (jobs, answers): (Vec<Job>, Vec<(Seen, Option<String>)>) = records.into_iter().map(|r| (r.job, (r.seen, r.trigger))).unzip();
+        let (jobs, answers): (Vec<Job>, Vec<(Seen, Option<String>, Option<String>)>) = records
+            .into_iter()
+            .map(|r| {
+                let key = r.job.key.clone();
+                (r.job, (r.seen, r.trigger, key))
+            })
+            .unzip();
         let reports = if self.dry_run {
             jobs.into_iter().map(dry_run_report).collect()
         } else {
@@ -347,11 +357,25 @@ impl Relay {
         answers
             .into_iter()
             .zip(reports)
-            .map(|((seen, trigger), report)| {
+            .map(|((seen, trigger, key), report)| {
                 if let (Outcome::Rejected(error), Some(trigger)) = (&report.outcome, &trigger) {
                     prepared.schemas.note_rejection(trigger, error);
                 }
-                let mut result = result_of(seen, trigger, report.outcome, report.attempts);
+                let mut result = result_of(seen, trigger, key, report.outcome, report.attempts);
+                result.trace.actions = report.actions;
+                // Decided before delivery (a trigger that does not exist, a value its
+                // definition refuses, a held-back call): the trigger not sent is its action.
+                if let (true, Some(trigger), Some(error)) = (result.trace.actions.is_empty(), &result.trigger, result.outcome.error()) {
+                    result.trace.actions.push(ActionTrace {
+                        kind: "trigger",
+                        target: trigger.clone(),
+                        status: error.status(),
+                        code: error.code().map(str::to_string),
+                        attempts: 0,
+                        ms: 0,
+                        outcome: result.outcome.name(),
+                    });
+                }
                 result.throttled = report.throttled;
                 result.latency = report.latency;
                 log_record(&result);
@@ -365,7 +389,18 @@ impl Relay {
     }
 
     /// The summary log line and the invocation's EMF metrics (SPEC §9), from one tally.
-    fn log_summary(&self, source: &'static str, results: &[RecordResult], started: Instant, tokens_before: u64) -> Tally {
+    /// Also each record's line (SPEC §22.1); `receive_count` gives an SQS record's.
+    fn log_summary(
+        &self,
+        source: &'static str,
+        results: &[RecordResult],
+        receive_count: impl Fn(usize) -> Option<u32>,
+        started: Instant,
+        tokens_before: u64,
+    ) -> Tally {
+        if let Ok(wiring) = &self.wiring {
+            crate::record_log::write(wiring.settings.record_log, results, receive_count, self.record_lines.as_deref());
+        }
         let metrics = InvocationMetrics {
             source,
             tally: Tally::of(results),
@@ -417,7 +452,7 @@ fn dry_run_report(job: Job) -> delivery::DeliveryReport {
         },
         Work::Done(outcome) => outcome,
     };
-    delivery::DeliveryReport { outcome, attempts: 0, throttled: 0, latency: None }
+    delivery::DeliveryReport::done(outcome)
 }
 
 /// The trigger call a job will make, if any.
@@ -448,8 +483,8 @@ struct Record {
 
 impl Record {
     /// Parses and maps one record (SPEC §3, §5, §19); the event is dropped here.
-    fn mapped(incoming: Incoming, ctx: &MapContext<'_>) -> Record {
-        let (seen, group, event) = Seen::of(incoming);
+    fn mapped(incoming: Incoming, ctx: &MapContext<'_>, traced: bool) -> Record {
+        let (mut seen, group, event) = Seen::of(incoming);
         let (work, trigger, key) = match &event {
             Err(reason) => (Work::Done(Outcome::Invalid { reason: reason.clone() }), None, None),
             Ok(event) => match mapping::map_event(event, ctx) {
@@ -469,6 +504,14 @@ impl Record {
                 }
             },
         };
+        if let (true, Ok(event)) = (traced, &event) {
+            let required = seen.event_name.as_deref().and_then(|name| ctx.mapping.events.get(name)).map_or(&[][..], |e| e.required.as_slice());
+            let body = match &work {
+                Work::Actions(plan) => plan.trigger.as_ref().map(|call| &call.body),
+                Work::Done(_) => None,
+            };
+            seen.ids = crate::record_log::ids(event, required, body);
+        }
         let prep = match &event {
             Ok(event) => crate::identity::prep(ctx.mapping, event, &work),
             Err(_) => Prep::None,
@@ -505,6 +548,8 @@ struct Seen {
     sqs_id: Option<String>,
     message_id: Option<String>,
     event_name: Option<String>,
+    /// The event's own non-personal ids, for its record line (SPEC §22.1).
+    ids: Vec<(String, String)>,
 }
 
 impl Seen {
@@ -518,12 +563,13 @@ impl Seen {
             sqs_id: record.sqs_id,
             message_id: ok.and_then(crate::fields::message_id),
             event_name: ok.and_then(|e| crate::fields::event_name(e)).map(str::to_string),
+            ids: Vec::new(),
         };
         (seen, record.group, event)
     }
 }
 
-fn result_of(seen: Seen, trigger: Option<String>, outcome: Outcome, attempts: u32) -> RecordResult {
+fn result_of(seen: Seen, trigger: Option<String>, key: Option<String>, outcome: Outcome, attempts: u32) -> RecordResult {
     RecordResult {
         index: seen.index,
         sqs_id: seen.sqs_id,
@@ -534,6 +580,7 @@ fn result_of(seen: Seen, trigger: Option<String>, outcome: Outcome, attempts: u3
         attempts,
         throttled: 0,
         latency: None,
+        trace: RecordTrace { key, ids: seen.ids, actions: Vec::new() },
     }
 }
 

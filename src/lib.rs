@@ -53,6 +53,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod outcome;
 pub(crate) mod plan;
+pub(crate) mod record_log;
 pub(crate) mod redact;
 pub(crate) mod rows;
 pub(crate) mod schema;

@@ -152,6 +152,29 @@ impl Outcome {
     }
 }
 
+/// What one action of a record's plan did (SPEC §22.1): its kind (`trigger`,
+/// `row`, `identify`), its target (the trigger or the row's entity set), the
+/// last answer's status and code, its attempts and time, and its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionTrace {
+    pub kind: &'static str,
+    pub target: String,
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub attempts: u32,
+    pub ms: u64,
+    pub outcome: &'static str,
+}
+
+/// What a record's line says beyond its result (SPEC §22.1): its key (SPEC
+/// §11), the event's own non-personal ids, and each action's trace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordTrace {
+    pub key: Option<String>,
+    pub ids: Vec<(String, String)>,
+    pub actions: Vec<ActionTrace>,
+}
+
 /// The fate of one record, for answers and logs.
 #[derive(Debug, Clone)]
 pub struct RecordResult {
@@ -168,6 +191,8 @@ pub struct RecordResult {
     pub throttled: u32,
     /// First attempt to 2xx, for delivered records.
     pub latency: Option<Duration>,
+    /// For the record line (SPEC §22.1).
+    pub trace: RecordTrace,
 }
 
 /// An invocation's figures, counted by one `match` over its results.
@@ -292,7 +317,18 @@ mod tests {
     use super::*;
 
     fn result(index: usize, outcome: Outcome, attempts: u32) -> RecordResult {
-        RecordResult { index, sqs_id: None, message_id: None, event_name: None, trigger: None, outcome, attempts, throttled: 0, latency: None }
+        RecordResult {
+            index,
+            sqs_id: None,
+            message_id: None,
+            event_name: None,
+            trigger: None,
+            outcome,
+            attempts,
+            throttled: 0,
+            latency: None,
+            trace: Default::default(),
+        }
     }
 
     #[test]

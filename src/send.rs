@@ -114,7 +114,8 @@ pub async fn command(args: &[String]) -> i32 {
     let mut clients = crate::startup::Clients::from_env().await;
     // `send` delivers inline: it neither enqueues nor backs records off in a queue.
     clients.sqs = None;
-    let startup = crate::startup::Options { secret_file: secret_file.map(Into::into), dry_run: options.dry_run, rate: options.rate, metrics: false };
+    let startup =
+        crate::startup::Options { secret_file: secret_file.map(Into::into), dry_run: options.dry_run, rate: options.rate, metrics: false, record_lines: None };
     let relay = crate::startup::relay(Ok(settings), clients, startup);
     if let Some(dynamics) = relay.dynamics() {
         dynamics.begin_invocation();
@@ -368,6 +369,7 @@ mod tests {
             attempts,
             throttled: 0,
             latency: None,
+            trace: Default::default(),
         };
         assert!(never_started(&result(Outcome::Failed(DeliveryError::Deadline), 0)));
         assert!(!never_started(&result(Outcome::Failed(DeliveryError::Deadline), 1)));

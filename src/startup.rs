@@ -70,6 +70,8 @@ pub struct Options {
     pub rate: Option<f64>,
     /// One CloudWatch EMF line per invocation on stdout (the Lambda function).
     pub metrics: bool,
+    /// Record lines (SPEC §22.1) into this buffer instead of standard output (tests).
+    pub record_lines: Option<Arc<std::sync::Mutex<Vec<u8>>>>,
 }
 
 /// The Lambda function's relay: the settings from the environment, every client from the AWS chain, metrics on.
@@ -126,7 +128,16 @@ pub fn relay(settings: Result<Settings, ConfigError>, clients: Clients, options:
     if let Some(rate) = options.rate {
         pool.set_rate(rate);
     }
-    Relay { wiring, pool, idempotency: Arc::new(idempotency), emit_metrics: options.metrics, queue, backlog: sqs.map(Backlog::new), dry_run: options.dry_run }
+    Relay {
+        wiring,
+        pool,
+        idempotency: Arc::new(idempotency),
+        emit_metrics: options.metrics,
+        queue,
+        backlog: sqs.map(Backlog::new),
+        dry_run: options.dry_run,
+        record_lines: options.record_lines,
+    }
 }
 
 /// The destination (one Dynamics environment) as the relay builds it, for the

@@ -150,6 +150,30 @@ pub struct Settings {
     pub environments: u32,
     /// Backoff by visibility and the DLQ with reasons (SPEC §18).
     pub backlog: BacklogSettings,
+    /// `D365_RECORD_LOG`: which records get a record line (SPEC §22.1).
+    pub record_log: RecordLog,
+}
+
+/// Which records get a record line (SPEC §22.1); SPEC §9's lines stay in every case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordLog {
+    /// Every record (the default).
+    #[default]
+    All,
+    /// Only records not `delivered`, `dropped` or `duplicate`.
+    Failures,
+    None,
+}
+
+impl RecordLog {
+    fn parse(text: Option<String>) -> Result<RecordLog, ConfigError> {
+        match text.as_deref().map(str::trim) {
+            None | Some("all") => Ok(RecordLog::All),
+            Some("failures") => Ok(RecordLog::Failures),
+            Some("none") => Ok(RecordLog::None),
+            Some(other) => Err(ConfigError::new("D365_RECORD_LOG", format!("'{other}' is not all, failures or none"))),
+        }
+    }
 }
 
 impl Settings {
@@ -242,10 +266,13 @@ impl Settings {
             },
         };
 
+        let record_log = RecordLog::parse(get("D365_RECORD_LOG"))?;
+
         Ok(Settings {
             max_triggers_per_minute,
             environments,
             backlog,
+            record_log,
             identity_ttl,
             schema_ttl,
             trigger_name,

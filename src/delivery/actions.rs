@@ -7,14 +7,14 @@
 //! action alike: they are delivered in the record's turn (`scheduler`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::pool::Pool;
 use super::port::{DynamicsPort, Request};
 use super::retry::{deliver_request, DeliveryReport};
 use crate::deadline::Cutoffs;
 use crate::idempotency::{Claim, Idempotency};
-use crate::outcome::{DeliveryError, Outcome};
+use crate::outcome::{ActionTrace, DeliveryError, Outcome};
 use crate::plan::ActionPlan;
 
 /// The actions in the order they are delivered, each with its idempotency
@@ -45,8 +45,10 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
     let started = Instant::now();
     let (mut attempts, mut throttled, mut done) = (0, 0, false);
     let (mut claimed, mut count, mut latency) = (Vec::new(), 0, None);
+    let mut traces = Vec::new();
     for (action_key, request) in actions(plan, key) {
         count += 1;
+        let action_started = Instant::now();
         let report = match claim(idempotency, action_key.as_deref(), budget).await {
             Err(report) => report,
             Ok(key) => {
@@ -57,19 +59,41 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
                 report
             }
         };
+        traces.push(trace(request, &report, action_started.elapsed()));
         attempts += report.attempts;
         throttled += report.throttled;
         latency = report.latency;
         match report.outcome {
             Outcome::Duplicate => {}
             Outcome::Delivered => done = true,
-            outcome => return (DeliveryReport::after(outcome, attempts, throttled), claimed),
+            outcome => return (DeliveryReport { actions: traces, ..DeliveryReport::after(outcome, attempts, throttled) }, claimed),
         }
     }
     let outcome = if done { Outcome::Delivered } else { Outcome::Duplicate };
     // One action: from its first attempt to its 2xx, as for any call; several: the whole plan.
     let latency = if count == 1 { latency } else { done.then(|| started.elapsed()) };
-    (DeliveryReport { latency, ..DeliveryReport::after(outcome, attempts, throttled) }, claimed)
+    (DeliveryReport { latency, actions: traces, ..DeliveryReport::after(outcome, attempts, throttled) }, claimed)
+}
+
+/// One action's line in its record's line (SPEC §22.1).
+fn trace(request: Request<'_>, report: &DeliveryReport, took: Duration) -> ActionTrace {
+    let (kind, target) = match request {
+        Request::Trigger(call) => ("trigger", call.trigger.clone()),
+        Request::Update(update) => ("identify", update.entity.clone()),
+        Request::Row(row) => ("row", row.path.split(['(', '?']).next().unwrap_or_default().to_string()),
+        Request::Get(path) | Request::Metadata(path) => ("read", path.split(['(', '?']).next().unwrap_or_default().to_string()),
+        Request::Create { entity, .. } => ("create", entity.to_string()),
+    };
+    let error = report.outcome.error();
+    ActionTrace {
+        kind,
+        target,
+        status: error.and_then(DeliveryError::status).or(report.status),
+        code: error.and_then(DeliveryError::code).map(str::to_string),
+        attempts: report.attempts,
+        ms: took.as_millis() as u64,
+        outcome: report.outcome.name(),
+    }
 }
 
 /// Claims the record's idempotency key (SPEC §11): `Ok(Some(key))` to go ahead

@@ -60,6 +60,8 @@ pub struct Sent {
     /// A read (metadata, `check`): it spent the request budget, but its latency
     /// says nothing of the calls the concurrency limit is tuned on.
     pub read: bool,
+    /// The answer's HTTP status (a record line's `status`).
+    pub status: Option<u16>,
     /// The answer, for the requests that read one (`Get`, `Metadata`, `Create`).
     pub answer: Option<Answer>,
 }

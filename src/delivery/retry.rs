@@ -11,7 +11,7 @@ use super::pool::Pool;
 use super::port::{Answer, DynamicsPort, Principal, Request, Sent};
 use super::retry_class::{class, outcome_of, RetryClass};
 use crate::deadline::Cutoffs;
-use crate::outcome::{DeliveryError, Outcome};
+use crate::outcome::{ActionTrace, DeliveryError, Outcome};
 
 /// At most this many attempts for 5xx, timeouts and connection errors (SPEC §7).
 pub const MAX_TRANSIENT_ATTEMPTS: u32 = 4;
@@ -41,13 +41,13 @@ pub(super) async fn deliver_request<P: DynamicsPort>(port: &P, pool: &Arc<Pool>,
                     return Err(error);
                 }
             }
-            port.execute(request, &principal, deadline).await.map(|sent| ((), sent))
+            port.execute(request, &principal, deadline).await.map(|sent| (sent.status, sent))
         }
     })
     .await;
     let attempts = run.attempts.saturating_sub(unsent.into_inner());
     match run.result {
-        Ok(()) => DeliveryReport { outcome: Outcome::Delivered, attempts, throttled: run.throttled, latency: run.latency },
+        Ok(status) => DeliveryReport { status, latency: run.latency, ..DeliveryReport::after(Outcome::Delivered, attempts, run.throttled) },
         Err(error) => DeliveryReport::after(outcome_of(error), attempts, run.throttled),
     }
 }
@@ -61,15 +61,19 @@ pub struct DeliveryReport {
     pub throttled: u32,
     /// From the first attempt to the 2xx (delivered records).
     pub latency: Option<Duration>,
+    /// A delivered request's HTTP status.
+    pub status: Option<u16>,
+    /// Each action of the record's plan (SPEC §22.1).
+    pub actions: Vec<ActionTrace>,
 }
 
 impl DeliveryReport {
     pub(crate) fn done(outcome: Outcome) -> DeliveryReport {
-        DeliveryReport { outcome, attempts: 0, throttled: 0, latency: None }
+        DeliveryReport::after(outcome, 0, 0)
     }
 
     pub(crate) fn after(outcome: Outcome, attempts: u32, throttled: u32) -> DeliveryReport {
-        DeliveryReport { outcome, attempts, throttled, latency: None }
+        DeliveryReport { outcome, attempts, throttled, latency: None, status: None, actions: Vec::new() }
     }
 }
 

@@ -14,6 +14,7 @@ mod idempotency;
 mod identity;
 mod learned_cap;
 mod pool;
+mod record_log;
 mod relay;
 mod reliability;
 mod rows;
