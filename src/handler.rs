@@ -277,7 +277,7 @@ impl Relay {
                     }
                 }
                 let outcome = Outcome::Failed(error.into());
-                records.into_iter().map(|r| result_of(Seen::of(r).0, None, None, outcome.clone(), 0)).collect()
+                records.into_iter().map(|r| result_of(Seen::of(r).0, None, outcome.clone(), 0)).collect()
             }
         }
     }
@@ -342,13 +342,7 @@ impl Relay {
         // Each row's entity definition, once per TTL: the exact requests (SPEC §19).
         crate::stages::rows::stage(prepared.entities, prepared.destination, records.iter_mut().map(|r| &mut r.job).collect(), budget.start_cutoff).await;
 
-        let (jobs, answers): (Vec<Job>, Vec<(Seen, Option<String>, Option<String>)>) = records
-            .into_iter()
-            .map(|r| {
-                let key = r.job.key.clone();
-                (r.job, (r.seen, r.trigger, key))
-            })
-            .unzip();
+        let (jobs, answers): (Vec<Job>, Vec<(Seen, Option<String>)>) = records.into_iter().map(|r| (r.job, (r.seen, r.trigger))).unzip();
         let reports = if self.dry_run {
             jobs.into_iter().map(dry_run_report).collect()
         } else {
@@ -357,11 +351,11 @@ impl Relay {
         answers
             .into_iter()
             .zip(reports)
-            .map(|((seen, trigger, key), report)| {
+            .map(|((seen, trigger), report)| {
                 if let (Outcome::Rejected(error), Some(trigger)) = (&report.outcome, &trigger) {
                     prepared.schemas.note_rejection(trigger, error);
                 }
-                let mut result = result_of(seen, trigger, key, report.outcome, report.attempts);
+                let mut result = result_of(seen, trigger, report.outcome, report.attempts);
                 result.trace.actions = report.actions;
                 // Decided before delivery (a trigger that does not exist, a value its
                 // definition refuses, a held-back call): the trigger not sent is its action.
@@ -522,6 +516,7 @@ impl Record {
             (Prep::Resolve { update: Some(_), .. }, Ok(event)) => Some(idempotency::key_for(event)),
             _ => key,
         };
+        seen.key = key.clone();
         Record { job: Job { index: seen.index, group, key, work }, seen, trigger, prep }
     }
 
@@ -550,6 +545,8 @@ struct Seen {
     event_name: Option<String>,
     /// The event's own non-personal ids, for its record line (SPEC §22.1).
     ids: Vec<(String, String)>,
+    /// The record's idempotency key (SPEC §11).
+    key: Option<String>,
 }
 
 impl Seen {
@@ -564,12 +561,13 @@ impl Seen {
             message_id: ok.and_then(crate::fields::message_id),
             event_name: ok.and_then(|e| crate::fields::event_name(e)).map(str::to_string),
             ids: Vec::new(),
+            key: None,
         };
         (seen, record.group, event)
     }
 }
 
-fn result_of(seen: Seen, trigger: Option<String>, key: Option<String>, outcome: Outcome, attempts: u32) -> RecordResult {
+fn result_of(seen: Seen, trigger: Option<String>, outcome: Outcome, attempts: u32) -> RecordResult {
     RecordResult {
         index: seen.index,
         sqs_id: seen.sqs_id,
@@ -580,7 +578,7 @@ fn result_of(seen: Seen, trigger: Option<String>, key: Option<String>, outcome: 
         attempts,
         throttled: 0,
         latency: None,
-        trace: RecordTrace { key, ids: seen.ids, actions: Vec::new() },
+        trace: RecordTrace { key: seen.key, ids: seen.ids, actions: Vec::new() },
     }
 }
 
