@@ -72,7 +72,7 @@ async fn main() {
 
     let mapping = format!("{root}/events/mapping.json");
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_WEBHOOK_AUTH", WEBHOOK_AUTH)]);
-    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), options());
 
     let mut problems = Vec::new();
     for (file, what, expected_calls) in SAMPLES {
@@ -162,6 +162,8 @@ async fn main() {
         problems.push(problem);
     }
 
+    record_lines_shown(&mut problems, (bold, dim, reset));
+
     let stats = sandbox.stats();
     println!(
         "\n{bold}Sandbox totals{reset}: {} Dataverse call(s) {:?}, {} trigger definition read(s), {} entity definition read(s), {} table request(s) for identity and rows, {} token request(s), {} secret fetch(es)",
@@ -181,6 +183,37 @@ async fn main() {
             println!("{red}✗ {p}{reset}");
         }
         std::process::exit(1);
+    }
+}
+
+/// Every relay of the demo writes its record lines (SPEC §22.1) here, not among the demo's own lines.
+fn record_lines() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LINES: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LINES.get_or_init(Default::default)
+}
+
+fn options() -> relay::startup::Options {
+    relay::startup::Options { record_lines: Some(record_lines().clone()), ..Default::default() }
+}
+
+/// A few of the record lines the relays wrote: what an operator finds in the
+/// function's log group for one event (SPEC §22.1, the first saved query).
+fn record_lines_shown(problems: &mut Vec<String>, (bold, dim, reset): (&str, &str, &str)) {
+    let text = String::from_utf8(record_lines().lock().unwrap().clone()).unwrap_or_default();
+    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    println!("\n{bold}Record lines{reset} (one JSON line per record in the function's log; {} written here):", lines.len());
+    let mut shown = 0;
+    for outcome in ["delivered", "rejected", "invalid", "failed", "dropped"] {
+        if let Some(line) = lines.iter().find(|l| l["outcome"] == outcome && l["actions"].as_array().is_some_and(|a| !a.is_empty() || outcome == "dropped")) {
+            println!("  {dim}{line}{reset}");
+            shown += 1;
+        }
+    }
+    if lines.iter().any(|l| l.to_string().contains("@example.com") && !l.to_string().contains("***@")) {
+        problems.push("a record line holds an e-mail address in clear".into());
+    }
+    if shown == 0 {
+        problems.push("no record line was written".into());
     }
 }
 
@@ -246,7 +279,7 @@ async fn enqueue_mode(sandbox: &Sandbox, root: &str, webhook_secret: &[u8]) -> R
         relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_WEBHOOK_MODE", "enqueue"), ("D365_QUEUE_URL", &queue_url)]);
     let sqs = relay::enqueue::sqs_client_for_endpoint(&sandbox.url());
     // Another deployment of the function: its own execution environment and idempotency memory.
-    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()).with_sqs(sqs.clone()), Default::default());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()).with_sqs(sqs.clone()), options());
 
     let mut payload: Value = serde_json::from_str(&std::fs::read_to_string(format!("{root}/events/{file}")).expect("sample event")).expect("sample is JSON");
     relay::webhook::resign_event(&mut payload, webhook_secret, chrono::Utc::now().timestamp_millis());
@@ -326,7 +359,7 @@ async fn backlog(sandbox: &Sandbox, root: &str) -> Result<(), String> {
     let relay = relay::startup::relay(
         settings,
         relay::startup::Clients::for_endpoint(&sandbox.url()).with_sqs(relay::enqueue::sqs_client_for_endpoint(&sandbox.url())),
-        Default::default(),
+        options(),
     );
     let order = |id: &str| {
         serde_json::json!({"type": "track", "event": "Order Completed", "messageId": id, "userId": "5e1c0a7e-0003-4c0e-9a11-000000000003",
@@ -410,7 +443,7 @@ async fn budget_burst(sandbox: &Sandbox, root: &str) -> Result<(), String> {
     let mapping = format!("{root}/events/mapping.json");
     let window = WINDOW_SECS.to_string();
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_BUDGET_WINDOW_SECONDS", &window)]);
-    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), options());
     let before = sandbox.signals().len();
     sandbox.set_faults(d365_sandbox::Faults { latency_ms: 20, budget_requests: Some(BUDGET), budget_window_secs: Some(WINDOW_SECS), ..Default::default() });
     let mut pending: Vec<Value> = (0..EVENTS)
@@ -482,7 +515,7 @@ async fn backfill(sandbox: &Sandbox, root: &str) -> Result<(), String> {
     println!("\n{bold}── send events/{file}{reset}  {dim}the backfill command: a file of events (an SNS and an EventBridge envelope, a blank line, a line cut short, an unmapped page, a duplicate, a record missing a required attribute){reset}");
     let mapping = format!("{root}/events/mapping.json");
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping)]);
-    let relay = std::sync::Arc::new(relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default()));
+    let relay = std::sync::Arc::new(relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), options()));
     let input = std::fs::File::open(format!("{root}/events/{file}")).map_err(|e| format!("send: {e}"))?;
     let report_path = format!("{}/backfill-report.ndjson", std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target")));
     let report = std::fs::File::create(&report_path).map_err(|e| format!("send: {report_path}: {e}"))?;
