@@ -119,7 +119,7 @@ if [ $runtime = sam ]; then
   fi
   bootstrap=$build_dir/RelayFunction/bootstrap
   # The layer as sam build left it must hold the file D365_MAPPING_FILE names.
-  scripts/check-mapping-layer.sh "$build_dir" >>"$logs/sam-build.log" 2>&1 || { scripts/check-mapping-layer.sh "$build_dir"; exit 1; }
+  scripts/check-mapping-layer.py "$build_dir" >>"$logs/sam-build.log" 2>&1 || { scripts/check-mapping-layer.py "$build_dir"; exit 1; }
   # AL2023 has glibc 2.34: a binary needing more would run on the stand-in
   # (Debian 12, 2.36) and fail in Lambda.
   glibc=$(grep -aoE 'GLIBC_2\.[0-9]+(\.[0-9]+)?' "$bootstrap" | sort -uV | tail -1)

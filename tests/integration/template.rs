@@ -269,3 +269,36 @@ fn samconfig_has_a_first_deployment_and_a_production_profile() {
     }
     assert!(prod.iter().any(|p| p.starts_with("AlarmTopicArn=arn:aws:sns:")), "prod sends alarms to a topic: {prod:?}");
 }
+
+/// `sam` on the PATH, or None (the test then says it skipped).
+fn sam_cli() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("sam")).find(|p| p.is_file()))
+}
+
+#[test]
+fn after_sam_build_the_built_layer_holds_the_mapping_at_the_path_the_function_reads() {
+    // The function's build (cargo lambda, release) is CI's `make sam-build`, which runs the same
+    // check; here SAM builds the template without it: the layer and the environment are the same.
+    let Some(sam) = sam_cli() else {
+        eprintln!("skipped: no sam on the PATH (CI runs scripts/check-mapping-layer.py after make sam-build)");
+        return;
+    };
+    let build_dir = std::env::temp_dir().join(format!("relay-sam-build-{}", std::process::id()));
+    let out = std::process::Command::new(sam)
+        .args(["build", "--exclude", "RelayFunction", "--build-dir"])
+        .arg(&build_dir)
+        .current_dir(ROOT)
+        .env("SAM_CLI_TELEMETRY", "0")
+        .output()
+        .expect("sam runs");
+    assert!(out.status.success(), "sam build: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let check = std::process::Command::new("python3")
+        .arg(format!("{ROOT}/scripts/check-mapping-layer.py"))
+        .arg(&build_dir)
+        .arg(format!("{ROOT}/config/mapping.json"))
+        .output()
+        .expect("python3 runs");
+    let _ = std::fs::remove_dir_all(&build_dir);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("lands at /opt/mapping.json"));
+}
