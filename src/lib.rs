@@ -12,6 +12,7 @@
 //! - [`rows`]: the Dataverse rows an event writes, planned and fitted to their tables (pure)
 //! - [`check`]: the deployment check (`check` command, `{"check": true}`)
 //! - [`cli`]: the shell commands of the same binary
+//! - [`lint`]: `check --mapping`: a mapping document checked offline, every problem by its JSON pointer
 //! - [`send`]: the `send` command: a file of events through the same engine (backfill, replay)
 //! - [`delivery`]: concurrency, retries, FIFO order, deadline
 //! - [`deadline`]: the invocation's deadline, from whichever runtime serves it
@@ -37,6 +38,7 @@ pub(crate) mod handler;
 pub mod idempotency;
 pub(crate) mod identity;
 pub mod intake;
+pub mod lint;
 pub mod mapping;
 pub mod metrics;
 pub mod outcome;
