@@ -463,7 +463,9 @@ pub fn explain(mapping: &Mapping, event: &Value) -> Vec<String> {
                 show(&row.attributes, &mut lines);
                 for (property, bind) in &row.binds {
                     let to = match bind {
-                        crate::rows::PlannedBind::Profile { set } => format!("the profile ({})", set.as_deref().unwrap_or("the set that resolved it, else contacts")),
+                        crate::rows::PlannedBind::Profile { set } => {
+                            format!("the profile ({})", set.as_deref().unwrap_or("the set that resolved it, else contacts"))
+                        }
                         crate::rows::PlannedBind::Row { entity, key } => {
                             format!("{entity}({})", key.iter().map(|(c, v)| format!("{c}={v}")).collect::<Vec<_>>().join(","))
                         }
@@ -526,7 +528,8 @@ pub fn command(args: &[String]) -> i32 {
     };
     let event = match &event_file {
         None => None,
-        Some(path) => match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string())) {
+        Some(path) => match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
+        {
             Ok(event @ Value::Object(_)) => Some(event),
             Ok(_) => return crate::cli::usage_error(&format!("--event {path}: not one event (a JSON object)")),
             Err(e) => return crate::cli::usage_error(&format!("--event {path}: {e}")),

@@ -106,7 +106,12 @@ fn with_an_event_it_shows_what_the_event_becomes_without_reading_dataverse() {
     let out = check(&["--mapping", "config/mapping.json", "--event", "events/direct.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let text = stdout(&out);
-    for wanted in ["event \"Order Completed\":", "  raises msdynmkt_OrderCompleted", "    msdynmkt_orderid = \"ORD-10231\"", "    contactpoint_email = \"jane@example.com\""] {
+    for wanted in [
+        "event \"Order Completed\":",
+        "  raises msdynmkt_OrderCompleted",
+        "    msdynmkt_orderid = \"ORD-10231\"",
+        "    contactpoint_email = \"jane@example.com\"",
+    ] {
         assert!(text.contains(wanted), "{wanted} in:\n{text}");
     }
 
