@@ -12,6 +12,10 @@
 #   SAM_SANDBOX_HOST to change it; Docker Desktop: 127.0.0.1 and
 #   host.docker.internal).
 #
+# The mapping: cargo-lambda reads the samples' events/mapping.json; --sam reads
+# config/mapping.json from MappingLayer at /opt/mapping.json, as a deployment
+# does (the template it runs is derived by scripts/sam-local-template.py).
+#
 # One sandbox for all the events. Exits non-zero when an answer reports
 # failures or Dynamics did not get one call per mapped event (see
 # scripts/invoke-report.py) — never trusting the runtime's own exit code alone
@@ -23,7 +27,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runtime=cargo-lambda
-if [ "${1:-}" = --sam ]; then runtime=sam; shift; fi
+mapping=events/mapping.json
+if [ "${1:-}" = --sam ]; then runtime=sam mapping=config/mapping.json; shift; fi
 [ $# -gt 0 ] || set -- events/direct.json
 for event in "$@"; do
   [ -f "$event" ] || { echo "no such event file: $event" >&2; exit 2; }
@@ -99,17 +104,22 @@ if [ $runtime = sam ]; then
   image=$(scripts/sam-image.sh)
   image_kind=${image%% *} image_name=${image#* }
   build_dir=.aws-sam/sam-local
+  # template.yaml plus the sam-local-only declarations; beside it, so that its relative paths hold.
+  local_template=.sam-local.template.yaml
+  python3 scripts/sam-local-template.py template.yaml "$local_template"
   parameters=(--parameter-overrides Architecture=x86_64 SamLocal=true)
   build_env=()
   if [ "${SAM_LOCAL_PROFILE:-quick}" != release ]; then
     build_env=(CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/sam-local-build" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16)
   fi
   echo "sam build (x86_64, $build_dir${build_env[*]:+, release profile without LTO}; logs: $logs/sam-build.log)"
-  if ! env ${build_env[@]+"${build_env[@]}"} sam build --build-dir "$build_dir" --template template.yaml "${parameters[@]}" >"$logs/sam-build.log" 2>&1; then
+  if ! env ${build_env[@]+"${build_env[@]}"} sam build --build-dir "$build_dir" --template "$local_template" "${parameters[@]}" >"$logs/sam-build.log" 2>&1; then
     tail -30 "$logs/sam-build.log" >&2
     exit 1
   fi
   bootstrap=$build_dir/RelayFunction/bootstrap
+  # The layer as sam build left it must hold the file D365_MAPPING_FILE names.
+  scripts/check-mapping-layer.py "$build_dir" >>"$logs/sam-build.log" 2>&1 || { scripts/check-mapping-layer.py "$build_dir"; exit 1; }
   # AL2023 has glibc 2.34: a binary needing more would run on the stand-in
   # (Debian 12, 2.36) and fail in Lambda.
   glibc=$(grep -aoE 'GLIBC_2\.[0-9]+(\.[0-9]+)?' "$bootstrap" | sort -uV | tail -1)
@@ -134,7 +144,7 @@ wait_for 60 "$sandbox/_sandbox/stats" "$sandbox_pid" "$logs/sandbox.log"
 # settings from the caller's shell (D365_IDEMPOTENCY_TABLE, AWS_PROFILE…) would
 # take the function elsewhere than the sandbox, so they are cleared. sam local
 # passes only the variables the template declares (with SamLocal=true): their
-# values go in --env-vars, the mapping inline since /var/task holds only the bootstrap.
+# values go in --env-vars; the mapping is MappingLayer's /opt/mapping.json, as deployed.
 for name in $(compgen -e | grep -E '^(D365_|AWS_)' || true); do unset "$name"; done
 if [ $runtime = cargo-lambda ]; then
   export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=sandbox AWS_SECRET_ACCESS_KEY=sandbox
@@ -153,18 +163,18 @@ settings=(
 )
 if [ $runtime = cargo-lambda ]; then
   invoke_port=${INVOKE_PORT:-$(free_port)}
-  export "${settings[@]}" D365_MAPPING_FILE=events/mapping.json
+  export "${settings[@]}" D365_MAPPING_FILE="$mapping"
   cargo lambda watch --bin d365-trigger-relay --ignore-changes --quiet \
     --invoke-address 127.0.0.1 --invoke-port "$invoke_port" >"$logs/watch.log" 2>&1 &
   watch_pid=$!
   wait_for 60 "http://127.0.0.1:$invoke_port/" "$watch_pid" "$logs/watch.log"
   function_log=$logs/watch.log
 else
-  python3 - "$logs/env.json" events/mapping.json "${settings[@]}" <<'EOF'
+  # D365_MAPPING stays empty (unset): the function reads D365_MAPPING_FILE=/opt/mapping.json.
+  python3 - "$logs/env.json" "${settings[@]}" D365_MAPPING= <<'EOF'
 import json, sys
-path, mapping, *pairs = sys.argv[1:]
+path, *pairs = sys.argv[1:]
 variables = dict(pair.split("=", 1) for pair in pairs)
-variables["D365_MAPPING"] = json.dumps(json.load(open(mapping)))
 json.dump({"RelayFunction": variables}, open(path, "w"), indent=2)
 EOF
   function_log=$logs/invoke.log
@@ -213,7 +223,7 @@ for event in "$@"; do
   fi
   python3 -c "import time; print(f'   answered in {(time.time() - $t0) * 1000:.0f} ms ($how)')"
   curl -s "$sandbox/_sandbox/signals" | python3 -c "import json, sys; json.dump(json.load(sys.stdin)[$before:], sys.stdout)" >"$work/signals.json"
-  if ! scripts/invoke-report.py "$event" "$work/answer.json" "$work/signals.json" --mapping events/mapping.json; then
+  if ! scripts/invoke-report.py "$event" "$work/answer.json" "$work/signals.json" --mapping "$mapping"; then
     failed+=("$event")
     [ $runtime = cargo-lambda ] || { echo "   the function's log:"; grep -E '"level":"(WARN|ERROR)"|errorMessage|panicked' "$work/invoke.err" | tail -5 | sed 's/^/      /'; }
   fi

@@ -24,9 +24,10 @@ pub struct Command {
 pub const COMMANDS: &[Command] = &[
     Command {
         name: "check",
-        usage: "check [--event FILE] [--json]",
+        usage: "check [--event FILE] [--json] | check --mapping FILE [--event FILE]",
         summary: "read the settings and the secret, get a token, read every trigger the mapping can raise and report what to fix; \
-with --event, the exact body that event would raise (nothing is sent)",
+with --event, the exact body that event would raise (nothing is sent); \
+with --mapping, the document alone, offline: every problem as `JSON-pointer: what is wrong` (exit 0 clean, 1 mistakes, 2 unreadable)",
     },
     Command {
         name: "schema",
@@ -147,6 +148,9 @@ async fn destination(settings: &Settings, secret_file: Option<String>) -> Destin
 }
 
 async fn check(args: &[String]) -> i32 {
+    if args.iter().any(|a| a == "--mapping") {
+        return crate::lint::command(args);
+    }
     let parsed = match parse(args, &["--json", "--event"]) {
         Ok(p) if p.positional.is_empty() => p,
         Ok(p) => return usage_error(&format!("check takes no argument '{}'", p.positional[0])),
@@ -175,6 +179,9 @@ async fn check(args: &[String]) -> i32 {
         println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("a report serialises"));
     } else {
         print!("{}", report.to_text());
+        if let Some(notice) = settings.as_ref().ok().and_then(|s| crate::lint::preset_notice(&s.mapping)) {
+            print!("{notice}");
+        }
     }
     report.exit_code()
 }

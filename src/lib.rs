@@ -30,7 +30,8 @@
 //!    the scheduler.
 //! 6. **Entry** — [`intake`] and [`webhook`] (payloads in, answers out),
 //!    [`handler`] (an invocation), [`check`], [`cli`], [`send`],
-//!    [`command_line`], and [`startup`], the composition root: the only
+//!    [`command_line`], [`lint`] (`check --mapping`: a document checked
+//!    offline, every problem by its JSON pointer), and [`startup`], the composition root: the only
 //!    place that builds pools, clients, caches and stores.
 
 pub mod auth;
@@ -49,6 +50,7 @@ pub(crate) mod handler;
 pub mod idempotency;
 pub(crate) mod identity;
 pub mod intake;
+pub mod lint;
 pub mod mapping;
 pub mod metrics;
 pub mod outcome;

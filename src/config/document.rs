@@ -45,6 +45,9 @@ pub struct EventMapping {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMapping {
+    /// An editor's `"$schema"` line (SPEC §21.2): accepted and ignored.
+    #[serde(rename = "$schema")]
+    _schema: Option<serde::de::IgnoredAny>,
     trigger: Option<String>,
     #[serde(default)]
     events: BTreeMap<String, RawEventMapping>,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 pub mod document;
 pub mod identity;
+mod renamed;
 pub mod rows;
 pub mod secret;
 
@@ -145,7 +146,7 @@ pub struct Settings {
     /// `D365_MAX_TRIGGERS_PER_MINUTE`: trigger calls started per UTC minute by
     /// the whole deployment (SPEC §17.1; 2500, CI-J's fair use; 0: no ceiling).
     pub max_triggers_per_minute: u32,
-    /// `D365_ENVIRONMENTS`: execution environments sharing the ceiling when
+    /// `D365_EXECUTION_ENVIRONMENTS` (formerly `D365_ENVIRONMENTS`): execution environments sharing the ceiling when
     /// there is no table (1; the template sets `MaximumConcurrency`).
     pub environments: u32,
     /// Backoff by visibility and the DLQ with reasons (SPEC §18).
@@ -253,8 +254,16 @@ impl Settings {
 
         let identity_ttl = Duration::from_secs(parse_number(get("D365_IDENTITY_TTL_SECONDS"), "D365_IDENTITY_TTL_SECONDS", 3600, 0, 86_400)?);
 
+        // D365_EXECUTION_ENVIRONMENTS; the old name D365_ENVIRONMENTS is still read, with one warning (SPEC §21.3).
+        let execution_environments = match (get("D365_EXECUTION_ENVIRONMENTS"), get("D365_ENVIRONMENTS")) {
+            (None, Some(old)) => {
+                renamed::warn_once("D365_ENVIRONMENTS", "D365_EXECUTION_ENVIRONMENTS");
+                ("D365_ENVIRONMENTS", Some(old))
+            }
+            (new, _) => ("D365_EXECUTION_ENVIRONMENTS", new),
+        };
         let max_triggers_per_minute = parse_number(get("D365_MAX_TRIGGERS_PER_MINUTE"), "D365_MAX_TRIGGERS_PER_MINUTE", 2500, 0, 1_000_000)? as u32;
-        let environments = parse_number(get("D365_ENVIRONMENTS"), "D365_ENVIRONMENTS", 1, 1, 10_000)? as u32;
+        let environments = parse_number(execution_environments.1, execution_environments.0, 1, 1, 10_000)? as u32;
 
         let backlog = BacklogSettings {
             backoff_base: Duration::from_secs(parse_number(get("D365_BACKOFF_BASE_SECONDS"), "D365_BACKOFF_BASE_SECONDS", 30, 1, MAX_BACKOFF_SECONDS)?),
@@ -437,6 +446,18 @@ mod tests {
             let err = settings(&[("D365_SECRET_ID", "x"), (name, bad)]).unwrap_err();
             assert_eq!(err.setting, name, "{bad}");
         }
+    }
+
+    #[test]
+    fn execution_environments_has_its_new_name_and_still_reads_the_old_one() {
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_EXECUTION_ENVIRONMENTS", "7")]).unwrap();
+        assert_eq!(s.environments, 7);
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_EXECUTION_ENVIRONMENTS", "7"), ("D365_ENVIRONMENTS", "3")]).unwrap();
+        assert_eq!(s.environments, 7, "the new name wins");
+        let s = settings(&[("D365_SECRET_ID", "x"), ("D365_ENVIRONMENTS", "3")]).unwrap();
+        assert_eq!(s.environments, 3);
+        let err = settings(&[("D365_SECRET_ID", "x"), ("D365_EXECUTION_ENVIRONMENTS", "0")]).unwrap_err();
+        assert_eq!(err.setting, "D365_EXECUTION_ENVIRONMENTS");
     }
 
     #[test]

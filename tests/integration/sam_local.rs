@@ -1,9 +1,11 @@
 //! template.yaml and `scripts/local-invoke.sh --sam`: what `sam local` needs
-//! must not be in force when the stack is deployed (SPEC §2.1, README "Local
-//! runtimes").
+//! must not be in force when the stack is deployed (SPEC §2.1, §21.3, README
+//! "Local runtimes").
 //!
 //! SAM's local runtime passes the function only the variables the template
-//! declares, so the sandbox's endpoint settings are declared — under the
+//! declares, so the template `sam local` runs (derived from template.yaml by
+//! `scripts/sam-local-template.py`: the deploy template holds no parameter only
+//! `sam local` uses) declares the sandbox's endpoint settings — under the
 //! `IsSamLocal` condition, which CloudFormation resolves to `AWS::NoValue` with
 //! the default `SamLocal=false`. These tests evaluate the function's environment
 //! as CloudFormation would (Ref, Fn::If and the conditions, parameters at their
@@ -17,22 +19,36 @@ use crate::helpers::ROOT;
 
 /// A variable's value once CloudFormation has resolved it.
 #[derive(Debug, Clone, PartialEq)]
-enum Resolved {
+pub(crate) enum Resolved {
     /// A literal (a parameter's value included).
     Text(String),
     /// Something only a deployment knows: a resource's id, a required parameter.
     Deployed(String),
 }
 
-struct Template {
-    doc: Value,
-    parameters: BTreeMap<String, String>,
+pub(crate) struct Template {
+    pub(crate) doc: Value,
+    pub(crate) parameters: BTreeMap<String, String>,
+}
+
+/// The template `sam local` runs: template.yaml through `scripts/sam-local-template.py`.
+pub(crate) fn sam_local_template() -> String {
+    let out = std::process::Command::new("python3")
+        .args([format!("{ROOT}/scripts/sam-local-template.py"), format!("{ROOT}/template.yaml")])
+        .output()
+        .expect("python3 runs scripts/sam-local-template.py");
+    assert!(out.status.success(), "scripts/sam-local-template.py: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 impl Template {
     fn load(overrides: &[(&str, &str)]) -> Template {
-        let text = std::fs::read_to_string(format!("{ROOT}/template.yaml")).expect("template.yaml");
-        let doc: Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
+        Template::from_text(&sam_local_template(), overrides)
+    }
+
+    /// A template's text with its parameters at their defaults, `overrides` on top.
+    pub(crate) fn from_text(text: &str, overrides: &[(&str, &str)]) -> Template {
+        let doc: Value = serde_norway::from_str(text).expect("template.yaml is YAML");
         let mut parameters = BTreeMap::new();
         for (name, spec) in doc["Parameters"].as_mapping().expect("Parameters") {
             if let Some(default) = spec.get("Default").and_then(scalar) {
@@ -47,13 +63,13 @@ impl Template {
     }
 
     /// RelayFunction's environment: variable → value, absent ones left out.
-    fn environment(&self) -> BTreeMap<String, Resolved> {
+    pub(crate) fn environment(&self) -> BTreeMap<String, Resolved> {
         let variables = self.doc["Resources"]["RelayFunction"]["Properties"]["Environment"]["Variables"].as_mapping().expect("Environment.Variables");
         variables.iter().filter_map(|(name, value)| Some((name.as_str().unwrap().to_string(), self.resolve(value)?))).collect()
     }
 
     /// A value, or None for `AWS::NoValue`.
-    fn resolve(&self, value: &Value) -> Option<Resolved> {
+    pub(crate) fn resolve(&self, value: &Value) -> Option<Resolved> {
         if let Some(text) = scalar(value) {
             return Some(Resolved::Text(text));
         }
@@ -78,7 +94,7 @@ impl Template {
         }
     }
 
-    fn condition(&self, name: &str) -> bool {
+    pub(crate) fn condition(&self, name: &str) -> bool {
         let definition = self.doc["Conditions"].get(name).unwrap_or_else(|| panic!("no condition {name}"));
         self.truth(definition)
     }
@@ -100,7 +116,7 @@ impl Template {
     }
 }
 
-fn scalar(value: &Value) -> Option<String> {
+pub(crate) fn scalar(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -110,7 +126,7 @@ fn scalar(value: &Value) -> Option<String> {
 }
 
 /// `!Ref x` / `{Ref: x}` and `!If [...]` / `{Fn::If: [...]}`: the function's short name and argument.
-fn intrinsic(value: &Value) -> Option<(String, Value)> {
+pub(crate) fn intrinsic(value: &Value) -> Option<(String, Value)> {
     match value {
         Value::Tagged(tagged) => Some((tagged.tag.to_string().trim_start_matches('!').to_string(), tagged.value.clone())),
         Value::Mapping(map) if map.len() == 1 => {
