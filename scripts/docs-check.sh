@@ -37,7 +37,7 @@ f.onload = () => {
   const wait = imgs.map(i => i.complete ? Promise.resolve() : new Promise(r => { i.onload = i.onerror = r; }));
   Promise.all(wait).then(() => {
     const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute("src"));
-    const h1 = d.querySelector("main h1, h1");
+    const h1 = d.querySelector("main h1") || d.querySelector("h1");
     document.getElementById("result").textContent =
       "DOCS-CHECK page=" + page + " title=" + JSON.stringify(h1 ? h1.textContent.trim() : "") +
       " images=" + imgs.length + " broken=" + bad.length + (bad.length ? " " + JSON.stringify(bad) : "") +
@@ -64,7 +64,7 @@ failed=0
 for page in "${pages[@]}"; do
   [ -f "$book/$page" ] || { echo "docs-check: $page: not in the built book"; failed=1; continue; }
   line=$("$chromium" "${flags[@]}" --dump-dom "http://127.0.0.1:$port/$harness?page=$page" 2>>"$out/chromium.log" |
-    grep -o 'DOCS-CHECK[^<]*' | sed 's/&quot;/"/g' || true)
+    grep -o '<pre id="result">DOCS-CHECK[^<]*' | sed -e 's/^<pre id="result">//' -e 's/&quot;/"/g' || true)
   shot="$out/$(echo "$page" | tr '/' '_' | sed 's/\.html$//').png"
   "$chromium" "${flags[@]}" --screenshot="$shot" "http://127.0.0.1:$port/$page" >>"$out/chromium.log" 2>&1 || true
   if [ -z "$line" ]; then
