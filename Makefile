@@ -8,7 +8,7 @@ ARCH ?= arm64
 SANDBOX_PORT ?= 8765
 SANDBOX_BIND ?= 127.0.0.1
 
-.PHONY: demo test lint tools-moto tools-sdk tools-lambda tools-sam build validate sam-build sandbox invoke smoke sam-image sam-local sam-smoke deploy bench chaos sign-events clean
+.PHONY: docs docs-check tools-mdbook demo test lint tools-moto tools-sdk tools-lambda tools-sam build validate sam-build sandbox invoke smoke sam-image sam-local sam-smoke deploy bench chaos sign-events clean
 
 ## The relay against the sandbox on every sample event, showing what Dynamics received.
 demo:
@@ -17,6 +17,23 @@ demo:
 ## Unit, integration and property tests (starts what they need on loopback).
 test: tools-moto tools-sdk
 	$(CARGO) test --all-targets
+
+## The manual (mdBook) into target/book, then every internal link and #anchor of the README,
+## CONTRIBUTING.md and the built HTML checked (scripts/docs-links.py); fails on a broken one.
+MDBOOK_VERSION ?= 0.4.40
+MDBOOK ?= mdbook
+docs: tools-mdbook
+	$(MDBOOK) build docs
+	python3 scripts/docs-links.py --md README.md CONTRIBUTING.md --html target/book
+
+## The built index page and a recipe rendered in headless Chromium (Debian's package, installed
+## with apt when missing), every image loaded; screenshots in target/docs-check/.
+docs-check:
+	@scripts/docs-check.sh target/book index.html recipes/order-confirmation.html
+
+## mdbook at the pinned version, installed with cargo only when missing or another version.
+tools-mdbook:
+	@$(MDBOOK) --version 2>/dev/null | grep -qx 'mdbook v$(MDBOOK_VERSION)' || $(CARGO) install mdbook --version $(MDBOOK_VERSION) --locked
 
 ## moto's server (a DynamoDB emulator) for the idempotency tests.
 tools-moto:
