@@ -8,8 +8,8 @@
 //!   document: top-level keys (`identity`, `identify`, `consent`, …) stay at the
 //!   top, anything else is an event entry under `events`; then as above;
 //! - ```` ```text check-output ```` — a first line `$ d365-trigger-relay check
-//!   --mapping M --event E`, then exactly what it prints; the signal ingestion
-//!   time (the clock) is shown as `"<now, UTC>"`. On a page with `json mapping`
+//!   --mapping M --event E`, then exactly what it prints; the clock's value
+//!   (the signal ingestion time) is shown as `"<now, UTC>"`. On a page with `json mapping`
 //!   blocks, `M` must hold one of them, so the output shown belongs to the
 //!   mapping shown.
 
@@ -160,12 +160,16 @@ fn problems(block: &Block, document: &str) -> Option<String> {
 }
 
 /// What a page shows of `check`, and what the binary prints, made comparable:
-/// the clock's value as the page shows it, no trailing blanks.
+/// the clock's value (the signal ingestion time, and any other attribute that
+/// took it, such as the signal time of an event without a timestamp) as the
+/// page shows it; no trailing blanks.
 fn normalise(output: &str) -> String {
+    const INGESTION: &str = "msdynmkt_signalingestiontimestamp = ";
+    let now = output.lines().find_map(|line| line.split_once(INGESTION)).map(|(_, value)| value.trim().to_string()).filter(|v| v != NOW);
     let mut lines: Vec<String> = output
         .lines()
-        .map(|line| match line.split_once("msdynmkt_signalingestiontimestamp = ") {
-            Some((head, _)) => format!("{head}msdynmkt_signalingestiontimestamp = {NOW}"),
+        .map(|line| match &now {
+            Some(now) => line.trim_end().replace(now.as_str(), NOW),
             None => line.trim_end().to_string(),
         })
         .collect();
@@ -268,8 +272,8 @@ fn the_extraction_finds_what_it_is_given() {
         serde_json::json!({"consent": {"categories": ["Marketing"]}, "events": {"Signed Up": {"trigger": "msdynmkt_SignedUp"}}})
     );
     assert_eq!(
-        normalise("    msdynmkt_signalingestiontimestamp = \"2026-12-08T00:57:57.306Z\"  \n\n"),
-        "    msdynmkt_signalingestiontimestamp = \"<now, UTC>\""
+        normalise("    msdynmkt_signalingestiontimestamp = \"2026-12-08T00:57:57.306Z\"  \n    msdynmkt_signaltimestamp = \"2026-12-08T00:57:57.306Z\"\n\n"),
+        "    msdynmkt_signalingestiontimestamp = \"<now, UTC>\"\n    msdynmkt_signaltimestamp = \"<now, UTC>\""
     );
 }
 
