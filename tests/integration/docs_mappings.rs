@@ -190,7 +190,8 @@ fn command(block: &Block) -> (String, String) {
 }
 
 fn json_file(path: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap_or_else(|e| panic!("{path}: {e}"))
+    serde_json::from_str(&std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[test]
@@ -267,10 +268,7 @@ fn the_extraction_finds_what_it_is_given() {
     let page = "x\n```json mapping\n{\"events\": {}}\n```\n\n  ```json fragment\n  \"consent\": {\"categories\": [\"Marketing\"]},\n  \"Signed Up\": {\"trigger\": \"msdynmkt_SignedUp\"}\n  ```\n";
     let found = blocks("page.md", page);
     assert_eq!(found.iter().map(|b| (b.info.as_str(), b.line)).collect::<Vec<_>>(), [("json mapping", 2), ("json fragment", 6)]);
-    assert_eq!(
-        wrap(&found[1]),
-        serde_json::json!({"consent": {"categories": ["Marketing"]}, "events": {"Signed Up": {"trigger": "msdynmkt_SignedUp"}}})
-    );
+    assert_eq!(wrap(&found[1]), serde_json::json!({"consent": {"categories": ["Marketing"]}, "events": {"Signed Up": {"trigger": "msdynmkt_SignedUp"}}}));
     assert_eq!(
         normalise("    msdynmkt_signalingestiontimestamp = \"2026-12-08T00:57:57.306Z\"  \n    msdynmkt_signaltimestamp = \"2026-12-08T00:57:57.306Z\"\n\n"),
         "    msdynmkt_signalingestiontimestamp = \"<now, UTC>\"\n    msdynmkt_signaltimestamp = \"<now, UTC>\""
