@@ -13,6 +13,7 @@
 //! - [`check`]: the deployment check (`check` command, `{"check": true}`)
 //! - [`cli`]: the shell commands of the same binary
 //! - [`send`]: the `send` command: a file of events through the same engine (backfill, replay)
+//! - [`dlq`]: the `dlq` command: a DLQ summed up, listed, replayed by reason or exported
 //! - [`delivery`]: concurrency, retries, FIFO order, deadline
 //! - [`deadline`]: the invocation's deadline, from whichever runtime serves it
 //! - [`dynamics`]: Entra token cache and Dataverse client
@@ -31,6 +32,7 @@ pub(crate) mod command_line;
 pub mod config;
 pub mod deadline;
 pub mod delivery;
+pub mod dlq;
 pub mod dynamics;
 pub mod enqueue;
 pub(crate) mod envelope;
