@@ -156,7 +156,13 @@ pub struct Counts {
 }
 
 /// The scan and what it does with each matching message.
-pub async fn run(options: &Options, mut dlq: DeadLetterQueue, target: Option<&Target>, mut out: Option<Box<dyn Write>>, interrupt: watch::Receiver<bool>) -> i32 {
+pub async fn run(
+    options: &Options,
+    mut dlq: DeadLetterQueue,
+    target: Option<&Target>,
+    mut out: Option<Box<dyn Write>>,
+    interrupt: watch::Receiver<bool>,
+) -> i32 {
     let bar = progress_bar(&dlq).await;
     let mut counts = Counts::default();
     let mut tally = Tally::default();
@@ -164,6 +170,8 @@ pub async fn run(options: &Options, mut dlq: DeadLetterQueue, target: Option<&Ta
     let mut stopped_short: Option<String> = None;
     let mut problem: Option<String> = None;
     let mut first = true;
+    // Whether the scan reached the queue's end (not a limit, Ctrl-C or a stop).
+    let mut complete = false;
     let stdout = std::io::stdout();
     loop {
         if *interrupt.borrow() || options.filters.limit.is_some_and(|limit| counts.matched >= limit) {
@@ -171,7 +179,10 @@ pub async fn run(options: &Options, mut dlq: DeadLetterQueue, target: Option<&Ta
         }
         let batch = match dlq.receive().await {
             Ok(Some(batch)) => batch,
-            Ok(None) => break,
+            Ok(None) => {
+                complete = true;
+                break;
+            }
             Err(ReceiveError::Failed(error)) if first => {
                 bar.finish_and_clear();
                 dlq.release().await;
@@ -250,11 +261,25 @@ pub async fn run(options: &Options, mut dlq: DeadLetterQueue, target: Option<&Ta
             problem.get_or_insert(format!("cannot write {}: {error}", options.out.as_deref().unwrap_or("")));
         }
     }
-    finish(options, &counts, &tally, &dlq, stopped_short, problem, interrupted)
+    let complete = complete && stopped_short.is_none();
+    finish(options, &dlq, &Ending { counts, tally, stopped_short, problem, interrupted, complete })
+}
+
+/// How a scan ended.
+struct Ending {
+    counts: Counts,
+    tally: Tally,
+    /// Why it ended before the queue's end, when SQS would not give more.
+    stopped_short: Option<String>,
+    problem: Option<String>,
+    interrupted: bool,
+    /// It reached the queue's end (not a limit, Ctrl-C or a stop).
+    complete: bool,
 }
 
 /// The closing lines (standard error; the summary on standard output) and the exit status.
-fn finish(options: &Options, counts: &Counts, tally: &Tally, dlq: &DeadLetterQueue, stopped_short: Option<String>, problem: Option<String>, interrupted: bool) -> i32 {
+fn finish(options: &Options, dlq: &DeadLetterQueue, ending: &Ending) -> i32 {
+    let Ending { counts, tally, stopped_short, problem, interrupted, complete } = ending;
     if options.action == Action::Summary {
         if options.json {
             println!("{}", serde_json::to_string_pretty(&tally.to_json()).expect("JSON serialises"));
@@ -263,10 +288,7 @@ fn finish(options: &Options, counts: &Counts, tally: &Tally, dlq: &DeadLetterQue
         }
     }
     if dlq.came_back > 0 {
-        eprintln!(
-            "dlq: {} messages came back during the scan (counted once): give the queue a visibility timeout longer than a scan",
-            dlq.came_back
-        );
+        eprintln!("dlq: {} messages came back during the scan (counted once): give the queue a visibility timeout longer than a scan", dlq.came_back);
     }
     if let Some(reason) = &stopped_short {
         eprintln!("dlq: the scan stopped short: {reason}; run the command again once this one has ended to see the rest");
@@ -282,18 +304,21 @@ fn finish(options: &Options, counts: &Counts, tally: &Tally, dlq: &DeadLetterQue
         Action::Replay if options.dry_run => {
             eprintln!("dlq: dry run: {} messages would be replayed to {}; nothing was sent or deleted", counts.matched, options.to.as_deref().unwrap_or(""));
         }
-        Action::Replay if counts.send_failures > 0 => eprintln!("dlq: {} sends failed; those messages stay in the DLQ", counts.send_failures),
+        Action::Replay if counts.send_failures > 0 => {
+            eprintln!("dlq: {} messages were not sent (refused or failed); they stay in the DLQ", counts.send_failures)
+        }
         Action::Export => eprintln!("dlq: {} records written to {}; the messages stay in the DLQ", counts.exported, options.out.as_deref().unwrap_or("")),
         _ => {}
     }
     eprintln!(
-        "{}scanned {}, matched {}, replayed {}, left {left}",
-        if interrupted { "interrupted: " } else { "" },
+        "{}scanned {}, matched {}, replayed {}, left {left}{}",
+        if *interrupted { "interrupted: " } else { "" },
         counts.scanned,
         counts.matched,
-        counts.replayed
+        counts.replayed,
+        if *complete { "" } else { " (and the messages not scanned)" }
     );
-    if interrupted {
+    if *interrupted {
         INTERRUPTED
     } else if problem.is_some() || counts.send_failures > 0 || counts.not_deleted > 0 {
         1
@@ -322,7 +347,14 @@ fn export(writer: &mut Box<dyn Write>, matched: &[Message], counts: &mut Counts)
 /// deletes from the DLQ each one whose every record SQS confirmed. Ctrl-C
 /// stops it between sends: the send in flight finishes and its confirmed
 /// messages are deleted.
-async fn replay(dlq: &mut DeadLetterQueue, target: &Target, matched: &[Message], pacer: &mut Pacer, interrupt: &watch::Receiver<bool>, counts: &mut Counts) -> Result<(), String> {
+async fn replay(
+    dlq: &mut DeadLetterQueue,
+    target: &Target,
+    matched: &[Message],
+    pacer: &mut Pacer,
+    interrupt: &watch::Receiver<bool>,
+    counts: &mut Counts,
+) -> Result<(), String> {
     let fifo = target.is_fifo();
     let outgoing: Vec<Outgoing> = matched.iter().flat_map(|m| queue::replay_messages(m, fifo)).collect();
     // A message is deleted once all its records are confirmed.

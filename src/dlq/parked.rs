@@ -73,9 +73,8 @@ impl Parked {
             None => vec![record(received.body.clone(), parsed.as_ref())],
         };
         let error = attribute("d365-error").or_else(|| parsed.as_ref().filter(|_| on_failure.is_some()).and_then(failure_reason));
-        let key = attribute("d365-message-id")
-            .or_else(|| (records.len() == 1).then(|| records[0].key.clone()).flatten())
-            .unwrap_or_else(|| received.sqs_id.clone());
+        let key =
+            attribute("d365-message-id").or_else(|| (records.len() == 1).then(|| records[0].key.clone()).flatten()).unwrap_or_else(|| received.sqs_id.clone());
         Parked {
             sqs_id: received.sqs_id.clone(),
             outcome: attribute("d365-outcome").unwrap_or_else(|| "moved".into()),
@@ -125,11 +124,7 @@ pub fn payload_records(payload: &Value) -> Vec<Value> {
 
 fn record(body: String, value: Option<&Value>) -> Record {
     let event = value.and_then(|v| crate::envelope::unwrap(v.clone()).ok());
-    Record {
-        event: event.as_ref().and_then(crate::fields::event_name).map(str::to_string),
-        key: event.as_ref().and_then(crate::fields::message_id),
-        body,
-    }
+    Record { event: event.as_ref().and_then(crate::fields::event_name).map(str::to_string), key: event.as_ref().and_then(crate::fields::message_id), body }
 }
 
 /// An on-failure record's reason: Lambda's condition and the function's error.
@@ -220,9 +215,10 @@ impl Filters {
             && any(&self.destinations, parked.destination.as_deref())
             && (self.events.is_empty() || parked.events().iter().any(|e| self.events.iter().any(|w| w == e)))
             && (self.message_ids.is_empty()
-                || self.message_ids.iter().any(|w| {
-                    *w == parked.sqs_id || *w == parked.key || parked.records.iter().any(|r| r.key.as_deref() == Some(w.as_str()))
-                }))
+                || self
+                    .message_ids
+                    .iter()
+                    .any(|w| *w == parked.sqs_id || *w == parked.key || parked.records.iter().any(|r| r.key.as_deref() == Some(w.as_str()))))
             && self.older_than.is_none_or(|d| age.is_some_and(|a| a > d))
             && self.newer_than.is_none_or(|d| age.is_some_and(|a| a < d))
     }

@@ -158,7 +158,9 @@ impl DeadLetterQueue {
                 let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = chunk
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, h)| ChangeMessageVisibilityBatchRequestEntry::builder().id(i.to_string()).receipt_handle(h).visibility_timeout(0).build().ok())
+                    .filter_map(|(i, h)| {
+                        ChangeMessageVisibilityBatchRequestEntry::builder().id(i.to_string()).receipt_handle(h).visibility_timeout(0).build().ok()
+                    })
                     .collect();
                 match client.change_message_visibility_batch().queue_url(url).set_entries(Some(entries)).send().await {
                     Ok(output) => output.failed().len(),
@@ -288,7 +290,9 @@ impl Target {
 pub fn entry_bytes(entry: &SendMessageBatchRequestEntry) -> usize {
     let attributes: usize = entry
         .message_attributes()
-        .map(|a| a.iter().map(|(n, v)| n.len() + v.data_type().len() + v.string_value().map_or(0, str::len) + v.binary_value().map_or(0, |b| b.as_ref().len())).sum())
+        .map(|a| {
+            a.iter().map(|(n, v)| n.len() + v.data_type().len() + v.string_value().map_or(0, str::len) + v.binary_value().map_or(0, |b| b.as_ref().len())).sum()
+        })
         .unwrap_or(0);
     entry.message_body().len() + attributes
 }

@@ -9,6 +9,7 @@ mod moto;
 mod backlog;
 mod budget;
 mod ceiling;
+mod dlq;
 mod enqueue;
 mod idempotency;
 mod identity;
