@@ -61,11 +61,11 @@ impl Tally {
         ]
     }
 
-    /// One line per count, largest first in each section.
+    /// One line per count, largest first in each section; a section with no value at all is left out.
     pub fn to_text(&self) -> String {
         let mut text = format!("{} messages, {} records\n", self.messages, self.records);
         for (name, counts) in self.sections() {
-            if counts.is_empty() {
+            if counts.keys().all(|k| k == NONE) {
                 continue;
             }
             text.push_str(&format!("by {name}:\n"));
@@ -170,6 +170,8 @@ mod tests {
         let ages = &text[text.find("by age:").unwrap()..];
         assert!(ages.find("under 1h").unwrap() < ages.find("7d or more").unwrap(), "{ages}");
         assert_eq!(tally.to_json()["event"]["Order Completed"], 4);
+        assert!(!text.contains("by destination"), "no destination at all: {text}");
+        assert_eq!(tally.to_json()["destination"]["(none)"], 4);
     }
 
     #[test]
