@@ -94,7 +94,7 @@ fn four_saved_queries_read_the_record_lines_of_the_functions_log_group() {
         .filter(|r| r["Type"].as_str() == Some("AWS::Logs::QueryDefinition"))
         .map(|r| {
             let groups = r["Properties"]["LogGroupNames"].as_sequence().expect("LogGroupNames");
-            assert_eq!(groups.iter().map(|g| reference(g)).collect::<Vec<_>>(), [Some(log_group.clone())], "on the function's log group");
+            assert_eq!(groups.iter().map(&reference).collect::<Vec<_>>(), [Some(log_group.clone())], "on the function's log group");
             r["Properties"]["QueryString"].as_str().unwrap().to_string()
         })
         .collect();
