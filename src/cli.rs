@@ -43,6 +43,15 @@ idempotency and delivery, without a deadline; one report line per record to --re
 --resume FILE skips the lines a previous report lists as delivered or duplicate and appends to it; \
 --dry-run sends nothing and reports each body; --rate N caps starts per second",
     },
+    Command {
+        name: "dlq",
+        usage: "dlq summary|list|replay|export [--queue URL] [FILTERS] [--json] [--to URL] [--dry-run] [--rate N] [--out FILE]",
+        summary: "a queue of parked records (--queue, else D365_DEAD_LETTER_QUEUE_URL), through SQS alone: summary counts by outcome, code, \
+destination, event and age; list prints one line per message (--json: one object); replay --to URL sends each to the events queue and \
+deletes it once SQS confirms (every outcome but invalid unless --outcome says; --dry-run, --rate N messages a second); export --out FILE \
+writes NDJSON for send and leaves them. FILTERS: --outcome failed|expired|rejected|invalid|moved, --code, --status, --destination, \
+--event, --message-id, --older-than 1h, --newer-than 30m, --limit N (values of one filter: alternatives; filters: all apply)",
+    },
 ];
 
 /// How long a command may take in all.
@@ -95,6 +104,7 @@ pub async fn run(args: Vec<String>) -> i32 {
         "check" => check(rest).await,
         "schema" => schema_command(rest).await,
         "send" => crate::send::command(rest).await,
+        "dlq" => crate::dlq::command(rest).await,
         other => usage_error(&format!("unknown command '{other}'")),
     }
 }

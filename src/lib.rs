@@ -29,7 +29,8 @@
 //!    identity resolution (`identity`): the engine's only callers besides
 //!    the scheduler.
 //! 6. **Entry** — [`intake`] and [`webhook`] (payloads in, answers out),
-//!    [`handler`] (an invocation), [`check`], [`cli`], [`send`],
+//!    [`handler`] (an invocation), [`check`], [`cli`], [`send`], [`dlq`] (a
+//!    DLQ summed up, listed, replayed by reason or exported),
 //!    [`command_line`], [`lint`] (`check --mapping`: a document checked
 //!    offline, every problem by its JSON pointer), and [`startup`], the composition root: the only
 //!    place that builds pools, clients, caches and stores.
@@ -42,6 +43,7 @@ pub(crate) mod command_line;
 pub mod config;
 pub mod deadline;
 pub mod delivery;
+pub mod dlq;
 pub mod dynamics;
 pub mod enqueue;
 pub(crate) mod envelope;

@@ -12,7 +12,8 @@
 //! A queue made with `CreateQueue` behaves as an SQS standard queue does for an
 //! event source mapping: `ReceiveMessage` leases messages for the queue's
 //! `VisibilityTimeout` (a new receipt handle each receive, the receive count and
-//! first-receive time in `Attributes`, message attributes in `MessageAttributes`),
+//! first-receive time (and a FIFO message's group and deduplication id) in
+//! `Attributes`, message attributes in `MessageAttributes`),
 //! `ChangeMessageVisibility(Batch)` moves a lease's end, `DeleteMessage(Batch)`
 //! removes a leased message, and a `RedrivePolicy` moves a message received
 //! `maxReceiveCount` times to its dead-letter queue on the next receive.
@@ -328,6 +329,12 @@ fn lease(queues: &mut Queues, queue: &str, max: usize) -> Vec<Value> {
         });
         if !own.is_empty() {
             message["MessageAttributes"] = Value::Object(own);
+        }
+        if let Some(group) = &m.group_id {
+            message["Attributes"]["MessageGroupId"] = json!(group);
+        }
+        if let Some(dedup) = &m.deduplication_id {
+            message["Attributes"]["MessageDeduplicationId"] = json!(dedup);
         }
         out.push(message);
         i += 1;

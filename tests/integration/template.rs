@@ -302,3 +302,32 @@ fn after_sam_build_the_built_layer_holds_the_mapping_at_the_path_the_function_re
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     assert!(String::from_utf8_lossy(&check.stdout).contains("lands at /opt/mapping.json"));
 }
+
+#[test]
+fn four_saved_queries_read_the_record_lines_of_the_functions_log_group() {
+    use serde_norway::Value as Yaml;
+    let doc: Yaml = serde_norway::from_str(&template()).unwrap();
+    let reference = |value: &Yaml| match value {
+        Yaml::Tagged(tagged) if tagged.tag == "Ref" => tagged.value.as_str().map(str::to_string),
+        other => other.get("Ref").and_then(Yaml::as_str).map(str::to_string),
+    };
+    let resources = doc["Resources"].as_mapping().unwrap();
+    let log_group = reference(&doc["Resources"]["RelayFunction"]["Properties"]["LoggingConfig"]["LogGroup"]).expect("the function names its log group");
+    assert_eq!(resources[log_group.as_str()]["Type"].as_str(), Some("AWS::Logs::LogGroup"));
+    let queries: Vec<String> = resources
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::Logs::QueryDefinition"))
+        .map(|r| {
+            let groups = r["Properties"]["LogGroupNames"].as_sequence().expect("LogGroupNames");
+            assert_eq!(groups.iter().map(&reference).collect::<Vec<_>>(), [Some(log_group.clone())], "on the function's log group");
+            r["Properties"]["QueryString"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(queries.len(), 4, "{queries:?}");
+    assert!(queries.iter().all(|q| q.contains("filter message = \"record\"")), "each reads record lines");
+    let find = |needles: &[&str]| queries.iter().filter(|q| needles.iter().all(|n| q.contains(n))).count();
+    assert_eq!(find(&["messageId = \"ORD-10231\"", "\"ids\":"]), 1, "one record by messageId or any value under ids");
+    assert_eq!(find(&["outcome not in", "action.status", "action.code", "by outcome, status, code"]), 1, "failures by outcome, status and code");
+    assert_eq!(find(&["action.kind = \"trigger\"", "bin(1m)", "action.target as trigger", "action.destination as destination"]), 1, "triggers per minute");
+    assert_eq!(find(&["sort ms desc"]), 1, "the slowest records");
+}
