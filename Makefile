@@ -8,7 +8,7 @@ ARCH ?= arm64
 SANDBOX_PORT ?= 8765
 SANDBOX_BIND ?= 127.0.0.1
 
-.PHONY: docs docs-check tools-mdbook demo test lint tools-moto tools-sdk tools-lambda tools-sam build validate sam-build sandbox invoke smoke sam-image sam-local sam-smoke deploy bench chaos sign-events clean
+.PHONY: docs docs-check tools-mdbook demo test lint tools-moto tools-sdk tools-lambda tools-sam build validate sam-build sandbox invoke smoke sam-image sam-local sam-smoke deploy bench bench-compare tools-strace chaos sign-events clean
 
 ## The relay against the sandbox on every sample event, showing what Dynamics received.
 demo:
@@ -106,11 +106,23 @@ sign-events:
 	python3 scripts/sign-events.py
 
 ## Benchmarks: Markdown table in target/bench.md (see README "Performance").
-bench: tools-moto
+## BENCH_STRICT_ROOTS=1 fails when the binary reads the root certificate store more than once at init.
+bench: tools-moto tools-strace
 	$(CARGO) build --release --bin d365-trigger-relay
 	$(CARGO) run --release --example bench
 	$(CARGO) run --release --example burst
 	$(CARGO) bench --bench mapping -- --noplot
+
+## Debian's strace, with which the bench counts the binary's root-store reads at init.
+tools-strace:
+	@command -v strace >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq strace >/dev/null; }
+
+## Two revisions' bench figures side by side (uncapped, capped, binary; medians of 3 interleaved runs):
+## make bench-compare OLD=706df39 NEW=HEAD. Builds each under target/bench-compare/.
+NEW ?= HEAD
+bench-compare: tools-strace
+	@test -n "$(OLD)" || { echo "usage: make bench-compare OLD=<rev> [NEW=<rev>, default HEAD]" >&2; exit 2; }
+	@scripts/bench-compare.sh $(OLD) $(NEW)
 
 ## A longer chaos run (20,000 messages).
 chaos:

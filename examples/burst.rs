@@ -20,9 +20,6 @@
 //! windows); `BURST_PRINCIPALS=1` or `2` runs those scenarios only;
 //! `BURST_LATE_SECONDS=S` changes how late the late environment starts.
 
-#[path = "../tests/integration/sqs_poller.rs"]
-mod sqs_poller;
-
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,6 +27,7 @@ use std::time::{Duration, Instant};
 use d365_sandbox::{Faults, Sandbox, SandboxConfig};
 use relay::Relay;
 use serde_json::json;
+use testkit::sqs_poller;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const ENVIRONMENTS: usize = 3;
