@@ -158,6 +158,9 @@ async fn main() {
     if let Err(problem) = backlog(&sandbox, root).await {
         problems.push(problem);
     }
+    if let Err(problem) = dlq_mending(&sandbox).await {
+        problems.push(problem);
+    }
     if let Err(problem) = budget_burst(&sandbox, root).await {
         problems.push(problem);
     }
@@ -422,6 +425,43 @@ async fn backlog(sandbox: &Sandbox, root: &str) -> Result<(), String> {
             parked.len()
         ));
     }
+    Ok(())
+}
+
+/// SPEC §22.3: the DLQ mended by reason. Beside the invalid record the
+/// backlog scene parked, an order SQS moved there during an outage (no `d365-`
+/// attribute: outcome `moved`); `dlq summary` counts both, `dlq replay` sends
+/// the order back to the events queue and leaves the invalid one.
+async fn dlq_mending(sandbox: &Sandbox) -> Result<(), String> {
+    let Style { bold, dim, reset, .. } = Style::for_stdout();
+    println!("\n{bold}── mending the DLQ{reset}  {dim}d365-trigger-relay dlq summary, then dlq replay: the good events back, the bad ones left{reset}");
+    let client = relay::enqueue::sqs_client_for_endpoint(&sandbox.url());
+    let (dlq, events) = (sandbox.queue_url("relay-events-dlq"), sandbox.queue_url("relay-events"));
+    let moved = serde_json::json!({"type": "track", "event": "Order Completed", "messageId": "dlq-order-1", "userId": "5e1c0a7e-0003-4c0e-9a11-000000000003",
+        "properties": {"order_id": "ORD-10231", "revenue": 42.0, "currency": "EUR"}});
+    let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder().id("0").message_body(moved.to_string()).build().map_err(|e| e.to_string())?;
+    client.send_message_batch().queue_url(&dlq).entries(entry).send().await.map_err(|e| format!("dlq: the sandbox's SQS: {e}"))?;
+    let before = sandbox.queued("relay-events").len();
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (client, dlq, events) = (client.clone(), dlq.clone(), events.clone());
+        async move {
+            let options = relay::dlq::parse(&args).map_err(|e| format!("dlq: {e}"))?;
+            let target = options.to.as_ref().map(|_| relay::dlq::queue::Target::new(client.clone(), events));
+            let interrupt = tokio::sync::watch::channel(false).1;
+            println!("   {dim}$ d365-trigger-relay dlq {} --queue …/relay-events-dlq{reset}", args.join(" ").replace(&format!("--to {}", options.to.clone().unwrap_or_default()), "--to …/relay-events"));
+            Ok::<i32, String>(relay::dlq::run(&options, relay::dlq::queue::DeadLetterQueue::new(client, dlq), target.as_ref(), None, interrupt).await)
+        }
+    };
+    let summary = run(&["summary"]).await?;
+    let replay = run(&["replay", "--to", &events]).await?;
+    let left = sandbox.queued("relay-events-dlq");
+    let sent: Vec<_> = sandbox.queued("relay-events").into_iter().skip(before).collect();
+    let left_outcomes: Vec<&str> = left.iter().filter_map(|m| m.attributes.get("d365-outcome").map(String::as_str)).collect();
+    if summary != 0 || replay != 0 || sent.len() != 1 || !sent[0].body.contains("dlq-order-1") || left_outcomes != ["invalid"] {
+        return Err(format!("dlq: expected the moved order replayed and the invalid record left; exit {summary}/{replay}, sent {}, left {left_outcomes:?}", sent.len()));
+    }
+    println!("   the order is back in the events queue, body unchanged; the invalid record waits in the DLQ for a mapping fix");
     Ok(())
 }
 
