@@ -10,7 +10,8 @@
 //!   application user is paused until then: each request it sends during the
 //!   pause (one that arrived after the 429 was answered, not one already in
 //!   flight) is answered 429 again and lengthens what is left of the pause by
-//!   `budget_pause_growth` (default 1: it doubles), up to the window;
+//!   `budget_pause_growth` (default 1: it doubles), up to five minutes (or the
+//!   window, when longer);
 //! - every request an application user gets past them is answered with
 //!   `x-ms-ratelimit-burst-remaining-xrm-requests` and
 //!   `x-ms-ratelimit-time-remaining-xrm-requests` (seconds, `1,199.95`), counted
@@ -30,6 +31,8 @@ use crate::{dataverse_error, Reply};
 const REQUESTS: usize = 6_000;
 const TIME: Duration = Duration::from_secs(1_200);
 const WINDOW_SECS: u64 = 300;
+/// The longest a pause grows to (or the window, when longer).
+const LONGEST_PAUSE: Duration = Duration::from_secs(300);
 
 /// The budget faults: what [`Protection`] enforces.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -100,7 +103,7 @@ impl Protection {
             if arrived > pause.since {
                 let left = pause.until - now;
                 let grown = left.mul_f64(1.0 + limits.pause_growth.unwrap_or(1.0).max(0.0));
-                pause.until = now + grown.min(window.max(left));
+                pause.until = now + grown.min(window.max(LONGEST_PAUSE).max(left));
             }
             let (code, message, until) = (pause.code, pause.message.clone(), pause.until);
             return Err(Box::new(throttled(code, &message, until - now, remaining(usage))));
