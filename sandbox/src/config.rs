@@ -291,6 +291,11 @@ pub struct Stats {
     /// activations against its ceiling of about 2,500 a minute.
     #[serde(default)]
     pub trigger_calls_per_minute: BTreeMap<String, u64>,
+    /// Requests an application user sent while paused by a budget 429 it had
+    /// already been answered (each lengthened the pause; calls in flight at the
+    /// 429 are not counted).
+    #[serde(default)]
+    pub sent_during_pause: u64,
 }
 
 impl Stats {

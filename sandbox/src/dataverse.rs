@@ -91,6 +91,7 @@ impl Dataverse {
         stats.entity_requests = self.entity_requests.load(Ordering::SeqCst);
         stats.row_requests = self.tables.requests();
         stats.trigger_calls_per_minute = self.calls_per_minute.lock().unwrap().clone();
+        stats.sent_during_pause = self.protection.sent_during_pause();
     }
 
     pub(crate) fn reset(&self) {

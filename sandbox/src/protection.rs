@@ -22,6 +22,7 @@
 //! answered at admission, before the request runs ([`crate::dataverse`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ pub(crate) struct Remaining {
 #[derive(Default)]
 pub(crate) struct Protection {
     users: Mutex<HashMap<String, Usage>>,
+    /// Requests that arrived during a pause, after the 429 that began it.
+    sent_during_pause: AtomicU64,
 }
 
 #[derive(Default)]
@@ -101,6 +104,7 @@ impl Protection {
         };
         if let Some(pause) = usage.pause.as_mut().filter(|p| now < p.until) {
             if arrived > pause.since {
+                self.sent_during_pause.fetch_add(1, Ordering::SeqCst);
                 let left = pause.until - now;
                 let grown = left.mul_f64(1.0 + limits.pause_growth.unwrap_or(1.0).max(0.0));
                 pause.until = now + grown.min(window.max(LONGEST_PAUSE).max(left));
@@ -144,8 +148,13 @@ impl Protection {
         Ok(remaining(usage))
     }
 
+    pub(crate) fn sent_during_pause(&self) -> u64 {
+        self.sent_during_pause.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn reset(&self) {
         self.users.lock().unwrap().clear();
+        self.sent_during_pause.store(0, Ordering::SeqCst);
     }
 }
 

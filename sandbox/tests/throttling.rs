@@ -93,6 +93,7 @@ async fn a_budget_429s_retry_after_grows_while_the_caller_keeps_sending() {
     assert!(retry_afters.windows(2).all(|w| w[1] > w[0]), "the Retry-After grows: {retry_afters:?}");
     assert!(retry_afters[3] >= 12, "about doubling with each call: {retry_afters:?}");
     assert_eq!(s.accepted().len(), 2);
+    assert_eq!(s.stats().sent_during_pause, 3, "the calls sent after the first 429");
 }
 
 #[tokio::test]
@@ -104,6 +105,7 @@ async fn a_caller_that_waits_out_the_retry_after_is_let_in_and_calls_in_flight_d
     let (second, third) = tokio::join!(trigger(&s, &t), trigger(&s, &t));
     assert_eq!((second.status, third.status), (429, 429));
     assert_eq!(second.retry_after, third.retry_after, "a call that arrived before the first 429 was answered does not lengthen the pause");
+    assert_eq!(s.stats().sent_during_pause, 0);
     let retry_after = second.retry_after.unwrap();
     assert!((1..=2).contains(&retry_after), "{second:?}");
     tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(50)).await;
