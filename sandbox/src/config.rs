@@ -6,6 +6,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::dataverse::DataverseFaults;
+use crate::entra::EntraFaults;
+use crate::protection::Limits;
+use crate::secrets_manager::SecretsFaults;
+use crate::sqs::SqsFaults;
+
 /// Everything the sandbox is started with.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -17,7 +23,8 @@ pub struct SandboxConfig {
     pub triggers: Vec<TriggerDef>,
     /// Table rows by entity set (`contacts`, `leads`): what identity lookups find (SPEC §14).
     pub rows: BTreeMap<String, Vec<Value>>,
-    /// Lifetime of issued tokens (default 3599 s).
+    /// Lifetime of issued tokens; when unset each is drawn from 60–90 minutes
+    /// (`expires_in` 3600–5400), as Entra's are.
     pub token_lifetime_secs: Option<u64>,
     pub faults: Faults,
     /// Seed of the fault dice, so runs are repeatable.
@@ -74,7 +81,10 @@ fn string_type() -> String {
     "String".into()
 }
 
-/// Faults injected into Dataverse calls (and, where named, Entra and Secrets Manager).
+/// Faults injected into Dataverse calls (and, where named, Entra, Secrets
+/// Manager and SQS): the document `sandbox/config.json`, `/_sandbox/faults` and
+/// [`Sandbox::set_faults`](crate::Sandbox::set_faults) take. Each service keeps
+/// its own part ([`Faults::split`]).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -123,9 +133,101 @@ pub struct Faults {
     pub budget_requests: Option<usize>,
     /// The budget's window (default 300 s, Dataverse's).
     pub budget_window_secs: Option<u64>,
+    /// Dataverse's execution-time budget per application user: at most this many
+    /// ms of combined execution time (the latency the sandbox gives each request)
+    /// per `budget_window_secs`; once spent — met late, the request that passes it
+    /// is accepted — 429 `0x80072321` with a Retry-After until the window has room.
+    pub budget_time_ms: Option<u64>,
+    /// After a budget 429 (`budget_requests` or `budget_time_ms`) the application
+    /// user is paused for its Retry-After; each request it sends during the pause
+    /// is answered 429 and lengthens what is left of the pause by this share
+    /// (default 1.0: doubles it, up to 300 s or the window; 0 keeps it as it was).
+    pub budget_pause_growth: Option<f64>,
+    /// Share of tokens Entra issues with a short lifetime (`short_token_secs`).
+    pub short_token_rate: f64,
+    /// The short lifetime (default 300 s).
+    pub short_token_secs: Option<u64>,
     /// Client ids whose application user lacks the privilege: Dataverse answers
     /// their trigger calls and table requests 403 `0x80040220` (the token is issued).
     pub forbidden_clients: Vec<String>,
+}
+
+/// Each service's part of a [`Faults`] document.
+pub(crate) struct FaultsByService {
+    pub entra: EntraFaults,
+    pub dataverse: DataverseFaults,
+    pub secrets_manager: SecretsFaults,
+    pub sqs: SqsFaults,
+}
+
+impl Faults {
+    /// The document cut into each service's part.
+    pub(crate) fn split(self) -> FaultsByService {
+        FaultsByService {
+            entra: EntraFaults { status: self.token_status, short_token_rate: self.short_token_rate, short_token_secs: self.short_token_secs },
+            dataverse: DataverseFaults {
+                latency_ms: self.latency_ms,
+                latency_jitter_ms: self.latency_jitter_ms,
+                throttle_rate: self.throttle_rate,
+                retry_after_secs: self.retry_after_secs,
+                error_rate: self.error_rate,
+                unavailable_rate: self.unavailable_rate,
+                drop_rate: self.drop_rate,
+                slow_rate: self.slow_rate,
+                slow_ms: self.slow_ms,
+                script: self.script,
+                max_concurrency: self.max_concurrency,
+                dop_hint: self.dop_hint,
+                metadata_status: self.metadata_status,
+                entities_status: self.entities_status,
+                rows_script: self.rows_script,
+                rows_latency_ms: self.rows_latency_ms,
+                forbidden_clients: self.forbidden_clients,
+                limits: Limits {
+                    requests: self.budget_requests,
+                    window_secs: self.budget_window_secs,
+                    time_ms: self.budget_time_ms,
+                    pause_growth: self.budget_pause_growth,
+                },
+            },
+            secrets_manager: SecretsFaults { status: self.secrets_status },
+            sqs: SqsFaults { status: self.sqs_status, refuse_rate: self.sqs_refuse_rate },
+        }
+    }
+
+    /// The document the services' parts make (what `GET /_sandbox/faults` answers).
+    pub(crate) fn join(parts: FaultsByService) -> Faults {
+        let FaultsByService { entra, dataverse: d, secrets_manager, sqs } = parts;
+        Faults {
+            latency_ms: d.latency_ms,
+            latency_jitter_ms: d.latency_jitter_ms,
+            throttle_rate: d.throttle_rate,
+            retry_after_secs: d.retry_after_secs,
+            error_rate: d.error_rate,
+            unavailable_rate: d.unavailable_rate,
+            drop_rate: d.drop_rate,
+            slow_rate: d.slow_rate,
+            slow_ms: d.slow_ms,
+            script: d.script,
+            max_concurrency: d.max_concurrency,
+            dop_hint: d.dop_hint,
+            token_status: entra.status,
+            secrets_status: secrets_manager.status,
+            sqs_status: sqs.status,
+            sqs_refuse_rate: sqs.refuse_rate,
+            metadata_status: d.metadata_status,
+            entities_status: d.entities_status,
+            rows_script: d.rows_script,
+            rows_latency_ms: d.rows_latency_ms,
+            budget_requests: d.limits.requests,
+            budget_window_secs: d.limits.window_secs,
+            budget_time_ms: d.limits.time_ms,
+            budget_pause_growth: d.limits.pause_growth,
+            forbidden_clients: d.forbidden_clients,
+            short_token_rate: entra.short_token_rate,
+            short_token_secs: entra.short_token_secs,
+        }
+    }
 }
 
 /// One table-row request (lookup, create, update) as the sandbox received it.
@@ -189,6 +291,11 @@ pub struct Stats {
     /// activations against its ceiling of about 2,500 a minute.
     #[serde(default)]
     pub trigger_calls_per_minute: BTreeMap<String, u64>,
+    /// Requests an application user sent while paused by a budget 429 it had
+    /// already been answered (each lengthened the pause; calls in flight at the
+    /// 429 are not counted).
+    #[serde(default)]
+    pub sent_during_pause: u64,
 }
 
 impl Stats {

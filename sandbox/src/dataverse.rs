@@ -1,17 +1,130 @@
 //! The Dataverse Web API: custom-trigger calls checked against the trigger
-//! definitions, with the faults of [`Faults`](crate::Faults) injected.
+//! definitions, with the faults of [`Faults`](crate::Faults) injected; the
+//! `customapis` metadata query; and the state of the emulated Dataverse (its
+//! triggers, tables, service protection limits and what it received).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::config::{Signal, TriggerDef};
+use crate::protection::{self, Limits, Protection};
+use crate::rows::Tables;
 use crate::{dataverse_error, empty, timestamp, Answer, Dropped, Reply, State};
 
+/// The faults of [`Faults`](crate::Faults) that Dataverse injects (see there for each).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct DataverseFaults {
+    pub latency_ms: u64,
+    pub latency_jitter_ms: u64,
+    pub throttle_rate: f64,
+    pub retry_after_secs: Option<u64>,
+    pub error_rate: f64,
+    pub unavailable_rate: f64,
+    pub drop_rate: f64,
+    pub slow_rate: f64,
+    pub slow_ms: u64,
+    pub script: Vec<u16>,
+    pub max_concurrency: Option<usize>,
+    pub dop_hint: Option<usize>,
+    pub metadata_status: Option<u16>,
+    pub entities_status: Option<u16>,
+    pub rows_script: Vec<u16>,
+    pub rows_latency_ms: u64,
+    pub forbidden_clients: Vec<String>,
+    /// The service protection limits (`budget_*`).
+    pub limits: Limits,
+}
+
+/// What the emulated Dataverse holds and has seen.
+pub(crate) struct Dataverse {
+    triggers: Mutex<HashMap<String, TriggerDef>>,
+    pub(crate) tables: Tables,
+    pub(crate) faults: Mutex<DataverseFaults>,
+    /// The fault dice (and the ids of created rows), seeded so runs repeat.
+    pub(crate) dice: Mutex<fastrand::Rng>,
+    pub(crate) protection: Protection,
+    signals: Mutex<Vec<Signal>>,
+    calls_by_status: Mutex<BTreeMap<u16, u64>>,
+    calls_per_minute: Mutex<BTreeMap<String, u64>>,
+    metadata_requests: AtomicU64,
+    /// `EntityDefinitions` queries received (SPEC §19).
+    pub(crate) entity_requests: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl Dataverse {
+    pub(crate) fn new(tables: Tables, seed: u64) -> Dataverse {
+        Dataverse {
+            triggers: Mutex::new(HashMap::new()),
+            tables,
+            faults: Mutex::new(DataverseFaults::default()),
+            dice: Mutex::new(fastrand::Rng::with_seed(seed)),
+            protection: Protection::default(),
+            signals: Mutex::new(Vec::new()),
+            calls_by_status: Mutex::new(BTreeMap::new()),
+            calls_per_minute: Mutex::new(BTreeMap::new()),
+            metadata_requests: AtomicU64::new(0),
+            entity_requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn set_triggers(&self, triggers: Vec<TriggerDef>) {
+        *self.triggers.lock().unwrap() = triggers.into_iter().map(|t| (t.name.clone(), t)).collect();
+    }
+
+    pub(crate) fn signals(&self) -> Vec<Signal> {
+        self.signals.lock().unwrap().clone()
+    }
+
+    /// Fills Dataverse's part of the stats.
+    pub(crate) fn stats(&self, stats: &mut crate::Stats) {
+        stats.calls_by_status = self.calls_by_status.lock().unwrap().clone();
+        stats.max_concurrency_seen = self.max_in_flight.load(Ordering::SeqCst);
+        stats.metadata_requests = self.metadata_requests.load(Ordering::SeqCst);
+        stats.entity_requests = self.entity_requests.load(Ordering::SeqCst);
+        stats.row_requests = self.tables.requests();
+        stats.trigger_calls_per_minute = self.calls_per_minute.lock().unwrap().clone();
+        stats.sent_during_pause = self.protection.sent_during_pause();
+    }
+
+    pub(crate) fn reset(&self) {
+        self.protection.reset();
+        self.signals.lock().unwrap().clear();
+        self.calls_by_status.lock().unwrap().clear();
+        self.calls_per_minute.lock().unwrap().clear();
+        self.metadata_requests.store(0, Ordering::SeqCst);
+        self.entity_requests.store(0, Ordering::SeqCst);
+        self.tables.reset();
+        self.max_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// A trigger call received now, in its UTC minute.
+    fn count_minute(&self) {
+        let minute = chrono::Utc::now().format("%Y-%m-%dT%H:%M").to_string();
+        *self.calls_per_minute.lock().unwrap().entry(minute).or_default() += 1;
+    }
+
+    fn count(&self, status: u16) {
+        *self.calls_by_status.lock().unwrap().entry(status).or_default() += 1;
+    }
+
+    /// A request of the holder of `token` past the service protection limits
+    /// (SPEC §17.2): what it has left, or the 429 to answer.
+    pub(crate) fn admit(&self, client: &str, arrived: Instant, executed: Duration) -> Result<protection::Remaining, Box<Reply>> {
+        let limits = self.faults.lock().unwrap().limits.clone();
+        self.protection.admit(&limits, client, arrived, executed)
+    }
+}
+
 /// Decrements the in-flight count however the call ends.
-struct InFlight<'a>(&'a State);
+struct InFlight<'a>(&'a Dataverse);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -19,23 +132,23 @@ impl Drop for InFlight<'_> {
 }
 
 pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> Answer {
+    let arrived = Instant::now();
+    let dataverse = &state.dataverse;
     let authorization = headers.get("authorization").map(String::as_str);
-    state.count_minute();
-    let now_in_flight = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    let _guard = InFlight(state);
-    state.max_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
-    let faults = state.faults.lock().unwrap().clone();
+    dataverse.count_minute();
+    let now_in_flight = dataverse.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _guard = InFlight(dataverse);
+    dataverse.max_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
+    let faults = dataverse.faults.lock().unwrap().clone();
     let (roll, jitter, slow) = {
-        let mut dice = state.dice.lock().unwrap();
+        let mut dice = dataverse.dice.lock().unwrap();
         (dice.f64(), if faults.latency_jitter_ms > 0 { dice.u64(0..=faults.latency_jitter_ms) } else { 0 }, dice.f64() < faults.slow_rate)
     };
-    let client_id = {
-        let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-        state.token_clients.lock().unwrap().get(token).cloned().unwrap_or_default()
-    };
+    let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    let client_id = state.entra.holder(token);
     let record = |status: u16, body: Value| {
-        state.count(status);
-        state.signals.lock().unwrap().push(Signal {
+        dataverse.count(status);
+        dataverse.signals.lock().unwrap().push(Signal {
             trigger: trigger.to_string(),
             path: path.to_string(),
             headers: headers
@@ -72,12 +185,12 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let scripted = {
-        let mut faults = state.faults.lock().unwrap();
+        let mut faults = dataverse.faults.lock().unwrap();
         (!faults.script.is_empty()).then(|| faults.script.remove(0))
     };
     match scripted {
         Some(0) => {
-            state.count(0);
+            dataverse.count(0);
             return Err(Dropped);
         }
         Some(429) => {
@@ -92,7 +205,7 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
     }
     let mut edge = faults.drop_rate;
     if roll < edge {
-        state.count(0);
+        dataverse.count(0);
         return Err(Dropped);
     }
     edge += faults.throttle_rate;
@@ -111,39 +224,46 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
         return Ok(dataverse_error(503, "0x80044151", "The service is temporarily unavailable (sandbox fault)."));
     }
 
-    let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-    let valid = state.tokens.lock().unwrap().get(token).is_some_and(|(expires, _)| *expires > Instant::now());
-    if !valid {
+    if !state.entra.is_valid(token) {
         record(401, parsed);
-        let mut r = dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired.");
-        r.headers_mut()
-            .insert("www-authenticate", "Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize".parse().expect("a header value"));
-        return Ok(r);
+        return Ok(unauthenticated());
     }
     if let Some(reply) = forbidden(&faults, &client_id) {
         record(403, parsed);
         return Ok(reply);
     }
-    if let Some(reply) = over_budget(state, token) {
-        record(429, parsed);
-        return Ok(reply);
-    }
-    let definition = state.triggers.lock().unwrap().get(trigger).cloned();
+    // The request and time budgets are met late: after the call has run.
+    let remaining = match dataverse.admit(&client_id, arrived, Duration::from_millis(delay)) {
+        Ok(remaining) => remaining,
+        Err(reply) => {
+            record(429, parsed);
+            return Ok(*reply);
+        }
+    };
+    let definition = dataverse.triggers.lock().unwrap().get(trigger).cloned();
     let Some(definition) = definition else {
         record(404, parsed);
-        return Ok(dataverse_error(404, "0x8006088a", &format!("Resource not found for the segment '{trigger}'.")));
+        return Ok(protection::with_headers(dataverse_error(404, "0x8006088a", &format!("Resource not found for the segment '{trigger}'.")), remaining));
     };
     let problem = check_body(&definition, &parsed);
     match problem {
         Some((code, message)) => {
             record(400, parsed);
-            Ok(with_hint(dataverse_error(400, code, &message)))
+            Ok(protection::with_headers(with_hint(dataverse_error(400, code, &message)), remaining))
         }
         None => {
             record(204, parsed);
-            Ok(with_hint(empty(204)))
+            Ok(protection::with_headers(with_hint(empty(204)), remaining))
         }
     }
+}
+
+/// Dataverse's 401 for a missing, unknown or expired token.
+pub(crate) fn unauthenticated() -> Reply {
+    let mut r = dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired.");
+    r.headers_mut()
+        .insert("www-authenticate", "Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize".parse().expect("a header value"));
+    r
 }
 
 /// The system parameters of a custom trigger: the first four on every
@@ -190,16 +310,21 @@ fn type_code(kind: &str) -> i64 {
 /// `GET /api/data/v9.2/customapis?$filter=uniquename eq '…'&$select=…&$expand=CustomAPIRequestParameters(…)`:
 /// a trigger's definition as Dataverse describes it (SPEC §13), or `{"value": []}`.
 pub(crate) fn custom_apis(state: &State, query: &str, headers: &BTreeMap<String, String>) -> Reply {
-    state.metadata_requests.fetch_add(1, Ordering::SeqCst);
+    let dataverse = &state.dataverse;
+    dataverse.metadata_requests.fetch_add(1, Ordering::SeqCst);
     let token = headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-    let valid = state.tokens.lock().unwrap().get(token).is_some_and(|(expires, _)| *expires > Instant::now());
-    if !valid {
+    if !state.entra.is_valid(token) {
         return dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired.");
     }
-    if let Some(reply) = over_budget(state, token) {
-        return reply;
-    }
-    if let Some(status) = state.faults.lock().unwrap().metadata_status {
+    let remaining = match dataverse.admit(&state.entra.holder(token), Instant::now(), Duration::ZERO) {
+        Ok(remaining) => remaining,
+        Err(reply) => return *reply,
+    };
+    protection::with_headers(definitions(dataverse, query), remaining)
+}
+
+fn definitions(dataverse: &Dataverse, query: &str) -> Reply {
+    if let Some(status) = dataverse.faults.lock().unwrap().metadata_status {
         return match status {
             403 => dataverse_error(403, "0x80040220", "Principal user is missing prvReadCustomAPI privilege (sandbox fault)."),
             s => dataverse_error(s, "0x80040216", &format!("Scripted metadata answer {s}.")),
@@ -216,7 +341,7 @@ pub(crate) fn custom_apis(state: &State, query: &str, headers: &BTreeMap<String,
         return dataverse_error(400, "0x80060888", "This sandbox answers customapis queries that $expand CustomAPIRequestParameters.");
     }
     // Dataverse compares unique names without regard to case here; the trigger call does not.
-    let definition = state.triggers.lock().unwrap().values().find(|t| t.name.eq_ignore_ascii_case(&name)).cloned();
+    let definition = dataverse.triggers.lock().unwrap().values().find(|t| t.name.eq_ignore_ascii_case(&name)).cloned();
     let rows: Vec<Value> = definition
         .map(|d| {
             let parameters: Vec<Value> = parameters_of(&d)
@@ -279,36 +404,8 @@ fn type_matches(kind: &str, entity: Option<&str>, value: &Value) -> bool {
     }
 }
 
-/// Dataverse's request budget per application user (SPEC §17.2), when the
-/// faults set one: every request counts (trigger calls, lookups, rows, metadata
-/// reads); once `budget_requests` were accepted within the sliding window,
-/// 429 `0x80072322` with a Retry-After until it has room.
-pub(crate) fn over_budget(state: &State, token: &str) -> Option<Reply> {
-    let (limit, window) = {
-        let faults = state.faults.lock().unwrap();
-        (faults.budget_requests?, Duration::from_secs(faults.budget_window_secs.unwrap_or(300).max(1)))
-    };
-    let client = state.token_clients.lock().unwrap().get(token).cloned().unwrap_or_default();
-    let now = Instant::now();
-    let mut usage = state.budget_usage.lock().unwrap();
-    let used = usage.entry(client).or_default();
-    while used.front().is_some_and(|t| now.duration_since(*t) >= window) {
-        used.pop_front();
-    }
-    if used.len() < limit {
-        used.push_back(now);
-        return None;
-    }
-    let room_in = used.front().map_or(Duration::ZERO, |oldest| (*oldest + window).saturating_duration_since(now));
-    drop(usage);
-    let mut r =
-        dataverse_error(429, "0x80072322", &format!("Number of requests exceeded the limit of {limit} over time window of {} seconds.", window.as_secs()));
-    r.headers_mut().insert("retry-after", room_in.as_secs_f64().ceil().max(1.0).to_string().parse().expect("a header value"));
-    Some(r)
-}
-
 /// A 403 for an application user that lacks the privilege (`forbidden_clients`), as Dataverse answers it.
-pub(crate) fn forbidden(faults: &crate::config::Faults, client_id: &str) -> Option<Reply> {
+pub(crate) fn forbidden(faults: &DataverseFaults, client_id: &str) -> Option<Reply> {
     faults.forbidden_clients.iter().any(|c| c == client_id).then(|| {
         dataverse_error(
             403,

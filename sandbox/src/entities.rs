@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -167,16 +167,21 @@ impl Definition {
 /// `GET /api/data/v9.2/EntityDefinitions?$filter=EntitySetName eq '{set}'&$select=…&$expand=Attributes(…),Keys(…),ManyToOneRelationships(…)`.
 /// Custom columns seeded rows carry (`new_customernumber`) are listed as String columns.
 pub(crate) fn entity_definitions(state: &State, query: &str, headers: &BTreeMap<String, String>) -> Reply {
-    state.entity_requests.fetch_add(1, Ordering::SeqCst);
+    let dataverse = &state.dataverse;
+    dataverse.entity_requests.fetch_add(1, Ordering::SeqCst);
     let token = headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-    let valid = state.tokens.lock().unwrap().get(token).is_some_and(|(expires, _)| *expires > Instant::now());
-    if !valid {
+    if !state.entra.is_valid(token) {
         return dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired.");
     }
-    if let Some(reply) = crate::dataverse::over_budget(state, token) {
-        return reply;
-    }
-    if let Some(status) = state.faults.lock().unwrap().entities_status {
+    let remaining = match dataverse.admit(&state.entra.holder(token), Instant::now(), Duration::ZERO) {
+        Ok(remaining) => remaining,
+        Err(reply) => return *reply,
+    };
+    crate::protection::with_headers(describe(state, query), remaining)
+}
+
+fn describe(state: &State, query: &str) -> Reply {
+    if let Some(status) = state.dataverse.faults.lock().unwrap().entities_status {
         return match status {
             403 => dataverse_error(403, "0x80040220", "Principal user is missing prvReadEntity privilege (sandbox fault)."),
             s => dataverse_error(s, "0x80040216", &format!("Scripted metadata answer {s}.")),
@@ -201,7 +206,7 @@ pub(crate) fn entity_definitions(state: &State, query: &str, headers: &BTreeMap<
     let rows: Vec<Value> = definition(set)
         .map(|d| {
             let mut columns: Vec<(String, String)> = d.all_columns().into_iter().map(|(c, t)| (c.to_string(), t.to_string())).collect();
-            let seeded = state.rows.lock().unwrap().get(set).cloned().unwrap_or_default();
+            let seeded = state.dataverse.tables.rows(set);
             for row in &seeded {
                 for column in row.as_object().into_iter().flat_map(|o| o.keys()) {
                     if !column.starts_with('_') && !columns.iter().any(|(c, _)| c == column) {

@@ -10,15 +10,15 @@ mod config;
 mod dataverse;
 mod entities;
 mod entra;
+mod protection;
 mod rows;
 mod secrets_manager;
 mod sqs;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -31,38 +31,12 @@ use tokio::net::TcpListener;
 pub use config::{App, Faults, Parameter, RowRequest, SandboxConfig, Signal, Stats, TokenRequest, TriggerDef};
 pub use sqs::{QueuedMessage, VisibilityChange};
 
-struct StoredSecret {
-    value: String,
-    version: u64,
-}
-
+/// The emulated services, each with its own state and faults.
 struct State {
-    secrets: Mutex<BTreeMap<String, StoredSecret>>,
-    apps: Mutex<Vec<App>>,
-    triggers: Mutex<HashMap<String, TriggerDef>>,
-    token_lifetime: Mutex<Duration>,
-    faults: Mutex<Faults>,
-    dice: Mutex<fastrand::Rng>,
-    tokens: Mutex<HashMap<String, (Instant, String)>>,
-    /// The application user (client id) each token was issued to.
-    token_clients: Mutex<HashMap<String, String>>,
-    /// Accepted trigger calls per application user within the budget's window.
-    budget_usage: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
-    signals: Mutex<Vec<Signal>>,
-    token_log: Mutex<Vec<TokenRequest>>,
-    calls_by_status: Mutex<BTreeMap<u16, u64>>,
-    calls_per_minute: Mutex<BTreeMap<String, u64>>,
-    token_requests: AtomicU64,
-    secret_requests: AtomicU64,
-    metadata_requests: AtomicU64,
-    /// `EntityDefinitions` queries received (SPEC §19).
-    entity_requests: AtomicU64,
-    rows: Mutex<BTreeMap<String, Vec<Value>>>,
-    row_log: Mutex<Vec<RowRequest>>,
-    row_requests: AtomicU64,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    queues: Mutex<sqs::Queues>,
+    secrets_manager: secrets_manager::SecretsManager,
+    entra: entra::Entra,
+    dataverse: dataverse::Dataverse,
+    sqs: sqs::Sqs,
 }
 
 /// A running sandbox; stopped when dropped.
@@ -105,38 +79,20 @@ impl Sandbox {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
-            secrets: Mutex::new(BTreeMap::new()),
-            apps: Mutex::new(Vec::new()),
-            triggers: Mutex::new(HashMap::new()),
-            token_lifetime: Mutex::new(Duration::from_secs(config.token_lifetime_secs.unwrap_or(3599))),
-            faults: Mutex::new(config.faults.clone()),
-            dice: Mutex::new(fastrand::Rng::with_seed(config.seed)),
-            tokens: Mutex::new(HashMap::new()),
-            token_clients: Mutex::new(HashMap::new()),
-            budget_usage: Mutex::new(HashMap::new()),
-            signals: Mutex::new(Vec::new()),
-            token_log: Mutex::new(Vec::new()),
-            calls_by_status: Mutex::new(BTreeMap::new()),
-            calls_per_minute: Mutex::new(BTreeMap::new()),
-            token_requests: AtomicU64::new(0),
-            secret_requests: AtomicU64::new(0),
-            metadata_requests: AtomicU64::new(0),
-            entity_requests: AtomicU64::new(0),
-            rows: Mutex::new(rows::DEFAULT_SETS.iter().map(|s| (s.to_string(), Vec::new())).chain(config.rows.clone()).collect()),
-            row_log: Mutex::new(Vec::new()),
-            row_requests: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-            queues: Mutex::new(sqs::Queues::default()),
+            secrets_manager: secrets_manager::SecretsManager::default(),
+            entra: entra::Entra::new(config.token_lifetime_secs.map(Duration::from_secs), config.seed),
+            dataverse: dataverse::Dataverse::new(rows::Tables::new(config.rows.clone()), config.seed),
+            sqs: sqs::Sqs::new(config.seed),
         });
+        state.set_faults(config.faults.clone());
         let derived_apps = config.apps.is_empty();
         for (name, value) in &config.secrets {
             state.put_secret(name, value, derived_apps);
         }
         if !derived_apps {
-            *state.apps.lock().unwrap() = config.apps.clone();
+            state.entra.set_apps(config.apps.clone());
         }
-        state.set_triggers(config.triggers);
+        state.dataverse.set_triggers(config.triggers);
 
         let server_state = state.clone();
         let server = tokio::spawn(async move {
@@ -164,7 +120,7 @@ impl Sandbox {
 
     /// Every Dataverse call received, in order.
     pub fn signals(&self) -> Vec<Signal> {
-        self.state.signals.lock().unwrap().clone()
+        self.state.dataverse.signals()
     }
 
     /// The calls Dataverse accepted (204).
@@ -178,11 +134,11 @@ impl Sandbox {
 
     /// Every token request received, in order.
     pub fn token_requests(&self) -> Vec<TokenRequest> {
-        self.state.token_log.lock().unwrap().clone()
+        self.state.entra.log()
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        *self.state.faults.lock().unwrap() = faults;
+        self.state.set_faults(faults);
     }
 
     pub fn reset(&self) {
@@ -196,21 +152,22 @@ impl Sandbox {
 
     /// Replaces the app registrations Entra accepts.
     pub fn set_apps(&self, apps: Vec<App>) {
-        *self.state.apps.lock().unwrap() = apps;
+        self.state.entra.set_apps(apps);
     }
 
+    /// Fixes the lifetime of the tokens issued from now on (instead of 60–90 minutes drawn).
     pub fn set_token_lifetime(&self, lifetime: Duration) {
-        *self.state.token_lifetime.lock().unwrap() = lifetime;
+        self.state.entra.set_lifetime(lifetime);
     }
 
     /// The messages an emulated SQS queue holds (by name, e.g. `relay-events`), not yet received.
     pub fn queued(&self, queue: &str) -> Vec<QueuedMessage> {
-        self.state.queues.lock().unwrap().peek(queue)
+        self.state.sqs.queues.lock().unwrap().peek(queue)
     }
 
     /// The visibility changes the emulated SQS was asked for, in order.
     pub fn visibility_changes(&self) -> Vec<VisibilityChange> {
-        self.state.queues.lock().unwrap().visibility_changes.clone()
+        self.state.sqs.queues.lock().unwrap().visibility_changes.clone()
     }
 
     /// `{url}/000000000000/{name}`: a queue URL the emulated SQS serves.
@@ -220,102 +177,69 @@ impl Sandbox {
 
     /// Replaces the trigger definitions (a trigger republished with other parameters).
     pub fn set_triggers(&self, triggers: Vec<TriggerDef>) {
-        self.state.set_triggers(triggers);
+        self.state.dataverse.set_triggers(triggers);
     }
 
     /// Every table-row request received (identity lookups, creates, updates, row writes), in order.
     pub fn row_requests(&self) -> Vec<RowRequest> {
-        self.state.row_log.lock().unwrap().clone()
+        self.state.dataverse.tables.log()
     }
 
     /// The rows of an entity set as they are now (created and updated ones included).
     pub fn rows(&self, set: &str) -> Vec<Value> {
-        self.state.rows.lock().unwrap().get(set).cloned().unwrap_or_default()
+        self.state.dataverse.tables.rows(set)
     }
 
     /// Replaces the rows of an entity set.
     pub fn set_rows(&self, set: &str, rows: Vec<Value>) {
-        self.state.rows.lock().unwrap().insert(set.to_string(), rows);
+        self.state.dataverse.tables.set_rows(set, rows);
     }
 
     /// Forgets issued tokens (as if they had all expired).
     pub fn revoke_tokens(&self) {
-        self.state.tokens.lock().unwrap().clear();
+        self.state.entra.revoke();
     }
 }
 
 impl State {
+    /// Stores a secret; with `derive_app`, Entra accepts the application users it names.
     fn put_secret(&self, name: &str, value: &Value, derive_app: bool) {
-        let text = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let mut secrets = self.secrets.lock().unwrap();
-        let version = secrets.get(name).map_or(1, |s| s.version + 1);
-        secrets.insert(name.to_string(), StoredSecret { value: text, version });
+        let apps = self.secrets_manager.put(name, value);
         if derive_app {
-            // The top-level application user and each of `principals` (SPEC §17.3).
-            let parsed: Value = match value {
-                Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
-                other => other.clone(),
-            };
-            let mut derived: Vec<App> = serde_json::from_value::<App>(parsed.clone()).into_iter().collect();
-            for principal in parsed.get("principals").and_then(Value::as_array).into_iter().flatten() {
-                let mut entry = parsed.clone();
-                for field in ["client_id", "client_secret"] {
-                    entry[field] = principal.get(field).cloned().unwrap_or(Value::Null);
-                }
-                derived.extend(serde_json::from_value::<App>(entry));
-            }
-            let mut apps = self.apps.lock().unwrap();
-            for app in derived {
-                apps.retain(|a| a != &app);
-                apps.push(app);
-            }
+            self.entra.add_apps(apps);
         }
     }
 
-    fn set_triggers(&self, triggers: Vec<TriggerDef>) {
-        *self.triggers.lock().unwrap() = triggers.into_iter().map(|t| (t.name.clone(), t)).collect();
+    /// Hands each service its part of `faults`.
+    fn set_faults(&self, faults: Faults) {
+        let parts = faults.split();
+        *self.entra.faults.lock().unwrap() = parts.entra;
+        *self.dataverse.faults.lock().unwrap() = parts.dataverse;
+        *self.secrets_manager.faults.lock().unwrap() = parts.secrets_manager;
+        *self.sqs.faults.lock().unwrap() = parts.sqs;
+    }
+
+    /// The faults every service holds now, as one document.
+    fn faults(&self) -> Faults {
+        Faults::join(config::FaultsByService {
+            entra: self.entra.faults.lock().unwrap().clone(),
+            dataverse: self.dataverse.faults.lock().unwrap().clone(),
+            secrets_manager: self.secrets_manager.faults.lock().unwrap().clone(),
+            sqs: self.sqs.faults.lock().unwrap().clone(),
+        })
     }
 
     fn stats(&self) -> Stats {
-        Stats {
-            token_requests: self.token_requests.load(Ordering::SeqCst),
-            secret_requests: self.secret_requests.load(Ordering::SeqCst),
-            calls_by_status: self.calls_by_status.lock().unwrap().clone(),
-            max_concurrency_seen: self.max_in_flight.load(Ordering::SeqCst),
-            metadata_requests: self.metadata_requests.load(Ordering::SeqCst),
-            entity_requests: self.entity_requests.load(Ordering::SeqCst),
-            row_requests: self.row_requests.load(Ordering::SeqCst),
-            trigger_calls_per_minute: self.calls_per_minute.lock().unwrap().clone(),
-        }
+        let mut stats = Stats { token_requests: self.entra.requests(), secret_requests: self.secrets_manager.requests(), ..Stats::default() };
+        self.dataverse.stats(&mut stats);
+        stats
     }
 
     fn reset(&self) {
-        self.budget_usage.lock().unwrap().clear();
-        self.signals.lock().unwrap().clear();
-        self.token_log.lock().unwrap().clear();
-        self.calls_by_status.lock().unwrap().clear();
-        self.calls_per_minute.lock().unwrap().clear();
-        self.token_requests.store(0, Ordering::SeqCst);
-        self.secret_requests.store(0, Ordering::SeqCst);
-        *self.queues.lock().unwrap() = sqs::Queues::default();
-        self.metadata_requests.store(0, Ordering::SeqCst);
-        self.entity_requests.store(0, Ordering::SeqCst);
-        self.row_requests.store(0, Ordering::SeqCst);
-        self.row_log.lock().unwrap().clear();
-        self.max_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
-    }
-
-    /// A trigger call received now, in its UTC minute.
-    fn count_minute(&self) {
-        let minute = chrono::Utc::now().format("%Y-%m-%dT%H:%M").to_string();
-        *self.calls_per_minute.lock().unwrap().entry(minute).or_default() += 1;
-    }
-
-    fn count(&self, status: u16) {
-        *self.calls_by_status.lock().unwrap().entry(status).or_default() += 1;
+        self.dataverse.reset();
+        self.entra.reset();
+        self.secrets_manager.reset();
+        self.sqs.reset();
     }
 }
 

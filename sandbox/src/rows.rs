@@ -12,7 +12,8 @@
 //! assert the relay's cache; the `rows_*` faults apply here only.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -37,9 +38,48 @@ fn singular(set: &str) -> String {
     id_column(set).trim_end_matches("id").to_string()
 }
 
+/// The tables (entity set → rows) and the requests made of them.
+pub(crate) struct Tables {
+    pub(crate) rows: Mutex<BTreeMap<String, Vec<Value>>>,
+    log: Mutex<Vec<RowRequest>>,
+    requests: AtomicU64,
+}
+
+impl Tables {
+    /// The default sets, and the rows the config seeds.
+    pub(crate) fn new(seeded: BTreeMap<String, Vec<Value>>) -> Tables {
+        Tables {
+            rows: Mutex::new(DEFAULT_SETS.iter().map(|s| (s.to_string(), Vec::new())).chain(seeded).collect()),
+            log: Mutex::new(Vec::new()),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn rows(&self, set: &str) -> Vec<Value> {
+        self.rows.lock().unwrap().get(set).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn set_rows(&self, set: &str, rows: Vec<Value>) {
+        self.rows.lock().unwrap().insert(set.to_string(), rows);
+    }
+
+    pub(crate) fn log(&self) -> Vec<RowRequest> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn reset(&self) {
+        self.requests.store(0, Ordering::SeqCst);
+        self.log.lock().unwrap().clear();
+    }
+}
+
 pub(crate) fn is_table(state: &State, segment: &str) -> bool {
     let set = segment.split('(').next().unwrap_or(segment);
-    state.rows.lock().unwrap().contains_key(set)
+    state.dataverse.tables.rows.lock().unwrap().contains_key(set)
 }
 
 fn columns(rows: &[Value], set: &str) -> Vec<String> {
@@ -61,18 +101,21 @@ fn no_property(set: &str, name: &str) -> Reply {
 }
 
 fn new_id(state: &State) -> String {
-    let mut dice = state.dice.lock().unwrap();
+    let mut dice = state.dataverse.dice.lock().unwrap();
     let hex = |dice: &mut fastrand::Rng, n: usize| (0..n).map(|_| char::from_digit(dice.u32(0..16), 16).expect("a hex digit")).collect::<String>();
     format!("{}-{}-4{}-8{}-{}", hex(&mut dice, 8), hex(&mut dice, 4), hex(&mut dice, 3), hex(&mut dice, 3), hex(&mut dice, 12))
 }
 
 pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> Answer {
-    state.row_requests.fetch_add(1, Ordering::SeqCst);
+    let arrived = Instant::now();
+    let dataverse = &state.dataverse;
+    let tables = &dataverse.tables;
+    tables.requests.fetch_add(1, Ordering::SeqCst);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let log = |status: u16| {
         let kept = ["prefer", "if-match", "if-none-match", "content-type"];
-        state.row_log.lock().unwrap().push(RowRequest {
+        tables.log.lock().unwrap().push(RowRequest {
             method: method.to_string(),
             path: segment.to_string(),
             query: pairs.iter().cloned().collect(),
@@ -82,12 +125,12 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
             received_at: timestamp(),
         });
     };
-    let faults = state.faults.lock().unwrap().clone();
+    let faults = dataverse.faults.lock().unwrap().clone();
     if faults.rows_latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.rows_latency_ms)).await;
     }
     let scripted = {
-        let mut faults = state.faults.lock().unwrap();
+        let mut faults = dataverse.faults.lock().unwrap();
         (!faults.rows_script.is_empty()).then(|| faults.rows_script.remove(0))
     };
     match scripted {
@@ -108,19 +151,23 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
         _ => {}
     }
     let token = headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-    if state.tokens.lock().unwrap().get(token).is_none_or(|(expires, _)| *expires <= Instant::now()) {
+    if !state.entra.is_valid(token) {
         log(401);
         return Ok(dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired."));
     }
-    let client_id = state.token_clients.lock().unwrap().get(token).cloned().unwrap_or_default();
-    if let Some(reply) = crate::dataverse::forbidden(&state.faults.lock().unwrap(), &client_id) {
+    let client_id = state.entra.holder(token);
+    if let Some(reply) = crate::dataverse::forbidden(&faults, &client_id) {
         log(403);
         return Ok(reply);
     }
-    if let Some(reply) = crate::dataverse::over_budget(state, token) {
-        log(429);
-        return Ok(reply);
-    }
+    // The request and time budgets are met late: after the request has run.
+    let remaining = match dataverse.admit(&client_id, arrived, Duration::from_millis(faults.rows_latency_ms)) {
+        Ok(remaining) => remaining,
+        Err(reply) => {
+            log(429);
+            return Ok(*reply);
+        }
+    };
     let reply = match method {
         "GET" => query_rows(state, segment, &pairs),
         "POST" => create(state, segment, &parsed, headers),
@@ -128,13 +175,13 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
         _ => dataverse_error(405, "0x80060888", &format!("{method} is not supported on {segment} by this sandbox")),
     };
     log(reply.status().as_u16());
-    Ok(reply)
+    Ok(crate::protection::with_headers(reply, remaining))
 }
 
 /// `GET {set}?$select=a,b&$filter=attr eq 'value'&$top=n`.
 fn query_rows(state: &State, set: &str, pairs: &[(String, String)]) -> Reply {
     let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim().to_string());
-    let tables = state.rows.lock().unwrap();
+    let tables = state.dataverse.tables.rows.lock().unwrap();
     let rows = tables.get(set).cloned().unwrap_or_default();
     let known = columns(&rows, set);
     let select: Vec<String> = get("$select").map(|s| s.split(',').map(|c| c.trim().to_string()).collect()).unwrap_or_default();
@@ -393,7 +440,7 @@ fn created(set: &str, id: &str) -> Reply {
 
 /// `POST {set}`: a new row with a new id; 201 with it under `Prefer: return=representation`, else 204 + `OData-EntityId`.
 fn create(state: &State, set: &str, body: &Value, headers: &BTreeMap<String, String>) -> Reply {
-    let mut tables = state.rows.lock().unwrap();
+    let mut tables = state.dataverse.tables.rows.lock().unwrap();
     let mut row = match values(&tables, set, body) {
         Ok(row) => row,
         Err(reply) => return *reply,
@@ -415,7 +462,7 @@ fn update(state: &State, segment: &str, body: &Value, headers: &BTreeMap<String,
         Ok(a) => a,
         Err(reply) => return *reply,
     };
-    let mut tables = state.rows.lock().unwrap();
+    let mut tables = state.dataverse.tables.rows.lock().unwrap();
     let attributes = match values(&tables, &set, body) {
         Ok(values) => values,
         Err(reply) => return *reply,
@@ -425,7 +472,8 @@ fn update(state: &State, segment: &str, body: &Value, headers: &BTreeMap<String,
     let must_exist = headers.get("if-match").is_some_and(|v| v == "*");
     let must_not_exist = headers.get("if-none-match").is_some_and(|v| v == "*");
     match existing {
-        Some(_) if must_not_exist => dataverse_error(412, "0x80040237", "A record with matching key values already exists."),
+        // Dataverse answers this 412 with an empty error code.
+        Some(_) if must_not_exist => dataverse_error(412, "", "A record with matching key values already exists."),
         Some(position) => {
             if let Some(object) = rows[position].as_object_mut() {
                 object.extend(attributes);

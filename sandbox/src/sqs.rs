@@ -21,6 +21,8 @@
 //! ordering is not modelled for created queues.) This is the queue the burst
 //! bench drains: it answers in microseconds whatever its depth.
 
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -101,8 +103,35 @@ fn queue_name(request: &Value) -> Option<String> {
     url.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).map(str::to_string)
 }
 
+/// The faults of [`Faults`](crate::Faults) that SQS injects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct SqsFaults {
+    /// SQS answers this status to every call.
+    pub status: Option<u16>,
+    /// Share of SendMessageBatch entries SQS refuses (listed under `Failed`).
+    pub refuse_rate: f64,
+}
+
+/// What the emulated SQS holds.
+pub(crate) struct Sqs {
+    pub(crate) queues: Mutex<Queues>,
+    pub(crate) faults: Mutex<SqsFaults>,
+    /// The refusal dice, seeded so runs repeat.
+    dice: Mutex<fastrand::Rng>,
+}
+
+impl Sqs {
+    pub(crate) fn new(seed: u64) -> Sqs {
+        Sqs { queues: Mutex::new(Queues::default()), faults: Mutex::new(SqsFaults::default()), dice: Mutex::new(fastrand::Rng::with_seed(seed)) }
+    }
+
+    pub(crate) fn reset(&self) {
+        *self.queues.lock().unwrap() = Queues::default();
+    }
+}
+
 pub(crate) fn handle(state: &State, target: &str, body: &[u8], host: &str) -> Reply {
-    let status = state.faults.lock().unwrap().sqs_status;
+    let status = state.sqs.faults.lock().unwrap().status;
     if let Some(status) = status {
         return aws_error(status, "InternalError", "SQS is unavailable (sandbox fault).");
     }
@@ -145,8 +174,8 @@ fn send_message_batch(state: &State, queue: &str, request: &Value) -> Reply {
         return aws_error(400, "TooManyEntriesInBatchRequest", &format!("Maximum number of entries per request are 10. You have sent {}.", entries.len()));
     }
     let fifo = queue.ends_with(".fifo");
-    let refuse_rate = state.faults.lock().unwrap().sqs_refuse_rate;
-    let mut queues = state.queues.lock().unwrap();
+    let refuse_rate = state.sqs.faults.lock().unwrap().refuse_rate;
+    let mut queues = state.sqs.queues.lock().unwrap();
     let (mut successful, mut failed) = (Vec::new(), Vec::new());
     for entry in &entries {
         let id = entry.get("Id").and_then(Value::as_str).unwrap_or("").to_string();
@@ -164,7 +193,7 @@ fn send_message_batch(state: &State, queue: &str, request: &Value) -> Reply {
             failed.push(json!({"Id": id, "SenderFault": true, "Code": "InvalidParameterValue", "Message": "MessageDeduplicationId is for FIFO queues only."}));
             continue;
         }
-        if refuse_rate > 0.0 && state.dice.lock().unwrap().f64() < refuse_rate {
+        if refuse_rate > 0.0 && state.sqs.dice.lock().unwrap().f64() < refuse_rate {
             failed.push(json!({"Id": id, "SenderFault": false, "Code": "InternalError", "Message": "The entry was refused (sandbox fault)."}));
             continue;
         }
@@ -192,7 +221,7 @@ fn change_visibility(state: &State, queue: &str, entries: Vec<Value>, batch: boo
     if batch && !(1..=10).contains(&entries.len()) {
         return aws_error(400, "TooManyEntriesInBatchRequest", "A batch holds 1 to 10 entries.");
     }
-    let mut queues = state.queues.lock().unwrap();
+    let mut queues = state.sqs.queues.lock().unwrap();
     let mut successful = Vec::new();
     for entry in &entries {
         let (Some(handle), Some(timeout)) = (entry.get("ReceiptHandle").and_then(Value::as_str), entry.get("VisibilityTimeout").and_then(Value::as_u64)) else {
@@ -212,7 +241,7 @@ fn change_visibility(state: &State, queue: &str, entries: Vec<Value>, batch: boo
 
 fn receive_message(state: &State, queue: &str, request: &Value) -> Reply {
     let max = request.get("MaxNumberOfMessages").and_then(Value::as_u64).unwrap_or(1).clamp(1, 10) as usize;
-    let mut queues = state.queues.lock().unwrap();
+    let mut queues = state.sqs.queues.lock().unwrap();
     if queues.created.contains_key(queue) {
         return reply(200, &json!({ "Messages": lease(&mut queues, queue, max) }));
     }
@@ -264,7 +293,7 @@ fn create_queue(state: &State, request: &Value, host: &str) -> Reply {
         };
         Some((target, count))
     });
-    let mut queues = state.queues.lock().unwrap();
+    let mut queues = state.sqs.queues.lock().unwrap();
     let created = queues.created.entry(name.to_string()).or_default();
     created.visibility = visibility;
     created.redrive = redrive;
@@ -272,7 +301,7 @@ fn create_queue(state: &State, request: &Value, host: &str) -> Reply {
 }
 
 fn queue_attributes(state: &State, queue: &str) -> Reply {
-    let queues = state.queues.lock().unwrap();
+    let queues = state.sqs.queues.lock().unwrap();
     let now = std::time::Instant::now();
     let (visible, leased) = match queues.created.get(queue) {
         Some(c) => (c.stored.iter().filter(|m| m.visible_at <= now).count(), c.stored.iter().filter(|m| m.visible_at > now).count()),
@@ -354,7 +383,7 @@ fn delete_messages(state: &State, queue: &str, entries: Vec<Value>, batch: bool)
     if batch && !(1..=10).contains(&entries.len()) {
         return aws_error(400, "TooManyEntriesInBatchRequest", "A batch holds 1 to 10 entries.");
     }
-    let mut queues = state.queues.lock().unwrap();
+    let mut queues = state.sqs.queues.lock().unwrap();
     let (mut successful, mut failed) = (Vec::new(), Vec::new());
     for entry in &entries {
         let id = entry.get("Id").cloned().unwrap_or(Value::Null);
