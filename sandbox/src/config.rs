@@ -141,7 +141,7 @@ pub struct Faults {
     /// After a budget 429 (`budget_requests` or `budget_time_ms`) the application
     /// user is paused for its Retry-After; each request it sends during the pause
     /// is answered 429 and lengthens what is left of the pause by this share
-    /// (default 1.0: doubles it, up to 300 s or the window; 0 keeps it as it was).
+    /// (default 0.1, a tenth; 1.0 doubles it; up to 300 s or the window; 0 keeps it as it was).
     pub budget_pause_growth: Option<f64>,
     /// Share of tokens Entra issues with a short lifetime (`short_token_secs`).
     pub short_token_rate: f64,

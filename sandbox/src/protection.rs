@@ -10,8 +10,11 @@
 //!   application user is paused until then: each request it sends during the
 //!   pause (one that arrived after the 429 was answered, not one already in
 //!   flight) is answered 429 again and lengthens what is left of the pause by
-//!   `budget_pause_growth` (default 1: it doubles), up to five minutes (or the
-//!   window, when longer);
+//!   `budget_pause_growth` (default 0.1: a tenth of what is left, per request;
+//!   1 doubles it), up to five minutes (or the window, when longer). Microsoft
+//!   says only that "the duration will be extended": a tenth per request makes
+//!   a caller that keeps sending lose time without one stray request from another
+//!   execution environment turning into minutes;
 //! - every request an application user gets past them is answered with
 //!   `x-ms-ratelimit-burst-remaining-xrm-requests` and
 //!   `x-ms-ratelimit-time-remaining-xrm-requests` (seconds, `1,199.95`), counted
@@ -27,6 +30,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::{dataverse_error, Reply};
+
+/// What each request sent into a pause adds to what is left of it, as a share.
+pub const DEFAULT_PAUSE_GROWTH: f64 = 0.1;
 
 /// Dataverse's limits per user and web server (used for the headers when no budget is set).
 const REQUESTS: usize = 6_000;
@@ -106,7 +112,7 @@ impl Protection {
             if arrived > pause.since {
                 self.sent_during_pause.fetch_add(1, Ordering::SeqCst);
                 let left = pause.until - now;
-                let grown = left.mul_f64(1.0 + limits.pause_growth.unwrap_or(1.0).max(0.0));
+                let grown = left.mul_f64(1.0 + limits.pause_growth.unwrap_or(DEFAULT_PAUSE_GROWTH).max(0.0));
                 pause.until = now + grown.min(window.max(LONGEST_PAUSE).max(left));
             }
             let (code, message, until) = (pause.code, pause.message.clone(), pause.until);

@@ -78,7 +78,7 @@ fn patch(s: &Sandbox, token: &str, path: &str, body: Value) -> reqwest::RequestB
 
 #[tokio::test]
 async fn a_budget_429s_retry_after_grows_while_the_caller_keeps_sending() {
-    let s = sandbox_with(Faults { budget_requests: Some(2), budget_window_secs: Some(2), ..Faults::default() }).await;
+    let s = sandbox_with(Faults { budget_requests: Some(2), budget_window_secs: Some(2), budget_pause_growth: Some(1.0), ..Faults::default() }).await;
     let t = token(&s).await;
     assert_eq!([trigger(&s, &t).await.status, trigger(&s, &t).await.status], [204, 204]);
     let first = trigger(&s, &t).await;
