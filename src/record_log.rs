@@ -51,7 +51,7 @@ pub fn line(result: &RecordResult, receive_count: Option<u32>) -> Value {
         .actions
         .iter()
         .map(|a| {
-            json!({"destination": DEFAULT_DESTINATION, "kind": a.kind, "target": a.target, "status": a.status,
+            json!({"destination": if a.destination.is_empty() { DEFAULT_DESTINATION } else { &a.destination }, "kind": a.kind, "target": a.target, "status": a.status,
                    "code": a.code, "attempts": a.attempts, "ms": a.ms, "outcome": a.outcome})
         })
         .collect();
