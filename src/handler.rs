@@ -357,7 +357,8 @@ impl Relay {
             positions.insert(seen.index, decided.len());
             // Whether the mapping drops it or finds it invalid does not depend on the
             // destination: a stand-in trigger answers for the trigger chain here.
-            let top = MapContext { mapping: &settings.mapping, default_trigger: Some("routing_probe"), default_phone_region: settings.default_phone_region, now };
+            let top =
+                MapContext { mapping: &settings.mapping, default_trigger: Some("routing_probe"), default_phone_region: settings.default_phone_region, now };
             let probe = Record::of_event(seen.clone(), group.clone(), &event, &top, traced);
             let routes = match (&probe.job.work, &event) {
                 (Work::Done(Outcome::Dropped { .. } | Outcome::Invalid { .. }), _) | (_, Err(_)) => Vec::new(),
@@ -378,11 +379,27 @@ impl Relay {
                 let at = lanes.iter().position(|l| l.route.name == route.name).expect("a lane per route");
                 match &prepared[at] {
                     Err(error) => {
-                        let outcome = Outcome::Failed(error.clone().into());
-                        failures.push((at, result_of(seen.clone(), probe.trigger.clone(), outcome, 0)));
+                        let error: DeliveryError = error.clone().into();
+                        let mut result = result_of(seen.clone(), probe.trigger.clone(), Outcome::Failed(error.clone()), 0);
+                        result.trace.actions.push(ActionTrace {
+                            destination: String::new(),
+                            kind: "trigger",
+                            target: probe.trigger.clone().unwrap_or_default(),
+                            status: error.status(),
+                            code: error.code().map(str::to_string),
+                            attempts: 0,
+                            ms: 0,
+                            outcome: "failed",
+                        });
+                        failures.push((at, result));
                     }
                     Ok(p) => {
-                        let ctx = MapContext { mapping: &settings.mapping, default_trigger: p.default_trigger.as_deref(), default_phone_region: settings.default_phone_region, now };
+                        let ctx = MapContext {
+                            mapping: &settings.mapping,
+                            default_trigger: p.default_trigger.as_deref(),
+                            default_phone_region: settings.default_phone_region,
+                            now,
+                        };
                         let mut record = Record::of_event(seen.clone(), group.clone(), &event, &ctx, traced);
                         record.route(route, suffixed);
                         per_lane[at].push(record);
@@ -404,11 +421,7 @@ impl Relay {
                 by_record[positions[&result.index]].push((at, result));
             }
         }
-        decided
-            .into_iter()
-            .zip(by_record)
-            .map(|(decided, lanes_of)| decided.unwrap_or_else(|| merged(lanes, lanes_of)))
-            .collect()
+        decided.into_iter().zip(by_record).map(|(decided, lanes_of)| decided.unwrap_or_else(|| merged(lanes, lanes_of))).collect()
     }
 
     /// One destination's stages for its records: pauses and the ceiling, identity,

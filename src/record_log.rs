@@ -56,7 +56,8 @@ pub fn line(result: &RecordResult, receive_count: Option<u32>) -> Value {
         })
         .collect();
     line.insert("actions".into(), Value::Array(actions));
-    if let Some(reason) = result.outcome.detail().filter(|_| !result.outcome.is_success()) {
+    let explained = !matches!(result.outcome, Outcome::Delivered | Outcome::Duplicate | Outcome::DryRun { .. });
+    if let Some(reason) = result.outcome.detail().filter(|_| explained) {
         line.insert("reason".into(), json!(crate::redact::scrub(&reason)));
     }
     Value::Object(line)

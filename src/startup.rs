@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backlog::Backlog;
+use crate::config::secret::DEFAULT_DESTINATION;
 use crate::config::{ConfigError, Settings, WebhookAuth, WebhookMode};
 use crate::delivery::{PacerSettings, Pool};
 use crate::dynamics::ceiling::Ceiling;
 use crate::dynamics::Dynamics;
 use crate::enqueue::Queue;
-use crate::config::secret::DEFAULT_DESTINATION;
 use crate::handler::{Lane, Relay, Wiring};
 use crate::idempotency::Idempotency;
 use crate::identity::Identities;

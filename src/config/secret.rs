@@ -118,6 +118,7 @@ impl Credentials {
         })?;
         let destinations = raw.destinations.clone().unwrap_or_default();
         let mut credentials = Credentials::block(raw, SETTING, version)?;
+        let top_trigger = credentials.trigger_name.clone();
         for (name, block) in destinations {
             let at = format!("{SETTING}.destinations.{name}");
             let parsed = check_destination_name(&name)
@@ -131,7 +132,8 @@ impl Credentials {
                     if raw.webhook_secret.is_some() || raw.webhook_key.is_some() || raw.write_key.is_some() || raw.destinations.is_some() {
                         return Err(ConfigError::new(at.clone(), "sender secrets and destinations belong at the top level of the secret"));
                     }
-                    Credentials::block(raw, &at, version)
+                    // The trigger chain ends at the destination's trigger_name, else the top level's (SPEC §23.2).
+                    Credentials::block(raw, &at, version).map(|c| Credentials { trigger_name: c.trigger_name.or_else(|| top_trigger.clone()), ..c })
                 })
                 .map(std::sync::Arc::new);
             credentials.destinations.insert(name, parsed);
@@ -180,7 +182,10 @@ impl Credentials {
         match self.destinations.get(name) {
             Some(Ok(credentials)) => Ok(credentials.clone()),
             Some(Err(error)) => Err(error.clone()),
-            None => Err(ConfigError::new(format!("secret.destinations.{name}"), "is not in the secret: add the destination's block, or remove it from the mapping's destinations")),
+            None => Err(ConfigError::new(
+                format!("secret.destinations.{name}"),
+                "is not in the secret: add the destination's block, or remove it from the mapping's destinations",
+            )),
         }
     }
 

@@ -10,6 +10,7 @@ mod backlog;
 mod budget;
 mod ceiling;
 mod check_mapping;
+mod destinations;
 mod enqueue;
 mod idempotency;
 mod identity;
