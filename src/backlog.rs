@@ -324,6 +324,10 @@ pub fn reasons(result: &RecordResult, message: &SqsMessage, outcome: &str) -> Ve
     if let Some(id) = key.filter(|id| !id.is_empty()) {
         attributes.push(("d365-message-id".into(), text(id.to_string())));
     }
+    // The destinations whose actions did not succeed (SPEC §23.4), with several.
+    if !result.trace.unfinished.is_empty() {
+        attributes.push(("d365-destination".into(), text(result.trace.unfinished.join(","))));
+    }
     attributes.push(("d365-receive-count".into(), number(message.receive_count.to_string())));
     attributes
 }

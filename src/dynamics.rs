@@ -57,6 +57,8 @@ pub struct Dynamics {
     pub counters: Counters,
     /// The CI-J ceiling (SPEC §17.1): permits for trigger calls.
     ceiling: Ceiling,
+    /// The destination whose block of the secret it uses (SPEC §23.1).
+    destination: String,
 }
 
 #[derive(Default)]
@@ -142,7 +144,27 @@ impl Dynamics {
             max_dop: settings.max_in_flight.max(1),
             counters: Counters::default(),
             ceiling,
+            destination: crate::config::secret::DEFAULT_DESTINATION.to_string(),
         }
+    }
+
+    /// The adapter of destination `name`: its block of the secret (SPEC §23.1).
+    pub fn for_destination(mut self, name: &str) -> Self {
+        self.destination = name.to_string();
+        self
+    }
+
+    /// The destination it serves.
+    pub fn destination(&self) -> &str {
+        &self.destination
+    }
+
+    /// This destination's credentials in the secret `creds`, or the error confined to its block.
+    fn select(&self, creds: Arc<Credentials>) -> Result<Arc<Credentials>, SecretError> {
+        if self.destination == crate::config::secret::DEFAULT_DESTINATION {
+            return Ok(creds);
+        }
+        creds.destination(&self.destination).map_err(SecretError::Config)
     }
 
     /// Starts a new invocation: failures remembered for the previous one are forgotten.
@@ -161,7 +183,7 @@ impl Dynamics {
 
     /// The credentials, answered by `deadline`; the pool follows the secret's principals.
     pub async fn credentials_until(&self, deadline: Instant) -> Result<Arc<Credentials>, SecretError> {
-        let creds = self.secrets.get(self.current_invocation(), deadline).await?;
+        let creds = self.select(self.secrets.get(self.current_invocation(), deadline).await?)?;
         self.follow(&creds);
         Ok(creds)
     }
@@ -178,7 +200,8 @@ impl Dynamics {
     /// The Web API's base URL for `creds` (`D365_DATAVERSE_BASE_URL` when set).
     pub fn base_url(&self, creds: &Credentials) -> String {
         match &self.base_override {
-            Some(base) => base.clone(),
+            // `{org_url_host}` stands for each destination's host (SPEC §23.4: one sandbox, several environments).
+            Some(base) => base.replace("{org_url_host}", &creds.org_url_host),
             None => format!("https://{}", creds.org_url_host),
         }
     }
@@ -237,6 +260,7 @@ impl Dynamics {
                     match self.secrets.refresh(invocation, &creds.version, deadline).await {
                         Ok((fresh, true)) => {
                             tracing::info!(message = "Entra rejected the cached credentials; retrying with the rotated secret.", client_id = %client_id);
+                            let fresh = self.select(fresh).map_err(DeliveryError::from)?;
                             self.follow(&fresh);
                             creds = fresh;
                             continue;

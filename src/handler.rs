@@ -64,6 +64,19 @@ pub(crate) struct Wiring {
     pub(crate) identities: Arc<Identities>,
     /// Entity definitions read from Dataverse (SPEC §19).
     pub(crate) entities: Arc<Entities>,
+    /// The mapping's destinations (SPEC §23), each with its own adapter, pool
+    /// and caches; empty without a `destinations` section (the fields above
+    /// are then the one destination; with lanes, the first lane's).
+    pub(crate) lanes: Vec<Lane>,
+}
+
+/// One Dynamics environment of the mapping's `destinations` (SPEC §23).
+pub(crate) struct Lane {
+    pub(crate) route: crate::config::routes::Route,
+    pub(crate) destination: Destination,
+    pub(crate) schemas: Arc<Schemas>,
+    pub(crate) identities: Arc<Identities>,
+    pub(crate) entities: Arc<Entities>,
 }
 
 /// What one invocation works with, read once by [`Relay::prepare`].
@@ -87,7 +100,7 @@ impl Relay {
     /// The secret is read within the invocation's budget: a stalled Secrets
     /// Manager fails the records in time rather than outliving the invocation.
     async fn prepare(&self, budget: &Cutoffs) -> Result<Prepared<'_>, SecretError> {
-        let Wiring { settings, destination, schemas, identities, entities } = self.wiring.as_ref().map_err(|e| SecretError::Config(e.clone()))?;
+        let Wiring { settings, destination, schemas, identities, entities, .. } = self.wiring.as_ref().map_err(|e| SecretError::Config(e.clone()))?;
         let credentials = destination.credentials_until(budget.hard_cutoff).await?;
         let default_trigger = settings.default_trigger(&credentials);
         settings.mapping.check_triggers(default_trigger.as_deref())?;
@@ -267,6 +280,9 @@ impl Relay {
     /// Prepares the invocation, then maps and delivers its records; with a
     /// configuration error every record fails (never silently dropped).
     async fn prepare_and_process(&self, records: Vec<Incoming>, order: Order, budget: Cutoffs) -> Vec<RecordResult> {
+        if let Some(wiring) = self.wiring.as_ref().ok().filter(|w| !w.lanes.is_empty()) {
+            return self.process_routed(wiring, records, order, budget).await;
+        }
         match self.prepare(&budget).await {
             Ok(prepared) => self.process(&prepared, records, order, budget).await,
             Err(error) => {
@@ -296,12 +312,127 @@ impl Relay {
         // One record at a time: its body is parsed, mapped and dropped before the
         // next is read; what its result needs is kept apart (SPEC §9).
         let traced = settings.record_log != RecordLog::None;
-        let mut records: Vec<Record> = incoming.into_iter().map(|incoming| Record::mapped(incoming, &ctx, traced)).collect();
+        let records: Vec<Record> = incoming.into_iter().map(|incoming| Record::mapped(incoming, &ctx, traced)).collect();
+        self.run_lane(prepared, records, order, budget).await
+    }
+
+    /// Several Dynamics environments (SPEC §23.2): each record is mapped once to
+    /// know whether it is dropped or invalid, routed to the destinations that
+    /// match it, mapped again for each (its trigger chain and renames, its
+    /// rows and identify flags, its keys), and the destinations run side by
+    /// side, each through its own stages; a record's outcome is then read over
+    /// its destinations, a `best_effort` one never deciding it.
+    async fn process_routed(&self, wiring: &Wiring, incoming: Vec<Incoming>, order: Order, budget: Cutoffs) -> Vec<RecordResult> {
+        let settings = &wiring.settings;
+        let lanes = &wiring.lanes;
+        let prepared: Vec<Result<Prepared<'_>, SecretError>> = futures_util::future::join_all(lanes.iter().map(|lane| async move {
+            let credentials = lane.destination.credentials_until(budget.hard_cutoff).await?;
+            let default_trigger = settings.trigger_name.clone().or_else(|| credentials.trigger_name.clone());
+            Ok(Prepared {
+                settings,
+                destination: &lane.destination,
+                schemas: &lane.schemas,
+                identities: &lane.identities,
+                entities: &lane.entities,
+                credentials,
+                default_trigger,
+            })
+        }))
+        .await;
+        for (lane, prepared) in lanes.iter().zip(&prepared) {
+            if let Err(error) = prepared {
+                tracing::error!(message = "Destination unusable: its actions fail; the others go on.", destination = %lane.route.name, error = %error);
+            }
+        }
+        let now = Utc::now();
+        let traced = settings.record_log != RecordLog::None;
+        let suffixed = lanes.len() > 1;
+        let mut per_lane: Vec<Vec<Record>> = lanes.iter().map(|_| Vec::new()).collect();
+        // Per record: its result when no destination runs it, else the lanes it went to.
+        let mut decided: Vec<Option<RecordResult>> = Vec::with_capacity(incoming.len());
+        let mut failed_lane: Vec<Vec<(usize, RecordResult)>> = Vec::new();
+        let mut positions = std::collections::HashMap::new();
+        for incoming in incoming {
+            let (seen, group, event) = Seen::of(incoming);
+            positions.insert(seen.index, decided.len());
+            // Whether the mapping drops it or finds it invalid does not depend on the
+            // destination: a stand-in trigger answers for the trigger chain here.
+            let top =
+                MapContext { mapping: &settings.mapping, default_trigger: Some("routing_probe"), default_phone_region: settings.default_phone_region, now };
+            let probe = Record::of_event(seen.clone(), group.clone(), &event, &top, traced);
+            let routes = match (&probe.job.work, &event) {
+                (Work::Done(Outcome::Dropped { .. } | Outcome::Invalid { .. }), _) | (_, Err(_)) => Vec::new(),
+                (_, Ok(event)) => crate::config::routes::route(&settings.mapping.destinations, event, seen.event_name.as_deref()),
+            };
+            if routes.is_empty() {
+                let outcome = match probe.job.work {
+                    Work::Done(outcome @ (Outcome::Dropped { .. } | Outcome::Invalid { .. })) => outcome,
+                    _ => Outcome::Dropped { reason: "no destination of the mapping takes it".into() },
+                };
+                decided.push(Some(result_of(probe.seen, probe.trigger, outcome, 0)));
+                failed_lane.push(Vec::new());
+                continue;
+            }
+            decided.push(None);
+            let mut failures = Vec::new();
+            for route in routes {
+                let at = lanes.iter().position(|l| l.route.name == route.name).expect("a lane per route");
+                match &prepared[at] {
+                    Err(error) => {
+                        let error: DeliveryError = error.clone().into();
+                        let mut result = result_of(seen.clone(), probe.trigger.clone(), Outcome::Failed(error.clone()), 0);
+                        result.trace.actions.push(ActionTrace {
+                            destination: String::new(),
+                            kind: "trigger",
+                            target: probe.trigger.clone().unwrap_or_default(),
+                            status: error.status(),
+                            code: error.code().map(str::to_string),
+                            attempts: 0,
+                            ms: 0,
+                            outcome: "failed",
+                        });
+                        failures.push((at, result));
+                    }
+                    Ok(p) => {
+                        let ctx = MapContext {
+                            mapping: &settings.mapping,
+                            default_trigger: p.default_trigger.as_deref(),
+                            default_phone_region: settings.default_phone_region,
+                            now,
+                        };
+                        let mut record = Record::of_event(seen.clone(), group.clone(), &event, &ctx, traced);
+                        record.route(route, suffixed);
+                        per_lane[at].push(record);
+                    }
+                }
+            }
+            failed_lane.push(failures);
+        }
+        let ran = futures_util::future::join_all(per_lane.into_iter().zip(&prepared).enumerate().map(|(at, (records, prepared))| async move {
+            match prepared {
+                Ok(prepared) if !records.is_empty() => (at, self.run_lane(prepared, records, order, budget).await),
+                _ => (at, Vec::new()),
+            }
+        }))
+        .await;
+        let mut by_record: Vec<Vec<(usize, RecordResult)>> = failed_lane;
+        for (at, results) in ran {
+            for result in results {
+                by_record[positions[&result.index]].push((at, result));
+            }
+        }
+        decided.into_iter().zip(by_record).map(|(decided, lanes_of)| decided.unwrap_or_else(|| merged(lanes, lanes_of))).collect()
+    }
+
+    /// One destination's stages for its records: pauses and the ceiling, identity,
+    /// the trigger's definition, rows, delivery; one result per record, in order.
+    async fn run_lane(&self, prepared: &Prepared<'_>, mut records: Vec<Record>, order: Order, budget: Cutoffs) -> Vec<RecordResult> {
+        let settings = prepared.settings;
 
         // A paused application user does not spin (SPEC §18.2): when no call can
         // start before the cut-off, nothing is looked up, read or sent, and every
         // record waits out the pause (in the queue, for SQS).
-        if let Some(held_back) = self.pool.held_back(budget.start_cutoff).filter(|_| !self.dry_run) {
+        if let Some(held_back) = prepared.destination.pool.held_back(budget.start_cutoff).filter(|_| !self.dry_run) {
             for record in &mut records {
                 if record.resolves() || matches!(record.job.work, Work::Actions(_)) {
                     record.fail(held_back.clone());
@@ -361,6 +492,7 @@ impl Relay {
                 // definition refuses, a held-back call): the trigger not sent is its action.
                 if let (true, Some(trigger), Some(error)) = (result.trace.actions.is_empty(), &result.trigger, result.outcome.error()) {
                     result.trace.actions.push(ActionTrace {
+                        destination: String::new(),
                         kind: "trigger",
                         target: trigger.clone(),
                         status: error.status(),
@@ -432,6 +564,51 @@ impl Relay {
     }
 }
 
+/// A record's result over its destinations (SPEC §23.2): `failed` if an
+/// action failed, else `rejected` or `invalid` if one was, else `delivered`;
+/// `duplicate` only when every action was done before; a `best_effort`
+/// destination never decides it (unless it is the only one it reached).
+fn merged(lanes: &[Lane], results: Vec<(usize, RecordResult)>) -> RecordResult {
+    let deciding: Vec<&RecordResult> = results.iter().filter(|(at, _)| !lanes[*at].route.best_effort).map(|(_, r)| r).collect();
+    let deciding = if deciding.is_empty() { results.iter().map(|(_, r)| r).collect() } else { deciding };
+    let rank = |outcome: &Outcome| match outcome {
+        Outcome::Failed(_) => 0,
+        Outcome::Rejected(_) => 1,
+        Outcome::Invalid { .. } => 2,
+        Outcome::Delivered | Outcome::DryRun { .. } => 3,
+        Outcome::Duplicate => 4,
+        Outcome::Dropped { .. } => 5,
+    };
+    let decider = deciding.iter().min_by_key(|r| rank(&r.outcome)).copied().expect("a record that reached a destination has a result there");
+    let mut outcome = decider.outcome.clone();
+    // Delivered in one destination and done before or dropped in the others: delivered.
+    if matches!(outcome, Outcome::Duplicate | Outcome::Dropped { .. }) && deciding.iter().any(|r| r.outcome == Outcome::Delivered) {
+        outcome = Outcome::Delivered;
+    }
+    for (at, result) in &results {
+        if lanes[*at].route.best_effort && !result.outcome.is_success() && !matches!(result.outcome, Outcome::Dropped { .. }) {
+            tracing::warn!(message = "A best-effort destination did not take the record.", destination = %lanes[*at].route.name, outcome = result.outcome.name(), error = %crate::redact::scrub(&result.outcome.detail().unwrap_or_default()));
+        }
+    }
+    let mut merged = RecordResult { outcome, ..decider.clone() };
+    merged.attempts = results.iter().map(|(_, r)| r.attempts).sum();
+    merged.throttled = results.iter().map(|(_, r)| r.throttled).sum();
+    merged.latency = results.iter().filter_map(|(_, r)| r.latency).max();
+    merged.trace.actions.clear();
+    merged.trace.unfinished.clear();
+    for (at, result) in results {
+        let name = &lanes[at].route.name;
+        if !result.outcome.is_success() && !matches!(result.outcome, Outcome::Dropped { .. }) {
+            merged.trace.unfinished.push(name.clone());
+        }
+        merged.trace.actions.extend(result.trace.actions.into_iter().map(|mut a| {
+            a.destination = name.clone();
+            a
+        }));
+    }
+    merged
+}
+
 /// What `send --dry-run` reports for a job: its body where it would be sent,
 /// or every request when it writes rows.
 fn dry_run_report(job: Job) -> delivery::DeliveryReport {
@@ -478,8 +655,13 @@ struct Record {
 impl Record {
     /// Parses and maps one record (SPEC §3, §5, §19); the event is dropped here.
     fn mapped(incoming: Incoming, ctx: &MapContext<'_>, traced: bool) -> Record {
-        let (mut seen, group, event) = Seen::of(incoming);
-        let (work, trigger, key) = match &event {
+        let (seen, group, event) = Seen::of(incoming);
+        Record::of_event(seen, group, &event, ctx, traced)
+    }
+
+    /// Maps one parsed record.
+    fn of_event(mut seen: Seen, group: Option<String>, event: &Result<Value, String>, ctx: &MapContext<'_>, traced: bool) -> Record {
+        let (work, trigger, key) = match event {
             Err(reason) => (Work::Done(Outcome::Invalid { reason: reason.clone() }), None, None),
             Ok(event) => match mapping::map_event(event, ctx) {
                 Decision::Drop { reason } => (Work::Done(Outcome::Dropped { reason }), None, None),
@@ -498,7 +680,7 @@ impl Record {
                 }
             },
         };
-        if let (true, Ok(event)) = (traced, &event) {
+        if let (true, Ok(event)) = (traced, event) {
             let required = seen.event_name.as_deref().and_then(|name| ctx.mapping.events.get(name)).map_or(&[][..], |e| e.required.as_slice());
             let body = match &work {
                 Work::Actions(plan) => plan.trigger.as_ref().map(|call| &call.body),
@@ -506,13 +688,13 @@ impl Record {
             };
             seen.ids = crate::record_log::ids(event, required, body);
         }
-        let prep = match &event {
+        let prep = match event {
             Ok(event) => crate::identity::prep(ctx.mapping, event, &work),
             Err(_) => Prep::None,
         };
         // An identify event's update takes the event's key too: its action's own
         // key (`{event key}#identify`, SPEC §11) derives from it.
-        let key = match (&prep, &event) {
+        let key = match (&prep, event) {
             (Prep::Resolve { update: Some(_), .. }, Ok(event)) => Some(idempotency::key_for(event)),
             _ => key,
         };
@@ -522,6 +704,33 @@ impl Record {
 
     fn resolves(&self) -> bool {
         matches!(self.prep, Prep::Resolve { .. })
+    }
+
+    /// The record as destination `route` takes it (SPEC §23.2): its trigger
+    /// renamed there, its rows or identify update left out where the entry
+    /// says so, and its keys ending in `@NAME` unless it is the `default`
+    /// destination (or the only one).
+    fn route(&mut self, route: &crate::config::routes::Route, suffixed: bool) {
+        if let Work::Actions(plan) = &mut self.job.work {
+            if let Some(call) = &mut plan.trigger {
+                call.trigger = route.trigger(&call.trigger).to_string();
+                self.trigger = Some(call.trigger.clone());
+            }
+            if !route.rows {
+                plan.planned.clear();
+            }
+            if suffixed && route.name != crate::config::secret::DEFAULT_DESTINATION {
+                plan.key_suffix = format!("@{}", route.name);
+            }
+            if !route.identify {
+                if let Prep::Resolve { update: Some(_), .. } = &self.prep {
+                    self.prep = Prep::None;
+                }
+            }
+            if plan.trigger.is_none() && plan.planned.is_empty() && plan.update.is_none() && !matches!(self.prep, Prep::Resolve { update: Some(_), .. }) {
+                self.job.work = Work::Done(Outcome::Dropped { reason: format!("nothing to do in destination {}", route.name) });
+            }
+        }
     }
 
     /// Fails the record before anything of it is looked up or sent.
@@ -538,6 +747,7 @@ fn warn_omitted(event: &Value, warnings: Vec<String>) {
 }
 
 /// What a record's result needs of it once its event is mapped and dropped.
+#[derive(Clone)]
 struct Seen {
     index: usize,
     sqs_id: Option<String>,
@@ -578,7 +788,7 @@ fn result_of(seen: Seen, trigger: Option<String>, outcome: Outcome, attempts: u3
         attempts,
         throttled: 0,
         latency: None,
-        trace: RecordTrace { key: seen.key, ids: seen.ids, actions: Vec::new() },
+        trace: RecordTrace { key: seen.key, ids: seen.ids, actions: Vec::new(), unfinished: Vec::new() },
     }
 }
 

@@ -157,6 +157,8 @@ impl Outcome {
 /// last answer's status and code, its attempts and time, and its outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionTrace {
+    /// The destination (SPEC §23); empty: the one the secret defines.
+    pub destination: String,
     pub kind: &'static str,
     pub target: String,
     pub status: Option<u16>,
@@ -170,6 +172,8 @@ pub struct ActionTrace {
 /// §11), the event's own non-personal ids, and each action's trace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RecordTrace {
+    /// The destinations whose actions did not succeed (`d365-destination`, SPEC §23.4).
+    pub unfinished: Vec<String>,
     pub key: Option<String>,
     pub ids: Vec<(String, String)>,
     pub actions: Vec<ActionTrace>,

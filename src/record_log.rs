@@ -51,12 +51,13 @@ pub fn line(result: &RecordResult, receive_count: Option<u32>) -> Value {
         .actions
         .iter()
         .map(|a| {
-            json!({"destination": DEFAULT_DESTINATION, "kind": a.kind, "target": a.target, "status": a.status,
+            json!({"destination": if a.destination.is_empty() { DEFAULT_DESTINATION } else { &a.destination }, "kind": a.kind, "target": a.target, "status": a.status,
                    "code": a.code, "attempts": a.attempts, "ms": a.ms, "outcome": a.outcome})
         })
         .collect();
     line.insert("actions".into(), Value::Array(actions));
-    if let Some(reason) = result.outcome.detail().filter(|_| !result.outcome.is_success()) {
+    let explained = !matches!(result.outcome, Outcome::Delivered | Outcome::Duplicate | Outcome::DryRun { .. });
+    if let Some(reason) = result.outcome.detail().filter(|_| explained) {
         line.insert("reason".into(), json!(crate::redact::scrub(&reason)));
     }
     Value::Object(line)

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backlog::Backlog;
+use crate::config::secret::DEFAULT_DESTINATION;
 use crate::config::{ConfigError, Settings, WebhookAuth, WebhookMode};
 use crate::delivery::{PacerSettings, Pool};
 use crate::dynamics::ceiling::Ceiling;
 use crate::dynamics::Dynamics;
 use crate::enqueue::Queue;
-use crate::handler::{Relay, Wiring};
+use crate::handler::{Lane, Relay, Wiring};
 use crate::idempotency::Idempotency;
 use crate::identity::Identities;
 use crate::stages::entities::Entities;
@@ -93,23 +94,49 @@ pub fn relay(settings: Result<Settings, ConfigError>, clients: Clients, options:
     let mut idempotency = Idempotency::in_memory();
     let mut queue = None;
     let wiring = settings.map(|settings| {
-        let mut ceiling = Ceiling::for_settings(&settings);
+        // One ceiling per destination; with the table, shared through it by host (SPEC §17.1, §23.3).
+        let ceiling = || match (&dynamodb, &settings.idempotency_table) {
+            (Some(client), Some(table)) => Ceiling::for_settings(&settings).with_table(client.clone(), table.clone()),
+            _ => Ceiling::for_settings(&settings),
+        };
         if let (Some(client), Some(table)) = (&dynamodb, &settings.idempotency_table) {
-            // The trigger ceiling is shared through the same table (SPEC §17.1).
-            ceiling = ceiling.with_table(client.clone(), table.clone());
             idempotency = Idempotency::in_memory().with_table(client.clone(), table.clone(), settings.idempotency_expires_after);
         }
-        let destination = destination_with(&settings, secrets, http, options.secret_file.clone(), ceiling);
+        // Several Dynamics environments (SPEC §23): each its own adapter, pool,
+        // ceiling, definition and identity caches.
+        let lanes: Vec<Lane> = settings
+            .mapping
+            .destinations
+            .iter()
+            .map(|route| {
+                let destination = destination_with(&settings, secrets.clone(), http.clone(), options.secret_file.clone(), ceiling(), &route.name);
+                let entities = Arc::new(Entities::new(settings.schema_ttl));
+                Lane {
+                    route: route.clone(),
+                    destination,
+                    schemas: Arc::new(Schemas::new(settings.schema_ttl)),
+                    identities: Arc::new(Identities::new(settings.identity_ttl).with_entities(entities.clone())),
+                    entities,
+                }
+            })
+            .collect();
+        let destination = match lanes.first() {
+            Some(lane) => lane.destination.clone(),
+            None => destination_with(&settings, secrets, http, options.secret_file.clone(), ceiling(), DEFAULT_DESTINATION),
+        };
         if let (Some(client), WebhookMode::Enqueue(target)) = (&sqs, &settings.webhook_mode) {
             tracing::info!(message = "Webhook events are queued, not delivered inline.", queue_url = %target.url, fifo = target.fifo);
             queue = Some(Queue::new(client.clone(), target.clone()));
         }
-        let entities = Arc::new(Entities::new(settings.schema_ttl));
+        let entities = lanes.first().map_or_else(|| Arc::new(Entities::new(settings.schema_ttl)), |l| l.entities.clone());
         Wiring {
             destination,
-            schemas: Arc::new(Schemas::new(settings.schema_ttl)),
-            identities: Arc::new(Identities::new(settings.identity_ttl).with_entities(entities.clone())),
+            schemas: lanes.first().map_or_else(|| Arc::new(Schemas::new(settings.schema_ttl)), |l| l.schemas.clone()),
+            identities: lanes
+                .first()
+                .map_or_else(|| Arc::new(Identities::new(settings.identity_ttl).with_entities(entities.clone())), |l| l.identities.clone()),
             entities,
+            lanes,
             settings,
         }
     });
@@ -143,7 +170,7 @@ pub fn relay(settings: Result<Settings, ConfigError>, clients: Clients, options:
 /// The destination (one Dynamics environment) as the relay builds it, for the
 /// commands that read from it alone (`schema`, `check`): the ceiling in memory.
 pub fn destination(settings: &Settings, secrets: aws_sdk_secretsmanager::Client, http: reqwest::Client, secret_file: Option<PathBuf>) -> Destination {
-    destination_with(settings, secrets, http, secret_file, Ceiling::for_settings(settings))
+    destination_with(settings, secrets, http, secret_file, Ceiling::for_settings(settings), DEFAULT_DESTINATION)
 }
 
 /// The destination: the pool of its application users, and the Dynamics
@@ -155,11 +182,12 @@ fn destination_with(
     http: reqwest::Client,
     secret_file: Option<PathBuf>,
     ceiling: Ceiling,
+    name: &str,
 ) -> Destination {
     let pacers =
         PacerSettings { max_in_flight: settings.max_in_flight.max(1), learned_cap_period: settings.learned_cap_period, budget_window: settings.budget_window };
     let pool = Arc::new(Pool::new(pacers, settings.secret_ttl));
-    let mut dynamics = Dynamics::new(settings, secrets, http, ceiling, pool.clone());
+    let mut dynamics = Dynamics::new(settings, secrets, http, ceiling, pool.clone()).for_destination(name);
     if let Some(path) = secret_file {
         dynamics.use_secret_file(path);
     }

@@ -28,6 +28,8 @@ pub struct Mapping {
     pub identify: Option<WriteSpec>,
     /// Consent every mapped event needs, unless its entry has its own (SPEC §14).
     pub consent: Option<Consent>,
+    /// Several Dynamics environments (SPEC §23.2); empty: the one the secret defines.
+    pub destinations: Vec<super::routes::Route>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -56,6 +58,8 @@ struct RawMapping {
     identity: Option<RawIdentity>,
     identify: Option<RawWrite>,
     consent: Option<RawConsent>,
+    #[serde(default)]
+    destinations: BTreeMap<String, super::routes::RawRoute>,
 }
 
 #[derive(Deserialize)]
@@ -164,7 +168,8 @@ impl Mapping {
         let consent = raw.consent.map(|c| identity::consent(c, "consent")).transpose()?;
         let identify = raw.identify.map(identity::identify).transpose()?;
         let identity = raw.identity.map(identity::identity).transpose()?;
-        Ok(Mapping { trigger: raw.trigger, events, default_action, identity, identify, consent })
+        let destinations = super::routes::routes(raw.destinations)?;
+        Ok(Mapping { trigger: raw.trigger, events, default_action, identity, identify, consent, destinations })
     }
 
     /// The trigger an event raises: the event's own, else the document's, else

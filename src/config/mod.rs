@@ -7,6 +7,7 @@ use std::time::Duration;
 pub mod document;
 pub mod identity;
 mod renamed;
+pub mod routes;
 pub mod rows;
 pub mod secret;
 
@@ -242,7 +243,14 @@ impl Settings {
         };
         let dataverse_base_url = match get("D365_DATAVERSE_BASE_URL") {
             None => None,
-            Some(url) => Some(check_base_url(&url, http_hosts).map_err(|e| ConfigError::new("D365_DATAVERSE_BASE_URL", e))?),
+            // `…/{org_url_host}`: each destination's host as the path (SPEC §23.4: one sandbox serving several environments).
+            Some(url) => {
+                let (base, per_host) = match url.trim().trim_end_matches('/').strip_suffix("/{org_url_host}") {
+                    Some(base) => (base.to_string(), "/{org_url_host}"),
+                    None => (url, ""),
+                };
+                Some(check_base_url(&base, http_hosts).map_err(|e| ConfigError::new("D365_DATAVERSE_BASE_URL", e))? + per_host)
+            }
         };
 
         let trigger_name = match get("D365_TRIGGER_NAME") {

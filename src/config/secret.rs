@@ -23,6 +23,11 @@ pub struct Credentials {
     pub senders: SenderSecrets,
     /// Secrets Manager's VersionId, to tell a rotated secret from the one in use.
     pub version: String,
+    /// `destinations` (SPEC §23.1): each further Dynamics environment's
+    /// credentials, or the error confined to its block.
+    pub destinations: std::collections::BTreeMap<String, Result<std::sync::Arc<Credentials>, ConfigError>>,
+    /// `max_triggers_per_minute`: this destination's CI-J ceiling, over `D365_MAX_TRIGGERS_PER_MINUTE`.
+    pub max_triggers_per_minute: Option<u32>,
 }
 
 /// The secrets webhook senders are checked against (SPEC §12, §20); they never
@@ -68,7 +73,7 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct RawCredentials {
     tenant_id: Option<String>,
     client_id: Option<String>,
@@ -79,9 +84,26 @@ struct RawCredentials {
     webhook_key: Option<String>,
     write_key: Option<String>,
     principals: Option<Vec<RawPrincipal>>,
+    max_triggers_per_minute: Option<u32>,
+    destinations: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
-#[derive(Deserialize)]
+/// The name of the top-level destination (SPEC §23.1).
+pub const DEFAULT_DESTINATION: &str = "default";
+
+/// A destination's name: `^[a-z0-9][a-z0-9_-]{0,31}$`.
+pub fn check_destination_name(name: &str) -> Result<(), String> {
+    let ok = name.len() <= 32
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("'{name}' is not a destination name (lower-case letters, digits, '_' and '-', at most 32, starting with a letter or digit)"))
+    }
+}
+
+#[derive(Deserialize, Clone)]
 struct RawPrincipal {
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -94,19 +116,46 @@ impl Credentials {
         let raw: RawCredentials = serde_json::from_str(secret_string).map_err(|_| {
             ConfigError::new(SETTING, "the SecretString is not a JSON object with string fields tenant_id, client_id, client_secret, org_url_host")
         })?;
+        let destinations = raw.destinations.clone().unwrap_or_default();
+        let mut credentials = Credentials::block(raw, SETTING, version)?;
+        let top_trigger = credentials.trigger_name.clone();
+        for (name, block) in destinations {
+            let at = format!("{SETTING}.destinations.{name}");
+            let parsed = check_destination_name(&name)
+                .map_err(|e| ConfigError::new(at.clone(), e))
+                .and_then(|()| {
+                    if name == DEFAULT_DESTINATION {
+                        return Err(ConfigError::new(at.clone(), "'default' is the top-level block's name; give this destination another"));
+                    }
+                    let raw: RawCredentials = serde_json::from_value(block)
+                        .map_err(|_| ConfigError::new(at.clone(), "is not an object with string fields tenant_id, client_id, client_secret, org_url_host"))?;
+                    if raw.webhook_secret.is_some() || raw.webhook_key.is_some() || raw.write_key.is_some() || raw.destinations.is_some() {
+                        return Err(ConfigError::new(at.clone(), "sender secrets and destinations belong at the top level of the secret"));
+                    }
+                    // The trigger chain ends at the destination's trigger_name, else the top level's (SPEC §23.2).
+                    Credentials::block(raw, &at, version).map(|c| Credentials { trigger_name: c.trigger_name.or_else(|| top_trigger.clone()), ..c })
+                })
+                .map(std::sync::Arc::new);
+            credentials.destinations.insert(name, parsed);
+        }
+        Ok(credentials)
+    }
+
+    /// One destination's block: the top level (`at` = `secret`) or `secret.destinations.NAME`.
+    fn block(raw: RawCredentials, at: &str, version: &str) -> Result<Credentials, ConfigError> {
         let need = |value: Option<String>, field: &str| {
-            value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).ok_or_else(|| ConfigError::new(format!("{SETTING}.{field}"), "is missing or empty"))
+            value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).ok_or_else(|| ConfigError::new(format!("{at}.{field}"), "is missing or empty"))
         };
         let tenant_id = need(raw.tenant_id, "tenant_id")?;
         if !tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
-            return Err(ConfigError::new("secret.tenant_id", "must be a tenant GUID or domain name (letters, digits, '-' and '.')"));
+            return Err(ConfigError::new(format!("{at}.tenant_id"), "must be a tenant GUID or domain name (letters, digits, '-' and '.')"));
         }
-        let principals = principals(raw.client_id, raw.client_secret, raw.principals.unwrap_or_default())?;
+        let principals = principals(raw.client_id, raw.client_secret, raw.principals.unwrap_or_default(), at)?;
         let org_url_host = need(raw.org_url_host, "org_url_host")?.to_ascii_lowercase();
-        check_org_host(&org_url_host).map_err(|e| ConfigError::new("secret.org_url_host", e))?;
+        check_org_host(&org_url_host).map_err(|e| ConfigError::new(format!("{at}.org_url_host"), e))?;
         let trigger_name = raw.trigger_name.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
         if let Some(name) = &trigger_name {
-            check_name(name).map_err(|e| ConfigError::new("secret.trigger_name", e))?;
+            check_name(name).map_err(|e| ConfigError::new(format!("{at}.trigger_name"), e))?;
         }
         Ok(Credentials {
             tenant_id,
@@ -119,14 +168,37 @@ impl Credentials {
                 write_key: raw.write_key.filter(|s| !s.is_empty()).map(SecretString::from),
             },
             version: version.to_string(),
+            destinations: Default::default(),
+            max_triggers_per_minute: raw.max_triggers_per_minute,
         })
+    }
+
+    /// The credentials of destination `name` (SPEC §23.1): the top level for
+    /// `default`, else its block — or why it cannot be used.
+    pub fn destination(self: &std::sync::Arc<Self>, name: &str) -> Result<std::sync::Arc<Credentials>, ConfigError> {
+        if name == DEFAULT_DESTINATION {
+            return Ok(self.clone());
+        }
+        match self.destinations.get(name) {
+            Some(Ok(credentials)) => Ok(credentials.clone()),
+            Some(Err(error)) => Err(error.clone()),
+            None => Err(ConfigError::new(
+                format!("secret.destinations.{name}"),
+                "is not in the secret: add the destination's block, or remove it from the mapping's destinations",
+            )),
+        }
+    }
+
+    /// Every destination the secret defines: `default`, then each block's name.
+    pub fn destination_names(&self) -> Vec<String> {
+        std::iter::once(DEFAULT_DESTINATION.to_string()).chain(self.destinations.keys().cloned()).collect()
     }
 }
 
 /// The pool of application users (SPEC §17.3): the top-level pair (a pool of
 /// one), then each of `principals`. A half-given pair, an empty field or a
 /// client id given twice names the field, never a value.
-fn principals(client_id: Option<String>, client_secret: Option<String>, listed: Vec<RawPrincipal>) -> Result<Vec<PrincipalCredentials>, ConfigError> {
+fn principals(client_id: Option<String>, client_secret: Option<String>, listed: Vec<RawPrincipal>, at: &str) -> Result<Vec<PrincipalCredentials>, ConfigError> {
     let given = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
     let mut pool = Vec::with_capacity(listed.len() + 1);
     let mut add = |id: Option<String>, secret: Option<String>, field: &str| -> Result<(), ConfigError> {
@@ -135,13 +207,13 @@ fn principals(client_id: Option<String>, client_secret: Option<String>, listed: 
         match (id, secret) {
             (Some(client_id), Some(secret)) => {
                 if pool.iter().any(|p: &PrincipalCredentials| p.client_id == client_id) {
-                    return Err(ConfigError::new(format!("secret.{field}client_id"), "names an application user already in the pool"));
+                    return Err(ConfigError::new(format!("{at}.{field}client_id"), "names an application user already in the pool"));
                 }
                 pool.push(PrincipalCredentials { client_id, client_secret: SecretString::from(secret) });
                 Ok(())
             }
-            (None, _) => Err(ConfigError::new(format!("secret.{field}client_id"), "is missing or empty")),
-            (Some(_), None) => Err(ConfigError::new(format!("secret.{field}client_secret"), "is missing or empty")),
+            (None, _) => Err(ConfigError::new(format!("{at}.{field}client_id"), "is missing or empty")),
+            (Some(_), None) => Err(ConfigError::new(format!("{at}.{field}client_secret"), "is missing or empty")),
         }
     };
     if given(&client_id) || given(&client_secret) || listed.is_empty() {

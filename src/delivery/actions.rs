@@ -20,9 +20,10 @@ use crate::plan::ActionPlan;
 /// The actions in the order they are delivered, each with its idempotency
 /// key, given the event's `key`.
 fn actions<'a>(plan: &'a ActionPlan, key: Option<&'a str>) -> impl Iterator<Item = (Option<String>, Request<'a>)> + 'a {
-    let update = plan.update.iter().map(move |update| (key.map(|k| format!("{k}#identify")), Request::Update(update)));
-    let rows = plan.writes.iter().map(|row| (Some(row.key.clone()), Request::Row(row)));
-    let trigger = plan.trigger.iter().map(move |call| (key.map(str::to_string), Request::Trigger(call)));
+    let suffix = plan.key_suffix.as_str();
+    let update = plan.update.iter().map(move |update| (key.map(|k| format!("{k}#identify{suffix}")), Request::Update(update)));
+    let rows = plan.writes.iter().map(move |row| (Some(format!("{}{suffix}", row.key)), Request::Row(row)));
+    let trigger = plan.trigger.iter().map(move |call| (key.map(|k| format!("{k}{suffix}")), Request::Trigger(call)));
     update.chain(rows).chain(trigger)
 }
 
@@ -86,6 +87,7 @@ fn trace(request: Request<'_>, report: &DeliveryReport, took: Duration) -> Actio
     };
     let error = report.outcome.error();
     ActionTrace {
+        destination: String::new(),
         kind,
         target,
         status: error.and_then(DeliveryError::status).or(report.status),

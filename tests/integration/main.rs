@@ -10,6 +10,7 @@ mod backlog;
 mod budget;
 mod ceiling;
 mod check_mapping;
+mod destinations;
 mod dlq;
 mod docs_mappings;
 mod enqueue;
