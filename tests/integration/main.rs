@@ -16,6 +16,7 @@ mod learned_cap;
 mod pool;
 mod relay;
 mod reliability;
+mod root_store;
 mod rows;
 mod sam_local;
 mod schema;
