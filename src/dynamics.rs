@@ -109,8 +109,13 @@ struct EntraError {
 /// AADSTS codes that mean the configured credentials are wrong.
 const CREDENTIAL_CODES: &[u64] = &[7000215, 7000222, 700016, 90002];
 
+/// The HTTP client of Entra and Dataverse, trusting the system's roots as read
+/// once for every TLS client ([`crate::Roots::system`]).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
+        // Verified by WebPKI against these roots, as reqwest's platform
+        // verifier would after reading the store again.
+        .tls_certs_only(crate::Roots::system().reqwest_certificates())
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         // Execution environments freeze between invocations; do not keep sockets the peer has closed.

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -31,32 +31,15 @@ pub const BATCHES_IN_FLIGHT: usize = 8;
 pub const DEFAULT_GROUP: &str = "default";
 
 /// The SQS client of `main.rs`: the shared AWS configuration (region,
-/// credentials, `AWS_ENDPOINT_URL_SQS`) with timeouts, so a slow SQS cannot
-/// hold the webhook past its budget.
+/// credentials, `AWS_ENDPOINT_URL_SQS`, [`crate::aws_timeouts`]), so a slow SQS
+/// cannot hold the webhook past its budget.
 pub fn sqs_client(aws: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
-    let config = aws_sdk_sqs::config::Builder::from(aws).timeout_config(timeouts()).build();
-    aws_sdk_sqs::Client::from_conf(config)
+    aws_sdk_sqs::Client::new(aws)
 }
 
-/// An SQS client for an emulator on `endpoint` (moto, the sandbox), with static test credentials.
+/// An SQS client for an emulator on `endpoint` (moto, the sandbox): [`crate::aws_config_for_endpoint`].
 pub fn sqs_client_for_endpoint(endpoint: &str) -> aws_sdk_sqs::Client {
-    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .endpoint_url(endpoint)
-        .timeout_config(timeouts())
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
-}
-
-fn timeouts() -> aws_sdk_sqs::config::timeout::TimeoutConfig {
-    aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .operation_attempt_timeout(Duration::from_secs(4))
-        .operation_timeout(Duration::from_secs(10))
-        .build()
+    aws_sdk_sqs::Client::new(&crate::aws_config_for_endpoint(endpoint))
 }
 
 /// The idempotency key an event travels with (SPEC §11, §15): its own

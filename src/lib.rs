@@ -78,7 +78,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Time limits of every AWS call (Secrets Manager, DynamoDB): a peer that accepts
+/// Time limits of every AWS call (Secrets Manager, DynamoDB, SQS): a peer that accepts
 /// and never answers is given up well inside an invocation. The callers bound
 /// each call by the invocation's deadline as well.
 pub fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
@@ -131,36 +131,124 @@ pub fn forget_empty_endpoint_overrides() {
     }
 }
 
-/// The AWS configuration chain (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_*`), with [`aws_timeouts`].
+/// The AWS configuration chain (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_*`),
+/// with [`aws_timeouts`] and the one HTTPS client of every AWS client
+/// ([`aws_http_client`], trusting [`Roots::system`]).
 pub async fn aws_config_from_env() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(aws_timeouts()).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(aws_timeouts()).http_client(aws_http_client(Roots::system())).load().await
 }
 
-/// A DynamoDB client for an emulator on `endpoint` (moto), with static test credentials.
-pub fn dynamodb_client_for_endpoint(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_dynamodb::Config::builder()
+/// The AWS configuration of an emulator on `endpoint` (the sandbox, moto):
+/// static test credentials, `us-east-1`, [`aws_timeouts`] and the same HTTPS
+/// client as [`aws_config_from_env`]. Every AWS client of the tests is made from it.
+pub fn aws_config_for_endpoint(endpoint: &str) -> aws_config::SdkConfig {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+    aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new("testing", "testing", None, None, "test")))
         .endpoint_url(endpoint)
         .timeout_config(aws_timeouts())
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
+        .http_client(aws_http_client(Roots::system()))
+        .build()
+}
+
+/// A DynamoDB client for an emulator on `endpoint` (moto): [`aws_config_for_endpoint`].
+pub fn dynamodb_client_for_endpoint(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&aws_config_for_endpoint(endpoint))
 }
 
 /// A Secrets Manager client for an emulator on `endpoint` (the sandbox or
-/// moto), with static test credentials.
+/// moto): [`aws_config_for_endpoint`].
 pub fn secrets_client_for_endpoint(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("sandbox", "sandbox", None, None, "sandbox"))
-        .endpoint_url(endpoint)
-        .timeout_config(aws_timeouts())
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
+    aws_sdk_secretsmanager::Client::new(&aws_config_for_endpoint(endpoint))
+}
+
+/// The trusted root certificates of every TLS client the relay builds.
+///
+/// Reading the system's store is most of a cold start (on Debian about 150
+/// files under `/etc/ssl/certs`), and each TLS stack would read it for itself:
+/// reqwest through `rustls-platform-verifier`, the AWS SDK through
+/// `rustls-native-certs`. Here it is read once per process ([`Roots::system`])
+/// and handed to both, which verify servers against it just as they would
+/// against their own reading: WebPKI path building to the same anchors, with
+/// hostname checks, and nothing trusted that the store does not hold.
+#[derive(Clone)]
+pub struct Roots(std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>);
+
+static SYSTEM_ROOTS: std::sync::OnceLock<Roots> = std::sync::OnceLock::new();
+
+impl Roots {
+    /// The system's store (`SSL_CERT_FILE`, `SSL_CERT_DIR`, else the
+    /// platform's usual places), read on first use and kept for the process.
+    pub fn system() -> &'static Roots {
+        SYSTEM_ROOTS.get_or_init(|| {
+            let loaded = rustls_native_certs::load_native_certs();
+            for error in &loaded.errors {
+                tracing::warn!(message = "A root certificate of the system could not be read.", error = %error);
+            }
+            let roots = Roots::from_der(loaded.certs);
+            if roots.0.is_empty() {
+                tracing::error!(message = "No root certificate found: every TLS connection will fail.");
+            }
+            roots
+        })
+    }
+
+    /// Keeps the certificates rustls takes as trust anchors, as both stacks
+    /// would (each skips the rest; handed one, reqwest and the SDK would fail).
+    fn from_der(certs: Vec<rustls::pki_types::CertificateDer<'static>>) -> Roots {
+        let mut check = rustls::RootCertStore::empty();
+        let (anchors, skipped): (Vec<_>, Vec<_>) = certs.into_iter().partition(|cert| check.add(cert.clone()).is_ok());
+        if !skipped.is_empty() {
+            tracing::warn!(message = "Root certificates skipped: not usable as trust anchors.", count = skipped.len());
+        }
+        Roots(anchors.into())
+    }
+
+    /// The roots for reqwest's `tls_certs_only`.
+    pub(crate) fn reqwest_certificates(&self) -> Vec<reqwest::Certificate> {
+        self.0.iter().filter_map(|der| reqwest::Certificate::from_der(der).ok()).collect()
+    }
+
+    /// The roots as the AWS SDK takes them (PEM), the SDK's own reading of the store off.
+    fn aws_tls_context(&self) -> aws_smithy_http_client::tls::TlsContext {
+        use base64::Engine as _;
+        let mut store = aws_smithy_http_client::tls::TrustStore::empty().with_native_roots(false);
+        for der in self.0.iter() {
+            let body = base64::engine::general_purpose::STANDARD.encode(der);
+            let mut pem = String::with_capacity(body.len() + body.len() / 64 + 60);
+            pem.push_str("-----BEGIN CERTIFICATE-----\n");
+            for line in body.as_bytes().chunks(64) {
+                pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+                pem.push('\n');
+            }
+            pem.push_str("-----END CERTIFICATE-----\n");
+            store.add_pem_certificate(pem);
+        }
+        aws_smithy_http_client::tls::TlsContext::builder().with_trust_store(store).build().expect("a TLS context builds")
+    }
+}
+
+/// The HTTPS client of the AWS SDK clients: the SDK's default (hyper with
+/// rustls on aws-lc, proxies from the environment, a connection pool per
+/// timeout setting) trusting `roots` instead of reading the store again. Give
+/// one to an `SdkConfig` and every client made from it shares it.
+pub(crate) fn aws_http_client(roots: &Roots) -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    let roots = roots.clone();
+    // What `aws_smithy_runtime`'s default HTTPS client does, with a TLS
+    // context: its public `build_https` would turn proxies off.
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector =
+            aws_smithy_http_client::ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc)).tls_context(roots.aws_tls_context());
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(aws_smithy_http_client::proxy::ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 /// Settings for a relay running against a sandbox at `url`, with `overrides`

@@ -22,6 +22,7 @@ mod pool;
 mod record_log;
 mod relay;
 mod reliability;
+mod root_store;
 mod rows;
 mod sam_local;
 mod schema;
