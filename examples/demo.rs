@@ -449,7 +449,10 @@ async fn dlq_mending(sandbox: &Sandbox) -> Result<(), String> {
             let options = relay::dlq::parse(&args).map_err(|e| format!("dlq: {e}"))?;
             let target = options.to.as_ref().map(|_| relay::dlq::queue::Target::new(client.clone(), events));
             let interrupt = tokio::sync::watch::channel(false).1;
-            println!("   {dim}$ d365-trigger-relay dlq {} --queue …/relay-events-dlq{reset}", args.join(" ").replace(&format!("--to {}", options.to.clone().unwrap_or_default()), "--to …/relay-events"));
+            println!(
+                "   {dim}$ d365-trigger-relay dlq {} --queue …/relay-events-dlq{reset}",
+                args.join(" ").replace(&format!("--to {}", options.to.clone().unwrap_or_default()), "--to …/relay-events")
+            );
             Ok::<i32, String>(relay::dlq::run(&options, relay::dlq::queue::DeadLetterQueue::new(client, dlq), target.as_ref(), None, interrupt).await)
         }
     };
@@ -459,7 +462,10 @@ async fn dlq_mending(sandbox: &Sandbox) -> Result<(), String> {
     let sent: Vec<_> = sandbox.queued("relay-events").into_iter().skip(before).collect();
     let left_outcomes: Vec<&str> = left.iter().filter_map(|m| m.attributes.get("d365-outcome").map(String::as_str)).collect();
     if summary != 0 || replay != 0 || sent.len() != 1 || !sent[0].body.contains("dlq-order-1") || left_outcomes != ["invalid"] {
-        return Err(format!("dlq: expected the moved order replayed and the invalid record left; exit {summary}/{replay}, sent {}, left {left_outcomes:?}", sent.len()));
+        return Err(format!(
+            "dlq: expected the moved order replayed and the invalid record left; exit {summary}/{replay}, sent {}, left {left_outcomes:?}",
+            sent.len()
+        ));
     }
     println!("   the order is back in the events queue, body unchanged; the invalid record waits in the DLQ for a mapping fix");
     Ok(())
