@@ -196,7 +196,7 @@ fn record_lines() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
 }
 
 fn options() -> relay::startup::Options {
-    relay::startup::Options { record_lines: Some(record_lines().clone()), ..Default::default() }
+    relay::startup::Options { record_lines: relay::startup::RecordLines::Buffer(record_lines().clone()), ..Default::default() }
 }
 
 /// A few of the record lines the relays wrote: what an operator finds in the

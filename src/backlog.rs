@@ -325,8 +325,8 @@ pub fn reasons(result: &RecordResult, message: &SqsMessage, outcome: &str) -> Ve
         attributes.push(("d365-message-id".into(), text(id.to_string())));
     }
     // The destinations whose actions did not succeed (SPEC §23.4), with several.
-    if !result.trace.unfinished.is_empty() {
-        attributes.push(("d365-destination".into(), text(result.trace.unfinished.join(","))));
+    if let Some(unfinished) = result.trace.as_ref().map(|t| &t.unfinished).filter(|u| !u.is_empty()) {
+        attributes.push(("d365-destination".into(), text(unfinished.join(","))));
     }
     attributes.push(("d365-receive-count".into(), number(message.receive_count.to_string())));
     attributes
@@ -381,7 +381,7 @@ mod tests {
             attempts: 1,
             throttled: 0,
             latency: None,
-            trace: Default::default(),
+            trace: None,
         }
     }
 

@@ -50,7 +50,7 @@ pub struct Relay {
     /// `send --dry-run` (SPEC §16): records are mapped and coerced, nothing is sent or claimed.
     pub(crate) dry_run: bool,
     /// Where record lines go (SPEC §22.1): standard output, or a buffer (tests).
-    pub(crate) record_lines: Option<Arc<std::sync::Mutex<Vec<u8>>>>,
+    pub(crate) record_lines: crate::record_log::RecordLines,
 }
 
 /// What a well-configured execution environment holds.
@@ -88,6 +88,8 @@ struct Prepared<'a> {
     entities: &'a Entities,
     credentials: Arc<Credentials>,
     default_trigger: Option<String>,
+    /// The ending of its actions' keys: `@NAME` in a destination other than `default` (SPEC §23.2).
+    key_suffix: Arc<str>,
 }
 
 impl Relay {
@@ -104,7 +106,7 @@ impl Relay {
         let credentials = destination.credentials_until(budget.hard_cutoff).await?;
         let default_trigger = settings.default_trigger(&credentials);
         settings.mapping.check_triggers(default_trigger.as_deref())?;
-        Ok(Prepared { settings, destination, schemas, identities, entities, credentials, default_trigger })
+        Ok(Prepared { settings, destination, schemas, identities, entities, credentials, default_trigger, key_suffix: Arc::from("") })
     }
 
     /// The profile ids this execution environment has resolved (SPEC §14).
@@ -121,7 +123,7 @@ impl Relay {
     /// Maps and delivers records as one invocation would (`send`, SPEC §16):
     /// one result per record, in order.
     pub async fn process_events(&self, records: Vec<Incoming>, budget: Cutoffs) -> Vec<RecordResult> {
-        self.prepare_and_process(records, Order::Any, budget).await
+        self.prepare_and_process(records, Order::Any, budget, false).await
     }
 
     /// The trigger definitions this execution environment has read (SPEC §13).
@@ -179,18 +181,17 @@ impl Relay {
                 }
                 let order = if fifo { Order::Fifo { parks } } else { Order::Any };
                 let reserve = backlog.map_or(Duration::ZERO, |_| crate::backlog::reserve(deadline));
-                let results = self.prepare_and_process(records, order, Cutoffs::until(deadline - reserve)).await;
+                let results = self.prepare_and_process(records, order, Cutoffs::until(deadline - reserve), true).await;
                 let parked = match backlog {
                     Some((backlog, settings)) => backlog.settle(settings, &batch, &results, deadline).await,
                     None => HashSet::new(),
                 };
-                let receive_count = |index: usize| batch.messages.get(index).map(|m| m.receive_count);
-                self.log_summary(if fifo { "sqs-fifo" } else { "sqs" }, &results, receive_count, started, tokens_before);
+                self.log_summary(if fifo { "sqs-fifo" } else { "sqs" }, &results, started, tokens_before);
                 Ok(intake::sqs_response(&results, &parked))
             }
             Ok(Source::Async { source, records }) => {
-                let results = self.prepare_and_process(records, Order::Any, Cutoffs::until(deadline)).await;
-                let tally = self.log_summary(source.name(), &results, |_| None, started, tokens_before);
+                let results = self.prepare_and_process(records, Order::Any, Cutoffs::until(deadline), true).await;
+                let tally = self.log_summary(source.name(), &results, started, tokens_before);
                 if tally.not_done() > 0 {
                     let error = intake::not_delivered(source, &results, &tally);
                     tracing::error!(message = "Invocation failed: Lambda retries it.", error = %error);
@@ -199,8 +200,8 @@ impl Relay {
                 Ok(outcome::summary(&results, &tally))
             }
             Ok(Source::Direct(payload)) => {
-                let results = self.prepare_and_process(intake::direct_payload_records(payload), Order::Any, Cutoffs::until(deadline)).await;
-                let tally = self.log_summary("direct", &results, |_| None, started, tokens_before);
+                let results = self.prepare_and_process(intake::direct_payload_records(payload), Order::Any, Cutoffs::until(deadline), true).await;
+                let tally = self.log_summary("direct", &results, started, tokens_before);
                 Ok(outcome::summary(&results, &tally))
             }
             Ok(Source::Http(request)) => {
@@ -272,19 +273,23 @@ impl Relay {
             };
             return answer.for_api(api);
         }
-        let results = self.process(&prepared, records, Order::Any, budget).await;
-        let tally = self.log_summary("webhook", &results, |_| None, started, tokens_before);
+        let results = match self.wiring.as_ref().ok().filter(|w| !w.lanes.is_empty()) {
+            Some(wiring) => self.process_routed(wiring, records, Order::Any, budget, true).await,
+            None => self.process(&prepared, records, Order::Any, budget, true).await,
+        };
+        let tally = self.log_summary("webhook", &results, started, tokens_before);
         webhook::answer(&results, &tally).for_api(api)
     }
 
     /// Prepares the invocation, then maps and delivers its records; with a
     /// configuration error every record fails (never silently dropped).
-    async fn prepare_and_process(&self, records: Vec<Incoming>, order: Order, budget: Cutoffs) -> Vec<RecordResult> {
+    /// `lines`: each record's line is written (SPEC §22.1; not for `send`, whose report is its own).
+    async fn prepare_and_process(&self, records: Vec<Incoming>, order: Order, budget: Cutoffs, lines: bool) -> Vec<RecordResult> {
         if let Some(wiring) = self.wiring.as_ref().ok().filter(|w| !w.lanes.is_empty()) {
-            return self.process_routed(wiring, records, order, budget).await;
+            return self.process_routed(wiring, records, order, budget, lines).await;
         }
         match self.prepare(&budget).await {
-            Ok(prepared) => self.process(&prepared, records, order, budget).await,
+            Ok(prepared) => self.process(&prepared, records, order, budget, lines).await,
             Err(error) => {
                 match &error {
                     SecretError::Config(_) => tracing::error!(message = "Configuration error: records failed.", error = %error, records = records.len()),
@@ -293,7 +298,15 @@ impl Relay {
                     }
                 }
                 let outcome = Outcome::Failed(error.into());
-                records.into_iter().map(|r| result_of(Seen::of(r).0, None, outcome.clone(), 0)).collect()
+                let mode = self.record_mode(lines);
+                records
+                    .into_iter()
+                    .map(|r| {
+                        let mut result = result_of(Seen::of(r, mode != RecordLog::None).0, None, outcome.clone(), 0);
+                        crate::record_log::write(mode, &mut result, &self.record_lines);
+                        result
+                    })
+                    .collect()
             }
         }
     }
@@ -301,7 +314,7 @@ impl Relay {
     /// Maps and delivers records; one result per record, in order. Each record
     /// is one [`Record`] through the stages: parse → unwrap → map → consent →
     /// identity → schema → rows → deliver → answer.
-    async fn process(&self, prepared: &Prepared<'_>, incoming: Vec<Incoming>, order: Order, budget: Cutoffs) -> Vec<RecordResult> {
+    async fn process(&self, prepared: &Prepared<'_>, incoming: Vec<Incoming>, order: Order, budget: Cutoffs, lines: bool) -> Vec<RecordResult> {
         let settings = prepared.settings;
         let ctx = MapContext {
             mapping: &settings.mapping,
@@ -313,7 +326,21 @@ impl Relay {
         // next is read; what its result needs is kept apart (SPEC §9).
         let traced = settings.record_log != RecordLog::None;
         let records: Vec<Record> = incoming.into_iter().map(|incoming| Record::mapped(incoming, &ctx, traced)).collect();
-        self.run_lane(prepared, records, order, budget).await
+        let mode = self.record_mode(lines);
+        let mut results = self.run_lane(prepared, records, order, budget).await;
+        for result in &mut results {
+            crate::record_log::write(mode, result, &self.record_lines);
+        }
+        results
+    }
+
+    /// Which record lines an invocation writes: none for `send`, else `D365_RECORD_LOG`'s.
+    fn record_mode(&self, lines: bool) -> RecordLog {
+        match &self.wiring {
+            Ok(wiring) if lines => wiring.settings.record_log,
+            Err(_) if lines => RecordLog::All,
+            _ => RecordLog::None,
+        }
     }
 
     /// Several Dynamics environments (SPEC §23.2): each record is mapped once to
@@ -322,7 +349,7 @@ impl Relay {
     /// rows and identify flags, its keys), and the destinations run side by
     /// side, each through its own stages; a record's outcome is then read over
     /// its destinations, a `best_effort` one never deciding it.
-    async fn process_routed(&self, wiring: &Wiring, incoming: Vec<Incoming>, order: Order, budget: Cutoffs) -> Vec<RecordResult> {
+    async fn process_routed(&self, wiring: &Wiring, incoming: Vec<Incoming>, order: Order, budget: Cutoffs, lines: bool) -> Vec<RecordResult> {
         let settings = &wiring.settings;
         let lanes = &wiring.lanes;
         let prepared: Vec<Result<Prepared<'_>, SecretError>> = futures_util::future::join_all(lanes.iter().map(|lane| async move {
@@ -336,6 +363,11 @@ impl Relay {
                 entities: &lane.entities,
                 credentials,
                 default_trigger,
+                key_suffix: Arc::from(if lanes.len() > 1 && lane.route.name != crate::config::secret::DEFAULT_DESTINATION {
+                    format!("@{}", lane.route.name)
+                } else {
+                    String::new()
+                }),
             })
         }))
         .await;
@@ -346,14 +378,13 @@ impl Relay {
         }
         let now = Utc::now();
         let traced = settings.record_log != RecordLog::None;
-        let suffixed = lanes.len() > 1;
         let mut per_lane: Vec<Vec<Record>> = lanes.iter().map(|_| Vec::new()).collect();
         // Per record: its result when no destination runs it, else the lanes it went to.
         let mut decided: Vec<Option<RecordResult>> = Vec::with_capacity(incoming.len());
         let mut failed_lane: Vec<Vec<(usize, RecordResult)>> = Vec::new();
         let mut positions = std::collections::HashMap::new();
         for incoming in incoming {
-            let (seen, group, event) = Seen::of(incoming);
+            let (seen, group, event) = Seen::of(incoming, traced);
             positions.insert(seen.index, decided.len());
             // Whether the mapping drops it or finds it invalid does not depend on the
             // destination: a stand-in trigger answers for the trigger chain here.
@@ -381,7 +412,7 @@ impl Relay {
                     Err(error) => {
                         let error: DeliveryError = error.clone().into();
                         let mut result = result_of(seen.clone(), probe.trigger.clone(), Outcome::Failed(error.clone()), 0);
-                        result.trace.actions.push(ActionTrace {
+                        result.trace_mut().actions.push(ActionTrace {
                             destination: String::new(),
                             kind: "trigger",
                             target: probe.trigger.clone().unwrap_or_default(),
@@ -401,7 +432,7 @@ impl Relay {
                             now,
                         };
                         let mut record = Record::of_event(seen.clone(), group.clone(), &event, &ctx, traced);
-                        record.route(route, suffixed);
+                        record.route(route);
                         per_lane[at].push(record);
                     }
                 }
@@ -421,7 +452,16 @@ impl Relay {
                 by_record[positions[&result.index]].push((at, result));
             }
         }
-        decided.into_iter().zip(by_record).map(|(decided, lanes_of)| decided.unwrap_or_else(|| merged(lanes, lanes_of))).collect()
+        let mode = self.record_mode(lines);
+        decided
+            .into_iter()
+            .zip(by_record)
+            .map(|(decided, lanes_of)| {
+                let mut result = decided.unwrap_or_else(|| merged(lanes, lanes_of));
+                crate::record_log::write(mode, &mut result, &self.record_lines);
+                result
+            })
+            .collect()
     }
 
     /// One destination's stages for its records: pauses and the ceiling, identity,
@@ -474,10 +514,12 @@ impl Relay {
         crate::stages::rows::stage(prepared.entities, prepared.destination, records.iter_mut().map(|r| &mut r.job).collect(), budget.start_cutoff).await;
 
         let (jobs, answers): (Vec<Job>, Vec<(Seen, Option<String>)>) = records.into_iter().map(|r| (r.job, (r.seen, r.trigger))).unzip();
+        let tagging = delivery::Tagging { traced: settings.record_log != RecordLog::None, key_suffix: prepared.key_suffix.clone() };
         let reports = if self.dry_run {
             jobs.into_iter().map(dry_run_report).collect()
         } else {
-            delivery::deliver(prepared.destination.dynamics.clone(), prepared.destination.pool.clone(), self.idempotency.clone(), jobs, order, budget).await
+            delivery::deliver(prepared.destination.dynamics.clone(), prepared.destination.pool.clone(), self.idempotency.clone(), jobs, order, budget, tagging)
+                .await
         };
         answers
             .into_iter()
@@ -487,11 +529,15 @@ impl Relay {
                     prepared.schemas.note_rejection(trigger, error);
                 }
                 let mut result = result_of(seen, trigger, report.outcome, report.attempts);
-                result.trace.actions = report.actions;
+                if !report.actions.is_empty() {
+                    result.trace_mut().actions = report.actions.into_vec();
+                }
                 // Decided before delivery (a trigger that does not exist, a value its
                 // definition refuses, a held-back call): the trigger not sent is its action.
-                if let (true, Some(trigger), Some(error)) = (result.trace.actions.is_empty(), &result.trigger, result.outcome.error()) {
-                    result.trace.actions.push(ActionTrace {
+                let no_action = result.trace.as_ref().is_none_or(|t| t.actions.is_empty());
+                let outcome_name = result.outcome.name();
+                if let (true, Some(trigger), Some(error)) = (no_action, result.trigger.clone(), result.outcome.error().cloned()) {
+                    result.trace_mut().actions.push(ActionTrace {
                         destination: String::new(),
                         kind: "trigger",
                         target: trigger.clone(),
@@ -499,7 +545,7 @@ impl Relay {
                         code: error.code().map(str::to_string),
                         attempts: 0,
                         ms: 0,
-                        outcome: result.outcome.name(),
+                        outcome: outcome_name,
                     });
                 }
                 result.throttled = report.throttled;
@@ -515,18 +561,7 @@ impl Relay {
     }
 
     /// The summary log line and the invocation's EMF metrics (SPEC §9), from one tally.
-    /// Also each record's line (SPEC §22.1); `receive_count` gives an SQS record's.
-    fn log_summary(
-        &self,
-        source: &'static str,
-        results: &[RecordResult],
-        receive_count: impl Fn(usize) -> Option<u32>,
-        started: Instant,
-        tokens_before: u64,
-    ) -> Tally {
-        if let Ok(wiring) = &self.wiring {
-            crate::record_log::write(wiring.settings.record_log, results, receive_count, self.record_lines.as_deref());
-        }
+    fn log_summary(&self, source: &'static str, results: &[RecordResult], started: Instant, tokens_before: u64) -> Tally {
         let metrics = InvocationMetrics {
             source,
             tally: Tally::of(results),
@@ -594,14 +629,16 @@ fn merged(lanes: &[Lane], results: Vec<(usize, RecordResult)>) -> RecordResult {
     merged.attempts = results.iter().map(|(_, r)| r.attempts).sum();
     merged.throttled = results.iter().map(|(_, r)| r.throttled).sum();
     merged.latency = results.iter().filter_map(|(_, r)| r.latency).max();
-    merged.trace.actions.clear();
-    merged.trace.unfinished.clear();
+    let trace = merged.trace_mut();
+    trace.actions.clear();
+    trace.unfinished.clear();
     for (at, result) in results {
         let name = &lanes[at].route.name;
         if !result.outcome.is_success() && !matches!(result.outcome, Outcome::Dropped { .. }) {
-            merged.trace.unfinished.push(name.clone());
+            merged.trace_mut().unfinished.push(name.clone());
         }
-        merged.trace.actions.extend(result.trace.actions.into_iter().map(|mut a| {
+        let actions = result.trace.map(|t| t.actions).unwrap_or_default();
+        merged.trace_mut().actions.extend(actions.into_iter().map(|mut a| {
             a.destination = name.clone();
             a
         }));
@@ -655,7 +692,7 @@ struct Record {
 impl Record {
     /// Parses and maps one record (SPEC §3, §5, §19); the event is dropped here.
     fn mapped(incoming: Incoming, ctx: &MapContext<'_>, traced: bool) -> Record {
-        let (seen, group, event) = Seen::of(incoming);
+        let (seen, group, event) = Seen::of(incoming, traced);
         Record::of_event(seen, group, &event, ctx, traced)
     }
 
@@ -686,7 +723,7 @@ impl Record {
                 Work::Actions(plan) => plan.trigger.as_ref().map(|call| &call.body),
                 Work::Done(_) => None,
             };
-            seen.ids = crate::record_log::ids(event, required, body);
+            seen.extra.get_or_insert_with(Box::default).0 = crate::record_log::ids(event, required, body);
         }
         let prep = match event {
             Ok(event) => crate::identity::prep(ctx.mapping, event, &work),
@@ -698,7 +735,10 @@ impl Record {
             (Prep::Resolve { update: Some(_), .. }, Ok(event)) => Some(idempotency::key_for(event)),
             _ => key,
         };
-        seen.key = key.clone();
+        // The line's key: the event's messageId, else this (its hash).
+        if let Some(hash) = key.as_deref().filter(|_| seen.message_id.is_none()) {
+            seen.extra.get_or_insert_with(Box::default).1 = Some(Box::from(hash));
+        }
         Record { job: Job { index: seen.index, group, key, work }, seen, trigger, prep }
     }
 
@@ -708,9 +748,8 @@ impl Record {
 
     /// The record as destination `route` takes it (SPEC §23.2): its trigger
     /// renamed there, its rows or identify update left out where the entry
-    /// says so, and its keys ending in `@NAME` unless it is the `default`
-    /// destination (or the only one).
-    fn route(&mut self, route: &crate::config::routes::Route, suffixed: bool) {
+    /// says so (its keys end in `@NAME` through its lane's [`delivery::Tagging`]).
+    fn route(&mut self, route: &crate::config::routes::Route) {
         if let Work::Actions(plan) = &mut self.job.work {
             if let Some(call) = &mut plan.trigger {
                 call.trigger = route.trigger(&call.trigger).to_string();
@@ -718,9 +757,6 @@ impl Record {
             }
             if !route.rows {
                 plan.planned.clear();
-            }
-            if suffixed && route.name != crate::config::secret::DEFAULT_DESTINATION {
-                plan.key_suffix = format!("@{}", route.name);
             }
             if !route.identify {
                 if let Prep::Resolve { update: Some(_), .. } = &self.prep {
@@ -754,15 +790,17 @@ struct Seen {
     message_id: Option<String>,
     event_name: Option<String>,
     /// The event's own non-personal ids, for its record line (SPEC §22.1).
-    ids: Vec<(String, String)>,
-    /// The record's idempotency key (SPEC §11).
-    key: Option<String>,
+    /// For its record line (SPEC §22.1), boxed and only when there is any: the
+    /// event's own non-personal ids, and its key when the event has no `messageId`.
+    extra: Option<Box<(Option<Box<str>>, Option<Box<str>>)>>,
+    receive_count: Option<u32>,
 }
 
 impl Seen {
     /// Resolves the record's event (an SQS body is parsed here) and notes its ids;
     /// the FIFO group and the event go on to mapping.
-    fn of(record: Incoming) -> (Seen, Option<String>, Result<Value, String>) {
+    /// `traced`: what only its record line needs is kept too.
+    fn of(record: Incoming, traced: bool) -> (Seen, Option<String>, Result<Value, String>) {
         let event = record.event.resolve();
         let ok = event.as_ref().ok();
         let seen = Seen {
@@ -770,8 +808,8 @@ impl Seen {
             sqs_id: record.sqs_id,
             message_id: ok.and_then(crate::fields::message_id),
             event_name: ok.and_then(|e| crate::fields::event_name(e)).map(str::to_string),
-            ids: Vec::new(),
-            key: None,
+            extra: None,
+            receive_count: record.receive_count.filter(|_| traced),
         };
         (seen, record.group, event)
     }
@@ -788,7 +826,10 @@ fn result_of(seen: Seen, trigger: Option<String>, outcome: Outcome, attempts: u3
         attempts,
         throttled: 0,
         latency: None,
-        trace: RecordTrace { key: seen.key, ids: seen.ids, actions: Vec::new(), unfinished: Vec::new() },
+        trace: (seen.extra.is_some() || seen.receive_count.is_some()).then(|| {
+            let (ids, key) = seen.extra.map(|e| *e).unwrap_or_default();
+            Box::new(RecordTrace { key, ids, receive_count: seen.receive_count, actions: Vec::new(), unfinished: Vec::new() })
+        }),
     }
 }
 

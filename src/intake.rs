@@ -135,6 +135,8 @@ pub struct Incoming {
     pub sqs_id: Option<String>,
     /// FIFO `MessageGroupId`.
     pub group: Option<String>,
+    /// SQS's `ApproximateReceiveCount`, for the record line (SPEC §22.1).
+    pub receive_count: Option<u32>,
     /// The event (envelopes unwrapped), or why it is not one.
     pub event: Pending,
 }
@@ -197,7 +199,7 @@ pub fn source_of(mut payload: Value) -> Result<Source, IntakeError> {
         let event = envelope::unwrap(payload);
         return Ok(Source::Async {
             source: AsyncSource::EventBridge,
-            records: vec![Incoming { index: 0, sqs_id: None, group: None, event: Pending::Ready(event) }],
+            records: vec![Incoming { index: 0, sqs_id: None, group: None, receive_count: None, event: Pending::Ready(event) }],
         });
     }
 
@@ -430,6 +432,7 @@ fn sqs_records(records: Vec<Value>) -> (Vec<Incoming>, Vec<SqsMessage>) {
                 index,
                 sqs_id: take(&mut record, "messageId"),
                 group,
+                receive_count: Some(message.receive_count),
                 event: match take(&mut record, "body") {
                     None => Pending::Ready(Err("the SQS message has no body".into())),
                     Some(body) => Pending::Text(body),
@@ -449,6 +452,7 @@ fn sns_records(records: &[Value]) -> Vec<Incoming> {
             index,
             sqs_id: None,
             group: None,
+            receive_count: None,
             event: Pending::Ready(match str_at(record, "/Sns/Message") {
                 None => Err("the SNS record has no Message".into()),
                 Some(message) => envelope::sns_message(message, str_at(record, "/Sns/MessageId").filter(|id| !id.is_empty()), 0),
@@ -459,14 +463,18 @@ fn sns_records(records: &[Value]) -> Vec<Incoming> {
 
 /// Records of a list of events (direct payloads, webhook bodies), each unwrapped.
 pub fn direct_records(events: Vec<Value>) -> Vec<Incoming> {
-    events.into_iter().enumerate().map(|(index, event)| Incoming { index, sqs_id: None, group: None, event: Pending::Ready(envelope::unwrap(event)) }).collect()
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| Incoming { index, sqs_id: None, group: None, receive_count: None, event: Pending::Ready(envelope::unwrap(event)) })
+        .collect()
 }
 
 /// A direct payload's records; a payload that is not a list of events is one invalid record.
 pub fn direct_payload_records(payload: Value) -> Vec<Incoming> {
     match event_list(payload) {
         Ok(events) => direct_records(events),
-        Err(reason) => vec![Incoming { index: 0, sqs_id: None, group: None, event: Pending::Ready(Err(reason)) }],
+        Err(reason) => vec![Incoming { index: 0, sqs_id: None, group: None, receive_count: None, event: Pending::Ready(Err(reason)) }],
     }
 }
 

@@ -188,7 +188,7 @@ impl Walk {
 
     fn document(&mut self, document: &Value) {
         let Some(root) = self.object(document, "", "a mapping document (a JSON object)") else { return };
-        self.known_keys(root, "", &["$schema", "trigger", "events", "defaults", "identity", "identify", "consent"]);
+        self.known_keys(root, "", &["$schema", "trigger", "events", "defaults", "identity", "identify", "consent", "destinations"]);
         if let Some(schema) = root.get("$schema").filter(|s| !s.is_string()) {
             self.report("/$schema", format!("must be a string (the schema's location), not {}", kind(schema)));
         }
@@ -218,6 +218,58 @@ impl Walk {
         }
         if let Some(consent) = root.get("consent") {
             self.consent(consent, "/consent");
+        }
+        if let Some(destinations) = root.get("destinations") {
+            if let Some(map) = self.object(destinations, "/destinations", "an object of destination name → route") {
+                for (name, route) in map {
+                    self.route(name, route, &format!("/destinations/{}", escape(name)));
+                }
+            }
+        }
+    }
+
+    /// One destination's route (SPEC §23.2).
+    fn route(&mut self, name: &str, route: &Value, at: &str) {
+        if let Err(problem) = crate::config::secret::check_destination_name(name) {
+            self.report(at, problem);
+        }
+        let Some(map) = self.object(route, at, "an object such as {\"fallback\": true}") else { return };
+        self.known_keys(map, at, &["fallback", "best_effort", "events", "when", "triggers", "rows", "identify"]);
+        for flag in ["fallback", "best_effort", "rows", "identify"] {
+            if let Some(value) = map.get(flag).filter(|v| !v.is_boolean()) {
+                self.report(&format!("{at}/{flag}"), format!("must be true or false, not {}", kind(value)));
+            }
+        }
+        let fallback = map.get("fallback").and_then(Value::as_bool).unwrap_or(false);
+        if fallback && (map.contains_key("when") || map.contains_key("events")) {
+            self.report(&format!("{at}/fallback"), "a fallback takes no `when` or `events` (it takes what no other destination took)");
+        }
+        if let Some(events) = map.get("events") {
+            if !events.as_array().is_some_and(|list| list.iter().all(Value::is_string)) {
+                self.report(&format!("{at}/events"), format!("must be a list of event names, not {}", kind(events)));
+            }
+        }
+        if let Some(when) = map.get("when") {
+            if let Some(paths) = self.object(when, &format!("{at}/when"), "an object of dotted path → value") {
+                for (path, value) in paths {
+                    let place = format!("{at}/when/{}", escape(path));
+                    if path.is_empty() || path.split('.').any(str::is_empty) {
+                        self.report(&place, format!("\"{path}\" is not a dotted path such as context.traits.brand"));
+                    }
+                    if value.is_object() || value.is_array() || value.is_null() {
+                        self.report(&place, format!("must be a string, a number or a boolean, not {}", kind(value)));
+                    }
+                }
+            }
+        }
+        if let Some(triggers) = map.get("triggers") {
+            if let Some(renames) = self.object(triggers, &format!("{at}/triggers"), "an object of trigger → its name here") {
+                for (from, to) in renames {
+                    let place = format!("{at}/triggers/{}", escape(from));
+                    self.key_name(from, &place);
+                    self.name(to, &place);
+                }
+            }
         }
     }
 
@@ -447,6 +499,29 @@ pub fn explain(mapping: &Mapping, event: &Value) -> Vec<String> {
             lines.push(format!("    {attribute} = {value}"));
         }
     };
+    if !mapping.destinations.is_empty() {
+        let routes = crate::config::routes::route(&mapping.destinations, event, crate::fields::event_name(event));
+        match routes.as_slice() {
+            [] => lines.push("  destinations: none takes it (dropped once mapped)".into()),
+            routes => {
+                let names: Vec<String> = routes
+                    .iter()
+                    .map(|r| {
+                        let renamed = r.triggers.iter().map(|(from, to)| format!("{from} → {to}")).collect::<Vec<_>>();
+                        let mut name = r.name.clone();
+                        if r.best_effort {
+                            name.push_str(" (best effort)");
+                        }
+                        if !renamed.is_empty() {
+                            name.push_str(&format!(" (raises {})", renamed.join(", ")));
+                        }
+                        name
+                    })
+                    .collect();
+                lines.push(format!("  destinations: {}", names.join(", ")));
+            }
+        }
+    }
     match map_event(event, &ctx) {
         Decision::Drop { reason } => lines.push(format!("  dropped: {reason}")),
         Decision::Invalid { reason } => lines.push(format!("  invalid: {reason} (never sent)")),

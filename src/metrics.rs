@@ -181,7 +181,7 @@ mod tests {
             attempts: 0,
             throttled: 0,
             latency: None,
-            trace: Default::default(),
+            trace: None,
         };
         let deferred = || Outcome::Failed(DeliveryError::Ceiling { retry_after: Duration::from_secs(12) });
         let tally = Tally::of(&[result(deferred()), result(Outcome::Delivered), result(deferred()), result(Outcome::Failed(DeliveryError::Deadline))]);

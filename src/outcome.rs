@@ -174,8 +174,13 @@ pub struct ActionTrace {
 pub struct RecordTrace {
     /// The destinations whose actions did not succeed (`d365-destination`, SPEC §23.4).
     pub unfinished: Vec<String>,
-    pub key: Option<String>,
-    pub ids: Vec<(String, String)>,
+    /// The record's key when the event has no `messageId` (its hash).
+    pub key: Option<Box<str>>,
+    /// The event's own non-personal ids, as the JSON object the line shows.
+    pub ids: Option<Box<str>>,
+    /// SQS's receive count.
+    pub receive_count: Option<u32>,
+    /// Each action's trace, until the line is written.
     pub actions: Vec<ActionTrace>,
 }
 
@@ -195,8 +200,15 @@ pub struct RecordResult {
     pub throttled: u32,
     /// First attempt to 2xx, for delivered records.
     pub latency: Option<Duration>,
-    /// For the record line (SPEC §22.1).
-    pub trace: RecordTrace,
+    /// For the record line (SPEC §22.1); boxed, so a batch's results stay small once their lines are written.
+    pub trace: Option<Box<RecordTrace>>,
+}
+
+impl RecordResult {
+    /// Its trace, made when first needed.
+    pub fn trace_mut(&mut self) -> &mut RecordTrace {
+        self.trace.get_or_insert_with(Box::default)
+    }
 }
 
 /// An invocation's figures, counted by one `match` over its results.

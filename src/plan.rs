@@ -33,9 +33,6 @@ pub struct ActionPlan {
     pub profile: Option<String>,
     /// The entity set that resolved the profile, when identity knows it.
     pub profile_set: Option<String>,
-    /// Ends every action's idempotency key in a destination other than
-    /// `default` (`@NAME`, SPEC §23.2); empty for the default or only one.
-    pub key_suffix: String,
 }
 
 impl ActionPlan {

@@ -22,13 +22,14 @@ pub fn wanted(mode: RecordLog, result: &RecordResult) -> bool {
     }
 }
 
-/// The record line of `result`; `receive_count` for an SQS record.
-pub fn line(result: &RecordResult, receive_count: Option<u32>) -> Value {
+/// The record line of `result`.
+pub fn line(result: &RecordResult) -> Value {
     let mut line = Map::new();
     line.insert("message".into(), json!("record"));
     line.insert("level".into(), json!("INFO"));
     // The record's key (SPEC §11): the event's `messageId`, else its hash; else the SQS message's.
-    let key = result.message_id.as_deref().or(result.trace.key.as_deref()).or(result.sqs_id.as_deref());
+    let trace = result.trace.as_deref();
+    let key = result.message_id.as_deref().or(trace.and_then(|t| t.key.as_deref())).or(result.sqs_id.as_deref());
     line.insert("messageId".into(), json!(key.unwrap_or("")));
     if let Some(id) = &result.sqs_id {
         line.insert("sqsMessageId".into(), json!(id));
@@ -39,16 +40,15 @@ pub fn line(result: &RecordResult, receive_count: Option<u32>) -> Value {
         line.insert("status".into(), json!(error.status()));
         line.insert("code".into(), json!(error.code()));
     }
-    let ms: u64 = result.trace.actions.iter().map(|a| a.ms).sum();
+    let actions = trace.map_or(&[][..], |t| t.actions.as_slice());
+    let ms: u64 = actions.iter().map(|a| a.ms).sum();
     line.insert("ms".into(), json!(ms));
-    if let Some(count) = receive_count {
+    if let Some(count) = trace.and_then(|t| t.receive_count) {
         line.insert("receiveCount".into(), json!(count));
     }
-    let ids: Map<String, Value> = result.trace.ids.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-    line.insert("ids".into(), Value::Object(ids));
-    let actions: Vec<Value> = result
-        .trace
-        .actions
+    let ids = trace.and_then(|t| t.ids.as_deref()).and_then(|text| serde_json::from_str(text).ok()).unwrap_or_else(|| json!({}));
+    line.insert("ids".into(), ids);
+    let actions: Vec<Value> = actions
         .iter()
         .map(|a| {
             json!({"destination": if a.destination.is_empty() { DEFAULT_DESTINATION } else { &a.destination }, "kind": a.kind, "target": a.target, "status": a.status,
@@ -63,23 +63,39 @@ pub fn line(result: &RecordResult, receive_count: Option<u32>) -> Value {
     Value::Object(line)
 }
 
-/// Writes the lines of `results` that `mode` wants to standard output (or
-/// `into`), one `write` for the batch so they stay whole beside the logger's lines.
-pub fn write(mode: RecordLog, results: &[RecordResult], receive_count: impl Fn(usize) -> Option<u32>, into: Option<&std::sync::Mutex<Vec<u8>>>) {
-    if mode == RecordLog::None {
-        return;
+/// Where record lines go.
+#[derive(Debug, Clone, Default)]
+pub enum RecordLines {
+    /// Standard output: the function's log group (the default).
+    #[default]
+    Stdout,
+    /// A buffer (tests, the demo).
+    Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>),
+    /// Built and let go (a measurement of the relay's own memory).
+    Discard,
+}
+
+/// Writes `result`'s line if `mode` wants it, to standard output (or `into`),
+/// as soon as its outcome is known; then lets go of its trace, so a large
+/// batch never holds every record's line or actions at once.
+pub fn write(mode: RecordLog, result: &mut RecordResult, into: &RecordLines) {
+    if wanted(mode, result) {
+        let mut text = line(result).to_string();
+        text.push('\n');
+        match into {
+            RecordLines::Buffer(buffer) => crate::lock(buffer).extend_from_slice(text.as_bytes()),
+            // `print!`: standard output in Lambda, the captured output in tests.
+            RecordLines::Stdout => print!("{text}"),
+            RecordLines::Discard => drop(text),
+        }
     }
-    let mut out = Vec::with_capacity(results.len() * 320);
-    for result in results.iter().filter(|r| wanted(mode, r)) {
-        // A `Value` always serialises.
-        let _ = serde_json::to_writer(&mut out, &line(result, receive_count(result.index)));
-        out.push(b'\n');
-    }
-    match (out.is_empty(), into) {
-        (true, _) => {}
-        (false, Some(buffer)) => crate::lock(buffer).extend_from_slice(&out),
-        // `print!`, one call for the batch: standard output in Lambda, the captured output in tests.
-        (false, None) => print!("{}", String::from_utf8_lossy(&out)),
+    // What the backlog still needs (the destinations not done) stays; the rest goes.
+    match result.trace.as_mut() {
+        Some(trace) if !trace.unfinished.is_empty() => {
+            trace.actions = Vec::new();
+            trace.ids = None;
+        }
+        _ => result.trace = None,
     }
 }
 
@@ -87,7 +103,7 @@ pub fn write(mode: RecordLog, results: &[RecordResult], receive_count: impl Fn(u
 /// (`order_id`, `checkout_id`, `account_id`, …) and the trigger's `required`
 /// attributes — never a contact point: an id whose name says e-mail, phone or
 /// name, or whose value holds an `@`, is left out.
-pub fn ids(event: &Value, required: &[String], body: Option<&Map<String, Value>>) -> Vec<(String, String)> {
+pub fn ids(event: &Value, required: &[String], body: Option<&Map<String, Value>>) -> Option<Box<str>> {
     let mut ids = Vec::new();
     if let Some(properties) = event.get("properties").and_then(Value::as_object) {
         for (name, value) in properties {
@@ -103,7 +119,7 @@ pub fn ids(event: &Value, required: &[String], body: Option<&Map<String, Value>>
             }
         }
     }
-    ids
+    (!ids.is_empty()).then(|| Value::Object(ids.into_iter().map(|(k, v)| (k, Value::String(v))).collect()).to_string().into_boxed_str())
 }
 
 fn is_id_name(name: &str) -> bool {
@@ -135,14 +151,10 @@ mod tests {
         let event = json!({"properties": {"order_id": "ORD-10231", "checkout_id": 77, "email_id": "x", "account_id": "a@b.com",
                            "user_id": "u-1", "revenue": 10.5}});
         let body = json!({"msdynmkt_orderid": "ORD-10231", "msdynmkt_email": "jane@example.com"});
-        let ids = ids(&event, &["msdynmkt_orderid".into(), "msdynmkt_email".into()], body.as_object());
+        let ids = ids(&event, &["msdynmkt_orderid".into(), "msdynmkt_email".into()], body.as_object()).unwrap();
         assert_eq!(
-            ids,
-            [
-                ("properties.checkout_id".to_string(), "77".to_string()),
-                ("properties.order_id".to_string(), "ORD-10231".to_string()),
-                ("msdynmkt_orderid".to_string(), "ORD-10231".to_string())
-            ]
+            serde_json::from_str::<Value>(&ids).unwrap(),
+            json!({"properties.checkout_id": "77", "properties.order_id": "ORD-10231", "msdynmkt_orderid": "ORD-10231"})
         );
     }
 
@@ -158,7 +170,7 @@ mod tests {
             attempts: 0,
             throttled: 0,
             latency: None,
-            trace: Default::default(),
+            trace: None,
         };
         assert!(!wanted(RecordLog::Failures, &result(Outcome::Delivered)));
         assert!(!wanted(RecordLog::Failures, &result(Outcome::Duplicate)));

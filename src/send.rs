@@ -114,8 +114,13 @@ pub async fn command(args: &[String]) -> i32 {
     let mut clients = crate::startup::Clients::from_env().await;
     // `send` delivers inline: it neither enqueues nor backs records off in a queue.
     clients.sqs = None;
-    let startup =
-        crate::startup::Options { secret_file: secret_file.map(Into::into), dry_run: options.dry_run, rate: options.rate, metrics: false, record_lines: None };
+    let startup = crate::startup::Options {
+        secret_file: secret_file.map(Into::into),
+        dry_run: options.dry_run,
+        rate: options.rate,
+        metrics: false,
+        record_lines: Default::default(),
+    };
     let relay = crate::startup::relay(Ok(settings), clients, startup);
     if let Some(dynamics) = relay.dynamics() {
         dynamics.begin_invocation();
@@ -253,7 +258,7 @@ async fn next_window(items: &mut mpsc::Receiver<Item>, done: &Done, interrupt: &
             continue;
         }
         let event = item.value.and_then(crate::envelope::unwrap);
-        records.push(Incoming { index: item.line as usize, sqs_id: None, group: None, event: crate::intake::Pending::Ready(event) });
+        records.push(Incoming { index: item.line as usize, sqs_id: None, group: None, receive_count: None, event: crate::intake::Pending::Ready(event) });
     }
     if records.is_empty() && skipped == 0 {
         return None;
@@ -369,7 +374,7 @@ mod tests {
             attempts,
             throttled: 0,
             latency: None,
-            trace: Default::default(),
+            trace: None,
         };
         assert!(never_started(&result(Outcome::Failed(DeliveryError::Deadline), 0)));
         assert!(!never_started(&result(Outcome::Failed(DeliveryError::Deadline), 1)));

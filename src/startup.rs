@@ -18,6 +18,7 @@ use crate::enqueue::Queue;
 use crate::handler::{Lane, Relay, Wiring};
 use crate::idempotency::Idempotency;
 use crate::identity::Identities;
+pub use crate::record_log::RecordLines;
 use crate::stages::entities::Entities;
 use crate::stages::triggers::Schemas;
 use crate::stages::Destination;
@@ -71,8 +72,8 @@ pub struct Options {
     pub rate: Option<f64>,
     /// One CloudWatch EMF line per invocation on stdout (the Lambda function).
     pub metrics: bool,
-    /// Record lines (SPEC §22.1) into this buffer instead of standard output (tests).
-    pub record_lines: Option<Arc<std::sync::Mutex<Vec<u8>>>>,
+    /// Where record lines (SPEC §22.1) go: standard output unless a test or the demo says otherwise.
+    pub record_lines: RecordLines,
 }
 
 /// The Lambda function's relay: the settings from the environment, every client from the AWS chain, metrics on.

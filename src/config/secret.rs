@@ -119,6 +119,7 @@ impl Credentials {
         let destinations = raw.destinations.clone().unwrap_or_default();
         let mut credentials = Credentials::block(raw, SETTING, version)?;
         let top_trigger = credentials.trigger_name.clone();
+        let senders = credentials.senders.clone();
         for (name, block) in destinations {
             let at = format!("{SETTING}.destinations.{name}");
             let parsed = check_destination_name(&name)
@@ -133,7 +134,9 @@ impl Credentials {
                         return Err(ConfigError::new(at.clone(), "sender secrets and destinations belong at the top level of the secret"));
                     }
                     // The trigger chain ends at the destination's trigger_name, else the top level's (SPEC §23.2).
-                    Credentials::block(raw, &at, version).map(|c| Credentials { trigger_name: c.trigger_name.or_else(|| top_trigger.clone()), ..c })
+                    // Sender secrets belong to the senders: every destination checks them as the top level has them.
+                    let senders = senders.clone();
+                    Credentials::block(raw, &at, version).map(|c| Credentials { trigger_name: c.trigger_name.or_else(|| top_trigger.clone()), senders, ..c })
                 })
                 .map(std::sync::Arc::new);
             credentials.destinations.insert(name, parsed);

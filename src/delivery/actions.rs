@@ -19,12 +19,28 @@ use crate::plan::ActionPlan;
 
 /// The actions in the order they are delivered, each with its idempotency
 /// key, given the event's `key`.
-fn actions<'a>(plan: &'a ActionPlan, key: Option<&'a str>) -> impl Iterator<Item = (Option<String>, Request<'a>)> + 'a {
-    let suffix = plan.key_suffix.as_str();
+fn actions<'a>(plan: &'a ActionPlan, key: Option<&'a str>, suffix: &'a str) -> impl Iterator<Item = (Option<String>, Request<'a>)> + 'a {
     let update = plan.update.iter().map(move |update| (key.map(|k| format!("{k}#identify{suffix}")), Request::Update(update)));
     let rows = plan.writes.iter().map(move |row| (Some(format!("{}{suffix}", row.key)), Request::Row(row)));
     let trigger = plan.trigger.iter().map(move |call| (key.map(|k| format!("{k}{suffix}")), Request::Trigger(call)));
     update.chain(rows).chain(trigger)
+}
+
+/// What a destination's delivery adds to its records (SPEC §22.1, §23.2): each
+/// action's trace kept for the record line, and the ending of every action's
+/// idempotency key (`@NAME` in a destination other than `default`; empty in
+/// the default or only one).
+#[derive(Debug, Clone, Default)]
+pub struct Tagging {
+    pub traced: bool,
+    pub key_suffix: Arc<str>,
+}
+
+impl Tagging {
+    /// Traces kept, keys as they are.
+    pub fn traced() -> Tagging {
+        Tagging { traced: true, key_suffix: Arc::from("") }
+    }
 }
 
 /// A claimed key and whether its action was delivered: the scheduler settles
@@ -42,12 +58,14 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
     plan: &ActionPlan,
     key: Option<&str>,
     budget: Cutoffs,
+    tagging: &Tagging,
 ) -> (DeliveryReport, Vec<Claimed>) {
     let started = Instant::now();
     let (mut attempts, mut throttled, mut done) = (0, 0, false);
     let (mut claimed, mut count, mut latency) = (Vec::new(), 0, None);
-    let mut traces = Vec::new();
-    for (action_key, request) in actions(plan, key) {
+    // Most plans are one action: no room kept for four (a batch holds every record's until it answers).
+    let mut traces = Vec::with_capacity(1);
+    for (action_key, request) in actions(plan, key, &tagging.key_suffix) {
         count += 1;
         let action_started = Instant::now();
         let report = match claim(idempotency, action_key.as_deref(), budget).await {
@@ -60,20 +78,22 @@ pub(super) async fn deliver_plan<P: DynamicsPort>(
                 report
             }
         };
-        traces.push(trace(request, &report, action_started.elapsed()));
+        if tagging.traced {
+            traces.push(trace(request, &report, action_started.elapsed()));
+        }
         attempts += report.attempts;
         throttled += report.throttled;
         latency = report.latency;
         match report.outcome {
             Outcome::Duplicate => {}
             Outcome::Delivered => done = true,
-            outcome => return (DeliveryReport { actions: traces, ..DeliveryReport::after(outcome, attempts, throttled) }, claimed),
+            outcome => return (DeliveryReport { actions: traces.into_boxed_slice(), ..DeliveryReport::after(outcome, attempts, throttled) }, claimed),
         }
     }
     let outcome = if done { Outcome::Delivered } else { Outcome::Duplicate };
     // One action: from its first attempt to its 2xx, as for any call; several: the whole plan.
     let latency = if count == 1 { latency } else { done.then(|| started.elapsed()) };
-    (DeliveryReport { latency, actions: traces, ..DeliveryReport::after(outcome, attempts, throttled) }, claimed)
+    (DeliveryReport { latency, actions: traces.into_boxed_slice(), ..DeliveryReport::after(outcome, attempts, throttled) }, claimed)
 }
 
 /// One action's line in its record's line (SPEC §22.1).
@@ -147,7 +167,7 @@ mod tests {
         let update = ProfileUpdate { entity: "contacts".into(), id: "c-1".into(), body: Map::new() };
         let call = TriggerCall { trigger: "msdynmkt_OrderCompleted".into(), body: json!({"a": 1}).as_object().unwrap().clone() };
         let plan = ActionPlan { update: Some(update), writes: vec![row("m-1#accounts(accountnumber='A-1')")], trigger: Some(call), ..ActionPlan::default() };
-        let order: Vec<(Option<String>, &str)> = actions(&plan, Some("m-1"))
+        let order: Vec<(Option<String>, &str)> = actions(&plan, Some("m-1"), "")
             .map(|(key, request)| {
                 let what = match request {
                     Request::Update(_) => "update",
@@ -167,7 +187,8 @@ mod tests {
             ],
             "the trigger keeps the event's key (SPEC §11), so keys already stored still match"
         );
-        let unkeyed: Vec<Option<String>> = actions(&ActionPlan::raise(TriggerCall { trigger: "t".into(), body: Map::new() }), None).map(|(k, _)| k).collect();
+        let unkeyed: Vec<Option<String>> =
+            actions(&ActionPlan::raise(TriggerCall { trigger: "t".into(), body: Map::new() }), None, "").map(|(k, _)| k).collect();
         assert_eq!(unkeyed, [None], "without an event key, a trigger claims nothing");
     }
 }

@@ -18,6 +18,7 @@ pub mod retry;
 pub mod retry_class;
 pub mod scheduler;
 
+pub use actions::Tagging;
 pub use pacer::{Pacer, Slot};
 pub use pool::{PacerSettings, Pool};
 pub use port::{Answer, DynamicsPort, Principal, Principals, Request, Sent};

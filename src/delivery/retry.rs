@@ -64,7 +64,7 @@ pub struct DeliveryReport {
     /// A delivered request's HTTP status.
     pub status: Option<u16>,
     /// Each action of the record's plan (SPEC §22.1).
-    pub actions: Vec<ActionTrace>,
+    pub actions: Box<[ActionTrace]>,
 }
 
 /// Two reports say the same when their outcome, attempts, time and status do;
@@ -82,7 +82,7 @@ impl DeliveryReport {
     }
 
     pub(crate) fn after(outcome: Outcome, attempts: u32, throttled: u32) -> DeliveryReport {
-        DeliveryReport { outcome, attempts, throttled, latency: None, status: None, actions: Vec::new() }
+        DeliveryReport { outcome, attempts, throttled, latency: None, status: None, actions: Box::default() }
     }
 }
 

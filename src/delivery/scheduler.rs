@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::actions::settle;
+use super::actions::{settle, Tagging};
 use super::pool::Pool;
 use super::port::DynamicsPort;
 use super::retry::DeliveryReport;
@@ -106,6 +106,7 @@ pub async fn deliver<P: DynamicsPort>(
     jobs: Vec<Job>,
     order: Order,
     budget: Cutoffs,
+    tagging: Tagging,
 ) -> Vec<DeliveryReport> {
     let fifo = order.fifo();
     let count = jobs.len();
@@ -139,7 +140,7 @@ pub async fn deliver<P: DynamicsPort>(
     let start = |run: Vec<(Job, Turn)>, tasks: &mut JoinSet<()>, task_positions: &mut HashMap<tokio::task::Id, (Vec<usize>, Option<String>)>| {
         let run_positions: Vec<usize> = run.iter().map(|(j, _)| positions[&j.index]).collect();
         let group = run[0].0.group.clone();
-        let (port, pool, idempotency, slots) = (port.clone(), pool.clone(), idempotency.clone(), slots.clone());
+        let (port, pool, idempotency, slots, tagging) = (port.clone(), pool.clone(), idempotency.clone(), slots.clone(), tagging.clone());
         let positions = run_positions.clone();
         let handle = tasks.spawn(async move {
             let mut blocked_by: Option<String> = None;
@@ -151,7 +152,7 @@ pub async fn deliver<P: DynamicsPort>(
                     (None, Work::Actions(_)) if !turn.wait(budget.start_cutoff).await => DeliveryReport::done(Outcome::Failed(DeliveryError::Deadline)),
                     // Each action claims its own key (SPEC §11, §19); they are settled below.
                     (None, Work::Actions(plan)) => {
-                        let (report, keys) = super::actions::deliver_plan(&*port, &pool, &idempotency, &plan, job.key.as_deref(), budget).await;
+                        let (report, keys) = super::actions::deliver_plan(&*port, &pool, &idempotency, &plan, job.key.as_deref(), budget, &tagging).await;
                         claimed = keys;
                         report
                     }
@@ -279,7 +280,7 @@ mod tests {
 
     async fn run(port: &Arc<Scripted>, pacer: Pacer, jobs: Vec<Job>, fifo: bool, budget: Cutoffs) -> Vec<DeliveryReport> {
         let order = if fifo { Order::Fifo { parks: false } } else { Order::Any };
-        deliver(port.clone(), Arc::new(Pool::of(pacer)), Arc::new(Idempotency::in_memory()), jobs, order, budget).await
+        deliver(port.clone(), Arc::new(Pool::of(pacer)), Arc::new(Idempotency::in_memory()), jobs, order, budget, Tagging::traced()).await
     }
 
     fn transient() -> DeliveryError {
@@ -438,7 +439,8 @@ mod tests {
         port.script("t", vec![Err(DeliveryError::Throttled { retry_after: Some(Duration::from_secs(u64::MAX)), code: Some(CONCURRENCY_LIMIT_CODE.into()) })]);
         let pool = Arc::new(Pool::of(Pacer::new(4, 4)));
         let pacer = pool.first();
-        let reports = deliver(port.clone(), pool.clone(), Arc::new(Idempotency::in_memory()), vec![job(0, "t", None)], Order::Any, budget(5)).await;
+        let reports =
+            deliver(port.clone(), pool.clone(), Arc::new(Idempotency::in_memory()), vec![job(0, "t", None)], Order::Any, budget(5), Tagging::traced()).await;
         assert!(matches!(reports[0].outcome, Outcome::Failed(DeliveryError::Throttled { .. })), "{:?}", reports[0]);
         assert!(pacer.limit() >= 1);
         pacer.pause(Duration::from_secs(u64::MAX));

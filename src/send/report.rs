@@ -126,7 +126,7 @@ mod tests {
             attempts: 1,
             throttled: 0,
             latency: None,
-            trace: Default::default(),
+            trace: None,
         }
     }
 

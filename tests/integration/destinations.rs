@@ -23,7 +23,7 @@ async fn setup(destinations: &[&str], mapping: Value) -> (d365_sandbox::Sandbox,
     sandbox.put_secret("d365/relay-demo", &secret);
     let lines = Arc::new(Mutex::new(Vec::new()));
     let mapping = mapping.to_string();
-    let options = Options { record_lines: Some(lines.clone()), ..Options::default() };
+    let options = Options { record_lines: relay::startup::RecordLines::Buffer(lines.clone()), ..Options::default() };
     let relay = relay_with(&sandbox, &[("D365_MAPPING", mapping.as_str())], |c| c, options);
     (sandbox, relay, lines)
 }

@@ -120,6 +120,14 @@ fn every_mapping_the_project_ships_is_valid_under_the_schema_and_for_the_relay()
 }
 
 #[test]
+fn the_destinations_section_is_accepted() {
+    let document = json!({"destinations": {"prod": {"fallback": true}, "uat": {"best_effort": true, "events": ["Order Completed"], "rows": false},
+                          "fab": {"when": {"context.traits.brand": "fabrikam"}, "triggers": {"msdynmkt_OrderCompleted": "msdynmkt_OrderCompleted_fab"}}}});
+    assert!(complaints(&validator(), &document).is_empty(), "{:?}", complaints(&validator(), &document));
+    assert!(Mapping::parse(&document.to_string()).is_ok());
+}
+
+#[test]
 fn a_schema_line_is_accepted_and_ignored_by_the_relay() {
     let with = Mapping::parse(r#"{"$schema": "./mapping.schema.json", "trigger": "msdynmkt_A", "events": {"A": {}}}"#).unwrap();
     let without = Mapping::parse(r#"{"trigger": "msdynmkt_A", "events": {"A": {}}}"#).unwrap();
@@ -161,6 +169,9 @@ pub(crate) fn mistakes() -> Vec<(&'static str, Value)> {
         ("an unknown consent.missing", json!({"consent": {"categories": ["Marketing"], "missing": "maybe"}})),
         ("an identify section without an entity", json!({"identify": {"attributes": {"firstname": "traits.first_name"}}})),
         ("events as a list", json!({"events": ["Order Completed"]})),
+        ("a fallback with when", json!({"destinations": {"prod": {"fallback": true, "when": {"context.traits.brand": "a"}}}})),
+        ("a destination name in capitals", json!({"destinations": {"Prod": {}}})),
+        ("an unknown key in a route", json!({"destinations": {"uat": {"best_efort": true}}})),
     ]
 }
 

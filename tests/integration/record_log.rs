@@ -15,7 +15,7 @@ const MAPPING: &str = r#"{"events":{"Order Completed":{"attributes":{"msdynmkt_o
 async fn lines(mode: &str) -> Vec<Value> {
     let sandbox = d365_sandbox::Sandbox::start(sandbox_config(), 0).await.unwrap();
     let buffer = Arc::new(Mutex::new(Vec::new()));
-    let options = Options { record_lines: Some(buffer.clone()), ..Options::default() };
+    let options = Options { record_lines: relay::startup::RecordLines::Buffer(buffer.clone()), ..Options::default() };
     let relay = relay_with(&sandbox, &[("D365_MAPPING", MAPPING), ("D365_RECORD_LOG", mode)], |c| c, options);
     let mut delivered = order("rl-1");
     delivered["context"] = json!({"traits": {"email": "Jane.Doe@Example.com", "phone": "+447700900123"}});
