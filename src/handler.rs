@@ -782,6 +782,9 @@ fn warn_omitted(event: &Value, warnings: Vec<String>) {
     }
 }
 
+/// What only a record's line needs: the event's ids (a JSON object) and its key when it has no `messageId`.
+type LineExtra = (Option<Box<str>>, Option<Box<str>>);
+
 /// What a record's result needs of it once its event is mapped and dropped.
 #[derive(Clone)]
 struct Seen {
@@ -792,7 +795,7 @@ struct Seen {
     /// The event's own non-personal ids, for its record line (SPEC §22.1).
     /// For its record line (SPEC §22.1), boxed and only when there is any: the
     /// event's own non-personal ids, and its key when the event has no `messageId`.
-    extra: Option<Box<(Option<Box<str>>, Option<Box<str>>)>>,
+    extra: Option<Box<LineExtra>>,
     receive_count: Option<u32>,
 }
 

@@ -3,7 +3,8 @@
 //! and peak RSS of the release binary through a minimal Lambda Runtime API on
 //! loopback. Writes a Markdown table to `target/bench.md`.
 //!
-//! `BENCH_ONLY=capped,rss` runs some scenarios only, one file each here:
+//! `BENCH_ONLY=capped,rss` runs some scenarios only, one file each here
+//! (`record_log`: the record line's CPU, all against none):
 //! `uncapped` (batches of 10, 100, 1,000 at C = 8 and 32), `capped` (three
 //! 1,000-record batches in one environment against a Dataverse cap of 16),
 //! `binary` (cold start, size, peak RSS of a 1-record and a 1,000-record batch,
@@ -33,6 +34,7 @@ mod capped;
 mod ceiling;
 mod gzip;
 mod identity;
+mod record_log;
 mod rows;
 mod send;
 mod six_mib;
@@ -63,6 +65,9 @@ async fn main() {
     }
     if wanted("capped") {
         capped::run(&mut line).await;
+    }
+    if wanted("record_log") {
+        record_log::run(&mut line).await;
     }
 
     // The release binary through the Runtime API.
