@@ -433,35 +433,62 @@ async fn backlog(sandbox: &Sandbox, root: &str) -> Result<(), String> {
 /// attribute: outcome `moved`); `dlq summary` counts both, `dlq replay` sends
 /// the order back to the events queue and leaves the invalid one.
 async fn dlq_mending(sandbox: &Sandbox) -> Result<(), String> {
+    use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
     let Style { bold, dim, reset, .. } = Style::for_stdout();
     println!("\n{bold}── mending the DLQ{reset}  {dim}d365-trigger-relay dlq summary, then dlq replay: the good events back, the bad ones left{reset}");
     let client = relay::enqueue::sqs_client_for_endpoint(&sandbox.url());
-    let (dlq, events) = (sandbox.queue_url("relay-events-dlq"), sandbox.queue_url("relay-events"));
+    let mut urls = Vec::new();
+    for name in ["mend-dlq", "mend-events"] {
+        let created = client
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::VisibilityTimeout, "60")
+            .send()
+            .await
+            .map_err(|e| format!("dlq: the sandbox's SQS: {e}"))?;
+        urls.push(created.queue_url().unwrap_or_default().to_string());
+    }
+    let (dlq, events) = (urls[0].clone(), urls[1].clone());
+    // The record the backlog scene parked (with its d365- reasons), and an order SQS moved there during an outage.
+    let mut entries = Vec::new();
+    for (i, parked) in sandbox.queued("relay-events-dlq").into_iter().enumerate() {
+        let mut entry = SendMessageBatchRequestEntry::builder().id(format!("p{i}")).message_body(parked.body);
+        for (name, value) in parked.attributes {
+            entry =
+                entry.message_attributes(name, MessageAttributeValue::builder().data_type("String").string_value(value).build().map_err(|e| e.to_string())?);
+        }
+        entries.push(entry.build().map_err(|e| e.to_string())?);
+    }
     let moved = serde_json::json!({"type": "track", "event": "Order Completed", "messageId": "dlq-order-1", "userId": "5e1c0a7e-0003-4c0e-9a11-000000000003",
         "properties": {"order_id": "ORD-10231", "revenue": 42.0, "currency": "EUR"}});
-    let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder().id("0").message_body(moved.to_string()).build().map_err(|e| e.to_string())?;
-    client.send_message_batch().queue_url(&dlq).entries(entry).send().await.map_err(|e| format!("dlq: the sandbox's SQS: {e}"))?;
-    let before = sandbox.queued("relay-events").len();
+    entries.push(SendMessageBatchRequestEntry::builder().id("moved").message_body(moved.to_string()).build().map_err(|e| e.to_string())?);
+    client.send_message_batch().queue_url(&dlq).set_entries(Some(entries)).send().await.map_err(|e| format!("dlq: the sandbox's SQS: {e}"))?;
     let run = |args: &[&str]| {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let (client, dlq, events) = (client.clone(), dlq.clone(), events.clone());
         async move {
             let options = relay::dlq::parse(&args).map_err(|e| format!("dlq: {e}"))?;
-            let target = options.to.as_ref().map(|_| relay::dlq::queue::Target::new(client.clone(), events));
+            let target = options.to.as_ref().map(|_| relay::dlq::queue::Target::new(client.clone(), events.clone()));
             let interrupt = tokio::sync::watch::channel(false).1;
-            println!(
-                "   {dim}$ d365-trigger-relay dlq {} --queue …/relay-events-dlq{reset}",
-                args.join(" ").replace(&format!("--to {}", options.to.clone().unwrap_or_default()), "--to …/relay-events")
-            );
+            let shown = args.join(" ").replace(&events, "…/mend-events");
+            println!("   {dim}$ d365-trigger-relay dlq {shown} --queue …/mend-dlq{reset}");
             Ok::<i32, String>(relay::dlq::run(&options, relay::dlq::queue::DeadLetterQueue::new(client, dlq), target.as_ref(), None, interrupt).await)
         }
     };
     let summary = run(&["summary"]).await?;
     let replay = run(&["replay", "--to", &events]).await?;
-    let left = sandbox.queued("relay-events-dlq");
-    let sent: Vec<_> = sandbox.queued("relay-events").into_iter().skip(before).collect();
-    let left_outcomes: Vec<&str> = left.iter().filter_map(|m| m.attributes.get("d365-outcome").map(String::as_str)).collect();
-    if summary != 0 || replay != 0 || sent.len() != 1 || !sent[0].body.contains("dlq-order-1") || left_outcomes != ["invalid"] {
+    let received = |url: String| {
+        let client = client.clone();
+        async move {
+            let answer = client.receive_message().queue_url(url).max_number_of_messages(10).message_attribute_names("All").send().await;
+            answer.map(|a| a.messages().to_vec()).unwrap_or_default()
+        }
+    };
+    let sent = received(events).await;
+    let left = received(dlq).await;
+    let left_outcomes: Vec<String> =
+        left.iter().filter_map(|m| m.message_attributes().and_then(|a| a.get("d365-outcome")).and_then(|v| v.string_value()).map(str::to_string)).collect();
+    if summary != 0 || replay != 0 || sent.len() != 1 || !sent[0].body().unwrap_or_default().contains("dlq-order-1") || left_outcomes != ["invalid"] {
         return Err(format!(
             "dlq: expected the moved order replayed and the invalid record left; exit {summary}/{replay}, sent {}, left {left_outcomes:?}",
             sent.len()
