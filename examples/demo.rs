@@ -2,7 +2,9 @@
 //! event in `events/`, and shows what Dynamics received — like an event
 //! debugger; then one webhook in enqueue mode (SPEC §15) end to end, with the
 //! sandbox's SQS emulation standing in for Amazon SQS, a backfill, a throttled
-//! SQS batch, and a burst drained at Dataverse's request budget (scaled).
+//! SQS batch, a burst drained at Dataverse's request budget (scaled), and one
+//! record raised in two Dynamics environments (production and UAT, SPEC §23)
+//! that the sandbox serves through a path prefix.
 //! Exits non-zero if anything did not arrive as expected.
 //!
 //! `cargo run --example demo` (or `make demo`).
@@ -64,8 +66,13 @@ async fn main() {
     lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
     let Style { bold, dim, green, red, reset } = Style::for_stdout();
     let root = env!("CARGO_MANIFEST_DIR");
-    let config: SandboxConfig =
+    let mut config: SandboxConfig =
         serde_json::from_str(&std::fs::read_to_string(format!("{root}/sandbox/config.json")).expect("sandbox/config.json")).expect("a sandbox config");
+    // The two-environment scene's secret: production at the top level, a UAT environment with its own app (SPEC §23.1).
+    let mut two = config.secrets["d365/relay-demo"].clone();
+    two["destinations"] = serde_json::json!({"uat": {"tenant_id": two["tenant_id"], "client_id": UAT_CLIENT, "client_secret": "sandbox-uat-client-secret",
+                                                     "org_url_host": UAT_HOST}});
+    config.secrets.insert(TWO_ENVIRONMENTS_SECRET.into(), two);
     let webhook_secret = config.secrets["d365/relay-demo"]["webhook_secret"].as_str().unwrap_or_default().to_string();
     let sandbox = Sandbox::start(config, 0).await.expect("the sandbox starts on loopback");
     println!("{bold}d365-sandbox{reset} on {} (Secrets Manager, Entra token endpoint, Dataverse)", sandbox.url());
@@ -164,6 +171,9 @@ async fn main() {
     if let Err(problem) = budget_burst(&sandbox, root).await {
         problems.push(problem);
     }
+    if let Err(problem) = two_environments(&sandbox).await {
+        problems.push(problem);
+    }
 
     record_lines_shown(&mut problems, (bold, dim, reset));
 
@@ -187,6 +197,59 @@ async fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// The two-environment scene's secret, its UAT environment and application user.
+const TWO_ENVIRONMENTS_SECRET: &str = "d365/relay-demo-environments";
+const UAT_HOST: &str = "uat.api.crm.dynamics.com";
+const UAT_CLIENT: &str = "22222222-2222-2222-2222-222222222222";
+
+/// SPEC §23: one record raised in production and in its UAT copy. The secret
+/// holds both; the mapping's `destinations` routes the order to both; the
+/// sandbox serves each environment under its host
+/// (`D365_DATAVERSE_BASE_URL=http://…/{org_url_host}`). The redelivery raises
+/// in neither.
+async fn two_environments(sandbox: &Sandbox) -> Result<(), String> {
+    let Style { bold, dim, green, red, reset } = Style::for_stdout();
+    println!(
+        "\n{bold}── one record, two Dynamics environments{reset}  {dim}production (the secret's top level) and destinations.uat; D365_DATAVERSE_BASE_URL={}/{{org_url_host}}{reset}",
+        sandbox.url()
+    );
+    let mapping = serde_json::json!({
+        "events": {"Order Completed": {"attributes": {"msdynmkt_orderid": "properties.order_id", "msdynmkt_ordertotal": "properties.revenue"}}},
+        "destinations": {"default": {}, "uat": {"best_effort": true}}
+    })
+    .to_string();
+    let base = format!("{}/{{org_url_host}}", sandbox.url());
+    let settings = relay::sandbox_settings(
+        &sandbox.url(),
+        &[("D365_SECRET_ID", TWO_ENVIRONMENTS_SECRET), ("D365_MAPPING", mapping.as_str()), ("D365_DATAVERSE_BASE_URL", base.as_str())],
+    );
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), options());
+    println!("   {dim}mapping: \"destinations\": {{\"default\": {{}}, \"uat\": {{\"best_effort\": true}}}}{reset}");
+    let order = serde_json::json!({"type": "track", "event": "Order Completed", "messageId": "two-environments-1",
+        "userId": "5e1c0a7e-0003-4c0e-9a11-000000000003", "properties": {"order_id": "ORD-ENV-1", "revenue": 42.0}});
+    let before = sandbox.signals().len();
+    let answer = relay.handle(order.clone(), Instant::now() + Duration::from_secs(10)).await.map_err(|e| format!("two environments: invocation error: {e}"))?;
+    println!("   1. the handler answered: {answer}");
+    let received: Vec<_> = sandbox.signals().into_iter().skip(before).collect();
+    for signal in &received {
+        let colour = if signal.status == 204 { green } else { red };
+        let environment = if signal.environment.is_empty() { "(no prefix)" } else { signal.environment.as_str() };
+        println!("   {colour}{}{reset} POST /{bold}{environment}{reset}{}  {dim}as {}{reset}", signal.status, signal.path, signal.client_id);
+        println!("{}", indent(&serde_json::to_string_pretty(&signal.body).unwrap(), 8));
+    }
+    let again = relay.handle(order, Instant::now() + Duration::from_secs(10)).await.map_err(|e| format!("two environments: invocation error: {e}"))?;
+    let repeated = sandbox.signals().len() - before - received.len();
+    println!("   2. delivered again: {again} {dim}— {repeated} new call(s): done in both, it raises in neither{reset}");
+    let in_env = |host: &str| received.iter().filter(|s| s.environment == host && s.status == 204).count();
+    let prod_host = "contoso.api.crm.dynamics.com";
+    if in_env(prod_host) != 1 || in_env(UAT_HOST) != 1 || received.len() != 2 || repeated != 0 || answer["delivered"] != 1 || again["duplicates"] != 1 {
+        return Err(format!(
+            "two environments: expected one accepted call in {prod_host} and one in {UAT_HOST}, none on redelivery; got {received:?}, {repeated} repeated, answers {answer} then {again}"
+        ));
+    }
+    Ok(())
 }
 
 /// Every relay of the demo writes its record lines (SPEC §22.1) here, not among the demo's own lines.

@@ -1,6 +1,8 @@
 //! Admin endpoints under `/_sandbox/`: what was received, faults, secrets,
 //! apps, triggers and table rows — each read from or handed to its service.
 
+use std::sync::atomic::Ordering;
+
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -10,7 +12,9 @@ use crate::{empty, json_response, Reply, State};
 pub(crate) fn handle(state: &State, method: &Method, path: &[&str], body: &[u8]) -> Reply {
     let bad = |message: String| json_response(400, &json!({ "error": message }));
     match (method, path) {
-        (&Method::GET, ["signals"]) => json_response(200, &serde_json::to_value(state.dataverse.signals()).expect("signals serialise")),
+        (&Method::GET, ["signals"]) => json_response(200, &serde_json::to_value(&*state.signals.lock().unwrap()).expect("signals serialise")),
+        (&Method::GET, ["environments"]) => json_response(200, &json!(state.environments.lock().unwrap().keys().collect::<Vec<_>>())),
+        (_, ["environments", host, rest @ ..]) => environment(state, method, host, rest, body),
         (&Method::GET, ["queues", name]) => json_response(200, &serde_json::to_value(state.sqs.queues.lock().unwrap().peek(name)).expect("messages serialise")),
         (&Method::GET, ["visibility"]) => {
             json_response(200, &serde_json::to_value(&state.sqs.queues.lock().unwrap().visibility_changes).expect("changes serialise"))
@@ -60,7 +64,51 @@ pub(crate) fn handle(state: &State, method: &Method, path: &[&str], body: &[u8])
         },
         _ => json_response(
             404,
-            &json!({ "error": "admin endpoints: GET signals, GET stats, GET rows, GET/PUT rows/{set}, POST reset, GET/PUT faults, PUT secrets/{name}, PUT apps, PUT triggers" }),
+            &json!({ "error": "admin endpoints: GET signals, GET stats, GET rows, GET/PUT rows/{set}, POST reset, GET/PUT faults, PUT secrets/{name}, PUT apps, PUT triggers, GET environments, GET environments/{host}/signals|stats, GET/PUT/DELETE environments/{host}/faults, GET/PUT environments/{host}/rows/{set}" }),
         ),
+    }
+}
+
+/// `/_sandbox/environments/{host}/…`: one Dataverse environment (SPEC §23.4).
+fn environment(state: &State, method: &Method, host: &str, path: &[&str], body: &[u8]) -> Reply {
+    let bad = |message: String| json_response(400, &json!({ "error": message }));
+    let host = host.to_ascii_lowercase();
+    let dataverse = state.environment(&host);
+    match (method, path) {
+        (&Method::GET, ["signals"]) => {
+            let signals: Vec<_> = state.signals.lock().unwrap().iter().filter(|s| s.environment == host).cloned().collect();
+            json_response(200, &serde_json::to_value(signals).expect("signals serialise"))
+        }
+        (&Method::GET, ["stats"]) => {
+            let mut stats = crate::Stats::default();
+            dataverse.stats(&mut stats);
+            json_response(200, &serde_json::to_value(stats).expect("stats serialise"))
+        }
+        (&Method::GET, ["faults"]) => {
+            let own = dataverse.own_faults.load(Ordering::SeqCst);
+            let faults = if own { dataverse.faults.lock().unwrap().clone() } else { state.dataverse.faults.lock().unwrap().clone() };
+            json_response(200, &json!({"own": own, "faults": crate::config::Faults::from_dataverse(faults)}))
+        }
+        (&Method::PUT | &Method::POST, ["faults"]) => match serde_json::from_slice::<Faults>(body) {
+            Ok(faults) => {
+                *dataverse.faults.lock().unwrap() = faults.split().dataverse;
+                dataverse.own_faults.store(true, Ordering::SeqCst);
+                empty(204)
+            }
+            Err(e) => bad(format!("not a faults document: {e}")),
+        },
+        (&Method::DELETE, ["faults"]) => {
+            dataverse.own_faults.store(false, Ordering::SeqCst);
+            empty(204)
+        }
+        (&Method::GET, ["rows", set]) => json_response(200, &Value::Array(dataverse.tables.rows(set))),
+        (&Method::PUT, ["rows", set]) => match serde_json::from_slice::<Vec<Value>>(body) {
+            Ok(rows) => {
+                dataverse.tables.set_rows(set, rows);
+                empty(204)
+            }
+            Err(e) => bad(format!("not a list of rows: {e}")),
+        },
+        _ => json_response(404, &json!({ "error": "environment endpoints: GET signals, GET stats, GET/PUT/DELETE faults, GET/PUT rows/{set}" })),
     }
 }

@@ -195,6 +195,11 @@ impl Faults {
         }
     }
 
+    /// The document holding only Dataverse's part (an environment's faults).
+    pub(crate) fn from_dataverse(dataverse: DataverseFaults) -> Faults {
+        Faults::join(FaultsByService { entra: EntraFaults::default(), dataverse, secrets_manager: SecretsFaults::default(), sqs: SqsFaults::default() })
+    }
+
     /// The document the services' parts make (what `GET /_sandbox/faults` answers).
     pub(crate) fn join(parts: FaultsByService) -> Faults {
         let FaultsByService { entra, dataverse: d, secrets_manager, sqs } = parts;
@@ -233,6 +238,9 @@ impl Faults {
 /// One table-row request (lookup, create, update) as the sandbox received it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RowRequest {
+    /// The environment addressed: the path prefix's host (`uat.api.crm.dynamics.com`), empty for the default one.
+    #[serde(default)]
+    pub environment: String,
     pub method: String,
     /// `contacts`, `contacts({id})`, or `accounts(accountnumber='A-1')` as sent (percent-encoded).
     pub path: String,
@@ -248,8 +256,12 @@ pub struct RowRequest {
 /// One Dataverse call as the sandbox received it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
+    /// The environment called: the path prefix's host (`uat.api.crm.dynamics.com`
+    /// for `/uat.api.crm.dynamics.com/api/data/v9.2/…`), empty for the default one.
+    #[serde(default)]
+    pub environment: String,
     pub trigger: String,
-    /// The request path, e.g. `/api/data/v9.2/msdynmkt_OrderCompleted`.
+    /// The request path within the environment (its prefix removed), e.g. `/api/data/v9.2/msdynmkt_OrderCompleted`.
     pub path: String,
     /// Request headers (lowercase names); the bearer token is shown as `Bearer <token>`.
     pub headers: BTreeMap<String, String>,

@@ -4,7 +4,7 @@
 //! triggers, tables, service protection limits and what it received).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::config::{Signal, TriggerDef};
 use crate::protection::{self, Limits, Protection};
 use crate::rows::Tables;
-use crate::{dataverse_error, empty, timestamp, Answer, Dropped, Reply, State};
+use crate::{dataverse_error, empty, timestamp, Answer, Dropped, Env, Reply};
 
 /// The faults of [`Faults`](crate::Faults) that Dataverse injects (see there for each).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,15 +39,20 @@ pub(crate) struct DataverseFaults {
     pub limits: Limits,
 }
 
-/// What the emulated Dataverse holds and has seen.
+/// What one emulated Dataverse environment holds and has seen: the default
+/// one (requests without a path prefix, `name` empty) or the one a path
+/// prefix names (`/{org_url_host}/api/data/v9.2/…`, SPEC §23.4).
 pub(crate) struct Dataverse {
+    /// The environment's host (`uat.api.crm.dynamics.com`); empty for the default one.
+    pub(crate) name: String,
+    /// Whether `faults` are the environment's own; else it answers under the default environment's.
+    pub(crate) own_faults: AtomicBool,
     triggers: Mutex<HashMap<String, TriggerDef>>,
     pub(crate) tables: Tables,
     pub(crate) faults: Mutex<DataverseFaults>,
     /// The fault dice (and the ids of created rows), seeded so runs repeat.
     pub(crate) dice: Mutex<fastrand::Rng>,
     pub(crate) protection: Protection,
-    signals: Mutex<Vec<Signal>>,
     calls_by_status: Mutex<BTreeMap<u16, u64>>,
     calls_per_minute: Mutex<BTreeMap<String, u64>>,
     metadata_requests: AtomicU64,
@@ -58,14 +63,15 @@ pub(crate) struct Dataverse {
 }
 
 impl Dataverse {
-    pub(crate) fn new(tables: Tables, seed: u64) -> Dataverse {
+    pub(crate) fn new(name: &str, tables: Tables, seed: u64) -> Dataverse {
         Dataverse {
+            name: name.to_string(),
+            own_faults: AtomicBool::new(false),
             triggers: Mutex::new(HashMap::new()),
             tables,
             faults: Mutex::new(DataverseFaults::default()),
             dice: Mutex::new(fastrand::Rng::with_seed(seed)),
             protection: Protection::default(),
-            signals: Mutex::new(Vec::new()),
             calls_by_status: Mutex::new(BTreeMap::new()),
             calls_per_minute: Mutex::new(BTreeMap::new()),
             metadata_requests: AtomicU64::new(0),
@@ -79,24 +85,30 @@ impl Dataverse {
         *self.triggers.lock().unwrap() = triggers.into_iter().map(|t| (t.name.clone(), t)).collect();
     }
 
-    pub(crate) fn signals(&self) -> Vec<Signal> {
-        self.signals.lock().unwrap().clone()
+    pub(crate) fn triggers(&self) -> Vec<TriggerDef> {
+        let mut triggers: Vec<TriggerDef> = self.triggers.lock().unwrap().values().cloned().collect();
+        triggers.sort_by(|a, b| a.name.cmp(&b.name));
+        triggers
     }
 
-    /// Fills Dataverse's part of the stats.
+    /// Adds this environment's counts to `stats` (the sums over environments;
+    /// the largest concurrency seen in any one).
     pub(crate) fn stats(&self, stats: &mut crate::Stats) {
-        stats.calls_by_status = self.calls_by_status.lock().unwrap().clone();
-        stats.max_concurrency_seen = self.max_in_flight.load(Ordering::SeqCst);
-        stats.metadata_requests = self.metadata_requests.load(Ordering::SeqCst);
-        stats.entity_requests = self.entity_requests.load(Ordering::SeqCst);
-        stats.row_requests = self.tables.requests();
-        stats.trigger_calls_per_minute = self.calls_per_minute.lock().unwrap().clone();
-        stats.sent_during_pause = self.protection.sent_during_pause();
+        for (status, n) in self.calls_by_status.lock().unwrap().iter() {
+            *stats.calls_by_status.entry(*status).or_default() += n;
+        }
+        stats.max_concurrency_seen = stats.max_concurrency_seen.max(self.max_in_flight.load(Ordering::SeqCst));
+        stats.metadata_requests += self.metadata_requests.load(Ordering::SeqCst);
+        stats.entity_requests += self.entity_requests.load(Ordering::SeqCst);
+        stats.row_requests += self.tables.requests();
+        for (minute, n) in self.calls_per_minute.lock().unwrap().iter() {
+            *stats.trigger_calls_per_minute.entry(minute.clone()).or_default() += n;
+        }
+        stats.sent_during_pause += self.protection.sent_during_pause();
     }
 
     pub(crate) fn reset(&self) {
         self.protection.reset();
-        self.signals.lock().unwrap().clear();
         self.calls_by_status.lock().unwrap().clear();
         self.calls_per_minute.lock().unwrap().clear();
         self.metadata_requests.store(0, Ordering::SeqCst);
@@ -117,9 +129,9 @@ impl Dataverse {
 
     /// A request of the holder of `token` past the service protection limits
     /// (SPEC §17.2): what it has left, or the 429 to answer.
-    pub(crate) fn admit(&self, client: &str, arrived: Instant, executed: Duration) -> Result<protection::Remaining, Box<Reply>> {
-        let limits = self.faults.lock().unwrap().limits.clone();
-        self.protection.admit(&limits, client, arrived, executed)
+    /// `limits`: the budget faults the environment answers under.
+    pub(crate) fn admit(&self, limits: &Limits, client: &str, arrived: Instant, executed: Duration) -> Result<protection::Remaining, Box<Reply>> {
+        self.protection.admit(limits, client, arrived, executed)
     }
 }
 
@@ -131,15 +143,15 @@ impl Drop for InFlight<'_> {
     }
 }
 
-pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> Answer {
+pub(crate) async fn trigger(env: &Env<'_>, trigger: &str, path: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> Answer {
     let arrived = Instant::now();
-    let dataverse = &state.dataverse;
+    let (state, dataverse) = (env.state, &*env.dataverse);
     let authorization = headers.get("authorization").map(String::as_str);
     dataverse.count_minute();
     let now_in_flight = dataverse.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(dataverse);
     dataverse.max_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
-    let faults = dataverse.faults.lock().unwrap().clone();
+    let faults = env.faults().lock().unwrap().clone();
     let (roll, jitter, slow) = {
         let mut dice = dataverse.dice.lock().unwrap();
         (dice.f64(), if faults.latency_jitter_ms > 0 { dice.u64(0..=faults.latency_jitter_ms) } else { 0 }, dice.f64() < faults.slow_rate)
@@ -148,7 +160,8 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
     let client_id = state.entra.holder(token);
     let record = |status: u16, body: Value| {
         dataverse.count(status);
-        dataverse.signals.lock().unwrap().push(Signal {
+        state.signals.lock().unwrap().push(Signal {
+            environment: dataverse.name.clone(),
             trigger: trigger.to_string(),
             path: path.to_string(),
             headers: headers
@@ -185,7 +198,7 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let scripted = {
-        let mut faults = dataverse.faults.lock().unwrap();
+        let mut faults = env.faults().lock().unwrap();
         (!faults.script.is_empty()).then(|| faults.script.remove(0))
     };
     match scripted {
@@ -224,7 +237,7 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
         return Ok(dataverse_error(503, "0x80044151", "The service is temporarily unavailable (sandbox fault)."));
     }
 
-    if !state.entra.is_valid(token) {
+    if !env.is_valid(token) {
         record(401, parsed);
         return Ok(unauthenticated());
     }
@@ -233,7 +246,7 @@ pub(crate) async fn trigger(state: &State, trigger: &str, path: &str, headers: &
         return Ok(reply);
     }
     // The request and time budgets are met late: after the call has run.
-    let remaining = match dataverse.admit(&client_id, arrived, Duration::from_millis(delay)) {
+    let remaining = match dataverse.admit(&faults.limits, &client_id, arrived, Duration::from_millis(delay)) {
         Ok(remaining) => remaining,
         Err(reply) => {
             record(429, parsed);
@@ -309,22 +322,24 @@ fn type_code(kind: &str) -> i64 {
 
 /// `GET /api/data/v9.2/customapis?$filter=uniquename eq '…'&$select=…&$expand=CustomAPIRequestParameters(…)`:
 /// a trigger's definition as Dataverse describes it (SPEC §13), or `{"value": []}`.
-pub(crate) fn custom_apis(state: &State, query: &str, headers: &BTreeMap<String, String>) -> Reply {
-    let dataverse = &state.dataverse;
+pub(crate) fn custom_apis(env: &Env<'_>, query: &str, headers: &BTreeMap<String, String>) -> Reply {
+    let dataverse = &*env.dataverse;
     dataverse.metadata_requests.fetch_add(1, Ordering::SeqCst);
     let token = headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-    if !state.entra.is_valid(token) {
+    if !env.is_valid(token) {
         return dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired.");
     }
-    let remaining = match dataverse.admit(&state.entra.holder(token), Instant::now(), Duration::ZERO) {
+    let limits = env.faults().lock().unwrap().limits.clone();
+    let remaining = match dataverse.admit(&limits, &env.state.entra.holder(token), Instant::now(), Duration::ZERO) {
         Ok(remaining) => remaining,
         Err(reply) => return *reply,
     };
-    protection::with_headers(definitions(dataverse, query), remaining)
+    protection::with_headers(definitions(env, query), remaining)
 }
 
-fn definitions(dataverse: &Dataverse, query: &str) -> Reply {
-    if let Some(status) = dataverse.faults.lock().unwrap().metadata_status {
+fn definitions(env: &Env<'_>, query: &str) -> Reply {
+    let dataverse = &*env.dataverse;
+    if let Some(status) = env.faults().lock().unwrap().metadata_status {
         return match status {
             403 => dataverse_error(403, "0x80040220", "Principal user is missing prvReadCustomAPI privilege (sandbox fault)."),
             s => dataverse_error(s, "0x80040216", &format!("Scripted metadata answer {s}.")),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{dataverse_error, json_response, Reply, State};
+use crate::{dataverse_error, json_response, Env, Reply};
 
 /// A navigation property: the lookup column it writes and the set it points at.
 pub(crate) struct Navigation {
@@ -166,22 +166,23 @@ impl Definition {
 
 /// `GET /api/data/v9.2/EntityDefinitions?$filter=EntitySetName eq '{set}'&$select=…&$expand=Attributes(…),Keys(…),ManyToOneRelationships(…)`.
 /// Custom columns seeded rows carry (`new_customernumber`) are listed as String columns.
-pub(crate) fn entity_definitions(state: &State, query: &str, headers: &BTreeMap<String, String>) -> Reply {
-    let dataverse = &state.dataverse;
+pub(crate) fn entity_definitions(env: &Env<'_>, query: &str, headers: &BTreeMap<String, String>) -> Reply {
+    let dataverse = &*env.dataverse;
     dataverse.entity_requests.fetch_add(1, Ordering::SeqCst);
     let token = headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-    if !state.entra.is_valid(token) {
+    if !env.is_valid(token) {
         return dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired.");
     }
-    let remaining = match dataverse.admit(&state.entra.holder(token), Instant::now(), Duration::ZERO) {
+    let limits = env.faults().lock().unwrap().limits.clone();
+    let remaining = match dataverse.admit(&limits, &env.state.entra.holder(token), Instant::now(), Duration::ZERO) {
         Ok(remaining) => remaining,
         Err(reply) => return *reply,
     };
-    crate::protection::with_headers(describe(state, query), remaining)
+    crate::protection::with_headers(describe(env, query), remaining)
 }
 
-fn describe(state: &State, query: &str) -> Reply {
-    if let Some(status) = state.dataverse.faults.lock().unwrap().entities_status {
+fn describe(env: &Env<'_>, query: &str) -> Reply {
+    if let Some(status) = env.faults().lock().unwrap().entities_status {
         return match status {
             403 => dataverse_error(403, "0x80040220", "Principal user is missing prvReadEntity privilege (sandbox fault)."),
             s => dataverse_error(s, "0x80040216", &format!("Scripted metadata answer {s}.")),
@@ -206,7 +207,7 @@ fn describe(state: &State, query: &str) -> Reply {
     let rows: Vec<Value> = definition(set)
         .map(|d| {
             let mut columns: Vec<(String, String)> = d.all_columns().into_iter().map(|(c, t)| (c.to_string(), t.to_string())).collect();
-            let seeded = state.dataverse.tables.rows(set);
+            let seeded = env.dataverse.tables.rows(set);
             for row in &seeded {
                 for column in row.as_object().into_iter().flat_map(|o| o.keys()) {
                     if !column.starts_with('_') && !columns.iter().any(|(c, _)| c == column) {

@@ -40,6 +40,8 @@ pub(crate) struct Entra {
     tokens: Mutex<HashMap<String, Instant>>,
     /// Token → the application user (client id) it was issued to (kept after a revoke).
     holders: Mutex<HashMap<String, String>>,
+    /// Token → the environment (`org_url_host`) its scope named.
+    audiences: Mutex<HashMap<String, String>>,
     log: Mutex<Vec<TokenRequest>>,
     requests: AtomicU64,
 }
@@ -53,6 +55,7 @@ impl Entra {
             dice: Mutex::new(fastrand::Rng::with_seed(seed)),
             tokens: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
+            audiences: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
         }
@@ -83,6 +86,11 @@ impl Entra {
     /// The application user `token` was issued to (empty for a token never issued).
     pub(crate) fn holder(&self, token: &str) -> String {
         self.holders.lock().unwrap().get(token).cloned().unwrap_or_default()
+    }
+
+    /// The environment (`org_url_host`) `token` was issued for (empty for a token never issued).
+    pub(crate) fn audience(&self, token: &str) -> String {
+        self.audiences.lock().unwrap().get(token).cloned().unwrap_or_default()
     }
 
     /// Forgets issued tokens (as if they had all expired).
@@ -177,5 +185,6 @@ fn entra_answer(entra: &Entra, tenant: &str, form: &HashMap<String, String>) -> 
     let token = format!("sbx_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     entra.tokens.lock().unwrap().insert(token.clone(), Instant::now() + lifetime);
     entra.holders.lock().unwrap().insert(token.clone(), app.client_id.clone());
+    entra.audiences.lock().unwrap().insert(token.clone(), app.org_url_host.to_ascii_lowercase());
     json_response(200, &json!({ "token_type": "Bearer", "expires_in": lifetime.as_secs(), "ext_expires_in": lifetime.as_secs(), "access_token": token }))
 }

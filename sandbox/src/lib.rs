@@ -4,6 +4,16 @@
 //! `leads` and `opportunities`) on one loopback port (and SQS
 //! `SendMessageBatch`/`ReceiveMessage` for enqueue mode, SPEC §15), with
 //! seeded fault injection and admin endpoints listing what it received.
+//!
+//! Several Dataverse environments on the one port (SPEC §23.4): a request to
+//! `/{org_url_host}/api/data/v9.2/…` is that environment's — its triggers,
+//! tables, counts, service protection and (when given their own) faults — and
+//! one without a prefix is the default environment's. A prefixed environment
+//! is created on its first request, with the default's trigger definitions
+//! and the configured rows, answering under the default's faults until
+//! [`Sandbox::set_environment_faults`] gives it its own; it accepts only
+//! tokens issued for its host. The token endpoint and Secrets Manager are
+//! shared, and what was received is one log, each entry naming its environment.
 
 mod admin;
 mod config;
@@ -17,7 +27,8 @@ mod sqs;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,8 +46,41 @@ pub use sqs::{QueuedMessage, VisibilityChange};
 struct State {
     secrets_manager: secrets_manager::SecretsManager,
     entra: entra::Entra,
-    dataverse: dataverse::Dataverse,
+    /// The default Dataverse environment (requests without a path prefix).
+    dataverse: Arc<dataverse::Dataverse>,
+    /// The environments path prefixes named, by host (lowercase).
+    environments: Mutex<BTreeMap<String, Arc<dataverse::Dataverse>>>,
+    /// The rows the config seeds, which a new environment starts with.
+    seeded_rows: BTreeMap<String, Vec<serde_json::Value>>,
+    seed: u64,
+    /// Every trigger call received, in any environment, in order.
+    signals: Mutex<Vec<Signal>>,
+    /// Every table-row request received, in any environment, in order.
+    row_log: Mutex<Vec<RowRequest>>,
     sqs: sqs::Sqs,
+}
+
+/// The Dataverse environment a request addresses.
+struct Env<'a> {
+    state: &'a State,
+    dataverse: Arc<dataverse::Dataverse>,
+}
+
+impl Env<'_> {
+    /// The faults the environment answers under: its own, else the default environment's.
+    fn faults(&self) -> &Mutex<dataverse::DataverseFaults> {
+        if self.dataverse.own_faults.load(Ordering::SeqCst) {
+            &self.dataverse.faults
+        } else {
+            &self.state.dataverse.faults
+        }
+    }
+
+    /// Whether `token` is valid here: issued, not expired, and — in an
+    /// environment a prefix names — issued for its host (Dataverse checks the audience).
+    fn is_valid(&self, token: &str) -> bool {
+        self.state.entra.is_valid(token) && (self.dataverse.name.is_empty() || self.state.entra.audience(token) == self.dataverse.name)
+    }
 }
 
 /// A running sandbox; stopped when dropped.
@@ -81,7 +125,12 @@ impl Sandbox {
         let state = Arc::new(State {
             secrets_manager: secrets_manager::SecretsManager::default(),
             entra: entra::Entra::new(config.token_lifetime_secs.map(Duration::from_secs), config.seed),
-            dataverse: dataverse::Dataverse::new(rows::Tables::new(config.rows.clone()), config.seed),
+            dataverse: Arc::new(dataverse::Dataverse::new("", rows::Tables::new(config.rows.clone()), config.seed)),
+            environments: Mutex::new(BTreeMap::new()),
+            seeded_rows: config.rows.clone(),
+            seed: config.seed,
+            signals: Mutex::new(Vec::new()),
+            row_log: Mutex::new(Vec::new()),
             sqs: sqs::Sqs::new(config.seed),
         });
         state.set_faults(config.faults.clone());
@@ -118,9 +167,63 @@ impl Sandbox {
         self.addr
     }
 
-    /// Every Dataverse call received, in order.
+    /// Every Dataverse trigger call received, in every environment, in order.
     pub fn signals(&self) -> Vec<Signal> {
-        self.state.dataverse.signals()
+        self.state.signals.lock().unwrap().clone()
+    }
+
+    /// The trigger calls one environment received, in order (`host` as in the
+    /// path prefix, e.g. `uat.api.crm.dynamics.com`; "" for the default environment).
+    pub fn environment_signals(&self, host: &str) -> Vec<Signal> {
+        let host = host.to_ascii_lowercase();
+        self.signals().into_iter().filter(|s| s.environment == host).collect()
+    }
+
+    /// The calls one environment accepted (204).
+    pub fn environment_accepted(&self, host: &str) -> Vec<Signal> {
+        self.environment_signals(host).into_iter().filter(|s| s.status == 204).collect()
+    }
+
+    /// The environments path prefixes have named so far (their hosts).
+    pub fn environments(&self) -> Vec<String> {
+        self.state.environments.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// Gives the environment `host` its own Dataverse faults (the Dataverse
+    /// part of `faults`: statuses, throttling, script, rates, latency, budgets…;
+    /// the token, Secrets Manager and SQS fields are ignored): from now on its
+    /// requests answer under these, and the default environment's no longer apply to it.
+    pub fn set_environment_faults(&self, host: &str, faults: Faults) {
+        let environment = self.state.environment(host);
+        *environment.faults.lock().unwrap() = faults.split().dataverse;
+        environment.own_faults.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes back the environment's own faults: it answers under the default environment's again.
+    pub fn clear_environment_faults(&self, host: &str) {
+        self.state.environment(host).own_faults.store(false, Ordering::SeqCst);
+    }
+
+    /// One environment's counts ("" for the default one).
+    pub fn environment_stats(&self, host: &str) -> Stats {
+        let mut stats = Stats::default();
+        self.state.environment(host).stats(&mut stats);
+        stats
+    }
+
+    /// Replaces one environment's trigger definitions.
+    pub fn set_environment_triggers(&self, host: &str, triggers: Vec<TriggerDef>) {
+        self.state.environment(host).set_triggers(triggers);
+    }
+
+    /// The rows of an entity set in one environment as they are now.
+    pub fn environment_rows(&self, host: &str, set: &str) -> Vec<Value> {
+        self.state.environment(host).tables.rows(set)
+    }
+
+    /// Replaces the rows of an entity set in one environment.
+    pub fn set_environment_rows(&self, host: &str, set: &str, rows: Vec<Value>) {
+        self.state.environment(host).tables.set_rows(set, rows);
     }
 
     /// The calls Dataverse accepted (204).
@@ -175,22 +278,23 @@ impl Sandbox {
         format!("{}/000000000000/{name}", self.url())
     }
 
-    /// Replaces the trigger definitions (a trigger republished with other parameters).
+    /// Replaces the trigger definitions (a trigger republished with other
+    /// parameters), in the default environment and every other one so far.
     pub fn set_triggers(&self, triggers: Vec<TriggerDef>) {
-        self.state.dataverse.set_triggers(triggers);
+        self.state.set_triggers(triggers);
     }
 
-    /// Every table-row request received (identity lookups, creates, updates, row writes), in order.
+    /// Every table-row request received (identity lookups, creates, updates, row writes), in every environment, in order.
     pub fn row_requests(&self) -> Vec<RowRequest> {
-        self.state.dataverse.tables.log()
+        self.state.row_log.lock().unwrap().clone()
     }
 
-    /// The rows of an entity set as they are now (created and updated ones included).
+    /// The rows of an entity set in the default environment as they are now (created and updated ones included).
     pub fn rows(&self, set: &str) -> Vec<Value> {
         self.state.dataverse.tables.rows(set)
     }
 
-    /// Replaces the rows of an entity set.
+    /// Replaces the rows of an entity set in the default environment.
     pub fn set_rows(&self, set: &str, rows: Vec<Value>) {
         self.state.dataverse.tables.set_rows(set, rows);
     }
@@ -202,6 +306,31 @@ impl Sandbox {
 }
 
 impl State {
+    /// The environment a path prefix names ("" or the default's own name: the default one), created on first use.
+    fn environment(&self, host: &str) -> Arc<dataverse::Dataverse> {
+        let host = host.to_ascii_lowercase();
+        if host.is_empty() {
+            return self.dataverse.clone();
+        }
+        let mut environments = self.environments.lock().unwrap();
+        environments
+            .entry(host.clone())
+            .or_insert_with(|| {
+                let seed = self.seed.wrapping_add(environments_seed(&host));
+                let created = dataverse::Dataverse::new(&host, rows::Tables::new(self.seeded_rows.clone()), seed);
+                created.set_triggers(self.dataverse.triggers());
+                Arc::new(created)
+            })
+            .clone()
+    }
+
+    fn set_triggers(&self, triggers: Vec<TriggerDef>) {
+        for environment in self.environments.lock().unwrap().values() {
+            environment.set_triggers(triggers.clone());
+        }
+        self.dataverse.set_triggers(triggers);
+    }
+
     /// Stores a secret; with `derive_app`, Entra accepts the application users it names.
     fn put_secret(&self, name: &str, value: &Value, derive_app: bool) {
         let apps = self.secrets_manager.put(name, value);
@@ -229,13 +358,22 @@ impl State {
         })
     }
 
+    /// The counts over every environment.
     fn stats(&self) -> Stats {
         let mut stats = Stats { token_requests: self.entra.requests(), secret_requests: self.secrets_manager.requests(), ..Stats::default() };
         self.dataverse.stats(&mut stats);
+        for environment in self.environments.lock().unwrap().values() {
+            environment.stats(&mut stats);
+        }
         stats
     }
 
     fn reset(&self) {
+        self.signals.lock().unwrap().clear();
+        self.row_log.lock().unwrap().clear();
+        for environment in self.environments.lock().unwrap().values() {
+            environment.reset();
+        }
         self.dataverse.reset();
         self.entra.reset();
         self.secrets_manager.reset();
@@ -261,7 +399,7 @@ fn dataverse_error(status: u16, code: &str, message: &str) -> Reply {
 
 async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    let full_path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
     let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
     let headers: BTreeMap<String, String> = request.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
@@ -269,23 +407,39 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Answer {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(Dropped),
     };
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mut segments: Vec<&str> = full_path.trim_matches('/').split('/').collect();
+    // `/{org_url_host}/api/…`: another environment's Web API (SPEC §23.4).
+    let (host, path) = match segments.as_slice() {
+        [host, "api", ..] if !host.is_empty() && *host != "_sandbox" => {
+            let host = host.to_string();
+            segments.remove(0);
+            let inner = full_path.trim_start_matches('/').strip_prefix(host.as_str()).unwrap_or(&full_path).to_string();
+            (host, inner)
+        }
+        _ => (String::new(), full_path.clone()),
+    };
+    let env = || Env { state: &state, dataverse: state.environment(&host) };
     match (&method, segments.as_slice()) {
         (&Method::POST, [..]) if target.as_deref().is_some_and(|t| t.starts_with("AmazonSQS.")) => {
             Ok(sqs::handle(&state, target.as_deref().unwrap_or(""), &body, headers.get("host").map_or("localhost", String::as_str)))
         }
         (&Method::POST, [""]) if target.is_some() => Ok(secrets_manager::get_secret_value(&state, target.as_deref().unwrap_or(""), &body)),
         (&Method::POST, [tenant, "oauth2", "v2.0", "token"]) => Ok(entra::token(&state, tenant, &body)),
-        (&Method::GET, ["api", "data", "v9.2", "customapis"]) => Ok(dataverse::custom_apis(&state, &query, &headers)),
-        (&Method::GET, ["api", "data", "v9.2", "EntityDefinitions"]) => Ok(entities::entity_definitions(&state, &query, &headers)),
-        (&Method::GET | &Method::POST | &Method::PATCH, ["api", "data", "v9.2", set]) if rows::is_table(&state, set) => {
-            rows::handle(&state, method.as_str(), set, &query, &headers, &body).await
+        (&Method::GET, ["api", "data", "v9.2", "customapis"]) => Ok(dataverse::custom_apis(&env(), &query, &headers)),
+        (&Method::GET, ["api", "data", "v9.2", "EntityDefinitions"]) => Ok(entities::entity_definitions(&env(), &query, &headers)),
+        (&Method::GET | &Method::POST | &Method::PATCH, ["api", "data", "v9.2", set]) if rows::is_table(&env(), set) => {
+            rows::handle(&env(), method.as_str(), set, &query, &headers, &body).await
         }
-        (&Method::POST, ["api", "data", "v9.2", trigger]) => dataverse::trigger(&state, trigger, &path, &headers, &body).await,
+        (&Method::POST, ["api", "data", "v9.2", trigger]) => dataverse::trigger(&env(), trigger, &path, &headers, &body).await,
         (_, ["_sandbox", rest @ ..]) => Ok(admin::handle(&state, &method, rest, &body)),
         (&Method::POST, [""]) => Ok(json_response(400, &json!({"__type": "MissingAction", "message": "X-Amz-Target is required."}))),
         _ => Ok(dataverse_error(404, "0x80060888", &format!("No route for {method} {path}"))),
     }
+}
+
+/// A number drawn from a host, so each environment's dice differ from the others' and repeat from run to run.
+fn environments_seed(host: &str) -> u64 {
+    host.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Now as RFC 3339 UTC with milliseconds (`2026-06-06T14:30:00.250Z`).

@@ -10,7 +10,12 @@
 //! ```
 //! Admin: GET /_sandbox/signals, GET /_sandbox/stats, POST /_sandbox/reset,
 //! GET|PUT /_sandbox/faults, PUT /_sandbox/secrets/{name}, PUT /_sandbox/apps,
-//! PUT /_sandbox/triggers.
+//! PUT /_sandbox/triggers; per environment (SPEC §23.4): GET /_sandbox/environments,
+//! GET /_sandbox/environments/{host}/signals|stats, GET|PUT|DELETE
+//! /_sandbox/environments/{host}/faults, GET|PUT /_sandbox/environments/{host}/rows/{set}.
+//!
+//! Several Dataverse environments: `/{org_url_host}/api/data/v9.2/…` is that
+//! environment's (the relay's `D365_DATAVERSE_BASE_URL=http://…/{org_url_host}`).
 
 use d365_sandbox::{Sandbox, SandboxConfig};
 
@@ -73,6 +78,7 @@ fn run() -> Result<(), String> {
         let sandbox = Sandbox::start_on(config, addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         println!("d365-sandbox listening on {}", sandbox.url());
         println!("  relay settings: AWS_ENDPOINT_URL_SECRETS_MANAGER={0} D365_AUTHORITY_HOST={0} D365_DATAVERSE_BASE_URL={0}", sandbox.url());
+        println!("  several environments: D365_DATAVERSE_BASE_URL={}/{{org_url_host}}", sandbox.url());
         println!("  what Dynamics received: curl -s {}/_sandbox/signals", sandbox.url());
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
         Ok(())

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use crate::config::RowRequest;
+use crate::dataverse::Dataverse;
 use crate::entities;
-use crate::{dataverse_error, empty, json_response, timestamp, Answer, Dropped, Reply, State};
+use crate::{dataverse_error, empty, json_response, timestamp, Answer, Dropped, Env, Reply};
 
 /// The sets every sandbox has, even when the config seeds no rows.
 pub(crate) const DEFAULT_SETS: &[&str] = &["accounts", "contacts", "leads", "opportunities"];
@@ -38,21 +39,17 @@ fn singular(set: &str) -> String {
     id_column(set).trim_end_matches("id").to_string()
 }
 
-/// The tables (entity set → rows) and the requests made of them.
+/// The tables (entity set → rows) of one environment and the requests made
+/// of them (the log of every environment's requests is the sandbox's).
 pub(crate) struct Tables {
     pub(crate) rows: Mutex<BTreeMap<String, Vec<Value>>>,
-    log: Mutex<Vec<RowRequest>>,
     requests: AtomicU64,
 }
 
 impl Tables {
     /// The default sets, and the rows the config seeds.
     pub(crate) fn new(seeded: BTreeMap<String, Vec<Value>>) -> Tables {
-        Tables {
-            rows: Mutex::new(DEFAULT_SETS.iter().map(|s| (s.to_string(), Vec::new())).chain(seeded).collect()),
-            log: Mutex::new(Vec::new()),
-            requests: AtomicU64::new(0),
-        }
+        Tables { rows: Mutex::new(DEFAULT_SETS.iter().map(|s| (s.to_string(), Vec::new())).chain(seeded).collect()), requests: AtomicU64::new(0) }
     }
 
     pub(crate) fn rows(&self, set: &str) -> Vec<Value> {
@@ -63,23 +60,18 @@ impl Tables {
         self.rows.lock().unwrap().insert(set.to_string(), rows);
     }
 
-    pub(crate) fn log(&self) -> Vec<RowRequest> {
-        self.log.lock().unwrap().clone()
-    }
-
     pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }
 
     pub(crate) fn reset(&self) {
         self.requests.store(0, Ordering::SeqCst);
-        self.log.lock().unwrap().clear();
     }
 }
 
-pub(crate) fn is_table(state: &State, segment: &str) -> bool {
+pub(crate) fn is_table(env: &Env<'_>, segment: &str) -> bool {
     let set = segment.split('(').next().unwrap_or(segment);
-    state.dataverse.tables.rows.lock().unwrap().contains_key(set)
+    env.dataverse.tables.rows.lock().unwrap().contains_key(set)
 }
 
 fn columns(rows: &[Value], set: &str) -> Vec<String> {
@@ -100,22 +92,23 @@ fn no_property(set: &str, name: &str) -> Reply {
     dataverse_error(400, "0x80060888", &format!("Could not find a property named '{name}' on type 'Microsoft.Dynamics.CRM.{}'.", singular(set)))
 }
 
-fn new_id(state: &State) -> String {
-    let mut dice = state.dataverse.dice.lock().unwrap();
+fn new_id(dataverse: &Dataverse) -> String {
+    let mut dice = dataverse.dice.lock().unwrap();
     let hex = |dice: &mut fastrand::Rng, n: usize| (0..n).map(|_| char::from_digit(dice.u32(0..16), 16).expect("a hex digit")).collect::<String>();
     format!("{}-{}-4{}-8{}-{}", hex(&mut dice, 8), hex(&mut dice, 4), hex(&mut dice, 3), hex(&mut dice, 3), hex(&mut dice, 12))
 }
 
-pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> Answer {
+pub(crate) async fn handle(env: &Env<'_>, method: &str, segment: &str, query: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> Answer {
     let arrived = Instant::now();
-    let dataverse = &state.dataverse;
+    let (state, dataverse) = (env.state, &*env.dataverse);
     let tables = &dataverse.tables;
     tables.requests.fetch_add(1, Ordering::SeqCst);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let log = |status: u16| {
         let kept = ["prefer", "if-match", "if-none-match", "content-type"];
-        tables.log.lock().unwrap().push(RowRequest {
+        state.row_log.lock().unwrap().push(RowRequest {
+            environment: dataverse.name.clone(),
             method: method.to_string(),
             path: segment.to_string(),
             query: pairs.iter().cloned().collect(),
@@ -125,12 +118,12 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
             received_at: timestamp(),
         });
     };
-    let faults = dataverse.faults.lock().unwrap().clone();
+    let faults = env.faults().lock().unwrap().clone();
     if faults.rows_latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.rows_latency_ms)).await;
     }
     let scripted = {
-        let mut faults = dataverse.faults.lock().unwrap();
+        let mut faults = env.faults().lock().unwrap();
         (!faults.rows_script.is_empty()).then(|| faults.rows_script.remove(0))
     };
     match scripted {
@@ -151,7 +144,7 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
         _ => {}
     }
     let token = headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-    if !state.entra.is_valid(token) {
+    if !env.is_valid(token) {
         log(401);
         return Ok(dataverse_error(401, "0x80072243", "The user is not authenticated: the token is missing, unknown or expired."));
     }
@@ -161,7 +154,7 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
         return Ok(reply);
     }
     // The request and time budgets are met late: after the request has run.
-    let remaining = match dataverse.admit(&client_id, arrived, Duration::from_millis(faults.rows_latency_ms)) {
+    let remaining = match dataverse.admit(&faults.limits, &client_id, arrived, Duration::from_millis(faults.rows_latency_ms)) {
         Ok(remaining) => remaining,
         Err(reply) => {
             log(429);
@@ -169,9 +162,9 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
         }
     };
     let reply = match method {
-        "GET" => query_rows(state, segment, &pairs),
-        "POST" => create(state, segment, &parsed, headers),
-        "PATCH" => update(state, segment, &parsed, headers),
+        "GET" => query_rows(dataverse, segment, &pairs),
+        "POST" => create(dataverse, segment, &parsed, headers),
+        "PATCH" => update(dataverse, segment, &parsed, headers),
         _ => dataverse_error(405, "0x80060888", &format!("{method} is not supported on {segment} by this sandbox")),
     };
     log(reply.status().as_u16());
@@ -179,9 +172,9 @@ pub(crate) async fn handle(state: &State, method: &str, segment: &str, query: &s
 }
 
 /// `GET {set}?$select=a,b&$filter=attr eq 'value'&$top=n`.
-fn query_rows(state: &State, set: &str, pairs: &[(String, String)]) -> Reply {
+fn query_rows(dataverse: &Dataverse, set: &str, pairs: &[(String, String)]) -> Reply {
     let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim().to_string());
-    let tables = state.dataverse.tables.rows.lock().unwrap();
+    let tables = dataverse.tables.rows.lock().unwrap();
     let rows = tables.get(set).cloned().unwrap_or_default();
     let known = columns(&rows, set);
     let select: Vec<String> = get("$select").map(|s| s.split(',').map(|c| c.trim().to_string()).collect()).unwrap_or_default();
@@ -439,13 +432,13 @@ fn created(set: &str, id: &str) -> Reply {
 }
 
 /// `POST {set}`: a new row with a new id; 201 with it under `Prefer: return=representation`, else 204 + `OData-EntityId`.
-fn create(state: &State, set: &str, body: &Value, headers: &BTreeMap<String, String>) -> Reply {
-    let mut tables = state.dataverse.tables.rows.lock().unwrap();
+fn create(dataverse: &Dataverse, set: &str, body: &Value, headers: &BTreeMap<String, String>) -> Reply {
+    let mut tables = dataverse.tables.rows.lock().unwrap();
     let mut row = match values(&tables, set, body) {
         Ok(row) => row,
         Err(reply) => return *reply,
     };
-    let id = new_id(state);
+    let id = new_id(dataverse);
     row.insert(entities::definition(set).map_or_else(|| id_column(set), |d| d.primary_id.to_string()), Value::String(id.clone()));
     tables.entry(set.to_string()).or_default().push(Value::Object(row.clone()));
     if headers.get("prefer").is_some_and(|p| p.contains("return=representation")) {
@@ -457,12 +450,12 @@ fn create(state: &State, set: &str, body: &Value, headers: &BTreeMap<String, Str
 /// `PATCH {set}({id})` or `PATCH {set}({key}={value},…)`: an upsert; with
 /// `If-Match: *` an update of an existing row only (404 if none), with
 /// `If-None-Match: *` a create only (412 if the row exists).
-fn update(state: &State, segment: &str, body: &Value, headers: &BTreeMap<String, String>) -> Reply {
+fn update(dataverse: &Dataverse, segment: &str, body: &Value, headers: &BTreeMap<String, String>) -> Reply {
     let (set, address) = match address(segment) {
         Ok(a) => a,
         Err(reply) => return *reply,
     };
-    let mut tables = state.dataverse.tables.rows.lock().unwrap();
+    let mut tables = dataverse.tables.rows.lock().unwrap();
     let attributes = match values(&tables, &set, body) {
         Ok(values) => values,
         Err(reply) => return *reply,
@@ -491,7 +484,7 @@ fn update(state: &State, segment: &str, body: &Value, headers: &BTreeMap<String,
                     for (c, literal) in key {
                         row.insert(c.clone(), literal.value());
                     }
-                    new_id(state)
+                    new_id(dataverse)
                 }
             };
             row.insert(column, Value::String(id.clone()));

@@ -45,13 +45,10 @@ impl SecretsManager {
             Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
             other => other.clone(),
         };
-        let mut apps: Vec<App> = serde_json::from_value::<App>(parsed.clone()).into_iter().collect();
-        for principal in parsed.get("principals").and_then(Value::as_array).into_iter().flatten() {
-            let mut entry = parsed.clone();
-            for field in ["client_id", "client_secret"] {
-                entry[field] = principal.get(field).cloned().unwrap_or(Value::Null);
-            }
-            apps.extend(serde_json::from_value::<App>(entry));
+        let mut apps = apps_of(&parsed);
+        // Each destination's block names its own (SPEC §23.1).
+        for block in parsed.get("destinations").and_then(Value::as_object).into_iter().flat_map(|d| d.values()) {
+            apps.extend(apps_of(block));
         }
         apps
     }
@@ -63,6 +60,19 @@ impl SecretsManager {
     pub(crate) fn reset(&self) {
         self.requests.store(0, Ordering::SeqCst);
     }
+}
+
+/// The application users a block of credentials names: its own and each of its `principals`.
+fn apps_of(block: &Value) -> Vec<App> {
+    let mut apps: Vec<App> = serde_json::from_value::<App>(block.clone()).into_iter().collect();
+    for principal in block.get("principals").and_then(Value::as_array).into_iter().flatten() {
+        let mut entry = block.clone();
+        for field in ["client_id", "client_secret"] {
+            entry[field] = principal.get(field).cloned().unwrap_or(Value::Null);
+        }
+        apps.extend(serde_json::from_value::<App>(entry));
+    }
+    apps
 }
 
 pub(crate) fn get_secret_value(state: &State, target: &str, body: &[u8]) -> Reply {
