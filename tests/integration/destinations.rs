@@ -124,7 +124,7 @@ async fn two_environments(mapping: Value) -> (d365_sandbox::Sandbox, relay::Rela
     let sandbox = d365_sandbox::Sandbox::start(config, 0).await.unwrap();
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (mapping, base) = (mapping.to_string(), format!("{}/{{org_url_host}}", sandbox.url()));
-    let options = Options { record_lines: Some(lines.clone()), ..Options::default() };
+    let options = Options { record_lines: relay::startup::RecordLines::Buffer(lines.clone()), ..Options::default() };
     let sqs = relay::enqueue::sqs_client_for_endpoint(&sandbox.url());
     let relay = relay_with(&sandbox, &[("D365_MAPPING", mapping.as_str()), ("D365_DATAVERSE_BASE_URL", base.as_str())], |c| c.with_sqs(sqs), options);
     (sandbox, relay, lines)
