@@ -40,8 +40,8 @@ for target in "${targets[@]}"; do
       -artifact_prefix="fuzz/artifacts/$target/" "fuzz/corpus/$target" >"$log" 2>&1 ||
       result="FAILED: $(grep -m1 -E '^==[0-9]+==|panicked at|ERROR: libFuzzer' "$log" | cut -c1-120) (see $log)"
   fi
-  executed=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" 2>/dev/null | tail -1 | grep -o '[0-9]*$')
-  rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" 2>/dev/null | tail -1 | grep -o '[0-9]*$')
+  executed=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" 2>/dev/null | tail -1 | grep -o '[0-9]*$')
+  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" 2>/dev/null | tail -1 | grep -o '[0-9]*$')
   printf '%-18s %12s %10s %8s  %s\n' "$target" "${executed:--}" "${rate:--}" "$(ls "fuzz/corpus/$target" | wc -l)" "$result"
   [ "$result" = ok ] || failed+=("$target")
 done

@@ -59,6 +59,14 @@ fn header_map(lines: &[u8]) -> HeaderMap {
     headers
 }
 
+/// What a cold start does before the first event (the phone library's
+/// metadata, the mapping documents), so that no input pays for it.
+pub fn init() {
+    mapping::warm_phone_metadata();
+    let _ = demo_mapping();
+    let _ = preset();
+}
+
 /// A whole Lambda payload (SPEC §5–§8, §12): read as the runtime reads it
 /// ([`intake::Payload`]), classified ([`intake::source_of`]), every record's
 /// envelopes unwrapped, and an HTTP request taken through the webhook's checks
@@ -181,7 +189,11 @@ pub fn sender_schemes(bytes: &[u8]) {
     let mut segment = HeaderMap::new();
     segment.insert("x-signature", HeaderValue::from_str(&auth::sign_segment(secret, body)).expect("hex"));
     assert_eq!(auth::verify_segment(Some(secret), &segment, body), Ok(()), "segment refuses its own signature");
+    // An id as a header carries it: visible ASCII (HeaderValue::to_str refuses other bytes).
     let id = code.trim();
+    if !id.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return;
+    }
     if let (Ok(id_value), Ok(signature)) = (HeaderValue::from_str(id), auth::sign_standard(secret, id, &(NOW_MS / 1000).to_string(), body)) {
         if !id.is_empty() {
             let mut standard = HeaderMap::new();
@@ -233,13 +245,17 @@ fn demo_mapping() -> &'static Mapping {
     MAPPING.get_or_init(|| Mapping::parse(include_str!("../events/mapping.json")).expect("the demo mapping parses"))
 }
 
+/// The built-in Default preset.
+fn preset() -> &'static Mapping {
+    static PRESET: OnceLock<Mapping> = OnceLock::new();
+    PRESET.get_or_init(Mapping::default_preset)
+}
+
 /// The mapping of an event (SPEC §3–4, §14, §19) under the demo mapping and
 /// the built-in preset, with and without a default phone region.
 pub fn map_event(bytes: &[u8]) {
     let Ok(event) = serde_json::from_slice::<Value>(bytes) else { return };
-    static PRESET: OnceLock<Mapping> = OnceLock::new();
-    let preset = PRESET.get_or_init(Mapping::default_preset);
-    for (mapping, region) in [(demo_mapping(), None), (demo_mapping(), crate::config::parse_region("GB")), (preset, crate::config::parse_region("US"))] {
+    for (mapping, region) in [(demo_mapping(), None), (demo_mapping(), crate::config::parse_region("GB")), (preset(), crate::config::parse_region("US"))] {
         let ctx = MapContext { mapping, default_trigger: Some("msdynmkt_fuzz"), default_phone_region: region, now: now() };
         let _ = mapping::map_event(&event, &ctx);
     }
@@ -301,15 +317,26 @@ fn account() -> &'static EntityDef {
     })
 }
 
-/// A row's key path (SPEC §19): a JSON object of column → value formatted by
-/// column type and percent-encoded, with and without the entity's definition.
+/// A row's key path (SPEC §19): the values of a JSON object or list (what an
+/// event's key paths yield) under the definition's columns in turn, formatted
+/// by column type and percent-encoded, with and without the definition. The
+/// columns come from the mapping document, which [`Mapping::parse`] checks;
+/// the values come from the event.
 pub fn row_key(bytes: &[u8]) {
     let _ = crate::rows::encode(&text(bytes));
-    let Ok(Value::Object(key)) = serde_json::from_slice::<Value>(bytes) else { return };
-    let key: Vec<(String, Value)> = key.into_iter().collect();
-    for definition in [None, Some(account())] {
-        if let Ok(path) = crate::rows::key_path("accounts", &key, definition) {
-            assert!(path.is_ascii(), "a key path that is not ASCII: {path}");
+    let values: Vec<Value> = match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => map.into_iter().map(|(_, v)| v).collect(),
+        Ok(Value::Array(items)) => items,
+        Ok(other) => vec![other],
+        Err(_) => return,
+    };
+    let columns = &account().columns;
+    for offset in 0..columns.len() {
+        let key: Vec<(String, Value)> = values.iter().zip(columns.keys().cycle().skip(offset)).map(|(v, c)| (c.clone(), v.clone())).collect();
+        for definition in [None, Some(account())] {
+            if let Ok(path) = crate::rows::key_path("accounts", &key, definition) {
+                assert!(path.is_ascii() && !path.contains([' ', '/', '?', '#']), "a key path that is not a URL path segment: {path}");
+            }
         }
     }
 }
