@@ -2,7 +2,8 @@
 # Runs fuzz targets (fuzz/fuzz_targets/) for SECONDS each: `make fuzz`, `make fuzz-smoke`.
 #   fuzz/run.sh SECONDS [TARGET ...]     (every target when none is named)
 # Each corpus (fuzz/corpus/<target>/) is seeded first (fuzz/seed.py); the
-# inputs that once failed (fuzz/regressions/<target>/) are run before fuzzing.
+# inputs that once failed (fuzz/regressions/<target>/) are run before fuzzing,
+# and a target's dictionary (fuzz/dicts/<target>.dict) guides it when there is one.
 # A target fails on a panic, a hang over 1 s or an allocation over 64 MB for
 # one input; its reproducer lands in fuzz/artifacts/<target>/. Prints, per
 # target, the inputs executed and the corpus size; exits 1 when any failed.
@@ -36,7 +37,9 @@ for target in "${targets[@]}"; do
     "$bin/$target" "${limits[@]}" "fuzz/regressions/$target"/* >"$log.regressions" 2>&1 || result="regression failed (see $log.regressions)"
   fi
   if [ "$result" = ok ]; then
-    "$bin/$target" "${limits[@]}" -max_total_time="$seconds" -print_final_stats=1 \
+    dict=()
+    [ -f "fuzz/dicts/$target.dict" ] && dict=(-dict="fuzz/dicts/$target.dict")
+    "$bin/$target" "${limits[@]}" "${dict[@]}" -max_total_time="$seconds" -print_final_stats=1 \
       -artifact_prefix="fuzz/artifacts/$target/" "fuzz/corpus/$target" >"$log" 2>&1 ||
       result="FAILED: $(grep -m1 -E '^==[0-9]+==|panicked at|ERROR: libFuzzer' "$log" | cut -c1-120) (see $log)"
   fi

@@ -281,7 +281,23 @@ pub fn schema_coerce(bytes: &[u8]) {
             let _ = schema::coerce(&parameter, &value);
         }
     }
-    for kind in ["String", "Memo", "Integer", "Picklist", "State", "Status", "Decimal", "Money", "Double", "Boolean", "DateTime", "Uniqueidentifier", "BigInt", "Lookup"] {
+    const COLUMN_TYPES: &[&str] = &[
+        "String",
+        "Memo",
+        "Integer",
+        "Picklist",
+        "State",
+        "Status",
+        "Decimal",
+        "Money",
+        "Double",
+        "Boolean",
+        "DateTime",
+        "Uniqueidentifier",
+        "BigInt",
+        "Lookup",
+    ];
+    for kind in COLUMN_TYPES {
         let _ = crate::rows::coerce_column(kind, &value);
     }
     if let Value::String(s) = &value {
