@@ -14,7 +14,8 @@ shift
 # libFuzzer's flags run on the stable toolchain: cargo-fuzz needs -Z flags.
 export RUSTC_BOOTSTRAP=1
 # One build for every target; `make fuzz` and `make fuzz-smoke` share it (fuzz/target/).
-build_flags=(-O --codegen-units "${FUZZ_CODEGEN_UNITS:-16}" --sanitizer "${FUZZ_SANITIZER:-address}")
+# FUZZ_PROFILE=-D (no optimisation), FUZZ_SANITIZER=none, FUZZ_CODEGEN_UNITS trade run speed for build time.
+build_flags=("${FUZZ_PROFILE:--O}" --codegen-units "${FUZZ_CODEGEN_UNITS:-16}" --sanitizer "${FUZZ_SANITIZER:-address}")
 limits=(-timeout=1 -malloc_limit_mb=64 -rss_limit_mb=2048)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
@@ -25,7 +26,9 @@ python3 fuzz/seed.py >/dev/null
 step=$SECONDS
 cargo fuzz build "${build_flags[@]}" || exit 1
 echo "built ${#targets[@]} fuzz targets in $((SECONDS - step)) s"
-bin=fuzz/target/x86_64-unknown-linux-gnu/release
+profile=release
+[ "${FUZZ_PROFILE:--O}" = -D ] && profile=debug
+bin=fuzz/target/x86_64-unknown-linux-gnu/$profile
 mkdir -p fuzz/artifacts target
 failed=()
 printf '%-18s %12s %10s %8s  %s\n' target executed exec/s corpus result
