@@ -8,7 +8,7 @@ ARCH ?= arm64
 SANDBOX_PORT ?= 8765
 SANDBOX_BIND ?= 127.0.0.1
 
-.PHONY: docs docs-check tools-mdbook demo test lint tools-moto tools-sdk tools-lambda tools-sam build validate sam-build sandbox invoke smoke sam-image sam-local sam-smoke deploy bench bench-compare tools-strace chaos sign-events clean
+.PHONY: docs docs-check tools-mdbook demo test lint tools-moto tools-sdk tools-lambda tools-sam build validate sam-build sandbox invoke smoke sam-image sam-local sam-smoke deploy bench bench-compare tools-strace chaos sign-events fuzz fuzz-smoke tools-fuzz clean
 
 ## The relay against the sandbox on every sample event, showing what Dynamics received.
 demo:
@@ -127,6 +127,24 @@ bench-compare: tools-strace
 ## A longer chaos run (20,000 messages).
 chaos:
 	CHAOS_MESSAGES=20000 $(CARGO) test --release --test reliability chaos -- --nocapture
+
+## Every fuzz target (fuzz/, libFuzzer) for FUZZ_SECONDS each: a panic, a hang over 1 s or an
+## allocation over 64 MB for one input fails it (reproducer in fuzz/artifacts/). FUZZ_TARGETS
+## names some; prints inputs executed and corpus sizes. Needs no nightly toolchain (RUSTC_BOOTSTRAP).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+CARGO_FUZZ_VERSION ?= 0.13.1
+fuzz: tools-fuzz
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+## Each fuzz target for a few seconds, and every input that once failed (CI: the targets keep building).
+FUZZ_SMOKE_SECONDS ?= 5
+fuzz-smoke: tools-fuzz
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
+## cargo-fuzz at the pinned version, installed with cargo only when missing or another version.
+tools-fuzz:
+	@cargo fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' || $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
 
 clean:
 	$(CARGO) clean

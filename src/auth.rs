@@ -78,7 +78,8 @@ pub fn verify_standard(secret: Option<&[u8]>, headers: &HeaderMap, body: &[u8], 
     let timestamp = read("timestamp").ok_or("missing webhook-timestamp (or svix-timestamp) header")?;
     let signatures = read("signature").ok_or("missing webhook-signature (or svix-signature) header")?;
     let sent: i64 = timestamp.parse().map_err(|_| "webhook-timestamp is not unix epoch seconds")?;
-    if (now_s - sent).abs() > STANDARD_WINDOW_SECS {
+    // abs_diff: any i64 the sender puts in the header, without overflow.
+    if now_s.abs_diff(sent) > STANDARD_WINDOW_SECS.unsigned_abs() {
         return Err("webhook-timestamp (svix-timestamp) is more than 5 minutes from now: re-sign the request (and check the sender's clock)".into());
     }
     let key = standard_key(secret)?;
@@ -263,6 +264,21 @@ mod tests {
         let sig = sign_standard(b"plain", "id1", &ts, b"{}").unwrap();
         let h = headers(&[("webhook-id", "id1"), ("webhook-timestamp", &ts), ("webhook-signature", &sig)]);
         assert!(verify_standard(Some(b"plain"), &h, b"{}", VECTOR_TS).is_ok());
+    }
+
+    #[test]
+    fn standard_webhooks_extreme_timestamps_are_refused_without_overflow() {
+        // A subtraction overflowed here: a panic in a test build, and in a release build
+        // `now - i64::MIN`-like differences wrapped, and one whose absolute value wrapped
+        // to a negative number passed the 5-minute window forever.
+        let now = 1_780_740_000i64;
+        let wraps_to_min = now.wrapping_sub(i64::MIN);
+        for (ts, now) in [(i64::MIN, now), (i64::MAX, -1), (i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (wraps_to_min, now)] {
+            let ts = ts.to_string();
+            let sig = sign_standard(b"plain", "id1", &ts, b"{}").unwrap();
+            let h = headers(&[("webhook-id", "id1"), ("webhook-timestamp", &ts), ("webhook-signature", &sig)]);
+            assert!(verify_standard(Some(b"plain"), &h, b"{}", now).unwrap_err().contains("5 minutes"), "{ts} at {now}");
+        }
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub mod dynamics;
 pub mod enqueue;
 pub(crate) mod envelope;
 pub(crate) mod fields;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub(crate) mod handler;
 pub mod idempotency;
 pub(crate) mod identity;

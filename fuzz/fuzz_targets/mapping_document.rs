@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(init: relay::fuzzing::init(), |data: &[u8]| relay::fuzzing::mapping_document(data));
