@@ -119,7 +119,7 @@ pub async fn run(line: &mut impl FnMut(String)) {
         let relays: Vec<Relay> = (0..3)
             .map(|_| {
                 let settings = relay::sandbox_settings(&sandbox.url(), &overrides);
-                relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()).with_dynamodb(client.clone()), Default::default())
+                relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()).with_dynamodb(client.clone()), crate::harness::quiet())
             })
             .collect();
         let tag = if shared == "table" { "ct" } else { "ce" };

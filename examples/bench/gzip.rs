@@ -48,8 +48,11 @@ pub async fn run(line: &mut impl FnMut(String)) {
     let mapping = format!("{ROOT}/events/mapping.json");
     let overrides =
         [("D365_MAPPING_FILE", mapping.as_str()), ("D365_MAX_IN_FLIGHT", "32"), ("D365_WEBHOOK_AUTH", "writekey,hmac"), ("D365_MAX_TRIGGERS_PER_MINUTE", "0")];
-    let relay =
-        relay::startup::relay(relay::sandbox_settings(&sandbox.url(), &overrides), relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
+    let relay = relay::startup::relay(
+        relay::sandbox_settings(&sandbox.url(), &overrides),
+        relay::startup::Clients::for_endpoint(&sandbox.url()),
+        crate::harness::quiet(),
+    );
     relay::mapping::warm_phone_metadata();
     relay.handle(webhook(1, "warm"), Instant::now() + Duration::from_secs(60)).await.unwrap();
     let (mut plain, mut gzipped) = (Vec::new(), Vec::new());

@@ -17,6 +17,11 @@ pub fn config(faults: Faults) -> SandboxConfig {
     config
 }
 
+/// The relay's options in the bench: record lines built and let go (in Lambda they leave for the log), not printed among the table's.
+pub fn quiet() -> relay::startup::Options {
+    relay::startup::Options { record_lines: relay::startup::RecordLines::Discard, ..Default::default() }
+}
+
 pub fn bound(n: usize, c: usize) -> Duration {
     Duration::from_millis(n.div_ceil(c) as u64 * LATENCY_MS)
 }
@@ -51,7 +56,7 @@ pub async fn run_batches(sizes: &[usize], in_flight: usize, faults: Faults, sns:
         &sandbox.url(),
         &[("D365_MAPPING_FILE", &mapping), ("D365_MAX_IN_FLIGHT", &c), ("D365_DEFAULT_PHONE_REGION", "GB"), ("D365_MAX_TRIGGERS_PER_MINUTE", "0")],
     );
-    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), quiet());
     relay::mapping::warm_phone_metadata();
     // Warm (one record): the secret and token are fetched; the limiter learns nothing yet.
     relay.handle(batch(1, "warm"), Instant::now() + Duration::from_secs(60)).await.unwrap();

@@ -22,7 +22,7 @@ async fn one_run(by_email: bool) -> (Duration, u64, u64, usize) {
     let sandbox = Sandbox::start(config, 0).await.unwrap();
     let mapping = format!("{ROOT}/events/mapping.json");
     let settings = relay::sandbox_settings(&sandbox.url(), &[("D365_MAPPING_FILE", &mapping), ("D365_MAX_IN_FLIGHT", "8")]);
-    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), crate::harness::quiet());
     relay.handle(batch(1, "warm"), Instant::now() + Duration::from_secs(60)).await.unwrap();
     let records: Vec<Value> = (0..1_000)
         .map(|i| {

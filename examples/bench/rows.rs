@@ -28,7 +28,7 @@ pub async fn run(line: &mut impl FnMut(String)) {
             &sandbox.url(),
             &[("D365_MAPPING_FILE", &mapping), ("D365_MAX_IN_FLIGHT", &C.to_string()), ("D365_MAX_TRIGGERS_PER_MINUTE", "0")],
         );
-        let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), Default::default());
+        let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()), crate::harness::quiet());
         // Warm: the secret and the token (an unmapped event sends nothing).
         relay.handle(json!({"batch": [{"event": "Page Viewed", "userId": contact(0)}]}), Instant::now() + Duration::from_secs(60)).await.unwrap();
         let records: Vec<Value> = (0..N)

@@ -25,7 +25,7 @@ async fn webhook_answer(n: usize, enqueue: bool, in_flight: usize, runs: usize) 
     let relay = relay::startup::relay(
         settings,
         relay::startup::Clients::for_endpoint(&sandbox.url()).with_sqs(relay::enqueue::sqs_client_for_endpoint(&sandbox.url())),
-        Default::default(),
+        crate::harness::quiet(),
     );
     relay::mapping::warm_phone_metadata();
     relay.handle(webhook(1, "warm"), Instant::now() + Duration::from_secs(60)).await.unwrap();
