@@ -18,7 +18,9 @@
 //! C = 32: events per second and peak RSS; `BENCH_SEND_LINES=1000000` adds a
 //! file of that many lines), `ceiling` (a 600-event backlog through 3 execution
 //! environments at a CI-J ceiling of 240 a minute, shared through moto's
-//! DynamoDB table and by `D365_ENVIRONMENTS`: about 6 minutes). The other
+//! DynamoDB table and by `D365_ENVIRONMENTS`: about 6 minutes), `destinations`
+//! (two Dynamics environments, production answering 429 Retry-After 60: UAT's
+//! batch time beside it ÷ its time alone, SPEC §23.3). The other
 //! scenarios run with no ceiling (`D365_MAX_TRIGGERS_PER_MINUTE=0`).
 //!
 //! `BENCH_STRICT_ROOTS=1` makes the bench exit non-zero (after writing the
@@ -32,6 +34,7 @@ mod runtime_api;
 mod binary;
 mod capped;
 mod ceiling;
+mod destinations;
 mod gzip;
 mod identity;
 mod record_log;
@@ -68,6 +71,9 @@ async fn main() {
     }
     if wanted("record_log") {
         record_log::run(&mut line).await;
+    }
+    if wanted("destinations") {
+        destinations::run(&mut line).await;
     }
 
     // The release binary through the Runtime API.

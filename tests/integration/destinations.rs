@@ -257,3 +257,48 @@ async fn two_environments_production_throttled_for_a_whole_batch_leaves_uat_as_f
     assert_eq!(changes.len(), 3 * N, "each failed record backed off");
     assert!(changes.iter().all(|c| (55..=75).contains(&c.visibility_timeout)), "{changes:?}");
 }
+
+/// SPEC §23.3 with production down (503 for a whole batch): UAT's records are
+/// delivered (their calls accepted) within 1.2 × their time alone (+50 ms);
+/// production's are retried (§7) and reported failed. The invocation itself
+/// lasts as long as production's retries (printed, not asserted).
+#[tokio::test]
+async fn two_environments_production_answering_503_for_a_whole_batch_leaves_uat_delivered_as_fast_as_alone() {
+    const N: usize = 20;
+    let mapping = json!({"events": {"Order Completed": {"attributes": {"msdynmkt_orderid": "properties.order_id"}}},
+                         "destinations": {"default": {"when": {"properties.prod": "yes"}}, "uat": {}}});
+    let (sandbox, relay, _lines) = two_environments(mapping).await;
+    let latency = d365_sandbox::Faults { latency_ms: 20, ..Default::default() };
+    sandbox.set_environment_faults(UAT, latency.clone());
+    sandbox.set_environment_faults(PROD, latency);
+    assert_eq!(failures(&invoke(&relay, orders("warm", 2, true)).await), Vec::<String>::new());
+
+    sandbox.set_environment_faults(PROD, d365_sandbox::Faults { latency_ms: 20, unavailable_rate: 1.0, ..Default::default() });
+    // The time from the invocation's start to UAT's last accepted call of the batch.
+    let uat_done = |sandbox: &d365_sandbox::Sandbox, tag: &str, started: chrono::DateTime<chrono::Utc>| {
+        let signals: Vec<_> = sandbox.environment_accepted(UAT).into_iter().filter(|s| s.body["msdynmkt_orderid"].as_str().unwrap().starts_with(tag)).collect();
+        assert_eq!(signals.len(), N, "UAT delivered every record of the batch");
+        let last = signals.iter().map(|s| chrono::DateTime::parse_from_rfc3339(&s.received_at).unwrap().with_timezone(&chrono::Utc)).max().unwrap();
+        (last - started).to_std().unwrap_or_default()
+    };
+    let (mut alone, mut with, mut invocation) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3 {
+        let started = chrono::Utc::now();
+        let answer = invoke(&relay, orders(&format!("alone{round}"), N, false)).await;
+        assert_eq!(failures(&answer), Vec::<String>::new());
+        alone.push(uat_done(&sandbox, &format!("ORD-alone{round}-"), started));
+        let (started, clock) = (chrono::Utc::now(), Instant::now());
+        let answer = invoke(&relay, orders(&format!("down{round}"), N, true)).await;
+        invocation.push(clock.elapsed());
+        assert_eq!(failures(&answer).len(), N, "production's actions failed: every record is retried");
+        with.push(uat_done(&sandbox, &format!("ORD-down{round}-"), started));
+    }
+    let (alone, with, invocation) = (median(alone), median(with), median(invocation));
+    eprintln!(
+        "UAT delivered alone in {alone:?}, beside production answering 503 in {with:?}: {:.2}×; the invocation took {invocation:?} ({:.1}×); production 503s {}",
+        with.as_secs_f64() / alone.as_secs_f64(),
+        invocation.as_secs_f64() / alone.as_secs_f64(),
+        sandbox.environment_stats(PROD).calls_with(503)
+    );
+    assert!(with <= alone.mul_f64(1.2) + Duration::from_millis(50), "UAT beside a production that is down was delivered in {with:?}, alone {alone:?}");
+}
