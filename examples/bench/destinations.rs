@@ -57,7 +57,7 @@ pub async fn run(line: &mut impl FnMut(String)) {
         ],
     );
     let sqs = relay::enqueue::sqs_client_for_endpoint(&sandbox.url());
-    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()).with_sqs(sqs), Default::default());
+    let relay = relay::startup::relay(settings, relay::startup::Clients::for_endpoint(&sandbox.url()).with_sqs(sqs), crate::harness::quiet());
     relay::mapping::warm_phone_metadata();
     // The template's Timeout (60 s): shorter than production's Retry-After, so its
     // records fail at once and are backed off (with a longer deadline the relay may
