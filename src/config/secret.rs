@@ -1,7 +1,7 @@
 //! The Secrets Manager secret (SPEC §2.2): credentials and targets, with the
 //! host checks that keep the token from reaching any other host.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{check_name, ConfigError};
@@ -209,8 +209,13 @@ fn principals(client_id: Option<String>, client_secret: Option<String>, listed: 
         let secret = secret.filter(|v| !v.trim().is_empty());
         match (id, secret) {
             (Some(client_id), Some(secret)) => {
-                if pool.iter().any(|p: &PrincipalCredentials| p.client_id == client_id) {
-                    return Err(ConfigError::new(format!("{at}.{field}client_id"), "names an application user already in the pool"));
+                // The same pair at the top level and in the list is one principal (a second
+                // application user is added by listing both); one id with two secrets is a mistake.
+                if let Some(known) = pool.iter().find(|p: &&PrincipalCredentials| p.client_id == client_id) {
+                    if known.client_secret.expose_secret() == secret.as_str() {
+                        return Ok(());
+                    }
+                    return Err(ConfigError::new(format!("{at}.{field}client_id"), "names an application user already in the pool with another client_secret"));
                 }
                 pool.push(PrincipalCredentials { client_id, client_secret: SecretString::from(secret) });
                 Ok(())
@@ -290,6 +295,12 @@ mod tests {
             assert_eq!(err.setting, field, "{principals}");
             assert!(!err.to_string().contains("s3cret"));
         }
+        // The top-level pair listed again is the same principal, not a second one (SPEC §17.3).
+        let again = GOOD.replace(
+            "\"webhook_secret\"",
+            r#""principals":[{"client_id":"c","client_secret":"s3cret"},{"client_id":"d","client_secret":"t"}],"webhook_secret""#,
+        );
+        assert_eq!(Credentials::parse(&again, "v1").unwrap().client_ids().collect::<Vec<_>>(), ["c", "d"]);
         let half = GOOD.replace("\"client_secret\":\"s3cret\",", r#""principals":[{"client_id":"d","client_secret":"t"}],"#);
         assert_eq!(Credentials::parse(&half, "v1").unwrap_err().setting, "secret.client_secret");
     }
