@@ -284,6 +284,13 @@ impl Settings {
         };
 
         let record_log = RecordLog::parse(get("D365_RECORD_LOG"))?;
+        // Several destinations behind one base URL would all reach one environment (SPEC §23.4).
+        if mapping.destinations.len() > 1 && dataverse_base_url.as_deref().is_some_and(|url| !url.contains("{org_url_host}")) {
+            return Err(ConfigError::new(
+                "D365_DATAVERSE_BASE_URL",
+                "with several destinations it must hold {org_url_host} (e.g. http://127.0.0.1:8765/{org_url_host}), or every destination would reach one environment",
+            ));
+        }
 
         Ok(Settings {
             max_triggers_per_minute,
@@ -597,5 +604,15 @@ mod tests {
             let err = settings(&[("D365_SECRET_ID", "x"), ("D365_WEBHOOK_AUTH", bad)]).unwrap_err();
             assert_eq!(err.setting, "D365_WEBHOOK_AUTH", "{bad}");
         }
+    }
+
+    #[test]
+    fn several_destinations_need_the_host_in_the_base_url() {
+        let mapping = r#"{"destinations": {"default": {"fallback": true}, "uat": {"best_effort": true}}}"#;
+        let plain = settings(&[("D365_SECRET_ID", "x"), ("D365_MAPPING", mapping), ("D365_DATAVERSE_BASE_URL", "http://127.0.0.1:8765")]);
+        assert_eq!(plain.unwrap_err().setting, "D365_DATAVERSE_BASE_URL");
+        let per_host = settings(&[("D365_SECRET_ID", "x"), ("D365_MAPPING", mapping), ("D365_DATAVERSE_BASE_URL", "http://127.0.0.1:8765/{org_url_host}")]);
+        assert_eq!(per_host.unwrap().dataverse_base_url.as_deref(), Some("http://127.0.0.1:8765/{org_url_host}"));
+        assert!(settings(&[("D365_SECRET_ID", "x"), ("D365_MAPPING", mapping)]).is_ok(), "without an override each host is its own");
     }
 }

@@ -24,7 +24,8 @@ async fn setup(destinations: &[&str], mapping: Value) -> (d365_sandbox::Sandbox,
     let lines = Arc::new(Mutex::new(Vec::new()));
     let mapping = mapping.to_string();
     let options = Options { record_lines: relay::startup::RecordLines::Buffer(lines.clone()), ..Options::default() };
-    let relay = relay_with(&sandbox, &[("D365_MAPPING", mapping.as_str())], |c| c, options);
+    let base = format!("{}/{{org_url_host}}", sandbox.url());
+    let relay = relay_with(&sandbox, &[("D365_MAPPING", mapping.as_str()), ("D365_DATAVERSE_BASE_URL", base.as_str())], |c| c, options);
     (sandbox, relay, lines)
 }
 
